@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` (set up + main job) and `make test` (set up + tests).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+RUN ?= runs/demo
+
+.PHONY: setup demo test test-slow clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+# Trains the tiny preset on the sample images bundled in the package (CPU, a few minutes) and
+# leaves RUN/checkpoints, RUN/lightning_logs (TensorBoard), RUN/reconstructions/*.png and RUN/diffusers.
+demo: $(STAMP)
+	$(BIN)/vaetrain fit --config configs/tiny.yaml --trainer.default_root_dir $(RUN)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf runs .pytest_cache

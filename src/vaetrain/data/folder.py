@@ -1,0 +1,65 @@
+"""A recursive folder of image files, split deterministically into train and validation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from vaetrain.errors import ConfigError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+
+
+def sample_images_dir() -> Path:
+    """The dozen CC0 clothing photos bundled with the package: the embedded default data set."""
+    return Path(str(resources.files("vaetrain.data") / "samples"))
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """All image files below `root`, sorted by relative path so every process sees the same order."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise ConfigError(f"data.path: image folder '{root}' does not exist")
+    if not root.is_dir():
+        raise ConfigError(f"data.path: '{root}' is not a folder")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise ConfigError(
+            f"data.path: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in '{root}' or its subfolders"
+        )
+    return files
+
+
+def split_train_val(files: list[Path], val_size: int | float) -> tuple[list[Path], list[Path]]:
+    """Evenly spaced files form the validation split: deterministic, and spread over every subfolder.
+
+    `val_size` is a count (int >= 1) or a fraction (0 < float < 1); at least one image stays in train.
+    """
+    count = int(val_size) if isinstance(val_size, int) or val_size >= 1 else round(len(files) * val_size)
+    count = max(1, min(count, len(files) - 1)) if len(files) > 1 else 0
+    if count == 0:
+        return list(files), list(files)
+    val_indices = {round(i * len(files) / count) for i in range(count)}
+    val = [f for i, f in enumerate(files) if i in val_indices]
+    train = [f for i, f in enumerate(files) if i not in val_indices]
+    return train, val
+
+
+class ImageFileDataset(Dataset):
+    """Decodes one file per index to RGB and applies `transform` (PIL image -> tensor)."""
+
+    def __init__(self, files: list[Path], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.files = files
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        with Image.open(self.files[index]) as image:
+            return self.transform(image.convert("RGB"))

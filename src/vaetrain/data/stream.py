@@ -1,0 +1,67 @@
+"""An endless, resumable, rank-sharded stream of training samples: training runs by steps, not epochs."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+_SEED_STRIDE = 1_000_003
+
+
+class ResumableImageStream(IterableDataset):
+    """Yields the samples of micro-batches start_batch, start_batch + 1, ... of this rank, forever.
+
+    Sample position p of rank r is global position g = p * world_size + r. Epoch e = g // len(dataset)
+    is a permutation drawn from (seed, e), and the random crop/flip of position g is seeded by (seed, g).
+    So what a micro-batch holds depends on its number alone: a run resumed at batch k sees exactly what
+    an uninterrupted run saw from batch k on, with any number of loader workers (worker w of W builds
+    batches w, w + W, ..., which the DataLoader returns in order). Ranks read disjoint positions.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_batch: int = 0,
+    ) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.start_batch = start_batch
+        self._epoch = -1
+        self._order = torch.empty(0, dtype=torch.long)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        worker = get_worker_info()
+        worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        for batch in itertools.count(self.start_batch + worker_id, num_workers):
+            for position in range(batch * self.batch_size, (batch + 1) * self.batch_size):
+                yield self.sample_at(position)
+
+    def global_position(self, position: int) -> int:
+        return position * self.world_size + self.rank
+
+    def index_at(self, position: int) -> int:
+        """The dataset index at this rank's stream position."""
+        epoch, offset = divmod(self.global_position(position), len(self.dataset))  # type: ignore[arg-type]
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + epoch)
+            self._order = torch.randperm(len(self.dataset), generator=generator)  # type: ignore[arg-type]
+            self._epoch = epoch
+        return int(self._order[offset])
+
+    def sample_at(self, position: int) -> torch.Tensor:
+        index = self.index_at(position)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * _SEED_STRIDE + self.global_position(position)) % 2**63)
+            return self.dataset[index]

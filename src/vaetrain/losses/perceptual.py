@@ -1,0 +1,70 @@
+"""LPIPS from the `lpips` package, differentiable and permanently in eval mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from vaetrain.errors import ConfigError
+
+PerceptualNetwork = Literal["vgg", "alex", "squeeze"]
+Backbone = Literal["pretrained", "random"]
+
+# torchvision's file names for the ImageNet backbones that `lpips` loads.
+_TORCHVISION_WEIGHTS = {
+    "vgg": "vgg16-397923af.pth",
+    "alex": "alexnet-owt-7be5be79.pth",
+    "squeeze": "squeezenet1_1-b8a52dc0.pth",
+}
+
+
+class PretrainedWeightsUnavailable(ConfigError):
+    """A pretrained network's weights are neither cached nor downloadable."""
+
+
+class PerceptualLoss(nn.Module):
+    """Per-image LPIPS distance between images in [-1, 1].
+
+    Gradients flow into the images (and so into the decoder), never into LPIPS' own weights. `train()`
+    is overridden because Lightning calls `model.train()` on the whole module tree, which would switch
+    LPIPS' dropout on and make the loss noisy.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "PerceptualLoss":
+        super().train(mode)
+        self.network.eval()
+        return self
+
+    def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Shape (batch,): one distance per image."""
+        return self.network(reconstruction, target).flatten(1).sum(dim=1)
+
+
+def build_perceptual_loss(network: PerceptualNetwork = "vgg", backbone: Backbone = "pretrained") -> PerceptualLoss:
+    """LPIPS with its calibrated linear heads (bundled with `lpips`) on an ImageNet or random backbone.
+
+    `random` needs no download: for tests and offline demos. `pretrained` uses torchvision's cached
+    weights, downloading them if allowed; if neither works it fails with one line naming the file.
+    """
+    import lpips
+
+    if backbone == "random":
+        return PerceptualLoss(lpips.LPIPS(net=network, pretrained=True, pnet_rand=True, verbose=False))
+    try:
+        return PerceptualLoss(lpips.LPIPS(net=network, pretrained=True, pnet_rand=False, verbose=False))
+    except Exception as error:  # noqa: BLE001 - urllib, ssl, OSError, RuntimeError: all mean "no weights"
+        file = _TORCHVISION_WEIGHTS[network]
+        where = Path(torch.hub.get_dir()) / "checkpoints" / file
+        raise PretrainedWeightsUnavailable(
+            f"LPIPS ({network}) needs the ImageNet weights file {file}: none at {where} and the download failed "
+            f"({type(error).__name__}); put the file there (or set TORCH_HOME) or set "
+            f"model.loss.perceptual_backbone=random"
+        ) from error
+

@@ -1,0 +1,98 @@
+"""The autoencoder is diffusers' AutoencoderKL itself, so an export is the trained module, bit for bit."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diffusers import AutoencoderKL
+
+from vaetrain.errors import ConfigError
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class AutoencoderConfig:
+    """Architecture of a new AutoencoderKL, or where to load a pretrained one from.
+
+    Defaults are Stable Diffusion 1.x's f8c4 autoencoder. When `pretrained` is set (a local diffusers
+    folder or a Hugging Face Hub id), the architecture fields are ignored and the stored config is used.
+    """
+
+    block_out_channels: list[int] = field(default_factory=lambda: [128, 256, 512, 512])
+    layers_per_block: int = 2
+    latent_channels: int = 4
+    in_channels: int = 3
+    out_channels: int = 3
+    norm_num_groups: int = 32
+    mid_block_add_attention: bool = True
+    pretrained: str | None = None
+    subfolder: str | None = None
+    gradient_checkpointing: bool = False
+    train_encoder: bool = True  # False: decoder-only fine-tune (encoder and quant_conv frozen)
+
+
+def build_autoencoder(config: AutoencoderConfig) -> AutoencoderKL:
+    """A new or pretrained AutoencoderKL, with gradient checkpointing and encoder freezing applied."""
+    if config.pretrained:
+        model = _load_pretrained(config.pretrained, config.subfolder)
+    else:
+        levels = len(config.block_out_channels)
+        if any(c % config.norm_num_groups for c in config.block_out_channels):
+            raise ConfigError(
+                f"model.autoencoder.block_out_channels {config.block_out_channels} must all be divisible by "
+                f"model.autoencoder.norm_num_groups={config.norm_num_groups}"
+            )
+        model = AutoencoderKL(
+            in_channels=config.in_channels,
+            out_channels=config.out_channels,
+            down_block_types=("DownEncoderBlock2D",) * levels,
+            up_block_types=("UpDecoderBlock2D",) * levels,
+            block_out_channels=tuple(config.block_out_channels),
+            layers_per_block=config.layers_per_block,
+            latent_channels=config.latent_channels,
+            norm_num_groups=config.norm_num_groups,
+            mid_block_add_attention=config.mid_block_add_attention,
+        )
+    if config.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    if not config.train_encoder:
+        freeze_encoder(model)
+    return model
+
+
+def freeze_encoder(model: AutoencoderKL) -> None:
+    """Stops gradients into the encoder half, so a decoder fine-tune keeps the latent space unchanged."""
+    for module in (model.encoder, model.quant_conv):
+        if module is not None:
+            module.requires_grad_(False)
+
+
+def downsampling_factor(model: AutoencoderKL) -> int:
+    """How many pixels one latent element spans along each side (8 for SD's f8 autoencoders)."""
+    return 2 ** (len(model.config.block_out_channels) - 1)
+
+
+def _load_pretrained(source: str, subfolder: str | None) -> AutoencoderKL:
+    path = Path(source).expanduser()
+    if path.exists():
+        try:
+            return AutoencoderKL.from_pretrained(path, subfolder=subfolder)
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"model.autoencoder.pretrained: cannot load '{source}': {_first_line(error)}") from error
+    if not _HUB_ID.match(source):
+        raise ConfigError(f"model.autoencoder.pretrained: path '{source}' does not exist")
+    try:
+        return AutoencoderKL.from_pretrained(source, subfolder=subfolder)
+    except Exception as error:  # noqa: BLE001 - the Hub raises many kinds; all mean "cannot load"
+        raise ConfigError(
+            f"model.autoencoder.pretrained: '{source}' is neither a local folder nor loadable from the Hub: "
+            f"{_first_line(error)}"
+        ) from error
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,73 @@
+"""PatchGAN discriminator (pix2pix's NLayerDiscriminator, as in taming-transformers and LDM)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+DiscriminatorNorm = Literal["batch", "group", "spectral", "spectral_group"]
+
+
+@dataclass
+class DiscriminatorConfig:
+    """`norm` defaults to spectral_group: per-sample statistics, so batch size 1 and DDP need no syncing."""
+
+    base_channels: int = 64
+    num_layers: int = 3
+    norm: DiscriminatorNorm = "spectral_group"
+    in_channels: int = 3
+
+
+class PatchDiscriminator(nn.Module):
+    """Maps an image to a grid of real/fake logits, one per overlapping patch (70x70 at 3 layers)."""
+
+    def __init__(self, config: DiscriminatorConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or DiscriminatorConfig()
+        spectral = config.norm in ("spectral", "spectral_group")
+        channels = [config.base_channels * min(2**i, 8) for i in range(config.num_layers + 1)]
+
+        layers: list[nn.Module] = [
+            _conv(config.in_channels, channels[0], stride=2, spectral=spectral, bias=True),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        for i in range(1, config.num_layers + 1):
+            stride = 1 if i == config.num_layers else 2
+            layers += [
+                _conv(channels[i - 1], channels[i], stride=stride, spectral=spectral, bias=config.norm == "spectral"),
+                *_norm(config.norm, channels[i]),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+        layers.append(_conv(channels[-1], 1, stride=1, spectral=spectral, bias=True))
+        self.layers = nn.Sequential(*layers)
+        self.apply(_init_weights)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.layers(images)
+
+
+def _conv(in_channels: int, out_channels: int, *, stride: int, spectral: bool, bias: bool) -> nn.Module:
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=stride, padding=1, bias=bias)
+    return spectral_norm(conv) if spectral else conv
+
+
+def _norm(norm: DiscriminatorNorm, channels: int) -> list[nn.Module]:
+    if norm == "batch":
+        return [nn.BatchNorm2d(channels)]
+    if norm in ("group", "spectral_group"):
+        return [nn.GroupNorm(min(32, channels), channels)]
+    return []
+
+
+def _init_weights(module: nn.Module) -> None:
+    """pix2pix's initialisation: N(0, 0.02) convolutions, N(1, 0.02) norm scales."""
+    if isinstance(module, nn.Conv2d):
+        weight = module.parametrizations.weight.original if hasattr(module, "parametrizations") else module.weight
+        nn.init.normal_(weight, 0.0, 0.02)
+    elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
