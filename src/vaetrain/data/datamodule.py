@@ -102,11 +102,12 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(dataset, self.val_batch_size)
 
     def fixed_images(self, count: int) -> torch.Tensor:
-        """The first `count` validation images: the same inputs in every reconstruction grid."""
+        """Center crops of the first `count` validation images (then training images if too few): the
+        same inputs in every reconstruction grid."""
         self.prepare_split()
-        transform = image_transform(self.resolution, train=False)
-        dataset = ImageFileDataset(self.val_files, transform)
-        return torch.stack([dataset[i] for i in range(min(count, len(dataset)))])
+        files = (self.val_files + [f for f in self.train_files if f not in self.val_files])[:count]
+        dataset = ImageFileDataset(files, image_transform(self.resolution, train=False))
+        return torch.stack([dataset[i] for i in range(len(dataset))])
 
     def _rank_and_world_size(self) -> tuple[int, int]:
         trainer = self.trainer

@@ -1,0 +1,78 @@
+"""Callbacks that write what a person looks at: reconstruction grids and the final diffusers folder."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import lightning as L
+import torch
+from torchvision.utils import make_grid, save_image
+
+from vaetrain.evaluation.latents import measure_latent_statistics
+from vaetrain.export.diffusers_folder import save_diffusers_folder
+
+
+class ReconstructionGrid(L.Callback):
+    """Every `every_n_steps` generator steps (and at the end): fixed validation images | reconstructions.
+
+    Written to RUN/reconstructions/step_XXXXXXX.png and, with TensorBoard, to the logger.
+    """
+
+    def __init__(self, every_n_steps: int = 500, num_images: int = 8) -> None:
+        self.every_n_steps = every_n_steps
+        self.num_images = num_images
+        self._images: torch.Tensor | None = None
+        self._last_written = -1
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = pl_module.counters.generator_steps
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step != self._last_written:
+            self.write(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        if pl_module.counters.generator_steps != self._last_written:
+            self.write(trainer, pl_module)
+
+    @torch.no_grad()
+    def write(self, trainer: L.Trainer, pl_module) -> Path | None:
+        self._last_written = pl_module.counters.generator_steps
+        if not trainer.is_global_zero or trainer.datamodule is None:
+            return None
+        if self._images is None:
+            self._images = trainer.datamodule.fixed_images(self.num_images)
+        images = self._images.to(pl_module.device)
+        was_training = pl_module.training
+        pl_module.eval()
+        reconstructions = pl_module(images).float().clamp(-1, 1)
+        pl_module.train(was_training)
+        pairs = torch.stack([images.float(), reconstructions], dim=1).flatten(0, 1)  # input, recon, input, ...
+        grid = make_grid((pairs + 1) / 2, nrow=2 * min(4, len(images)), padding=2, pad_value=1.0)
+        path = Path(trainer.default_root_dir) / "reconstructions" / f"step_{self._last_written:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(grid, path)
+        experiment = getattr(trainer.logger, "experiment", None)
+        if hasattr(experiment, "add_image"):
+            experiment.add_image("reconstructions", grid, global_step=self._last_written)
+        return path
+
+
+class ExportDiffusers(L.Callback):
+    """At the end of `fit`, writes RUN/<dirname> as a diffusers folder (EMA weights when EMA is on), with
+    `scaling_factor`/`shift_factor` measured on up to `latent_statistics_images` training images."""
+
+    def __init__(self, dirname: str = "diffusers", latent_statistics_images: int = 256, enabled: bool = True) -> None:
+        self.dirname = dirname
+        self.latent_statistics_images = latent_statistics_images
+        self.enabled = enabled
+        self.path: Path | None = None
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not self.enabled or not trainer.is_global_zero:
+            return
+        model = copy.deepcopy(pl_module.inference_autoencoder()).float().eval()
+        statistics = None
+        if trainer.datamodule is not None and hasattr(trainer.datamodule, "evaluation_dataloader"):
+            loader = trainer.datamodule.evaluation_dataloader(self.latent_statistics_images)
+            statistics = measure_latent_statistics(model, loader)
+        self.path = save_diffusers_folder(model.cpu(), Path(trainer.default_root_dir) / self.dirname, statistics)

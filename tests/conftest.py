@@ -1,0 +1,98 @@
+"""Tiny models, a random-backbone LPIPS and generated images: no network, seconds per test."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vaetrain.data import ImageDataModule
+from vaetrain.losses import LossConfig, build_perceptual_loss
+from vaetrain.models import AutoencoderConfig, DiscriminatorConfig, EMAConfig
+from vaetrain.training.module import AutoencoderModule, OptimizersConfig, TrainingConfig
+from vaetrain.training.optim import OptimizerConfig
+
+warnings.filterwarnings("ignore", ".*pretrained.*")
+warnings.filterwarnings("ignore", ".*weight enum.*")
+warnings.filterwarnings("ignore", ".*eval mode.*")
+
+TINY_AUTOENCODER = dict(block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4, latent_channels=4)
+
+
+def tiny_autoencoder_config(**overrides) -> AutoencoderConfig:
+    return AutoencoderConfig(**(TINY_AUTOENCODER | overrides))
+
+
+def tiny_module(
+    *,
+    loss: dict | None = None,
+    training: dict | None = None,
+    ema: dict | None = None,
+    autoencoder: dict | None = None,
+    optimizer: OptimizerConfig | None = None,
+) -> AutoencoderModule:
+    torch.manual_seed(0)
+    return AutoencoderModule(
+        autoencoder=tiny_autoencoder_config(**(autoencoder or {})),
+        discriminator=DiscriminatorConfig(base_channels=8, num_layers=2),
+        loss=LossConfig(**({"perceptual_network": "alex", "perceptual_backbone": "random", "disc_start_step": 1} | (loss or {}))),
+        optimizer=OptimizersConfig(generator=optimizer or OptimizerConfig(lr=1e-3), discriminator=optimizer or OptimizerConfig(lr=1e-3)),
+        ema=EMAConfig(**({"decay": 0.9} | (ema or {}))),
+        training=TrainingConfig(**(training or {})),
+    )
+
+
+def tiny_trainer(root: Path | None = None, **overrides) -> L.Trainer:
+    kwargs = dict(
+        accelerator="cpu",
+        devices=1,
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        default_root_dir=str(root) if root else None,
+    )
+    return L.Trainer(**(kwargs | overrides))
+
+
+def write_images(folder: Path, count: int, sizes: list[tuple[int, int]] | None = None, seed: int = 0) -> list[Path]:
+    """Random RGB images of varied sizes and formats: a stand-in for a user's folder."""
+    rng = np.random.default_rng(seed)
+    sizes = sizes or [(40, 48), (64, 40), (36, 36), (80, 52)]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        w, h = sizes[i % len(sizes)]
+        # smooth images (upsampled noise) so a tiny autoencoder can learn them
+        small = rng.integers(0, 256, size=(max(2, h // 8), max(2, w // 8), 3), dtype=np.uint8)
+        image = Image.fromarray(small).resize((w, h), Image.BICUBIC)
+        path = folder / (f"sub{i % 2}" if i % 3 else "") / f"img_{i:03d}.{'png' if i % 2 else 'jpg'}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    write_images(tmp_path / "images", 12)
+    return tmp_path / "images"
+
+
+@pytest.fixture
+def datamodule(image_folder: Path) -> ImageDataModule:
+    return ImageDataModule(path=str(image_folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
+
+
+@pytest.fixture(scope="session")
+def random_lpips():
+    torch.manual_seed(0)
+    return build_perceptual_loss("alex", "random")
