@@ -1,0 +1,59 @@
+import pytest
+import torch
+from diffusers import AutoencoderKL
+
+from tests.conftest import tiny_autoencoder_config
+from vaetrain.errors import ConfigError
+from vaetrain.models import AutoencoderConfig, DiscriminatorConfig, PatchDiscriminator, build_autoencoder, build_ema, downsampling_factor
+
+
+def test_sd_preset_defaults_build_sd_architecture():
+    config = AutoencoderConfig()
+    assert config.block_out_channels == [128, 256, 512, 512] and config.layers_per_block == 2
+    assert config.latent_channels == 4
+
+
+def test_save_reload_gives_the_same_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = build_autoencoder(tiny_autoencoder_config()).eval()
+    model.save_pretrained(tmp_path / "vae")
+    reloaded = build_autoencoder(AutoencoderConfig(pretrained=str(tmp_path / "vae"))).eval()
+    images = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(model(images).sample, reloaded(images).sample)
+    assert downsampling_factor(reloaded) == 2
+
+
+def test_missing_pretrained_path_fails_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match="nothing-here"):
+        build_autoencoder(AutoencoderConfig(pretrained=str(tmp_path / "nothing-here")))
+
+
+def test_decoder_only_and_checkpointing_switches():
+    model = build_autoencoder(tiny_autoencoder_config(train_encoder=False, gradient_checkpointing=True))
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.decoder.parameters())
+    assert model.decoder.gradient_checkpointing
+
+
+@pytest.mark.parametrize("norm", ["batch", "group", "spectral", "spectral_group"])
+def test_discriminator_norms_give_patch_logits(norm):
+    discriminator = PatchDiscriminator(DiscriminatorConfig(base_channels=8, num_layers=3, norm=norm))
+    logits = discriminator(torch.randn(2, 3, 64, 64))
+    assert logits.shape == (2, 1, 6, 6)
+    has_batch_norm = any(isinstance(m, torch.nn.BatchNorm2d) for m in discriminator.modules())
+    assert has_batch_norm == (norm == "batch")
+    spectral = any(hasattr(m, "parametrizations") for m in discriminator.modules())
+    assert spectral == norm.startswith("spectral")
+
+
+def test_ema_is_a_frozen_fp32_copy():
+    model = build_autoencoder(tiny_autoencoder_config())
+    ema = build_ema(model, 0.9)
+    assert not any(p.requires_grad for p in ema.parameters())
+    assert all(p.dtype == torch.float32 for p in ema.parameters())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update_parameters(model)  # first update copies
+    assert all(torch.equal(a, b) for a, b in zip(ema.module.parameters(), model.parameters()))

@@ -1,0 +1,90 @@
+"""The command line as a user runs it: presets parse, bad input fails in one line, fit -> resume -> export."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import AutoencoderKL
+
+from vaetrain.cli import main
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+SMALL = [
+    "--model.autoencoder.block_out_channels=[8,16]",
+    "--model.autoencoder.norm_num_groups=4",
+    "--model.discriminator.base_channels=8",
+    "--model.loss.perceptual_network=alex",
+    "--model.loss.disc_start_step=2",
+    "--data.resolution=32",
+    "--data.batch_size=2",
+    "--data.num_workers=0",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.val_check_interval=2",
+    "--trainer.limit_val_batches=1",
+    "--checkpoint.every_n_train_steps=2",
+    "--grid.every_n_steps=2",
+    "--export.latent_statistics_images=8",
+    "--trainer.max_steps=2",
+]
+
+
+def test_every_preset_parses(capsys):
+    assert {p.name for p in CONFIGS} >= {"tiny.yaml", "sd-vae-f8c4.yaml", "sd-vae-finetune-decoder.yaml", "f8c16.yaml"}
+    for config in CONFIGS:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--config", str(config), "--print_config"])
+        assert exit_info.value.code == 0, config
+        assert "block_out_channels" in capsys.readouterr().out or "pretrained" in config.read_text()
+
+
+def _fit(root: Path, *extra: str) -> int:
+    return main(["fit", "--config", str(CONFIGS[[p.name for p in CONFIGS].index("tiny.yaml")]), *SMALL, f"--trainer.default_root_dir={root}", *extra])
+
+
+def test_unknown_config_key_is_named(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _fit(tmp_path / "run", "--model.loss.kl_wieght=1")
+    assert exit_info.value.code != 0
+    assert "kl_wieght" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("--data.resolution=33", "data.resolution=33"),
+        ("--data.path={tmp}/missing", "missing"),
+        ("--data.path={tmp}/empty", "no images"),
+        ("--model.autoencoder.pretrained={tmp}/no-such-vae", "no-such-vae"),
+    ],
+)
+def test_bad_input_fails_in_one_line_before_training(tmp_path, capsys, override, named):
+    (tmp_path / "empty").mkdir()
+    code = _fit(tmp_path / "run", override.format(tmp=tmp_path))
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert error[-1].startswith("vaetrain: error:") and named in error[-1]
+    assert not (tmp_path / "run").exists()
+
+
+def test_fit_resume_and_export_from_the_command_line(tmp_path, image_folder):
+    run = tmp_path / "run"
+    assert _fit(run, f"--data.path={image_folder}", "--trainer.max_steps=4") == 0
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "reconstructions").glob("step_*.png"))
+    assert list(run.glob("lightning_logs/version_0/events.out.tfevents.*"))
+    assert (run / "lightning_logs" / "version_0" / "config.yaml").is_file()
+    first = AutoencoderKL.from_pretrained(run / "diffusers")
+
+    assert _fit(run, f"--data.path={image_folder}", "--trainer.max_steps=6", "--ckpt_path=last") == 0
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["vaetrain"]["counters"]["generator_steps"] == 6
+    assert checkpoint["vaetrain"]["counters"]["discriminator_steps"] == 4
+
+    assert main(["export", str(run / "checkpoints" / "last.ckpt"), str(tmp_path / "exported")]) == 0
+    exported = AutoencoderKL.from_pretrained(tmp_path / "exported")
+    resumed = AutoencoderKL.from_pretrained(run / "diffusers")
+    latents = torch.randn(1, 4, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(exported.decode(latents).sample, resumed.decode(latents).sample)
+        assert not torch.equal(first.decode(latents).sample, resumed.decode(latents).sample)
