@@ -3,7 +3,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from tests.conftest import write_images
-from vaetrain.data import ImageDataModule, ImageFileDataset, ResumableImageStream, image_transform, list_images, split_train_val
+from vaetrain.data import (
+    DecodedImages,
+    FileRecords,
+    ImageDataModule,
+    ResumableImageStream,
+    collate_samples,
+    image_transform,
+    list_images,
+    split_train_val,
+)
 from vaetrain.errors import ConfigError
 
 
@@ -36,9 +45,9 @@ def test_split_is_deterministic_disjoint_and_complete(tmp_path):
 def test_transforms_give_the_requested_size_in_range(image_folder):
     files = list_images(image_folder)
     for train in (True, False):
-        dataset = ImageFileDataset(files, image_transform(48, train=train))  # some images are smaller: upscaled
+        dataset = DecodedImages(FileRecords(files), image_transform(48, train=train))  # some are smaller: upscaled
         for i in range(len(dataset)):
-            image = dataset[i]
+            image = dataset[i]["image"]
             assert image.shape == (3, 48, 48)
             assert image.min() >= -1 and image.max() <= 1
 
@@ -51,15 +60,15 @@ def test_resolution_must_divide_by_the_downsampling_factor(image_folder):
 
 
 def _stream(folder, **kwargs):
-    dataset = ImageFileDataset(list_images(folder), image_transform(32, train=True))
+    dataset = DecodedImages(FileRecords(list_images(folder)), image_transform(32, train=True))
     return ResumableImageStream(dataset, batch_size=2, seed=3, **kwargs)
 
 
 def _batches(stream, count, workers=0):
-    loader = DataLoader(stream, batch_size=stream.batch_size, num_workers=workers)
+    loader = DataLoader(stream, batch_size=stream.batch_size, num_workers=workers, collate_fn=collate_samples)
     out = []
     for batch in loader:
-        out.append(batch)
+        out.append(batch["image"])
         if len(out) == count:
             return out
     return out

@@ -39,10 +39,10 @@ def test_export_writes_the_measured_latent_scale(tmp_path, checkpoint, datamodul
     config = json.loads((out / "config.json").read_text())
     statistics = json.loads((out / "latent_statistics.json").read_text())
     model, _ = autoencoder_from_checkpoint(path)
-    from vaetrain.data import ImageDataModule
+    from vaetrain.data import ImageDataModule, images_of
 
     loader = ImageDataModule(path=str(image_folder), resolution=32, batch_size=8, num_workers=0).evaluation_dataloader(256)
-    expected = measure_latent_statistics(model, loader)
+    expected = measure_latent_statistics(model, (images_of(b) for b in loader))
     assert config["scaling_factor"] == pytest.approx(1 / expected.std) == pytest.approx(statistics["scaling_factor"])
     assert config["shift_factor"] == pytest.approx(expected.mean)
 

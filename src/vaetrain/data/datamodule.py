@@ -4,33 +4,54 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from vaetrain.data.folder import ImageFileDataset, list_images, sample_images_dir, split_train_val
+from vaetrain.data.dataset import DecodedImages, DecodeOptions, collate_samples
+from vaetrain.data.decode import DEFAULT_MAX_PIXELS
+from vaetrain.data.folder import sample_images_dir, split_train_val
+from vaetrain.data.quality import BadFileTracker
+from vaetrain.data.records import FileRecords, RecordSource, folder_files, load_hf_records
 from vaetrain.data.stream import ResumableImageStream
-from vaetrain.data.transforms import image_transform
+from vaetrain.data.transforms import CropPolicy, decodes_at_reduced_size, image_transform
 from vaetrain.errors import ConfigError
+
+Source = Literal["auto", "folder", "hf"]
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Images from a folder (recursive), or the bundled samples when `path` is None.
+    """Images from a folder (recursive; `file_list` selects a subset) or a Hugging Face dataset, or the
+    bundled samples when `path` is None.
 
     `batch_size` is the micro-batch per process; the training stream is endless and resumable (see
-    `ResumableImageStream`), so runs are measured in steps. `set_start_batch` positions it on resume.
+    `ResumableImageStream`), so runs are measured in steps. Bad files are replaced by the next record,
+    logged once and counted (`data/*` metrics); more than `max_bad_fraction` of the samples seen stops
+    the run. `small_images` says what happens to images whose short side is below `resolution`.
     """
 
     def __init__(
         self,
         path: str | None = None,
+        source: Source = "auto",
         resolution: int = 256,
         batch_size: int = 4,
+        crop: CropPolicy = "random_crop",
+        small_images: Literal["upscale", "skip"] = "upscale",
+        flip: bool = True,
         val_size: int | float = 0.05,
         val_batch_size: int | None = None,
+        file_list: str | None = None,
+        split: str = "train",
+        image_column: str = "image",
+        background: tuple[int, int, int] = (255, 255, 255),
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        max_bad_fraction: float = 0.01,
+        bad_fraction_min_samples: int = 500,
         num_workers: int | None = None,
-        flip: bool = True,
+        prefetch_factor: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -39,20 +60,58 @@ class ImageDataModule(L.LightningDataModule):
         if batch_size <= 0:
             raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
         self.path = path
+        self.source = source
         self.resolution = resolution
         self.batch_size = batch_size
+        self.crop = crop
+        self.small_images = small_images
+        self.flip = flip
         self.val_size = val_size
         self.val_batch_size = val_batch_size or batch_size
+        self.file_list = file_list
+        self.split = split
+        self.image_column = image_column
+        self.background = tuple(background)
+        self.max_image_pixels = max_image_pixels
         self.num_workers = default_num_workers() if num_workers is None else num_workers
-        self.flip = flip
+        self.prefetch_factor = prefetch_factor
         self.seed = seed
         self.start_batch = 0
-        self.train_files: list[Path] = []
-        self.val_files: list[Path] = []
+        self.tracker = BadFileTracker(max_bad_fraction, bad_fraction_min_samples)
+        self.train_records: RecordSource | None = None
+        self.val_records: RecordSource | None = None
+        self._batches_seen = 0
 
     @property
     def root(self) -> Path:
         return Path(self.path).expanduser() if self.path else sample_images_dir()
+
+    def resolved_source(self) -> str:
+        """`auto`: a folder holding a saved `datasets` dataset or parquet/arrow files, or a Hub-style id
+        that is not a local path, is `hf`; any other folder is `folder`."""
+        if self.source != "auto":
+            return self.source
+        if self.path is None:
+            return "folder"
+        root = self.root
+        if root.is_dir():
+            markers = ("dataset_dict.json", "state.json", "dataset_info.json")
+            if any((root / m).exists() for m in markers) or any(root.glob("*.parquet")) or any(root.glob("*.arrow")):
+                return "hf"
+            return "folder"
+        if not root.exists() and "/" in str(self.path) and not str(self.path).startswith((".", "/", "~")):
+            return "hf"
+        return "folder"
+
+    @property
+    def train_files(self) -> list[Path]:
+        self.prepare_split()
+        return list(getattr(self.train_records, "files", []))
+
+    @property
+    def val_files(self) -> list[Path]:
+        self.prepare_split()
+        return list(getattr(self.val_records, "files", []))
 
     def check_resolution(self, factor: int) -> None:
         """Fails early when the autoencoder cannot reconstruct at this size."""
@@ -63,8 +122,14 @@ class ImageDataModule(L.LightningDataModule):
             )
 
     def prepare_split(self) -> None:
-        if not self.train_files:
-            self.train_files, self.val_files = split_train_val(list_images(self.root), self.val_size)
+        if self.train_records is not None:
+            return
+        if self.resolved_source() == "hf":
+            records = load_hf_records(str(self.path), self.split, self.image_column)
+        else:
+            records = FileRecords(folder_files(self.root, self.file_list))
+        train, val = split_train_val(list(range(len(records))), self.val_size)
+        self.train_records, self.val_records = records.subset(train), records.subset(val)
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_split()
@@ -73,11 +138,27 @@ class ImageDataModule(L.LightningDataModule):
         """The next training micro-batch of this process (restored from a checkpoint)."""
         self.start_batch = batch
 
-    def train_dataloader(self) -> DataLoader:
+    def dataset(self, split: str, *, train: bool, max_items: int | None = None) -> DecodedImages:
+        """Decoded images of the train or val split; `train` picks the augmenting transform."""
         self.prepare_split()
+        records = self.train_records if split == "train" else self.val_records
+        if max_items is not None and len(records) > max_items:
+            step = len(records) // max_items
+            records = records.subset(list(range(0, len(records), step))[:max_items])
+        crop_policy = self.crop if train else "resize_crop"
+        options = DecodeOptions(
+            min_short_side=self.resolution if decodes_at_reduced_size(train, self.crop) else None,
+            skip_smaller_than=self.resolution if train and self.small_images == "skip" else None,
+            background=self.background,
+            max_pixels=self.max_image_pixels,
+        )
+        transform = image_transform(self.resolution, train=train, flip=self.flip, crop=crop_policy)
+        return DecodedImages(records, transform, options)
+
+    def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world_size()
         stream = ResumableImageStream(
-            ImageFileDataset(self.train_files, image_transform(self.resolution, train=True, flip=self.flip)),
+            self.dataset("train", train=True),
             batch_size=self.batch_size,
             seed=self.seed,
             rank=rank,
@@ -87,30 +168,55 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(stream, self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        self.prepare_split()
-        dataset = ImageFileDataset(self.val_files, image_transform(self.resolution, train=False))
+        dataset = self.dataset("val", train=False)
         rank, world_size = self._rank_and_world_size()
         sampler = DistributedSampler(dataset, world_size, rank, shuffle=False) if world_size > 1 else None
         return self._loader(dataset, self.val_batch_size, sampler=sampler)
 
     def evaluation_dataloader(self, max_images: int, *, split: str = "train") -> DataLoader:
-        """Center crops of up to `max_images` evenly spaced files, e.g. to measure latent statistics."""
-        self.prepare_split()
-        files = self.train_files if split == "train" else self.val_files
-        step = max(1, len(files) // max_images)
-        dataset = ImageFileDataset(files[::step][:max_images], image_transform(self.resolution, train=False))
-        return self._loader(dataset, self.val_batch_size)
+        """Center crops of up to `max_images` evenly spaced images, e.g. to measure latent statistics.
+        Batches are dicts; `images_of` takes the tensor out."""
+        return self._loader(self.dataset(split, train=False, max_items=max_images), self.val_batch_size)
 
     def fixed_images(self, count: int) -> torch.Tensor:
         """Center crops of the first `count` validation images (then training images if too few): the
         same inputs in every reconstruction grid."""
-        self.prepare_split()
-        files = (self.val_files + [f for f in self.train_files if f not in self.val_files])[:count]
-        dataset = ImageFileDataset(files, image_transform(self.resolution, train=False))
-        return torch.stack([dataset[i] for i in range(len(dataset))])
+        images = [self.dataset("val", train=False)[i]["image"] for i in range(min(count, len(self.val_records)))]
+        train = self.dataset("train", train=False)
+        images += [train[i]["image"] for i in range(min(count - len(images), len(train)))]
+        return torch.stack(images)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Counts what the loaders skipped (raising past the threshold) and hands the module a tensor."""
+        if not isinstance(batch, dict):
+            return batch
+        trainer = self._trainer_or_none()
+        if trainer is not None and not trainer.training:
+            return batch["image"]  # validation images are the same every time: counted once, at setup
+        self.tracker.update(len(batch["image"]) + len(batch["bad"]), batch["bad"], batch["small"])
+        self._batches_seen += 1
+        if trainer is not None and (batch["bad"] or batch["small"] or self._batches_seen % 50 == 0):
+            for logger in trainer.loggers:
+                logger.log_metrics(self.tracker.metrics(), step=trainer.global_step)
+        return batch["image"]
+
+    def state_dict(self) -> dict[str, Any]:
+        tracker = self.tracker
+        return {"bad": tracker.bad, "seen": tracker.seen, "skipped_small": tracker.skipped_small}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.tracker.bad = int(state_dict.get("bad", 0))
+        self.tracker.seen = int(state_dict.get("seen", 0))
+        self.tracker.skipped_small = int(state_dict.get("skipped_small", 0))
+
+    def _trainer_or_none(self):
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
 
     def _rank_and_world_size(self) -> tuple[int, int]:
-        trainer = self.trainer
+        trainer = self._trainer_or_none()
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
@@ -122,8 +228,15 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=workers > 0,
+            prefetch_factor=self.prefetch_factor if workers > 0 else None,
+            collate_fn=collate_samples,
             drop_last=False,
         )
+
+
+def images_of(batch: Any) -> torch.Tensor:
+    """The image tensor of a loader batch (dict from `collate_samples`, or a plain tensor)."""
+    return batch["image"] if isinstance(batch, dict) else batch
 
 
 def default_num_workers() -> int:

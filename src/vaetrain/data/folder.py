@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-
-import torch
-from PIL import Image
-from torch.utils.data import Dataset
+from typing import TypeVar
 
 from vaetrain.errors import ConfigError
+
+T = TypeVar("T")
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 
@@ -35,8 +33,8 @@ def list_images(root: str | Path) -> list[Path]:
     return files
 
 
-def split_train_val(files: list[Path], val_size: int | float) -> tuple[list[Path], list[Path]]:
-    """Evenly spaced files form the validation split: deterministic, and spread over every subfolder.
+def split_train_val(files: list[T], val_size: int | float) -> tuple[list[T], list[T]]:
+    """Evenly spaced items (files, or record indices) form the validation split: deterministic, and spread over every subfolder.
 
     `val_size` is a count (int >= 1) or a fraction (0 < float < 1); at least one image stays in train.
     """
@@ -49,17 +47,3 @@ def split_train_val(files: list[Path], val_size: int | float) -> tuple[list[Path
     train = [f for i, f in enumerate(files) if i not in val_indices]
     return train, val
 
-
-class ImageFileDataset(Dataset):
-    """Decodes one file per index to RGB and applies `transform` (PIL image -> tensor)."""
-
-    def __init__(self, files: list[Path], transform: Callable[[Image.Image], torch.Tensor]) -> None:
-        self.files = files
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        with Image.open(self.files[index]) as image:
-            return self.transform(image.convert("RGB"))

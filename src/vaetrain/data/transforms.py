@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
+
+CropPolicy = Literal["random_crop", "center_crop", "resize_crop"]
 
 
 class ResizeIfSmaller(torch.nn.Module):
@@ -21,17 +25,21 @@ class ResizeIfSmaller(torch.nn.Module):
         return TF.resize(image, self.size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
 
 
-def image_transform(resolution: int, *, train: bool, flip: bool = True) -> v2.Compose:
-    """Train: random crop (+ flip). Validation: resize the short side, then center crop."""
-    if train:
-        geometry = [ResizeIfSmaller(resolution), v2.RandomCrop(resolution)]
-        if flip:
-            geometry.append(v2.RandomHorizontalFlip())
+def image_transform(resolution: int, *, train: bool, flip: bool = True, crop: CropPolicy = "random_crop") -> v2.Compose:
+    """Training follows `crop`: `random_crop` / `center_crop` cut at native scale (upscaling only images
+    that are too small), `resize_crop` resizes the short side to `resolution` and then crops randomly.
+    Validation always resizes the short side and center-crops (the convention of published tables)."""
+    resize = v2.Resize(resolution, interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+    if not train:
+        geometry = [resize, v2.CenterCrop(resolution)]
+    elif crop == "resize_crop":
+        geometry = [resize, v2.RandomCrop(resolution)]
+    elif crop == "center_crop":
+        geometry = [ResizeIfSmaller(resolution), v2.CenterCrop(resolution)]
     else:
-        geometry = [
-            v2.Resize(resolution, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-            v2.CenterCrop(resolution),
-        ]
+        geometry = [ResizeIfSmaller(resolution), v2.RandomCrop(resolution)]
+    if train and flip:
+        geometry.append(v2.RandomHorizontalFlip())
     return v2.Compose(
         [
             *geometry,
@@ -40,3 +48,8 @@ def image_transform(resolution: int, *, train: bool, flip: bool = True) -> v2.Co
             v2.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
         ]
     )
+
+
+def decodes_at_reduced_size(train: bool, crop: CropPolicy) -> bool:
+    """Whether the pipeline resizes anyway, so a JPEG may be decoded smaller (draft mode) first."""
+    return not train or crop == "resize_crop"

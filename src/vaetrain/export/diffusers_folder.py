@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
-from vaetrain.data.datamodule import ImageDataModule
+from vaetrain.data.datamodule import ImageDataModule, images_of
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics, measure_latent_statistics
 
@@ -77,5 +77,6 @@ def export_checkpoint(
         datamodule = ImageDataModule(
             path=str(images), resolution=resolution or data.get("resolution") or 256, batch_size=8, num_workers=0
         )
-        statistics = measure_latent_statistics(model, datamodule.evaluation_dataloader(max_images))
+        loader = datamodule.evaluation_dataloader(max_images)
+        statistics = measure_latent_statistics(model, (images_of(batch) for batch in loader))
     return save_diffusers_folder(model, out_dir, statistics)

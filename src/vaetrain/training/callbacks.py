@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torchvision.utils import make_grid, save_image
 
+from vaetrain.data.datamodule import images_of
 from vaetrain.evaluation.latents import measure_latent_statistics
 from vaetrain.export.diffusers_folder import save_diffusers_folder
 
@@ -74,5 +75,5 @@ class ExportDiffusers(L.Callback):
         statistics = None
         if trainer.datamodule is not None and hasattr(trainer.datamodule, "evaluation_dataloader"):
             loader = trainer.datamodule.evaluation_dataloader(self.latent_statistics_images)
-            statistics = measure_latent_statistics(model, loader)
+            statistics = measure_latent_statistics(model, (images_of(batch) for batch in loader))
         self.path = save_diffusers_folder(model.cpu(), Path(trainer.default_root_dir) / self.dirname, statistics)

@@ -1,0 +1,59 @@
+"""Counting bad files: each is logged once with its reason, and too many stop the run."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+from vaetrain.errors import ConfigError
+
+log = logging.getLogger("vaetrain.data")
+
+
+class TooManyBadFiles(ConfigError):
+    """More than the allowed fraction of the samples seen were unusable."""
+
+
+@dataclass
+class BadFileTracker:
+    """Accumulates what the loaders report; raises `TooManyBadFiles` past `max_bad_fraction`.
+
+    The fraction is taken over max(samples seen, `min_samples`), so a few bad files early in a run do
+    not stop it while a broken data set still stops within the first `min_samples` samples.
+    """
+
+    max_bad_fraction: float = 0.01
+    min_samples: int = 500
+    seen: int = 0
+    bad: int = 0
+    skipped_small: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def update(self, seen: int, bad_files: list[tuple[str, str]], skipped_small: int = 0) -> None:
+        self.seen += seen
+        self.skipped_small += skipped_small
+        for name, reason in bad_files:
+            self.bad += 1
+            self.reasons[reason.split(" (")[0]] += 1
+            if name not in self.examples:
+                self.examples[name] = reason
+                log.warning("skipping bad image %s: %s", name, reason)
+        self.check()
+
+    def check(self) -> None:
+        if self.bad and self.bad > self.max_bad_fraction * max(self.seen, self.min_samples):
+            shown = "; ".join(f"{name}: {reason}" for name, reason in list(self.examples.items())[:3])
+            raise TooManyBadFiles(
+                f"{self.bad} of {self.seen} samples were bad images, over data.max_bad_fraction="
+                f"{self.max_bad_fraction}; e.g. {shown}"
+            )
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "data/bad_samples": float(self.bad),
+            "data/bad_files": float(len(self.examples)),
+            "data/skipped_small": float(self.skipped_small),
+            "data/samples_read": float(self.seen),
+        }
