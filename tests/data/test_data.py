@@ -8,6 +8,7 @@ from vaetrain.data import (
     FileRecords,
     ImageDataModule,
     ResumableImageStream,
+    SampleDecoder,
     collate_samples,
     image_transform,
     list_images,
@@ -45,7 +46,7 @@ def test_split_is_deterministic_disjoint_and_complete(tmp_path):
 def test_transforms_give_the_requested_size_in_range(image_folder):
     files = list_images(image_folder)
     for train in (True, False):
-        dataset = DecodedImages(FileRecords(files), image_transform(48, train=train))  # some are smaller: upscaled
+        dataset = DecodedImages(FileRecords(files), SampleDecoder(image_transform(48, train=train)))  # some are smaller: upscaled
         for i in range(len(dataset)):
             image = dataset[i]["image"]
             assert image.shape == (3, 48, 48)
@@ -60,7 +61,7 @@ def test_resolution_must_divide_by_the_downsampling_factor(image_folder):
 
 
 def _stream(folder, **kwargs):
-    dataset = DecodedImages(FileRecords(list_images(folder)), image_transform(32, train=True))
+    dataset = DecodedImages(FileRecords(list_images(folder)), SampleDecoder(image_transform(32, train=True)))
     return ResumableImageStream(dataset, batch_size=2, seed=3, **kwargs)
 
 

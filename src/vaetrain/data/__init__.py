@@ -2,13 +2,14 @@
 LightningDataModule."""
 
 from vaetrain.data.datamodule import ImageDataModule, images_of
-from vaetrain.data.dataset import DecodedImages, DecodeOptions, collate_samples
+from vaetrain.data.dataset import DecodedImages, DecodeOptions, SampleDecoder, collate_samples
 from vaetrain.data.decode import BadImage, decode_image
 from vaetrain.data.folder import IMAGE_EXTENSIONS, list_images, sample_images_dir, split_train_val
 from vaetrain.data.quality import BadFileTracker, TooManyBadFiles
 from vaetrain.data.records import FileRecords, HuggingFaceRecords, folder_files, load_hf_records
 from vaetrain.data.stream import ResumableImageStream
 from vaetrain.data.transforms import image_transform
+from vaetrain.data.webdataset_stream import WebDatasetStream, expand_shards
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -20,6 +21,9 @@ __all__ = [
     "HuggingFaceRecords",
     "ImageDataModule",
     "ResumableImageStream",
+    "SampleDecoder",
+    "WebDatasetStream",
+    "expand_shards",
     "TooManyBadFiles",
     "collate_samples",
     "decode_image",

@@ -10,21 +10,23 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from vaetrain.data.dataset import DecodedImages, DecodeOptions, collate_samples
+from vaetrain.data.dataset import DecodedImages, DecodeOptions, SampleDecoder, collate_samples
 from vaetrain.data.decode import DEFAULT_MAX_PIXELS
 from vaetrain.data.folder import sample_images_dir, split_train_val
 from vaetrain.data.quality import BadFileTracker
 from vaetrain.data.records import FileRecords, RecordSource, folder_files, load_hf_records
 from vaetrain.data.stream import ResumableImageStream
 from vaetrain.data.transforms import CropPolicy, decodes_at_reduced_size, image_transform
+from vaetrain.data.webdataset_stream import WebDatasetStream, expand_shards
 from vaetrain.errors import ConfigError
 
-Source = Literal["auto", "folder", "hf"]
+Source = Literal["auto", "folder", "hf", "webdataset"]
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Images from a folder (recursive; `file_list` selects a subset) or a Hugging Face dataset, or the
-    bundled samples when `path` is None.
+    """Images from a folder (recursive; `file_list` selects a subset), a Hugging Face dataset, or
+    WebDataset tar shards (`shards/{00000..00099}.tar`, local or URL), or the bundled samples when
+    `path` is None. For shards, `val_size` counts validation shards (the last ones of the sorted list).
 
     `batch_size` is the micro-batch per process; the training stream is endless and resumable (see
     `ResumableImageStream`), so runs are measured in steps. Bad files are replaced by the next record,
@@ -46,6 +48,7 @@ class ImageDataModule(L.LightningDataModule):
         file_list: str | None = None,
         split: str = "train",
         image_column: str = "image",
+        shuffle_buffer: int = 1000,
         background: tuple[int, int, int] = (255, 255, 255),
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         max_bad_fraction: float = 0.01,
@@ -71,6 +74,11 @@ class ImageDataModule(L.LightningDataModule):
         self.file_list = file_list
         self.split = split
         self.image_column = image_column
+        self.shuffle_buffer = shuffle_buffer
+        self.train_urls: list[str] = []
+        self.val_urls: list[str] = []
+        self.stream_positions: dict[int, tuple[int, int]] = {}
+        self.stream_readers: int | None = None
         self.background = tuple(background)
         self.max_image_pixels = max_image_pixels
         self.num_workers = default_num_workers() if num_workers is None else num_workers
@@ -81,6 +89,7 @@ class ImageDataModule(L.LightningDataModule):
         self.train_records: RecordSource | None = None
         self.val_records: RecordSource | None = None
         self._batches_seen = 0
+        self._readers_at_save: int | None = None
 
     @property
     def root(self) -> Path:
@@ -93,6 +102,8 @@ class ImageDataModule(L.LightningDataModule):
             return self.source
         if self.path is None:
             return "folder"
+        if ".tar" in str(self.path) and not self.root.is_dir():
+            return "webdataset"
         root = self.root
         if root.is_dir():
             markers = ("dataset_dict.json", "state.json", "dataset_info.json")
@@ -121,8 +132,21 @@ class ImageDataModule(L.LightningDataModule):
                 f"{factor}; use a multiple of {factor} (e.g. {max(factor, self.resolution // factor * factor)})"
             )
 
+    @property
+    def is_stream(self) -> bool:
+        return self.resolved_source() == "webdataset"
+
     def prepare_split(self) -> None:
-        if self.train_records is not None:
+        if self.train_records is not None or self.train_urls:
+            return
+        if self.is_stream:
+            urls = expand_shards(str(self.path))
+            if len(urls) == 1:
+                self.train_urls = self.val_urls = urls  # one shard: validation overlaps training
+            else:
+                count = int(self.val_size) if self.val_size >= 1 else round(len(urls) * self.val_size)
+                count = max(1, min(count, len(urls) - 1))
+                self.train_urls, self.val_urls = urls[:-count], urls[-count:]
             return
         if self.resolved_source() == "hf":
             records = load_hf_records(str(self.path), self.split, self.image_column)
@@ -138,25 +162,46 @@ class ImageDataModule(L.LightningDataModule):
         """The next training micro-batch of this process (restored from a checkpoint)."""
         self.start_batch = batch
 
-    def dataset(self, split: str, *, train: bool, max_items: int | None = None) -> DecodedImages:
-        """Decoded images of the train or val split; `train` picks the augmenting transform."""
-        self.prepare_split()
-        records = self.train_records if split == "train" else self.val_records
-        if max_items is not None and len(records) > max_items:
-            step = len(records) // max_items
-            records = records.subset(list(range(0, len(records), step))[:max_items])
-        crop_policy = self.crop if train else "resize_crop"
+    def decoder(self, *, train: bool) -> SampleDecoder:
+        """Decode + transform for training (augmenting, `crop` policy) or evaluation (resize + center)."""
         options = DecodeOptions(
             min_short_side=self.resolution if decodes_at_reduced_size(train, self.crop) else None,
             skip_smaller_than=self.resolution if train and self.small_images == "skip" else None,
             background=self.background,
             max_pixels=self.max_image_pixels,
         )
-        transform = image_transform(self.resolution, train=train, flip=self.flip, crop=crop_policy)
-        return DecodedImages(records, transform, options)
+        crop_policy = self.crop if train else "resize_crop"
+        return SampleDecoder(image_transform(self.resolution, train=train, flip=self.flip, crop=crop_policy), options)
+
+    def dataset(self, split: str, *, train: bool, max_items: int | None = None):
+        """Decoded images of the train or val split; `train` picks the augmenting transform. For
+        shards, a finite in-order stream of the split's shards."""
+        self.prepare_split()
+        if self.is_stream:
+            urls = self.train_urls if split == "train" else self.val_urls
+            return WebDatasetStream(urls, self.decoder(train=train), seed=self.seed, endless=False, max_samples=max_items)
+        records = self.train_records if split == "train" else self.val_records
+        if max_items is not None and len(records) > max_items:
+            step = len(records) // max_items
+            records = records.subset(list(range(0, len(records), step))[:max_items])
+        return DecodedImages(records, self.decoder(train=train))
 
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world_size()
+        self.prepare_split()
+        if self.is_stream:
+            self.stream_readers = world_size * max(1, self.num_workers)
+            stream = WebDatasetStream(
+                self.train_urls,
+                self.decoder(train=True),
+                seed=self.seed,
+                rank=rank,
+                world_size=world_size,
+                shuffle_buffer=self.shuffle_buffer,
+                start_positions=self.stream_positions,
+                readers_at_save=self._readers_at_save,
+            )
+            return self._loader(stream, self.batch_size)
         stream = ResumableImageStream(
             self.dataset("train", train=True),
             batch_size=self.batch_size,
@@ -168,8 +213,12 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(stream, self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        dataset = self.dataset("val", train=False)
         rank, world_size = self._rank_and_world_size()
+        if self.is_stream:
+            self.prepare_split()
+            stream = WebDatasetStream(self.val_urls, self.decoder(train=False), seed=self.seed, rank=rank, world_size=world_size, endless=False)
+            return self._loader(stream, self.val_batch_size)
+        dataset = self.dataset("val", train=False)
         sampler = DistributedSampler(dataset, world_size, rank, shuffle=False) if world_size > 1 else None
         return self._loader(dataset, self.val_batch_size, sampler=sampler)
 
@@ -181,9 +230,14 @@ class ImageDataModule(L.LightningDataModule):
     def fixed_images(self, count: int) -> torch.Tensor:
         """Center crops of the first `count` validation images (then training images if too few): the
         same inputs in every reconstruction grid."""
-        images = [self.dataset("val", train=False)[i]["image"] for i in range(min(count, len(self.val_records)))]
-        train = self.dataset("train", train=False)
-        images += [train[i]["image"] for i in range(min(count - len(images), len(train)))]
+        images: list[torch.Tensor] = []
+        for split in ("val", "train"):
+            dataset = self.dataset(split, train=False, max_items=None if not self.is_stream else count)
+            samples = iter(dataset) if self.is_stream else (dataset[i] for i in range(len(dataset)))
+            for sample in samples:
+                if len(images) == count:
+                    break
+                images.append(sample["image"])
         return torch.stack(images)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -195,6 +249,8 @@ class ImageDataModule(L.LightningDataModule):
             return batch["image"]  # validation images are the same every time: counted once, at setup
         self.tracker.update(len(batch["image"]) + len(batch["bad"]), batch["bad"], batch["small"])
         self._batches_seen += 1
+        for reader, position in batch.get("positions", {}).items():
+            self.stream_positions[reader] = max(self.stream_positions.get(reader, (0, 0)), tuple(position))
         if trainer is not None and (batch["bad"] or batch["small"] or self._batches_seen % 50 == 0):
             for logger in trainer.loggers:
                 logger.log_metrics(self.tracker.metrics(), step=trainer.global_step)
@@ -202,12 +258,20 @@ class ImageDataModule(L.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         tracker = self.tracker
-        return {"bad": tracker.bad, "seen": tracker.seen, "skipped_small": tracker.skipped_small}
+        return {
+            "bad": tracker.bad,
+            "seen": tracker.seen,
+            "skipped_small": tracker.skipped_small,
+            "stream_positions": {int(k): list(v) for k, v in self.stream_positions.items()},
+            "stream_readers": self.stream_readers,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.tracker.bad = int(state_dict.get("bad", 0))
         self.tracker.seen = int(state_dict.get("seen", 0))
         self.tracker.skipped_small = int(state_dict.get("skipped_small", 0))
+        self.stream_positions = {int(k): tuple(v) for k, v in state_dict.get("stream_positions", {}).items()}
+        self._readers_at_save = state_dict.get("stream_readers")
 
     def _trainer_or_none(self):
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -25,6 +26,35 @@ class DecodeOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
 
+class SampleDecoder:
+    """(encoded bytes or path, name) -> {"image": tensor or None, "bad": [(name, reason)], "small": 0/1}."""
+
+    def __init__(self, transform: Callable[[Image.Image], torch.Tensor], options: DecodeOptions | None = None) -> None:
+        self.transform = transform
+        self.options = options or DecodeOptions()
+
+    def __call__(self, data: bytes | Path, name: str) -> dict:
+        options = self.options
+        try:
+            image = decode_image(
+                data, min_short_side=options.min_short_side, background=options.background, max_pixels=options.max_pixels
+            )
+            if options.skip_smaller_than and min(image.size) < options.skip_smaller_than:
+                return {"image": None, "bad": [], "small": 1}
+            return {"image": self.transform(image), "bad": [], "small": 0}
+        except BadImage as error:
+            return {"image": None, "bad": [(name, str(error))], "small": 0}
+        except (OSError, ValueError, RuntimeError) as error:  # unreadable file, broken transform input
+            return {"image": None, "bad": [(name, f"{type(error).__name__}: {error}")], "small": 0}
+
+
+def merge_reports(unusable: dict, into: dict) -> dict:
+    """Moves an unusable sample's reports onto the next usable sample."""
+    into["bad"] = unusable["bad"] + into["bad"]
+    into["small"] = unusable["small"] + into["small"]
+    return into
+
+
 class DecodedImages(Dataset):
     """`dataset[i]` is {"image": tensor, "bad": [(name, reason)], "small": n}.
 
@@ -33,58 +63,36 @@ class DecodedImages(Dataset):
     sample to the main process, where `BadFileTracker` counts them.
     """
 
-    def __init__(
-        self,
-        records: RecordSource,
-        transform: Callable[[Image.Image], torch.Tensor],
-        options: DecodeOptions | None = None,
-        max_attempts: int = 64,
-    ) -> None:
+    def __init__(self, records: RecordSource, decoder: SampleDecoder, max_attempts: int = 64) -> None:
         self.records = records
-        self.transform = transform
-        self.options = options or DecodeOptions()
+        self.decoder = decoder
         self.max_attempts = max_attempts
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict:
-        bad: list[tuple[str, str]] = []
-        small = 0
+        reports = {"bad": [], "small": 0}
         for attempt in range(min(self.max_attempts, len(self))):
             current = (index + attempt) % len(self)
-            try:
-                return {"image": self.transform(self.decode(current)), "bad": bad, "small": small}
-            except _TooSmall:
-                small += 1
-            except BadImage as error:
-                bad.append((self.records.name(current), str(error)))
-            except (OSError, ValueError, RuntimeError) as error:  # unreadable file, broken transform input
-                bad.append((self.records.name(current), f"{type(error).__name__}: {error}"))
-        examples = "; ".join(f"{n}: {r}" for n, r in bad[:3]) or f"{small} images smaller than the crop"
+            sample = self.decoder(self.records.load(current), self.records.name(current))
+            if sample["image"] is not None:
+                return merge_reports(reports, sample)
+            reports = merge_reports(reports, sample)
+        examples = "; ".join(f"{n}: {r}" for n, r in reports["bad"][:3]) or f"{reports['small']} images smaller than the crop"
         raise ConfigError(f"data: {self.max_attempts} images in a row from {self.records.name(index)} were unusable ({examples})")
-
-    def decode(self, index: int) -> Image.Image:
-        options = self.options
-        image = decode_image(
-            self.records.load(index),
-            min_short_side=options.min_short_side,
-            background=options.background,
-            max_pixels=options.max_pixels,
-        )
-        if options.skip_smaller_than and min(image.size) < options.skip_smaller_than:
-            raise _TooSmall
-        return image
-
-
-class _TooSmall(Exception):
-    pass
 
 
 def collate_samples(samples: list[dict]) -> dict:
-    """Stacks images; concatenates the bad-file reports so the main process sees every one."""
+    """Stacks images; concatenates the bad-file reports so the main process sees every one; keeps the
+    furthest stream position of each reader (WebDataset resume)."""
+    positions: dict[int, tuple[int, int]] = {}
+    for sample in samples:
+        if "reader" in sample:
+            positions[sample["reader"]] = max(positions.get(sample["reader"], (0, 0)), tuple(sample["position"]))
     return {
         "image": torch.stack([s["image"] for s in samples]),
         "bad": [item for s in samples for item in s["bad"]],
         "small": sum(s["small"] for s in samples),
+        "positions": positions,
     }

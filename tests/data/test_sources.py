@@ -1,0 +1,78 @@
+import io
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import tiny_module, tiny_trainer
+from vaetrain.data import ImageDataModule
+from vaetrain.errors import ConfigError
+
+
+def _png(seed: int, size=(40, 36)) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def hf_dataset_dir(tmp_path):
+    images = [{"bytes": _png(i), "path": None} for i in range(9)] + [{"bytes": b"broken bytes", "path": None}]
+    features = datasets.Features({"picture": datasets.Image(), "label": datasets.Value("int64")})
+    dataset = datasets.Dataset.from_dict({"picture": images, "label": list(range(10))}, features=features)
+    path = tmp_path / "hf_saved"
+    datasets.DatasetDict({"train": dataset}).save_to_disk(str(path))
+    return path
+
+
+def _settings(**overrides):
+    return dict(resolution=32, batch_size=2, val_size=1, num_workers=0, bad_fraction_min_samples=10_000) | overrides
+
+
+def test_saved_hf_dataset_trains_and_reports_its_bad_row(hf_dataset_dir):
+    datamodule = ImageDataModule(path=str(hf_dataset_dir), image_column="picture", **_settings())
+    assert datamodule.resolved_source() == "hf"
+    module = tiny_module()
+    tiny_trainer(max_steps=5).fit(module, datamodule)
+    assert module.counters.generator_steps == 5
+    assert [name.endswith("[8]") for name in datamodule.tracker.examples] == [True]  # row 9 is row 8 of train
+
+
+def test_parquet_folder_is_a_hf_source(tmp_path):
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    features = datasets.Features({"image": datasets.Image()})
+    datasets.Dataset.from_dict({"image": [{"bytes": _png(i), "path": None} for i in range(6)]}, features=features).to_parquet(
+        str(folder / "train-00000.parquet")
+    )
+    datamodule = ImageDataModule(path=str(folder), **_settings())
+    assert datamodule.resolved_source() == "hf"
+    tiny_trainer(max_steps=2).fit(tiny_module(), datamodule)
+
+
+def test_hf_errors_name_the_key(hf_dataset_dir):
+    with pytest.raises(ConfigError, match="data.image_column 'image' not in dataset"):
+        ImageDataModule(path=str(hf_dataset_dir), **_settings()).prepare_split()
+    with pytest.raises(ConfigError, match="data.split 'validation'"):
+        ImageDataModule(path=str(hf_dataset_dir), image_column="picture", split="validation", **_settings()).prepare_split()
+
+
+@pytest.mark.parametrize("kind", ["txt", "csv"])
+def test_file_list_selects_a_subset(image_folder, tmp_path, kind):
+    files = sorted(p.relative_to(image_folder) for p in image_folder.rglob("*.*"))[:5]
+    listing = tmp_path / f"subset.{kind}"
+    if kind == "txt":
+        listing.write_text("".join(f"{f}\n" for f in files))
+    else:
+        listing.write_text("label,path\n" + "".join(f"0,{f}\n" for f in files))
+    datamodule = ImageDataModule(path=str(image_folder), file_list=str(listing), **_settings())
+    assert sorted(datamodule.train_files + datamodule.val_files) == sorted(image_folder / f for f in files)
+
+
+def test_file_list_naming_missing_files_fails(image_folder, tmp_path):
+    listing = tmp_path / "subset.txt"
+    listing.write_text("nope.jpg\n")
+    with pytest.raises(ConfigError, match="nope.jpg"):
+        ImageDataModule(path=str(image_folder), file_list=str(listing), **_settings()).prepare_split()
