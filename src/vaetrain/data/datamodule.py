@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -10,13 +11,14 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from vaetrain.data.buckets import BucketPlan, assign_buckets
 from vaetrain.data.dataset import DecodedImages, DecodeOptions, SampleDecoder, collate_samples
 from vaetrain.data.decode import DEFAULT_MAX_PIXELS
 from vaetrain.data.folder import sample_images_dir, split_train_val
 from vaetrain.data.quality import BadFileTracker
 from vaetrain.data.records import FileRecords, RecordSource, folder_files, load_hf_records
 from vaetrain.data.stream import ResumableImageStream
-from vaetrain.data.transforms import CropPolicy, decodes_at_reduced_size, image_transform
+from vaetrain.data.transforms import CropPolicy, bucket_transform, decodes_at_reduced_size, image_transform
 from vaetrain.data.webdataset_stream import WebDatasetStream, expand_shards
 from vaetrain.errors import ConfigError
 
@@ -27,6 +29,8 @@ class ImageDataModule(L.LightningDataModule):
     """Images from a folder (recursive; `file_list` selects a subset), a Hugging Face dataset, or
     WebDataset tar shards (`shards/{00000..00099}.tar`, local or URL), or the bundled samples when
     `path` is None. For shards, `val_size` counts validation shards (the last ones of the sorted list).
+    `buckets` ([[height, width], ...]) trains on non-square crops, each image in the bucket nearest its
+    aspect ratio (map-style sources; headers are read once at start-up); validation stays square.
 
     `batch_size` is the micro-batch per process; the training stream is endless and resumable (see
     `ResumableImageStream`), so runs are measured in steps. Bad files are replaced by the next record,
@@ -41,6 +45,7 @@ class ImageDataModule(L.LightningDataModule):
         resolution: int = 256,
         batch_size: int = 4,
         crop: CropPolicy = "random_crop",
+        buckets: list[tuple[int, int]] | None = None,
         small_images: Literal["upscale", "skip"] = "upscale",
         flip: bool = True,
         val_size: int | float = 0.05,
@@ -67,6 +72,7 @@ class ImageDataModule(L.LightningDataModule):
         self.resolution = resolution
         self.batch_size = batch_size
         self.crop = crop
+        self.buckets = [tuple(b) for b in buckets] if buckets else None
         self.small_images = small_images
         self.flip = flip
         self.val_size = val_size
@@ -126,6 +132,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def check_resolution(self, factor: int) -> None:
         """Fails early when the autoencoder cannot reconstruct at this size."""
+        for height, width in self.buckets or []:
+            if height % factor or width % factor:
+                raise ConfigError(f"data.buckets: [{height}, {width}] is not divisible by the downsampling factor {factor}")
         if self.resolution % factor:
             raise ConfigError(
                 f"data.resolution={self.resolution} is not divisible by the autoencoder's downsampling factor "
@@ -202,6 +211,16 @@ class ImageDataModule(L.LightningDataModule):
                 readers_at_save=self._readers_at_save,
             )
             return self._loader(stream, self.batch_size)
+        plan, bucket_datasets = None, None
+        if self.buckets:
+            if self.is_stream:
+                raise ConfigError("data.buckets: not supported for WebDataset shards (sizes are unknown up front)")
+            plan = BucketPlan(assign_buckets(self.train_records, self.buckets), self.batch_size, self.seed)
+            options = replace(self.decoder(train=True).options, min_short_side=None)
+            bucket_datasets = [
+                DecodedImages(self.train_records, SampleDecoder(bucket_transform(h, w, flip=self.flip), options))
+                for h, w in self.buckets
+            ]
         stream = ResumableImageStream(
             self.dataset("train", train=True),
             batch_size=self.batch_size,
@@ -209,6 +228,8 @@ class ImageDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world_size,
             start_batch=self.start_batch,
+            bucket_plan=plan,
+            bucket_datasets=bucket_datasets,
         )
         return self._loader(stream, self.batch_size)
 

@@ -16,7 +16,8 @@ class ResumableImageStream(IterableDataset):
 
     Sample position p of rank r is global position g = p * world_size + r. Epoch e = g // len(dataset)
     is a permutation drawn from (seed, e), and the random crop/flip of position g is seeded by (seed, g).
-    So what a micro-batch holds depends on its number alone: a run resumed at batch k sees exactly what
+    With a `bucket_plan`, batch n of all ranks together is `bucket_plan.batch(n)`, cropped by that
+    bucket's dataset. So what a micro-batch holds depends on its number alone: a run resumed at batch k sees exactly what
     an uninterrupted run saw from batch k on, with any number of loader workers (worker w of W builds
     batches w, w + W, ..., which the DataLoader returns in order). Ranks read disjoint positions.
     """
@@ -30,6 +31,8 @@ class ResumableImageStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         start_batch: int = 0,
+        bucket_plan=None,
+        bucket_datasets: list[Dataset] | None = None,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -38,6 +41,8 @@ class ResumableImageStream(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.start_batch = start_batch
+        self.bucket_plan = bucket_plan
+        self.bucket_datasets = bucket_datasets
         self._epoch = -1
         self._order = torch.empty(0, dtype=torch.long)
 
@@ -45,8 +50,20 @@ class ResumableImageStream(IterableDataset):
         worker = get_worker_info()
         worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
         for batch in itertools.count(self.start_batch + worker_id, num_workers):
+            if self.bucket_plan is not None:
+                yield from self._bucket_batch(batch)
+                continue
             for position in range(batch * self.batch_size, (batch + 1) * self.batch_size):
                 yield self.sample_at(position)
+
+    def _bucket_batch(self, batch: int) -> Iterator[torch.Tensor]:
+        """With aspect-ratio buckets, a batch is planned whole: one bucket, one crop shape."""
+        number = batch * self.world_size + self.rank
+        bucket, indices = self.bucket_plan.batch(number)
+        for j, index in enumerate(indices):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.seed * _SEED_STRIDE + number * self.batch_size + j) % 2**63)
+                yield self.bucket_datasets[bucket][index]
 
     def global_position(self, position: int) -> int:
         return position * self.world_size + self.rank

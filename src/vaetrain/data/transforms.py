@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -53,3 +54,27 @@ def image_transform(resolution: int, *, train: bool, flip: bool = True, crop: Cr
 def decodes_at_reduced_size(train: bool, crop: CropPolicy) -> bool:
     """Whether the pipeline resizes anyway, so a JPEG may be decoded smaller (draft mode) first."""
     return not train or crop == "resize_crop"
+
+
+class ResizeToCover(torch.nn.Module):
+    """Scales an image (up or down) to the smallest size that covers height x width."""
+
+    def __init__(self, height: int, width: int) -> None:
+        super().__init__()
+        self.height, self.width = height, width
+
+    def forward(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        scale = max(self.height / height, self.width / width)
+        size = (max(self.height, math.ceil(height * scale - 1e-6)), max(self.width, math.ceil(width * scale - 1e-6)))
+        return TF.resize(image, list(size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+
+
+def bucket_transform(height: int, width: int, *, flip: bool = True) -> v2.Compose:
+    """Training transform of one aspect-ratio bucket: cover height x width, then a random crop of it."""
+    geometry: list[torch.nn.Module] = [ResizeToCover(height, width), v2.RandomCrop((height, width))]
+    if flip:
+        geometry.append(v2.RandomHorizontalFlip())
+    return v2.Compose(
+        [*geometry, v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.5] * 3)]
+    )
