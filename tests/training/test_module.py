@@ -133,3 +133,18 @@ def test_unknown_checkpoint_is_rejected(tmp_path, datamodule):
     module = tiny_module()
     with pytest.raises(Exception, match="not a vaetrain checkpoint"):
         tiny_trainer().fit(module, datamodule, ckpt_path=str(path))
+
+
+class AssertLpipsEval(L.Callback):
+    def __init__(self) -> None:
+        self.checked = 0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        assert module.training and not any(m.training for m in module.perceptual.network.modules())
+        self.checked += 1
+
+
+def test_lpips_stays_in_eval_mode_during_fit(datamodule):
+    checker = AssertLpipsEval()
+    tiny_trainer(max_steps=2, callbacks=[checker]).fit(tiny_module(), datamodule)
+    assert checker.checked == 2
