@@ -1,4 +1,5 @@
-"""`vaetrain fit|validate` (LightningCLI: YAML presets, every key overridable) and `vaetrain export`."""
+"""`vaetrain fit|validate` (LightningCLI: YAML presets, every key overridable); `export`, `convert`, `eval` and
+`recon` are plain functions behind argparse."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from vaetrain.data.datamodule import ImageDataModule
 from vaetrain.errors import ConfigError
-from vaetrain.export.diffusers_folder import export_checkpoint
+from vaetrain.export import diffusers_to_ldm, export_checkpoint, load_autoencoder, save_diffusers_folder, write_ldm_checkpoint
 from vaetrain.training.callbacks import ExportDiffusers, ReconstructionGrid
 from vaetrain.training.module import AutoencoderModule
 
@@ -75,12 +76,35 @@ def run_export(argv: list[str]) -> int:
     return 0
 
 
+def run_convert(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vaetrain convert",
+        description="Convert between the original LDM/SD VAE format (.ckpt/.safetensors) and a diffusers folder. "
+        "IN is an LDM file (-> diffusers folder OUT) or a diffusers folder, Hub id or vaetrain checkpoint "
+        "(-> LDM file OUT ending in .safetensors or .ckpt).",
+    )
+    parser.add_argument("input", metavar="IN")
+    parser.add_argument("out", metavar="OUT")
+    parser.add_argument("--prefix", default="", help="key prefix of the written LDM file, e.g. 'first_stage_model.'")
+    args = parser.parse_args(argv)
+    model = load_autoencoder(args.input)
+    if args.out.endswith((".safetensors", ".ckpt")):
+        out = write_ldm_checkpoint(diffusers_to_ldm(model), args.out, prefix=args.prefix)
+    else:
+        out = save_diffusers_folder(model, args.out, statistics=None)
+    print(f"converted {args.input} -> {out}")
+    return 0
+
+
+COMMANDS = {"export": run_export, "convert": run_convert}
+
+
 def main(argv: list[str] | None = None) -> int:
     from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if argv and argv[0] == "export":
-            return run_export(argv[1:])
+        if argv and argv[0] in COMMANDS:
+            return COMMANDS[argv[0]](argv[1:])
         VaetrainCLI(
             AutoencoderModule,
             ImageDataModule,

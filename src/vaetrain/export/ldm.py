@@ -1,0 +1,143 @@
+"""The original LDM / Stable Diffusion VAE checkpoint format <-> diffusers' AutoencoderKL.
+
+LDM -> diffusers is diffusers' own converter (`convert_ldm_vae_checkpoint`, the code behind
+`from_single_file`); the architecture is read off the tensor shapes. diffusers ships no converter back,
+so `diffusers_to_ldm` writes the inverse renaming; the tests check that diffusers' converter maps its
+output back to the identical state dict, which pins the two to each other.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+from diffusers.loaders.single_file_utils import (
+    DIFFUSERS_TO_LDM_MAPPING,
+    LDM_VAE_DEFAULT_SCALING_FACTOR,
+    LDM_VAE_KEYS,
+    convert_ldm_vae_checkpoint,
+)
+from safetensors.torch import load_file, save_file
+
+from vaetrain.errors import ConfigError
+
+LDM_GROUP_NORM_GROUPS = 32  # LDM's `Normalize` is hard-wired to 32 groups
+_ATTENTION_RENAMES = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+
+def read_ldm_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The VAE tensors of an LDM/SD checkpoint (`.safetensors` or `.ckpt`; a full SD checkpoint or a VAE
+    alone, with or without the `first_stage_model.` prefix), keys without the prefix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint '{path}' does not exist")
+    if path.suffix == ".safetensors":
+        state_dict = load_file(str(path))
+    else:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - unpickling errors come in many types
+            raise ConfigError(
+                f"'{path}' cannot be loaded weights-only ({type(error).__name__}); convert it to .safetensors first"
+            ) from error
+        state_dict = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else {}
+    for prefix in LDM_VAE_KEYS:
+        if any(key.startswith(prefix) for key in state_dict):
+            state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+            break
+    if "encoder.conv_in.weight" not in state_dict or "decoder.conv_out.weight" not in state_dict:
+        raise ConfigError(f"'{path}' holds no LDM VAE weights (no encoder.conv_in / decoder.conv_out tensors)")
+    return state_dict
+
+
+def ldm_config(state_dict: dict[str, torch.Tensor], *, scaling_factor: float | None = None, sample_size: int = 512) -> dict:
+    """AutoencoderKL config fields read off the tensor shapes of an LDM VAE state dict."""
+    levels = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"encoder\.down\.(\d+)\.", k))})
+    widths = [state_dict[f"encoder.down.{i}.block.0.conv2.weight"].shape[0] for i in levels]
+    layers = len({m.group(1) for k in state_dict if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k))})
+    return {
+        "in_channels": state_dict["encoder.conv_in.weight"].shape[1],
+        "out_channels": state_dict["decoder.conv_out.weight"].shape[0],
+        "down_block_types": ["DownEncoderBlock2D"] * len(widths),
+        "up_block_types": ["UpDecoderBlock2D"] * len(widths),
+        "block_out_channels": widths,
+        "layers_per_block": layers,
+        "latent_channels": state_dict["decoder.conv_in.weight"].shape[1],
+        "norm_num_groups": LDM_GROUP_NORM_GROUPS,
+        "sample_size": sample_size,
+        "scaling_factor": LDM_VAE_DEFAULT_SCALING_FACTOR if scaling_factor is None else scaling_factor,
+    }
+
+
+def ldm_to_diffusers(state_dict: dict[str, torch.Tensor], config: dict | None = None) -> AutoencoderKL:
+    """An AutoencoderKL holding the LDM weights (strict: every tensor must find its place)."""
+    config = config or ldm_config(state_dict)
+    model = AutoencoderKL.from_config(config)
+    converted = convert_ldm_vae_checkpoint(state_dict, dict(model.config))
+    try:
+        model.load_state_dict(converted, strict=True)
+    except RuntimeError as error:
+        raise ConfigError(f"LDM weights do not fit AutoencoderKL{tuple(config['block_out_channels'])}: {error}") from error
+    return model.eval()
+
+
+def diffusers_to_ldm(model: AutoencoderKL) -> dict[str, torch.Tensor]:
+    """The model's weights under LDM's names and shapes (attention projections as 1x1 convolutions)."""
+    config = model.config
+    if config.norm_num_groups != LDM_GROUP_NORM_GROUPS:
+        raise ConfigError(
+            f"norm_num_groups={config.norm_num_groups}: the LDM code always uses {LDM_GROUP_NORM_GROUPS} groups, "
+            f"so this model has no LDM equivalent"
+        )
+    if not (config.use_quant_conv and config.use_post_quant_conv and config.mid_block_add_attention):
+        raise ConfigError("LDM VAEs always have quant_conv, post_quant_conv and mid-block attention; this model lacks one")
+    top_level = DIFFUSERS_TO_LDM_MAPPING["vae"]
+    levels = len(config.block_out_channels)
+    ldm: dict[str, torch.Tensor] = {}
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().clone()
+        if key in top_level:
+            ldm[top_level[key]] = tensor
+            continue
+        name = _ldm_name(key, levels)
+        if ".attn_1." in name and name.endswith(("q.weight", "k.weight", "v.weight", "proj_out.weight")):
+            tensor = tensor[:, :, None, None]
+        ldm[name] = tensor
+    return ldm
+
+
+def _ldm_name(key: str, levels: int) -> str:
+    part, rest = key.split(".", 1)
+    if m := re.match(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", rest):
+        rest = f"down.{m[1]}.block.{m[2]}.{m[3]}"
+    elif m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.(.*)", rest):
+        rest = f"down.{m[1]}.downsample.{m[2]}"
+    elif m := re.match(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", rest):
+        rest = f"up.{levels - 1 - int(m[1])}.block.{m[2]}.{m[3]}"
+    elif m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.(.*)", rest):
+        rest = f"up.{levels - 1 - int(m[1])}.upsample.{m[2]}"
+    elif m := re.match(r"mid_block\.resnets\.(\d+)\.(.*)", rest):
+        rest = f"mid.block_{int(m[1]) + 1}.{m[2]}"
+    elif m := re.match(r"mid_block\.attentions\.0\.(.*)\.(weight|bias)", rest):
+        rest = f"mid.attn_1.{_ATTENTION_RENAMES.get(m[1], m[1])}.{m[2]}"
+    else:
+        raise ConfigError(f"no LDM name for diffusers key '{key}'")
+    return f"{part}.{rest.replace('conv_shortcut', 'nin_shortcut')}"
+
+
+def write_ldm_checkpoint(state_dict: dict[str, torch.Tensor], path: str | Path, *, prefix: str = "") -> Path:
+    """`.safetensors` (flat) or `.ckpt` (`{"state_dict": ...}`, as LDM saves), written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"{prefix}{k}": v.contiguous() for k, v in state_dict.items()}
+    partial = path.with_name(f".{path.name}.partial")
+    if path.suffix == ".safetensors":
+        save_file(tensors, str(partial))
+    elif path.suffix in (".ckpt", ".pt", ".pth"):
+        torch.save({"state_dict": tensors}, partial)
+    else:
+        raise ConfigError(f"'{path}': an LDM checkpoint ends in .safetensors or .ckpt")
+    partial.replace(path)
+    return path
