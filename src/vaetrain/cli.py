@@ -96,7 +96,102 @@ def run_convert(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"export": run_export, "convert": run_convert}
+def _resolution(value: str) -> int | str:
+    if value == "native":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--resolution: {value!r} is neither a number of pixels nor 'native'") from None
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data.path", dest="data_path", required=True, help="image folder, HF dataset (id or folder) or shard pattern")
+    parser.add_argument("--data.source", dest="data_source", default="auto", choices=["auto", "folder", "hf", "webdataset"])
+    parser.add_argument("--data.split", dest="data_split", default="train", help="HF dataset split")
+    parser.add_argument("--data.image_column", dest="data_image_column", default="image")
+    parser.add_argument("--data.num_workers", dest="data_num_workers", type=int, default=None)
+
+
+def _eval_datamodule(args: argparse.Namespace, resolution: int | str, batch_size: int) -> ImageDataModule:
+    return ImageDataModule(
+        path=args.data_path,
+        source=args.data_source,
+        split=args.data_split,
+        image_column=args.data_image_column,
+        resolution=resolution if isinstance(resolution, int) else 256,
+        batch_size=batch_size,
+        val_batch_size=batch_size,
+        num_workers=args.data_num_workers,
+    )
+
+
+def run_eval(argv: list[str]) -> int:
+    from vaetrain.evaluation.evaluate import METRICS, EvalOptions, evaluate
+    from vaetrain.evaluation.reconstruct import TilingConfig
+
+    parser = argparse.ArgumentParser(
+        prog="vaetrain eval",
+        description="Evaluate autoencoders on the same images: writes OUT/metrics.json, metrics.csv and report.html.",
+    )
+    parser.add_argument("models", nargs="+", metavar="MODEL", help="vaetrain .ckpt, diffusers folder, LDM file or Hub id")
+    _data_arguments(parser)
+    parser.add_argument("--resolution", type=_resolution, default=256, help="center-crop size (default 256) or 'native'")
+    parser.add_argument("--metrics", default=",".join(METRICS), help=f"comma-separated subset of {','.join(METRICS)}")
+    parser.add_argument("--out", default="eval", help="output folder (default: ./eval)")
+    parser.add_argument("--max-images", type=int, default=None, help="evenly spaced subset of the images")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lpips-network", choices=["alex", "vgg"], default="alex")
+    parser.add_argument("--backbones", choices=["pretrained", "random"], default="pretrained",
+                        help="random: LPIPS/Inception with untrained weights, for offline smoke runs only")
+    parser.add_argument("--tile-size", type=int, default=512, help="images larger than this are encoded/decoded in tiles")
+    parser.add_argument("--no-tiling", action="store_true")
+    parser.add_argument("--samples", type=int, default=4, help="images shown in the report")
+    parser.add_argument("--run", help="training run folder whose curves the report plots (default: found from a checkpoint)")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    options = EvalOptions(
+        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
+        resolution=args.resolution,
+        max_images=args.max_images,
+        batch_size=args.batch_size,
+        lpips_network=args.lpips_network,
+        backbones=args.backbones,
+        tiling=TilingConfig(tile_size=args.tile_size, enabled=not args.no_tiling),
+        report_samples=args.samples,
+        device=args.device,
+    )
+    results = evaluate(args.models, _eval_datamodule(args, args.resolution, args.batch_size), options, args.out, run_dir=args.run)
+    for result in results:
+        values = result.values
+        shown = ", ".join(f"{k} {values[k]:.4g}" for k in (*METRICS, "scaling_factor") if values.get(k) is not None)
+        print(f"{values['model']}: {shown}")
+    print(f"wrote {args.out}/metrics.json, metrics.csv, report.html")
+    return 1 if any(result.errors for result in results) else 0
+
+
+def run_recon(argv: list[str]) -> int:
+    from vaetrain.evaluation.recon import reconstruct_files
+    from vaetrain.evaluation.reconstruct import TilingConfig
+
+    parser = argparse.ArgumentParser(prog="vaetrain recon", description="Reconstruct images or folders to PNG.")
+    parser.add_argument("model", metavar="MODEL", help="vaetrain .ckpt, diffusers folder, LDM file or Hub id")
+    parser.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders (recursive)")
+    parser.add_argument("--out", required=True, help="output folder; IN's relative layout is kept")
+    parser.add_argument("--side-by-side", action="store_true", help="write input | reconstruction in one PNG")
+    parser.add_argument("--tile-size", type=int, default=512)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    written, bad = reconstruct_files(
+        args.model, args.inputs, args.out, side_by_side=args.side_by_side, tiling=TilingConfig(tile_size=args.tile_size), device=args.device
+    )
+    print(f"wrote {written} reconstructions to {args.out}" + (f"; {len(bad)} unusable files skipped" if bad else ""))
+    for name, reason in bad:
+        print(f"vaetrain recon: skipped {name}: {reason}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"export": run_export, "convert": run_convert, "eval": run_eval, "recon": run_recon}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,13 @@ from vaetrain.data.folder import sample_images_dir, split_train_val
 from vaetrain.data.quality import BadFileTracker
 from vaetrain.data.records import FileRecords, RecordSource, folder_files, load_hf_records
 from vaetrain.data.stream import ResumableImageStream
-from vaetrain.data.transforms import CropPolicy, bucket_transform, decodes_at_reduced_size, image_transform
+from vaetrain.data.transforms import (
+    CropPolicy,
+    bucket_transform,
+    decodes_at_reduced_size,
+    image_transform,
+    native_transform,
+)
 from vaetrain.data.webdataset_stream import WebDatasetStream, expand_shards
 from vaetrain.errors import ConfigError
 
@@ -93,6 +99,7 @@ class ImageDataModule(L.LightningDataModule):
         self.start_batch = 0
         self.tracker = BadFileTracker(max_bad_fraction, bad_fraction_min_samples)
         self.train_records: RecordSource | None = None
+        self.all_records: RecordSource | None = None
         self.val_records: RecordSource | None = None
         self._batches_seen = 0
         self._readers_at_save: int | None = None
@@ -162,6 +169,7 @@ class ImageDataModule(L.LightningDataModule):
         else:
             records = FileRecords(folder_files(self.root, self.file_list))
         train, val = split_train_val(list(range(len(records))), self.val_size)
+        self.all_records = records
         self.train_records, self.val_records = records.subset(train), records.subset(val)
 
     def setup(self, stage: str | None = None) -> None:
@@ -171,8 +179,11 @@ class ImageDataModule(L.LightningDataModule):
         """The next training micro-batch of this process (restored from a checkpoint)."""
         self.start_batch = batch
 
-    def decoder(self, *, train: bool) -> SampleDecoder:
-        """Decode + transform for training (augmenting, `crop` policy) or evaluation (resize + center)."""
+    def decoder(self, *, train: bool, native: bool = False) -> SampleDecoder:
+        """Decode + transform for training (augmenting, `crop` policy) or evaluation (resize + center, or
+        the image as it is when `native`)."""
+        if native:
+            return SampleDecoder(native_transform(), DecodeOptions(background=self.background, max_pixels=self.max_image_pixels))
         options = DecodeOptions(
             min_short_side=self.resolution if decodes_at_reduced_size(train, self.crop) else None,
             skip_smaller_than=self.resolution if train and self.small_images == "skip" else None,
@@ -182,18 +193,19 @@ class ImageDataModule(L.LightningDataModule):
         crop_policy = self.crop if train else "resize_crop"
         return SampleDecoder(image_transform(self.resolution, train=train, flip=self.flip, crop=crop_policy), options)
 
-    def dataset(self, split: str, *, train: bool, max_items: int | None = None):
-        """Decoded images of the train or val split; `train` picks the augmenting transform. For
-        shards, a finite in-order stream of the split's shards."""
+    def dataset(self, split: Literal["train", "val", "all"], *, train: bool, max_items: int | None = None, native: bool = False):
+        """Decoded images of the train or val split, or of all images; `train` picks the augmenting
+        transform, `native` keeps each image's own size. For shards, a finite in-order stream."""
         self.prepare_split()
+        decoder = self.decoder(train=train, native=native)
         if self.is_stream:
-            urls = self.train_urls if split == "train" else self.val_urls
-            return WebDatasetStream(urls, self.decoder(train=train), seed=self.seed, endless=False, max_samples=max_items)
-        records = self.train_records if split == "train" else self.val_records
+            urls = {"train": self.train_urls, "val": self.val_urls, "all": expand_shards(str(self.path))}[split]
+            return WebDatasetStream(urls, decoder, seed=self.seed, endless=False, max_samples=max_items)
+        records = {"train": self.train_records, "val": self.val_records, "all": self.all_records}[split]
         if max_items is not None and len(records) > max_items:
             step = len(records) // max_items
             records = records.subset(list(range(0, len(records), step))[:max_items])
-        return DecodedImages(records, self.decoder(train=train))
+        return DecodedImages(records, decoder)
 
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world_size()
@@ -243,10 +255,13 @@ class ImageDataModule(L.LightningDataModule):
         sampler = DistributedSampler(dataset, world_size, rank, shuffle=False) if world_size > 1 else None
         return self._loader(dataset, self.val_batch_size, sampler=sampler)
 
-    def evaluation_dataloader(self, max_images: int, *, split: str = "train") -> DataLoader:
-        """Center crops of up to `max_images` evenly spaced images, e.g. to measure latent statistics.
-        Batches are dicts; `images_of` takes the tensor out."""
-        return self._loader(self.dataset(split, train=False, max_items=max_images), self.val_batch_size)
+    def evaluation_dataloader(
+        self, max_images: int | None, *, split: Literal["train", "val", "all"] = "train", native: bool = False
+    ) -> DataLoader:
+        """Center crops (or, `native`, whole images one per batch) of up to `max_images` evenly spaced
+        images, e.g. to measure latent statistics. Batches are dicts; `images_of` takes the tensor out."""
+        dataset = self.dataset(split, train=False, max_items=max_images, native=native)
+        return self._loader(dataset, 1 if native else self.val_batch_size)
 
     def fixed_images(self, count: int) -> torch.Tensor:
         """Center crops of the first `count` validation images (then training images if too few): the

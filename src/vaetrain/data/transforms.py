@@ -69,6 +69,11 @@ def image_transform(resolution: int, *, train: bool, flip: bool = True, crop: Cr
     return v2.Compose([v2.PILToTensor(), *geometry, *_TO_SIGNED_FLOAT])
 
 
+def native_transform() -> v2.Compose:
+    """The whole image at its own size (evaluation at native resolution pads it later)."""
+    return v2.Compose([v2.PILToTensor(), *_TO_SIGNED_FLOAT])
+
+
 def decodes_at_reduced_size(train: bool, crop: CropPolicy) -> bool:
     """Whether the pipeline resizes anyway, so a JPEG may be decoded smaller (draft mode) first."""
     return not train or crop == "resize_crop"

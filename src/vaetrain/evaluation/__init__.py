@@ -1,6 +1,16 @@
-"""Measuring an autoencoder: reconstruction metrics and latent statistics, shared by training and eval."""
+"""Measuring autoencoders: the metrics shared by training validation and `vaetrain eval`, latent
+statistics, speed and fp16 safety, reconstruction of any image size, and the HTML report."""
 
-from vaetrain.evaluation.latents import LatentStatistics, measure_latent_statistics
+from vaetrain.evaluation.latents import LatentAccumulator, LatentStatistics, measure_latent_statistics
 from vaetrain.evaluation.metrics import ReconstructionMetrics
+from vaetrain.evaluation.reconstruct import TilingConfig, encode_decode, reconstruct
 
-__all__ = ["LatentStatistics", "ReconstructionMetrics", "measure_latent_statistics"]
+__all__ = [
+    "LatentAccumulator",
+    "LatentStatistics",
+    "ReconstructionMetrics",
+    "TilingConfig",
+    "encode_decode",
+    "measure_latent_statistics",
+    "reconstruct",
+]

@@ -1,42 +1,97 @@
-"""PSNR, SSIM and LPIPS over a set of images, reduced across processes by torchmetrics."""
+"""PSNR, SSIM, MS-SSIM, LPIPS and rFID over a set of images: one implementation for validation and `eval`.
+
+torchmetrics keeps the running sums, so values reduce across processes (DDP) and images may come in
+any batch size or image size.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+from torchmetrics.image import (
+    FrechetInceptionDistance,
+    MultiScaleStructuralSimilarityIndexMeasure,
+    PeakSignalNoiseRatio,
+)
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+SSIM_KERNEL = 11  # Gaussian window, sigma 1.5 (Wang et al. 2004)
+SSIM_BORDER = (SSIM_KERNEL - 1) // 2
+MS_SSIM_KERNEL = 11
+MS_SSIM_SCALES = 5
+MS_SSIM_MIN_SIDE = (MS_SSIM_KERNEL - 1) * 2 ** (MS_SSIM_SCALES - 1) + 1  # 161: the coarsest scale needs a full window
 
 
 class ReconstructionMetrics(nn.Module):
-    """Per-image PSNR and SSIM on [0, 1] images, averaged over images; LPIPS values are given by the caller.
+    """Per-image PSNR, SSIM and MS-SSIM on [0, 1] images, averaged over images; LPIPS values are given by
+    the caller (so the network stays injectable); rFID when a feature network is given.
 
     PSNR is the mean of per-image PSNRs (the convention of published VAE tables), not the PSNR of the
-    pooled error. LPIPS is passed in so the network stays injectable (no download in tests).
+    pooled error. SSIM is averaged over the pixels where the 11x11 window fits inside the image, as in
+    Wang et al. and scikit-image (torchmetrics' own average also counts reflect-padded borders, which
+    lowers small images' SSIM by several hundredths). MS-SSIM uses the standard 5 scales, so it needs images of at least 161 px: for smaller
+    ones it is not computed (None) rather than computed on fewer scales and not comparable. rFID is
+    the FID between the originals and their reconstructions (2048-d Inception pool features).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, ms_ssim: bool = False, fid_features: nn.Module | None = None) -> None:
         super().__init__()
         self.psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean")
-        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.ssim = MeanMetric()
+        self.ms_ssim = MultiScaleStructuralSimilarityIndexMeasure(data_range=1.0, kernel_size=MS_SSIM_KERNEL) if ms_ssim else None
+        self.ms_ssim_too_small = 0
         self.lpips = MeanMetric()
+        self.fid = (
+            FrechetInceptionDistance(feature=fid_features, normalize=False, input_img_size=(3, 299, 299))
+            if fid_features is not None
+            else None
+        )
 
     @torch.no_grad()
     def update(self, target: torch.Tensor, reconstruction: torch.Tensor, lpips: torch.Tensor | None = None) -> None:
         """Images in [-1, 1]; reconstructions are clamped to that range first, as a saved image would be."""
         target01 = ((target.float() + 1) / 2).clamp(0, 1)
-        reconstruction01 = ((reconstruction.float().clamp(-1, 1) + 1) / 2)
+        reconstruction01 = (reconstruction.float().clamp(-1, 1) + 1) / 2
         self.psnr.update(reconstruction01, target01)
-        self.ssim.update(reconstruction01, target01)
+        self.ssim.update(_ssim_per_image(reconstruction01, target01))
+        if self.ms_ssim is not None:
+            if min(target.shape[-2:]) >= MS_SSIM_MIN_SIDE:
+                self.ms_ssim.update(reconstruction01, target01)
+            else:
+                self.ms_ssim_too_small += len(target)
         if lpips is not None:
             self.lpips.update(lpips.float())
+        if self.fid is not None:
+            self.fid.update(_to_uint8(target01), real=True)  # the Inception takes 8-bit images, as saved files are
+            self.fid.update(_to_uint8(reconstruction01), real=False)
 
-    def compute(self) -> dict[str, torch.Tensor]:
-        values = {"psnr": self.psnr.compute(), "ssim": self.ssim.compute()}
-        if self.lpips.update_count:
-            values["lpips"] = self.lpips.compute()
-        return values
+    def compute(self) -> dict[str, float | None]:
+        """Plain floats; None for a metric that was not asked for or could not be computed."""
+        values: dict[str, float | None] = {"psnr": float(self.psnr.compute()), "ssim": float(self.ssim.compute())}
+        if self.ms_ssim is not None:
+            values["ms_ssim"] = float(self.ms_ssim.compute()) if self.ms_ssim_too_small == 0 else None
+        values["lpips"] = float(self.lpips.compute()) if self.lpips.update_count else None
+        if self.fid is not None:
+            values["rfid"] = float(self.fid.compute()) if int(self.fid.fake_features_num_samples) >= 2 else None
+        return {k: (None if v is not None and math.isnan(v) else v) for k, v in values.items()}
 
     def reset(self) -> None:
-        for metric in (self.psnr, self.ssim, self.lpips):
-            metric.reset()
+        for metric in (self.psnr, self.ssim, self.ms_ssim, self.lpips, self.fid):
+            if metric is not None:
+                metric.reset()
+        self.ms_ssim_too_small = 0
+
+
+def _to_uint8(images01: torch.Tensor) -> torch.Tensor:
+    return (images01 * 255).round().to(torch.uint8)
+
+
+def _ssim_per_image(reconstruction01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
+    _, ssim_map = structural_similarity_index_measure(
+        reconstruction01, target01, data_range=1.0, kernel_size=SSIM_KERNEL, sigma=1.5, return_full_image=True
+    )
+    inside = ssim_map[..., SSIM_BORDER:-SSIM_BORDER, SSIM_BORDER:-SSIM_BORDER]
+    return inside.flatten(1).mean(dim=1)

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vaetrain.errors import ConfigError
+from vaetrain.errors import PretrainedWeightsUnavailable
 
 PerceptualNetwork = Literal["vgg", "alex", "squeeze"]
 Backbone = Literal["pretrained", "random"]
@@ -19,10 +19,6 @@ _TORCHVISION_WEIGHTS = {
     "alex": "alexnet-owt-7be5be79.pth",
     "squeeze": "squeezenet1_1-b8a52dc0.pth",
 }
-
-
-class PretrainedWeightsUnavailable(ConfigError):
-    """A pretrained network's weights are neither cached nor downloadable."""
 
 
 class PerceptualLoss(nn.Module):

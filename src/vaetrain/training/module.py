@@ -211,8 +211,8 @@ class AutoencoderModule(L.LightningModule):
         self.val_metrics.update(images, reconstruction, lpips)
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
-        self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=True, sync_dist=False)
+        values = self.val_metrics.compute()  # already reduced over processes by torchmetrics
+        self.log_dict({f"val/{k}": v for k, v in values.items() if v is not None}, prog_bar=True, sync_dist=False)
         self.val_metrics.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

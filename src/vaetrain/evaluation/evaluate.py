@@ -1,0 +1,203 @@
+"""`vaetrain eval`: every model on the same images, one pass each, into metrics.json, metrics.csv and report.html."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from vaetrain.data.datamodule import ImageDataModule, images_of
+from vaetrain.errors import ConfigError, PretrainedWeightsUnavailable
+from vaetrain.evaluation.latents import LatentAccumulator
+from vaetrain.evaluation.metrics import ReconstructionMetrics
+from vaetrain.evaluation.networks import build_inception, build_lpips_metric
+from vaetrain.evaluation.reconstruct import TilingConfig, encode_decode, pad_to_multiple
+from vaetrain.evaluation.speed import check_fp16_decode, measure_speed
+from vaetrain.export.formats import load_autoencoder
+from vaetrain.models.autoencoder import downsampling_factor
+
+METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "rfid")
+RESULT_KEYS = (
+    "model", *METRICS, "kl", "latent_mean", "latent_std", "scaling_factor", "shift_factor",
+    "encode_img_per_s", "decode_img_per_s", "peak_memory_mb", "fp16_max_abs_activation", "fp16_nonfinite",
+)
+
+
+@dataclass
+class EvalOptions:
+    """`resolution`: resize the short side and center-crop to this size (default 256, as published tables
+    do), or "native" to keep every image whole (padded to the downsampling factor, tiled when large)."""
+
+    metrics: tuple[str, ...] = METRICS
+    resolution: int | Literal["native"] = 256
+    max_images: int | None = None
+    batch_size: int = 8
+    lpips_network: Literal["alex", "vgg"] = "alex"
+    backbones: Literal["pretrained", "random"] = "pretrained"  # random: offline smoke runs only
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    report_samples: int = 4
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.metrics) - set(METRICS))
+        if unknown:
+            raise ConfigError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+
+
+@dataclass
+class ModelResult:
+    """One model's row: the metrics of RESULT_KEYS, plus what the report shows."""
+
+    values: dict
+    samples: list[dict]  # {"original", "reconstruction"}: uint8 CHW tensors
+    histograms: list[dict]
+    errors: list[str]
+
+
+@dataclass
+class Networks:
+    """LPIPS and Inception, built once for all models; None where unavailable (the error says why)."""
+
+    lpips: nn.Module | None = None
+    inception: nn.Module | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def build_networks(options: EvalOptions, lpips: nn.Module | None = None, inception: nn.Module | None = None) -> Networks:
+    """Pretrained weights that cannot be had offline cost their metric only: the others still run."""
+    networks = Networks(lpips=lpips, inception=inception)
+    if "lpips" in options.metrics and lpips is None:
+        try:
+            networks.lpips = build_lpips_metric(options.lpips_network, options.backbones)
+        except PretrainedWeightsUnavailable as error:
+            networks.errors.append(str(error))
+    if "rfid" in options.metrics and inception is None:
+        try:
+            networks.inception = build_inception(options.backbones)
+        except PretrainedWeightsUnavailable as error:
+            networks.errors.append(str(error))
+    return networks
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def evaluate_model(reference: str, datamodule: ImageDataModule, options: EvalOptions, networks: Networks) -> ModelResult:
+    """One pass over the images: reconstructions feed the metrics, posteriors the latent statistics."""
+    device = resolve_device(options.device)
+    model = load_autoencoder(reference).to(device)
+    native = options.resolution == "native"
+    if not native and options.resolution % downsampling_factor(model):
+        raise ConfigError(f"--resolution {options.resolution} is not divisible by {reference}'s downsampling factor {downsampling_factor(model)}")
+    metrics = ReconstructionMetrics(
+        ms_ssim="ms_ssim" in options.metrics,
+        fid_features=networks.inception if "rfid" in options.metrics else None,
+    ).to(device)
+    lpips = networks.lpips.to(device) if networks.lpips is not None and "lpips" in options.metrics else None
+    latents = LatentAccumulator(sample=True)
+    samples: list[dict] = []
+    speed = fp16 = None
+    bad_files: list[tuple[str, str]] = []
+    loader = datamodule.evaluation_dataloader(options.max_images, split="all", native=native)
+    for batch in loader:
+        images = images_of(batch).to(device)
+        bad_files += batch["bad"] if isinstance(batch, dict) else []
+        posterior, reconstruction = encode_decode(model, images, options.tiling)
+        with torch.no_grad():
+            distances = lpips(reconstruction.float().clamp(-1, 1), images.float()) if lpips is not None else None
+        metrics.update(images, reconstruction, distances)
+        latents.update(posterior)
+        if speed is None:  # timed on the first batch, at the evaluated resolution
+            speed = measure_speed(model, pad_to_multiple(images, downsampling_factor(model))[0])
+            fp16 = check_fp16_decode(model, posterior.mode())
+        for original, recon in zip(images, reconstruction):
+            if len(samples) < options.report_samples:
+                samples.append({"original": _to_uint8(original), "reconstruction": _to_uint8(recon)})
+    if speed is None:
+        raise ConfigError(f"data.path '{datamodule.path}': no usable images to evaluate")
+    statistics = latents.result()
+    computed = metrics.compute()
+    values = {
+        "model": str(reference),
+        **{name: computed.get(name) if name in options.metrics else None for name in METRICS},
+        "kl": statistics.kl,
+        "latent_mean": statistics.channel_mean,
+        "latent_std": statistics.channel_std,
+        "scaling_factor": statistics.scaling_factor,
+        "shift_factor": statistics.shift_factor,
+        "encode_img_per_s": speed.encode_img_per_s,
+        "decode_img_per_s": speed.decode_img_per_s,
+        "peak_memory_mb": speed.peak_memory_mb,
+        "fp16_max_abs_activation": fp16.max_abs_activation,
+        "fp16_nonfinite": fp16.nonfinite,
+        "images": statistics.count,
+        "resolution": options.resolution,
+        "device": device.type,
+        "lpips_network": options.lpips_network if lpips is not None else None,
+        "backbones": options.backbones,
+        "bad_files": len(bad_files),
+    }
+    if bad_files:
+        examples = "; ".join(f"{name}: {reason}" for name, reason in bad_files[:3])
+        print(f"vaetrain eval: {len(bad_files)} unusable files skipped ({examples})", file=sys.stderr)
+    return ModelResult(values, samples, statistics.channel_histograms, list(networks.errors))
+
+
+def evaluate(
+    models: list[str],
+    datamodule: ImageDataModule,
+    options: EvalOptions,
+    out_dir: str | Path,
+    *,
+    lpips: nn.Module | None = None,
+    inception: nn.Module | None = None,
+    run_dir: str | Path | None = None,
+) -> list[ModelResult]:
+    """Evaluates every model on the same images and writes OUT/metrics.json, metrics.csv, report.html.
+    `lpips`/`inception` inject the networks (tests: random weights, no download)."""
+    from vaetrain.evaluation.report import write_report
+
+    networks = build_networks(options, lpips, inception)
+    for error in networks.errors:
+        print(f"vaetrain eval: {error}", file=sys.stderr)
+    results = [evaluate_model(reference, datamodule, options, networks) for reference in models]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [result.values | {"errors": result.errors} for result in results]
+    (out_dir / "metrics.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_csv(rows, out_dir / "metrics.csv")
+    write_report(results, out_dir / "report.html", run_dir=run_dir or _run_dir_of(models))
+    return results
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Per-channel lists become ';'-joined cells so the file stays one row per model."""
+    keys = [key for key in rows[0] if key != "errors"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ";".join(f"{v:.6g}" for v in row[k]) if isinstance(row[k], list) else row[k] for k in keys})
+
+
+def _run_dir_of(models: list[str]) -> Path | None:
+    """RUN/checkpoints/x.ckpt or RUN/diffusers names its training run: the report then plots its logs."""
+    for reference in models:
+        path = Path(reference)
+        run = path.parent.parent if path.suffix == ".ckpt" else path.parent
+        if path.exists() and (run / "lightning_logs").is_dir():
+            return run
+    return None
+
+
+def _to_uint8(image: torch.Tensor) -> torch.Tensor:
+    return ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
