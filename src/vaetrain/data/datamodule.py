@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -97,6 +98,7 @@ class ImageDataModule(L.LightningDataModule):
         self.prefetch_factor = prefetch_factor
         self.seed = seed
         self.start_batch = 0
+        self.start_sample: int | None = None
         self.tracker = BadFileTracker(max_bad_fraction, bad_fraction_min_samples)
         self.train_records: RecordSource | None = None
         self.all_records: RecordSource | None = None
@@ -176,8 +178,28 @@ class ImageDataModule(L.LightningDataModule):
         self.prepare_split()
 
     def set_start_batch(self, batch: int) -> None:
-        """The next training micro-batch of this process (restored from a checkpoint)."""
+        """The next training micro-batch of this process."""
         self.start_batch = batch
+        self.start_sample = None
+
+    def set_start_sample(self, samples_seen: int) -> None:
+        """Resume after `samples_seen` images of all processes together (restored from a checkpoint).
+        The micro-batch is worked out when the loader is built, so the number of processes may differ
+        from the run that saved the checkpoint."""
+        self.start_sample = samples_seen
+
+    def _resolve_start_batch(self, world_size: int) -> int:
+        if self.start_sample is None:
+            return self.start_batch
+        batch, remainder = divmod(self.start_sample, world_size * self.batch_size)
+        if remainder:  # only when the batch shape changed: continue at the next whole global batch
+            batch += 1
+            warnings.warn(
+                f"resuming after {self.start_sample} samples with {world_size} x {self.batch_size} per batch: "
+                f"skipping {world_size * self.batch_size - remainder} samples to the next whole batch",
+                stacklevel=2,
+            )
+        return batch
 
     def decoder(self, *, train: bool, native: bool = False) -> SampleDecoder:
         """Decode + transform for training (augmenting, `crop` policy) or evaluation (resize + center, or
@@ -239,7 +261,7 @@ class ImageDataModule(L.LightningDataModule):
             seed=self.seed,
             rank=rank,
             world_size=world_size,
-            start_batch=self.start_batch,
+            start_batch=self._resolve_start_batch(world_size),
             bucket_plan=plan,
             bucket_datasets=bucket_datasets,
         )

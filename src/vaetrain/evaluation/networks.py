@@ -19,7 +19,7 @@ INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fi
 
 def build_lpips_metric(network: PerceptualNetwork = "alex", backbone: Backbone = "pretrained") -> PerceptualLoss:
     """LPIPS as a metric: AlexNet by default (the network of published VAE tables), VGG selectable."""
-    return build_perceptual_loss(network, backbone)
+    return build_perceptual_loss(network, backbone, offline_hint="or leave lpips out of --metrics")
 
 
 def build_inception(backbone: Backbone = "pretrained") -> nn.Module:

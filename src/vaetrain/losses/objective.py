@@ -13,6 +13,7 @@ KL (as some trainers do) silently multiplies the KL weight by 3*H*W, e.g. 196,60
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -80,17 +81,22 @@ def adaptive_gan_weight(
     nll_grad: torch.Tensor,
     adversarial_grad: torch.Tensor,
     max_weight: float,
+    mean_over_processes: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """||d nll / d W|| / (||d adv / d W|| + 1e-4) at the decoder's last layer W, clamped to [0, max_weight].
 
     Takes the two losses' gradients w.r.t. the reconstruction and pushes each through the last layer
     only: the same numbers as LDM's `calculate_adaptive_weight` without a second pass through LPIPS and
-    the discriminator. Norms are taken in fp32.
+    the discriminator. Norms are taken in fp32. Under data parallelism `mean_over_processes` averages
+    the two last-layer gradients over all processes first, so every rank uses the same weight, the one
+    a single process would compute on the whole global batch.
     """
     grads = [
         torch.autograd.grad(reconstruction, last_layer_weight, grad_outputs=g.to(reconstruction.dtype), retain_graph=True)[0]
         for g in (nll_grad, adversarial_grad)
     ]
+    if mean_over_processes is not None:
+        grads = [mean_over_processes(g.float()) for g in grads]
     nll_norm, adversarial_norm = (torch.linalg.vector_norm(g.float()) for g in grads)
     return (nll_norm / (adversarial_norm + 1e-4)).clamp(0.0, max_weight).detach()
 
@@ -106,6 +112,7 @@ def generator_loss(
     last_layer_weight: torch.Tensor,
     discriminator: nn.Module | None = None,
     fallback_adaptive_weight: float = 0.0,
+    mean_over_processes: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> GeneratorLossOutput:
     """The autoencoder's loss for one batch; the adversarial term only when `discriminator` is given.
 
@@ -137,7 +144,7 @@ def generator_loss(
         (adversarial_grad,) = torch.autograd.grad(adversarial, leaf)
         if config.adaptive_weight:
             weight = adaptive_gan_weight(
-                reconstruction, last_layer_weight, nll_grad, adversarial_grad, config.adaptive_weight_max
+                reconstruction, last_layer_weight, nll_grad, adversarial_grad, config.adaptive_weight_max, mean_over_processes
             )
             finite = bool(torch.isfinite(weight))
             if not finite:

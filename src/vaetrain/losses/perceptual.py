@@ -43,7 +43,11 @@ class PerceptualLoss(nn.Module):
         return self.network(reconstruction, target).flatten(1).sum(dim=1)
 
 
-def build_perceptual_loss(network: PerceptualNetwork = "vgg", backbone: Backbone = "pretrained") -> PerceptualLoss:
+def build_perceptual_loss(
+    network: PerceptualNetwork = "vgg",
+    backbone: Backbone = "pretrained",
+    offline_hint: str = "or set model.loss.perceptual_backbone=random",
+) -> PerceptualLoss:
     """LPIPS with its calibrated linear heads (bundled with `lpips`) on an ImageNet or random backbone.
 
     `random` needs no download: for tests and offline demos. `pretrained` uses torchvision's cached
@@ -60,7 +64,6 @@ def build_perceptual_loss(network: PerceptualNetwork = "vgg", backbone: Backbone
         where = Path(torch.hub.get_dir()) / "checkpoints" / file
         raise PretrainedWeightsUnavailable(
             f"LPIPS ({network}) needs the ImageNet weights file {file}: none at {where} and the download failed "
-            f"({type(error).__name__}); put the file there (or set TORCH_HOME) or set "
-            f"model.loss.perceptual_backbone=random"
+            f"({type(error).__name__}); put the file there (or set TORCH_HOME) {offline_hint}"
         ) from error
 

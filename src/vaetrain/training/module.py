@@ -53,9 +53,12 @@ class StepCounters:
 
 @dataclass
 class TrainingConfig:
-    """How updates are scheduled. `accumulate_grad_batches` micro-batches form one optimizer step."""
+    """How updates are scheduled. `accumulate_grad_batches` micro-batches form one optimizer step, or, with
+    `global_batch_size`, as many as keep that many images per step whatever the number of processes (so a
+    run resumed on another number of GPUs means the same)."""
 
     accumulate_grad_batches: int = 1
+    global_batch_size: int | None = None  # when set: accumulation = global / (processes x micro-batch), per run
     gan_updates: Literal["both", "alternate"] = "both"
     schedule_steps: int | None = None  # horizon of linear/cosine schedules; default trainer.max_steps
 
@@ -141,6 +144,10 @@ class AutoencoderModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "check_resolution"):
             datamodule.check_resolution(self.downsampling_factor)
+        if self.training_config.global_batch_size and datamodule is not None:
+            self.training_config.accumulate_grad_batches = accumulation_for(
+                self.training_config.global_batch_size, self.trainer.world_size, datamodule.batch_size
+            )
 
     def configure_optimizers(self):
         generator_params = [p for p in self.autoencoder.parameters() if p.requires_grad]
@@ -239,8 +246,8 @@ class AutoencoderModule(L.LightningModule):
         self._last_adaptive_weight = float(state["last_adaptive_weight"])
         self._pending_rng_state = state["rng"]
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None and hasattr(datamodule, "set_start_batch"):
-            datamodule.set_start_batch(self.counters.micro_batches)
+        if datamodule is not None and hasattr(datamodule, "set_start_sample"):
+            datamodule.set_start_sample(self.counters.samples_seen)
 
     # ----------------------------------------------------------------------------------------- steps
     def _reconstruct(self, images: torch.Tensor):
@@ -266,6 +273,7 @@ class AutoencoderModule(L.LightningModule):
             last_layer_weight=self.autoencoder.decoder.conv_out.weight,
             discriminator=self.discriminator if use_gan else None,
             fallback_adaptive_weight=self._last_adaptive_weight,
+            mean_over_processes=self._mean_over_processes if self.trainer.world_size > 1 else None,
         )
         if use_gan and self.loss_config.adaptive_weight:
             if output.adaptive_weight_finite:
@@ -280,6 +288,9 @@ class AutoencoderModule(L.LightningModule):
         logs["train/latent_std"] = mean.detach().std()
         logs["train/posterior_std"] = torch.exp(0.5 * logvar.detach()).mean()
         return reconstruction, logs
+
+    def _mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.trainer.strategy.reduce(tensor, reduce_op="mean")
 
     def _discriminator_backward(self, images: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
         """Real and fake in one forward, so norm statistics and spectral-norm updates see both."""
@@ -320,6 +331,17 @@ class AutoencoderModule(L.LightningModule):
         prog = {"img_per_s", "train/total", "steps/generator"}
         self.log_dict({k: v for k, v in logs.items() if k in prog}, prog_bar=True, batch_size=batch_size)
         self.log_dict({k: v for k, v in logs.items() if k not in prog}, batch_size=batch_size)
+
+
+def accumulation_for(global_batch_size: int, world_size: int, micro_batch: int) -> int:
+    """Micro-batches per optimizer step that make `global_batch_size` images over `world_size` processes."""
+    per_step = world_size * micro_batch
+    if global_batch_size % per_step:
+        raise ConfigError(
+            f"model.training.global_batch_size={global_batch_size} is not a multiple of {world_size} processes x "
+            f"data.batch_size {micro_batch} = {per_step}"
+        )
+    return global_batch_size // per_step
 
 
 def _no_closure() -> None:
