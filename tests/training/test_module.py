@@ -148,3 +148,22 @@ def test_lpips_stays_in_eval_mode_during_fit(datamodule):
     checker = AssertLpipsEval()
     tiny_trainer(max_steps=2, callbacks=[checker]).fit(tiny_module(), datamodule)
     assert checker.checked == 2
+
+
+class RecordSpectralVectors(L.Callback):
+    def __init__(self) -> None:
+        self.vectors: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.vectors.append(torch.cat([b.detach().flatten().clone() for n, b in module.discriminator.named_buffers() if n.endswith("_u")]))
+
+
+def test_spectral_norm_advances_once_per_accumulated_batch(datamodule):
+    """Its power iteration runs in training forwards; per micro-batch it would depend on how a step's
+    batch is split into micro-batches and processes."""
+    module = tiny_module(loss={"disc_start_step": 1}, training={"accumulate_grad_batches": 3, "gan_updates": "both"})
+    recorder = RecordSpectralVectors()
+    tiny_trainer(max_steps=3, callbacks=[recorder]).fit(module, datamodule)
+    changed = [not torch.equal(before, after) for before, after in zip(recorder.vectors, recorder.vectors[1:])]
+    # micro-batches 1..8 relative to the previous one: the first of windows 2 and 3 (micro-batches 3, 6) change u
+    assert changed == [False, False, True, False, False, True, False, False]

@@ -49,6 +49,14 @@ class PatchDiscriminator(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.layers(images)
 
+    def set_power_iteration(self, enabled: bool) -> None:
+        """Whether the next forwards advance spectral norm's power iteration (it runs in every training
+        forward otherwise). The training loop advances it once per optimizer step, so the estimate does
+        not depend on how a step's batch is split into micro-batches or processes."""
+        for module in self.modules():
+            if type(module).__name__ == "_SpectralNorm":
+                module.train(enabled)
+
 
 def _conv(in_channels: int, out_channels: int, *, stride: int, spectral: bool, bias: bool) -> nn.Module:
     conv = nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=stride, padding=1, bias=bias)

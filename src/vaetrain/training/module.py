@@ -107,6 +107,7 @@ class AutoencoderModule(L.LightningModule):
         self._last_adaptive_weight = 1.0
         self._pending_rng_state: dict[str, Any] | None = None
         self._last_batch_time: float | None = None
+        self._power_iteration_window = -1
         # Frozen LPIPS weights are rebuilt at start-up, not stored in every checkpoint (VGG16 is 58 MB).
         self.register_state_dict_post_hook(_drop_perceptual_keys)
         self.register_load_state_dict_post_hook(_ignore_missing_perceptual_keys)
@@ -261,8 +262,17 @@ class AutoencoderModule(L.LightningModule):
         reconstruction = self.autoencoder.decode(latents).sample
         return reconstruction, mean, logvar
 
+    def _before_discriminator_forward(self) -> None:
+        """Spectral norm advances once per accumulated batch: on the first discriminator forward of the
+        window, so 1 process x 4 micro-batches and 2 processes x 2 train alike."""
+        window = self.counters.micro_batches // self.accumulate
+        self.discriminator.set_power_iteration(self.training and window != self._power_iteration_window)
+        self._power_iteration_window = window
+
     def _generator_backward(self, images: torch.Tensor, use_gan: bool):
         reconstruction, mean, logvar = self._reconstruct(images)
+        if use_gan:
+            self._before_discriminator_forward()
         output = generator_loss(
             images,
             reconstruction,
@@ -294,6 +304,7 @@ class AutoencoderModule(L.LightningModule):
 
     def _discriminator_backward(self, images: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
         """Real and fake in one forward, so norm statistics and spectral-norm updates see both."""
+        self._before_discriminator_forward()
         logits = self.discriminator(torch.cat([images, reconstruction.to(images.dtype)]))
         real_logits, fake_logits = logits.float().chunk(2)
         loss = discriminator_loss(real_logits, fake_logits, self.loss_config.gan_loss)

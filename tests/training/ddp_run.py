@@ -1,0 +1,66 @@
+"""Run by test_distributed_training.py as a script: trains the tiny model with DEVICES processes (gloo,
+Lightning's own launcher) on a global batch of 4, then saves the final weights; optionally resumes
+from a checkpoint, or saves one."""
+
+import argparse
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import DDPStrategy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.conftest import tiny_module  # noqa: E402
+from vaetrain.data import ImageDataModule  # noqa: E402
+from vaetrain.training.optim import OptimizerConfig  # noqa: E402
+
+GLOBAL_BATCH = 4
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("folder")
+    parser.add_argument("out")
+    parser.add_argument("--devices", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--resume")
+    parser.add_argument("--timeout", type=float, default=60)
+    parser.add_argument("--micro-batch", type=int, default=2)
+    args = parser.parse_args()
+
+    L.seed_everything(0)
+    micro_batch = args.micro_batch
+    datamodule = ImageDataModule(
+        path=args.folder, resolution=32, batch_size=micro_batch, val_size=2, num_workers=0, crop="center_crop", flip=False
+    )
+    # Deterministic posterior (the mode): sampled noise depends on how a batch is split across processes.
+    # lr 1e-4 (the default): Adam turns float rounding in near-zero gradients into lr-sized steps, so a
+    # large test lr would measure rounding, not synchronisation.
+    module = tiny_module(
+        loss={"disc_start_step": 2, "sample_posterior": False},
+        training={"global_batch_size": GLOBAL_BATCH},
+        optimizer=OptimizerConfig(lr=1e-4),
+    )
+    strategy = (
+        DDPStrategy(find_unused_parameters=True, process_group_backend="gloo", timeout=timedelta(seconds=args.timeout))
+        if args.devices > 1
+        else "auto"
+    )
+    checkpoint = ModelCheckpoint(dirpath=Path(args.out) / "checkpoints", save_last=True, every_n_train_steps=args.steps)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=args.devices, strategy=strategy, max_steps=args.steps, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        callbacks=[checkpoint], default_root_dir=args.out,
+    )
+    trainer.fit(module, datamodule, ckpt_path=args.resume)
+    if trainer.is_global_zero:
+        state = {k: v for k, v in module.state_dict().items() if k.startswith(("autoencoder.", "discriminator.", "ema."))}
+        torch.save({"state": state, "counters": vars(module.counters), "accumulate": module.accumulate}, Path(args.out) / "final.pt")
+
+
+if __name__ == "__main__":
+    main()
