@@ -3,6 +3,7 @@ Lightning's own launcher) on a global batch of 4, then saves the final weights; 
 from a checkpoint, or saves one."""
 
 import argparse
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,18 @@ from vaetrain.data import ImageDataModule  # noqa: E402
 from vaetrain.training.optim import OptimizerConfig  # noqa: E402
 
 GLOBAL_BATCH = 4
+
+
+class MarkStarted(L.Callback):
+    """Writes OUT/started_rank{r} once training runs, so a test knows when to kill a process."""
+
+    def __init__(self, out: str) -> None:
+        self.out = Path(out)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        marker = self.out / f"started_rank{trainer.global_rank}"
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
 
 
 def main() -> None:
@@ -54,7 +67,7 @@ def main() -> None:
     trainer = L.Trainer(
         accelerator="cpu", devices=args.devices, strategy=strategy, max_steps=args.steps, logger=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-        callbacks=[checkpoint], default_root_dir=args.out,
+        callbacks=[checkpoint, MarkStarted(args.out)], default_root_dir=args.out,
     )
     trainer.fit(module, datamodule, ckpt_path=args.resume)
     if trainer.is_global_zero:

@@ -1,10 +1,13 @@
 """Real processes: 2 gloo ranks train like 1 process with the same global batch; their checkpoint resumes in 1."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import write_images
@@ -44,3 +47,44 @@ def test_two_processes_match_one_process_with_the_same_global_batch_then_resume_
     assert resumed["counters"]["samples_seen"] == 6 * 4
     changed = any(not torch.equal(resumed["state"][k], two["state"][k]) for k in two["state"] if k.startswith("autoencoder."))
     assert changed
+
+
+@pytest.mark.parametrize("victim", [0, 1])
+def test_a_killed_process_makes_the_run_exit_nonzero_within_the_timeout(tmp_path, victim):
+    folder = tmp_path / "images"
+    write_images(folder, 14)
+    timeout = 20
+    process = subprocess.Popen(
+        [sys.executable, str(RUN), str(folder), str(tmp_path), "--devices", "2", "--steps", "100000", "--timeout", str(timeout)],
+        env=clean_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    markers = [tmp_path / f"started_rank{r}" for r in range(2)]
+    deadline = time.monotonic() + 300
+    while not all(m.exists() for m in markers) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+    assert all(m.exists() for m in markers), "training did not start"
+    pids = [int(m.read_text()) for m in markers]
+    assert pids[0] == process.pid  # Lightning's launcher: rank 0 is the launched process, rank 1 its child
+    os.kill(pids[victim], signal.SIGKILL)
+    killed_at = time.monotonic()
+    survivor = 1 - victim
+    if survivor == 0:
+        code = process.wait(timeout=timeout + 60)
+        assert code != 0
+    else:  # rank 0 is gone: the child must notice and exit by itself
+        while _alive(pids[1]) and time.monotonic() - killed_at < timeout + 60:
+            time.sleep(0.5)
+        process.wait(timeout=5)
+        assert not _alive(pids[1])
+    assert time.monotonic() - killed_at < timeout + 60
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead but not yet reaped
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
