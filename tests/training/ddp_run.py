@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--resume")
     parser.add_argument("--timeout", type=float, default=60)
     parser.add_argument("--micro-batch", type=int, default=2)
+    parser.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp")
     args = parser.parse_args()
 
     L.seed_everything(0)
@@ -63,6 +64,10 @@ def main() -> None:
         if args.devices > 1
         else "auto"
     )
+    if args.strategy == "fsdp":
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        strategy = FSDPStrategy(process_group_backend="gloo", timeout=timedelta(seconds=args.timeout))
     checkpoint = ModelCheckpoint(dirpath=Path(args.out) / "checkpoints", save_last=True, every_n_train_steps=args.steps)
     trainer = L.Trainer(
         accelerator="cpu", devices=args.devices, strategy=strategy, max_steps=args.steps, logger=False,
