@@ -31,6 +31,7 @@ class MarkStarted(L.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         marker = self.out / f"started_rank{trainer.global_rank}"
         if not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(str(os.getpid()))
 
 
