@@ -1,0 +1,173 @@
+"""Training speed of a preset with the full objective active, as one JSON line.
+
+    .venv/bin/python benchmarks/train_throughput.py --config configs/tiny.yaml \
+        --data ../shared/data/tiny-imagenet-val --resolution 64 --micro-batch 8 --steps 30
+    .venv/bin/python benchmarks/train_throughput.py --config configs/sd-vae-f8c4.yaml \
+        --data ../shared/data/clothing --resolution 256 --micro-batch 8 --precision bf16-mixed --steps 50
+
+The real training path (Lightning Trainer, the module's manual optimization, the data module) runs
+`--steps` generator steps with the discriminator, its loss and the adaptive weight on from step 0
+(`--disc-from-start`, default on) and LPIPS on. Reported: median step time and images/second over the
+steps after `--warmup`, the loader's own rate (images/second it can supply, measured separately),
+peak memory (CUDA max allocated, or the process's peak RSS on CPU), and model FLOPs per image counted
+with `torch.utils.flop_counter.FlopCounterMode` (encoder, decoder, LPIPS and discriminator, forward
+and backward; see `step_flops`), with MFU against `--peak-tflops` on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from jsonargparse import ArgumentParser
+from torch.utils.flop_counter import FlopCounterMode
+
+from vaetrain.data import ImageDataModule
+from vaetrain.training.module import AutoencoderModule
+
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "4090": 165.0, "4060": 44.0}  # dense bf16
+
+
+class StepTimer(L.Callback):
+    """Wall time of each training step (waiting for data excluded)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def _sync(self, module) -> None:
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self._sync(module)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self._sync(module)
+        self.times.append(time.perf_counter() - self._start)
+
+
+def step_flops(module: AutoencoderModule, images: torch.Tensor) -> int:
+    """FLOPs of one step's passes: autoencoder forward + backward; LPIPS and discriminator forward and
+    backward to the reconstruction (generator loss); discriminator forward + backward on real and fake.
+    Counted by FlopCounterMode over a replay with plain `backward()` calls (its module tracker cannot
+    follow the training step's `autograd.grad` on leaf tensors); the adaptive weight's extra gradients
+    at the last layer are negligible and left out."""
+    module.train()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        module.discriminator.requires_grad_(False)
+        reconstruction = module.autoencoder(images).sample
+        loss = (reconstruction - images).abs().mean() + module.discriminator(reconstruction).mean()
+        if module.perceptual is not None:
+            loss = loss + module.perceptual(reconstruction, images).mean()
+        loss.backward()
+        module.discriminator.requires_grad_(True)
+        module.discriminator(torch.cat([images, reconstruction.detach()])).mean().backward()
+    module.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def build(config_path: str, overrides: dict) -> tuple[AutoencoderModule, ImageDataModule, dict]:
+    config = yaml.safe_load(Path(config_path).read_text())
+    parser = ArgumentParser()
+    parser.add_class_arguments(AutoencoderModule, "model")
+    parser.add_class_arguments(ImageDataModule, "data")
+    sections = {"model": config.get("model", {}), "data": config.get("data", {}) | overrides.get("data", {})}
+    sections["model"].setdefault("loss", {}).update(overrides.get("loss", {}))
+    parsed = parser.parse_object(sections)
+    objects = parser.instantiate_classes(parsed)
+    return objects.model, objects.data, config.get("trainer", {})
+
+
+def loader_rate(datamodule: ImageDataModule, batches: int) -> float:
+    """Images/second the training loader supplies with nothing else running."""
+    datamodule.setup("fit")
+    iterator = iter(datamodule.train_dataloader())
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * datamodule.batch_size / (time.perf_counter() - start)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/tiny.yaml")
+    parser.add_argument("--data", default=None, help="image folder (default: the preset's, or the bundled samples)")
+    parser.add_argument("--resolution", type=int, default=None)
+    parser.add_argument("--micro-batch", type=int, default=None)
+    parser.add_argument("--precision", default=None, help="32, bf16-mixed, 16-mixed (default: the preset's)")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5, help="steps left out of the timing")
+    parser.add_argument("--no-disc-from-start", dest="disc_from_start", action="store_false")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's dense peak for MFU (default: by name)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    data_overrides = {k: v for k, v in {"path": args.data, "resolution": args.resolution, "batch_size": args.micro_batch, "num_workers": args.workers}.items() if v is not None}
+    loss_overrides = {"disc_start_step": 0} if args.disc_from_start else {}
+    L.seed_everything(0, verbose=False)
+    module, datamodule, trainer_config = build(args.config, {"data": data_overrides, "loss": loss_overrides})
+    precision = args.precision or str(trainer_config.get("precision", "32"))
+    rate = loader_rate(datamodule, batches=10)
+
+    timer = StepTimer()
+    trainer = L.Trainer(
+        accelerator=args.accelerator, devices=1, precision=precision, max_steps=args.steps + args.warmup,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
+    )
+    trainer.fit(module, datamodule)
+    device = module.device
+    images = next(iter(datamodule.train_dataloader()))["image"].to(device)
+    flops = step_flops(module, images)
+    step_times = timer.times[args.warmup :]
+    median = statistics.median(step_times)
+    images_per_step = datamodule.batch_size * module.accumulate
+    result = {
+        "config": args.config,
+        "resolution": datamodule.resolution,
+        "micro_batch": datamodule.batch_size,
+        "precision": precision,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+        "steps_timed": len(step_times),
+        "step_s_median": round(median, 4),
+        "img_per_s": round(images_per_step / median, 2),
+        "loader_img_per_s": round(rate, 1),
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "peak_memory_mb_per_image": round(peak_memory_mb(device) / images_per_step, 1),
+        "gflops_per_image": round(flops / len(images) / 1e9, 2),
+        "discriminator_steps": module.counters.discriminator_steps,
+    }
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+        if peak:
+            result["mfu"] = round(flops / len(images) * images_per_step / median / (peak * 1e12), 4)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
