@@ -48,6 +48,18 @@ def test_ssim_matches_scikit_image():
     assert abs(metrics.compute()["ssim"] - reference) < 1e-3
 
 
+def test_metrics_inside_bf16_autocast_are_computed_in_fp32():
+    """Validation runs under the training precision's autocast; the metrics must not (bf16 SSIM read 0.08
+    low on a real run)."""
+    target = smooth_images(3, 64, seed=0)
+    reconstruction = (target + 0.15 * torch.randn_like(target)).clamp(-1, 1)
+    plain, autocast = ReconstructionMetrics(), ReconstructionMetrics()
+    plain.update(target, reconstruction)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast.update(target, reconstruction)
+    assert autocast.compute() == pytest.approx(plain.compute(), abs=1e-6)
+
+
 def test_ms_ssim_uses_five_scales_and_is_none_for_small_images():
     target = smooth_images(2, 192, seed=1)
     metrics = ReconstructionMetrics(ms_ssim=True)

@@ -52,7 +52,12 @@ class ReconstructionMetrics(nn.Module):
 
     @torch.no_grad()
     def update(self, target: torch.Tensor, reconstruction: torch.Tensor, lpips: torch.Tensor | None = None) -> None:
-        """Images in [-1, 1]; reconstructions are clamped to that range first, as a saved image would be."""
+        """Images in [-1, 1]; reconstructions are clamped to that range first, as a saved image would be.
+        Computed in fp32 even inside an autocast region (SSIM's local variances lose their digits in bf16)."""
+        with torch.autocast(target.device.type, enabled=False):
+            self._update(target, reconstruction, lpips)
+
+    def _update(self, target: torch.Tensor, reconstruction: torch.Tensor, lpips: torch.Tensor | None) -> None:
         target01 = ((target.float() + 1) / 2).clamp(0, 1)
         reconstruction01 = (reconstruction.float().clamp(-1, 1) + 1) / 2
         self.psnr.update(reconstruction01, target01)
