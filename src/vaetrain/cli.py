@@ -14,7 +14,9 @@ from vaetrain.data.datamodule import ImageDataModule
 from vaetrain.errors import ConfigError
 from vaetrain.export import diffusers_to_ldm, export_checkpoint, load_autoencoder, save_diffusers_folder, write_ldm_checkpoint
 from vaetrain.training.callbacks import ExportDiffusers, ReconstructionGrid
+from vaetrain.training.memory_budget import MemoryBudget
 from vaetrain.training.module import AutoencoderModule
+from vaetrain.training.precision import default_precision
 
 
 def _checkpoint_dir(root: str | None) -> str:
@@ -22,7 +24,7 @@ def _checkpoint_dir(root: str | None) -> str:
 
 
 class VaetrainCLI(LightningCLI):
-    """Adds the always-on callbacks as config blocks: `checkpoint`, `grid`, `export`."""
+    """Adds the always-on callbacks as config blocks: `checkpoint`, `grid`, `export`, `memory`."""
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -43,6 +45,15 @@ class VaetrainCLI(LightningCLI):
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=_checkpoint_dir)
         parser.add_lightning_class_args(ReconstructionGrid, "grid")
         parser.add_lightning_class_args(ExportDiffusers, "export")
+        parser.add_lightning_class_args(MemoryBudget, "memory")
+
+    def before_instantiate_classes(self) -> None:
+        """`trainer.precision: null` (the presets' default) means bf16-mixed where the device has native
+        bf16, else 32-true; the choice is printed and saved in the run's config.yaml."""
+        trainer = self.config[self.subcommand].trainer
+        if trainer.precision is None:
+            trainer.precision = default_precision(trainer.accelerator)
+            print(f"vaetrain: trainer.precision not set; using {trainer.precision} for this hardware", file=sys.stderr)
 
     def before_fit(self) -> None:
         """Bad settings fail here, in one line, before any run folder is written."""
