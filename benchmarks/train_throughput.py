@@ -17,6 +17,7 @@ and backward; see `step_flops`), with MFU against `--peak-tflops` on a GPU.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import resource
@@ -32,7 +33,9 @@ from jsonargparse import ArgumentParser
 from torch.utils.flop_counter import FlopCounterMode
 
 from vaetrain.data import ImageDataModule
+from vaetrain.training.memory_budget import MemoryBudget, parse_memory_size
 from vaetrain.training.module import AutoencoderModule
+from vaetrain.training.precision import default_precision
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "4090": 165.0, "4060": 44.0}  # dense bf16
 
@@ -56,14 +59,27 @@ class StepTimer(L.Callback):
         self._sync(module)
         self.times.append(time.perf_counter() - self._start)
 
+    def on_train_start(self, trainer, module):
+        if module.device.type == "cuda":  # the memory budget's probes ran before: not part of training
+            torch.cuda.reset_peak_memory_stats(module.device)
+
+    def on_train_end(self, trainer, module):
+        self.peak_mb = peak_memory_mb(module.device)
+        self.peak_reserved_mb = torch.cuda.max_memory_reserved(module.device) / 2**20 if module.device.type == "cuda" else None
+
 
 def step_flops(module: AutoencoderModule, images: torch.Tensor) -> int:
     """FLOPs of one step's passes: autoencoder forward + backward; LPIPS and discriminator forward and
     backward to the reconstruction (generator loss); discriminator forward + backward on real and fake.
     Counted by FlopCounterMode over a replay with plain `backward()` calls (its module tracker cannot
     follow the training step's `autograd.grad` on leaf tensors); the adaptive weight's extra gradients
-    at the last layer are negligible and left out."""
-    module.train()
+    at the last layer are negligible and left out. Runs on a copy on the meta device: shapes only, so it
+    needs no memory and no time whatever the resolution."""
+    attached, module.trainer = module._trainer, None
+    replica = copy.deepcopy(module)
+    module.trainer = attached
+    module = replica.to("meta").train()
+    images = images.to("meta")
     counter = FlopCounterMode(display=False)
     with counter:
         module.discriminator.requires_grad_(False)
@@ -74,7 +90,6 @@ def step_flops(module: AutoencoderModule, images: torch.Tensor) -> int:
         loss.backward()
         module.discriminator.requires_grad_(True)
         module.discriminator(torch.cat([images, reconstruction.detach()])).mean().backward()
-    module.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
 
@@ -84,7 +99,8 @@ def build(config_path: str, overrides: dict) -> tuple[AutoencoderModule, ImageDa
     parser.add_class_arguments(AutoencoderModule, "model")
     parser.add_class_arguments(ImageDataModule, "data")
     sections = {"model": config.get("model", {}), "data": config.get("data", {}) | overrides.get("data", {})}
-    sections["model"].setdefault("loss", {}).update(overrides.get("loss", {}))
+    for section in ("loss", "speed", "training"):
+        sections["model"].setdefault(section, {}).update(overrides.get(section, {}))
     parsed = parser.parse_object(sections)
     objects = parser.instantiate_classes(parsed)
     return objects.model, objects.data, config.get("trainer", {})
@@ -113,7 +129,7 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="image folder (default: the preset's, or the bundled samples)")
     parser.add_argument("--resolution", type=int, default=None)
     parser.add_argument("--micro-batch", type=int, default=None)
-    parser.add_argument("--precision", default=None, help="32, bf16-mixed, 16-mixed (default: the preset's)")
+    parser.add_argument("--precision", default=None, help="32, bf16-mixed, 16-mixed (default: the preset's, or as `fit` picks)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5, help="steps left out of the timing")
     parser.add_argument("--no-disc-from-start", dest="disc_from_start", action="store_false")
@@ -121,22 +137,44 @@ def main() -> None:
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's dense peak for MFU (default: by name)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--perceptual-backbone", choices=["pretrained", "random"], default=None,
+                        help="random: LPIPS on an untrained backbone (same FLOPs; for machines without the weights)")
+    parser.add_argument("--gan-updates", choices=["both", "alternate"], default=None)
+    parser.add_argument("--max-memory", default=None, help="e.g. 8GB: cap this process's CUDA memory there and let "
+                        "the memory budget choose micro-batch and checkpointing (--micro-batch x 1 is the global batch)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     data_overrides = {k: v for k, v in {"path": args.data, "resolution": args.resolution, "batch_size": args.micro_batch, "num_workers": args.workers}.items() if v is not None}
     loss_overrides = {"disc_start_step": 0} if args.disc_from_start else {}
+    if args.perceptual_backbone:
+        loss_overrides["perceptual_backbone"] = args.perceptual_backbone
+    speed_overrides = {k: v for k, v in {"channels_last": args.channels_last, "compile": args.compile}.items() if v is not None}
+    training_overrides = {"gan_updates": args.gan_updates} if args.gan_updates else {}
     L.seed_everything(0, verbose=False)
-    module, datamodule, trainer_config = build(args.config, {"data": data_overrides, "loss": loss_overrides})
-    precision = args.precision or str(trainer_config.get("precision", "32"))
+    module, datamodule, trainer_config = build(
+        args.config, {"data": data_overrides, "loss": loss_overrides, "speed": speed_overrides, "training": training_overrides}
+    )
+    if args.gradient_checkpointing is not None:
+        module.set_gradient_checkpointing(args.gradient_checkpointing)
+    precision = args.precision or trainer_config.get("precision") or default_precision(args.accelerator)
     rate = loader_rate(datamodule, batches=10)
 
     timer = StepTimer()
+    callbacks: list[L.Callback] = [timer]
+    if args.max_memory:
+        budget = parse_memory_size(args.max_memory)
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total))
+        callbacks.append(MemoryBudget(max_memory=args.max_memory))
     trainer = L.Trainer(
         accelerator=args.accelerator, devices=1, precision=precision, max_steps=args.steps + args.warmup,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
+        limit_val_batches=0, num_sanity_val_steps=0, callbacks=callbacks,
     )
     trainer.fit(module, datamodule)
     device = module.device
@@ -144,7 +182,12 @@ def main() -> None:
     flops = step_flops(module, images)
     step_times = timer.times[args.warmup :]
     median = statistics.median(step_times)
-    images_per_step = datamodule.batch_size * module.accumulate
+    counters = module.counters
+    # With `gan_updates: both` every micro-batch does the same work (median); `alternate` mixes generator
+    # and cheaper discriminator batches, so their mean is the rate.
+    seconds_per_batch = median if module.training_config.gan_updates == "both" else statistics.mean(step_times)
+    images_per_second = datamodule.batch_size / seconds_per_batch
+    optimizer_steps_per_batch = (counters.generator_steps + counters.discriminator_steps) / counters.micro_batches
     result = {
         "config": args.config,
         "resolution": datamodule.resolution,
@@ -153,19 +196,28 @@ def main() -> None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
         "steps_timed": len(step_times),
+        "speed": {k: getattr(module.speed_config, k) for k in ("channels_last", "compile")},
+        "gan_updates": module.training_config.gan_updates,
+        "gradient_checkpointing": module.autoencoder.is_gradient_checkpointing,
         "step_s_median": round(median, 4),
-        "img_per_s": round(images_per_step / median, 2),
+        "s_per_optimizer_step": round(seconds_per_batch / optimizer_steps_per_batch, 4),
+        "img_per_s": round(images_per_second, 2),
         "loader_img_per_s": round(rate, 1),
-        "peak_memory_mb": round(peak_memory_mb(device), 1),
-        "peak_memory_mb_per_image": round(peak_memory_mb(device) / images_per_step, 1),
+        "peak_memory_mb": round(timer.peak_mb, 1),
+        "peak_memory_mb_per_image": round(timer.peak_mb / datamodule.batch_size, 1),
         "gflops_per_image": round(flops / len(images) / 1e9, 2),
-        "discriminator_steps": module.counters.discriminator_steps,
+        "generator_steps": counters.generator_steps,
+        "discriminator_steps": counters.discriminator_steps,
     }
+    if args.max_memory:
+        result["max_memory"] = args.max_memory
+        result["accumulate"] = module.accumulate
     if device.type == "cuda":
+        result["peak_reserved_mb"] = round(timer.peak_reserved_mb, 1)
         name = torch.cuda.get_device_name(device)
         peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
         if peak:
-            result["mfu"] = round(flops / len(images) * images_per_step / median / (peak * 1e12), 4)
+            result["mfu"] = round(flops / len(images) * images_per_second / (peak * 1e12), 4)
     print(json.dumps(result))
 
 

@@ -28,9 +28,12 @@ class OptimizerConfig:
 
 
 def build_optimizer(parameters: Iterable[torch.nn.Parameter], config: OptimizerConfig) -> torch.optim.Optimizer:
+    """Fused (one kernel for all parameters) when they live on a GPU; the default multi-tensor path on CPU."""
+    parameters = list(parameters)
     optimizer_class = torch.optim.AdamW if config.name == "adamw" else torch.optim.Adam
+    fused = bool(parameters) and all(p.device.type == "cuda" for p in parameters)
     return optimizer_class(
-        list(parameters), lr=config.lr, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay
+        parameters, lr=config.lr, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay, fused=fused or None
     )
 
 
