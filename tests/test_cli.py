@@ -56,6 +56,8 @@ def test_unknown_config_key_is_named(tmp_path, capsys):
         ("--data.path={tmp}/missing", "missing"),
         ("--data.path={tmp}/empty", "no images"),
         ("--model.autoencoder.pretrained={tmp}/no-such-vae", "no-such-vae"),
+        ("--memory.max_memory=8 parsecs", "memory.max_memory: '8 parsecs'"),
+        ("--memory.max_memory=8GB", "memory.max_memory measures CUDA memory; this run is on cpu"),
     ],
 )
 def test_bad_input_fails_in_one_line_before_training(tmp_path, capsys, override, named):

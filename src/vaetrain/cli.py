@@ -59,6 +59,9 @@ class VaetrainCLI(LightningCLI):
         """Bad settings fail here, in one line, before any run folder is written."""
         self.datamodule.check_resolution(self.model.downsampling_factor)
         self.datamodule.prepare_split()
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, MemoryBudget):
+                callback.check(self.trainer.strategy.root_device)
         config = self.config_init[self.subcommand]
         if config.get("weights_only") is None:
             config["weights_only"] = True  # checkpoints hold tensors and plain values only

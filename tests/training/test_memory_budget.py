@@ -123,3 +123,27 @@ def test_cuda_probe_refuses_cpu(datamodule):
     budget = MemoryBudget(max_memory="8GB")
     with pytest.raises(ConfigError, match="memory.max_memory measures CUDA memory; this run is on cpu"):
         tiny_trainer(max_steps=1, callbacks=[budget]).fit(module, datamodule)
+
+
+def test_probe_step_trains_a_replica_and_leaves_the_run_untouched(datamodule):
+    """The CUDA probe's step (run here on CPU): every network of the copy updates, the original does not."""
+    from contextlib import nullcontext
+
+    from vaetrain.training.memory_budget import _full_step, _replica
+    from vaetrain.training.optim import build_optimizer
+
+    module = tiny_module()
+    tiny_trainer(max_steps=1).fit(module, datamodule)  # attached to a trainer, as in the callback
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    replica = _replica(module, torch.device("cpu"), checkpointing=True)
+    assert replica.autoencoder.is_gradient_checkpointing and not module.autoencoder.is_gradient_checkpointing
+    assert replica.loss_config.disc_start_step == 0 and module.trainer is not None
+    optimizers = (
+        build_optimizer(replica.autoencoder.parameters(), replica.optimizer_config.generator),
+        build_optimizer(replica.discriminator.parameters(), replica.optimizer_config.discriminator),
+    )
+    _full_step(replica, torch.rand(2, 3, 32, 32) * 2 - 1, optimizers, nullcontext)
+    after = replica.state_dict()
+    for prefix in ("autoencoder.", "discriminator.", "ema.module."):
+        assert any(not torch.equal(after[k], before[k]) for k in before if k.startswith(prefix)), prefix
+    assert all(torch.equal(v, before[k]) for k, v in module.state_dict().items())

@@ -124,9 +124,17 @@ class MemoryBudget(L.Callback):
         self.probe: Probe | None = None
         self.plan: MemoryPlan | None = None
 
+    def check(self, device: torch.device) -> None:
+        """Fails early (before any run folder is written) on a bad size or a device it cannot measure."""
+        if self.max_memory is not None:
+            parse_memory_size(self.max_memory)
+            if self.probe is None and device.type != "cuda":
+                raise ConfigError(f"memory.max_memory measures CUDA memory; this run is on {device.type} (set data.batch_size instead)")
+
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         if stage != "fit" or self.max_memory is None:
             return
+        self.check(trainer.strategy.root_device)
         budget = parse_memory_size(self.max_memory)
         datamodule = trainer.datamodule
         training = pl_module.training_config
@@ -155,8 +163,6 @@ def cuda_step_probe(
     """Measures `steps` full training steps of a copy of `module` on random images at `resolution`: the
     peak of CUDA memory reserved (what the card must hold; add headroom for the CUDA context) and the
     median step time after the first."""
-    if device.type != "cuda":
-        raise ConfigError(f"memory.max_memory measures CUDA memory; this run is on {device.type} (set data.batch_size instead)")
 
     def probe(micro_batch: int, checkpointing: bool) -> ProbeResult:
         replica = None
