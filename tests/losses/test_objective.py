@@ -12,6 +12,7 @@ from vaetrain.losses import (
     reconstruction_loss,
 )
 from vaetrain.models import DiscriminatorConfig, PatchDiscriminator, build_autoencoder
+from vaetrain.models.autoencoder import LastLayerInput
 
 
 def _forward(seed: int = 0):
@@ -20,8 +21,10 @@ def _forward(seed: int = 0):
     # eval: spectral norm's power iteration would change D between the compared forwards
     discriminator = PatchDiscriminator(DiscriminatorConfig(base_channels=8, num_layers=2)).eval()
     images = torch.rand(2, 3, 32, 32) * 2 - 1
+    last_layer = LastLayerInput(autoencoder)
     posterior = autoencoder.encode(images).latent_dist
     reconstruction = autoencoder.decode(posterior.mean).sample
+    autoencoder.last_layer_grad = last_layer.take_weight_gradient()
     return autoencoder, discriminator, images, posterior, reconstruction
 
 
@@ -56,7 +59,7 @@ def test_adaptive_weight_equals_hand_computation(random_lpips):
     last = autoencoder.decoder.conv_out.weight
     output = generator_loss(
         images, reconstruction, posterior.mean, posterior.logvar, config=config, perceptual=random_lpips,
-        last_layer_weight=last, discriminator=discriminator,
+        last_layer_grad=autoencoder.last_layer_grad, discriminator=discriminator,
     )
     nll = (reconstruction - images).abs().mean() + random_lpips(reconstruction, images).mean()
     g_loss = -discriminator(reconstruction).mean()
@@ -73,7 +76,7 @@ def test_backward_target_gives_the_total_loss_gradient(random_lpips):
     config = LossConfig(kl_weight=0.1, disc_weight=0.5)
     output = generator_loss(
         images, reconstruction, posterior.mean, posterior.logvar, config=config, perceptual=random_lpips,
-        last_layer_weight=autoencoder.decoder.conv_out.weight, discriminator=discriminator,
+        last_layer_grad=autoencoder.last_layer_grad, discriminator=discriminator,
     )
     weight = output.terms["adaptive_weight"]
     params = [p for p in autoencoder.parameters()]
@@ -97,7 +100,7 @@ def test_lpips_sends_gradient_into_decoder_only(random_lpips):
     config = LossConfig(reconstruction_weight=0.0, perceptual_weight=1.0, kl_weight=0.0)
     output = generator_loss(
         images, reconstruction, posterior.mean, posterior.logvar, config=config, perceptual=random_lpips,
-        last_layer_weight=autoencoder.decoder.conv_out.weight,
+        last_layer_grad=autoencoder.last_layer_grad,
     )
     output.backward_target.backward()
     assert autoencoder.decoder.conv_out.weight.grad.abs().sum() > 0
@@ -109,7 +112,7 @@ def test_generator_loss_does_not_touch_discriminator_grads(random_lpips):
     autoencoder, discriminator, images, posterior, reconstruction = _forward()
     output = generator_loss(
         images, reconstruction, posterior.mean, posterior.logvar, config=LossConfig(), perceptual=random_lpips,
-        last_layer_weight=autoencoder.decoder.conv_out.weight, discriminator=discriminator,
+        last_layer_grad=autoencoder.last_layer_grad, discriminator=discriminator,
     )
     output.backward_target.backward()
     assert output.terms["adversarial"].abs() > 0
@@ -121,7 +124,7 @@ def test_nonfinite_adaptive_weight_uses_fallback_not_zero(random_lpips):
     nan_discriminator = lambda x: discriminator(x) * float("nan")  # noqa: E731
     output = generator_loss(
         images, reconstruction, posterior.mean, posterior.logvar, config=LossConfig(disc_weight=0.5),
-        perceptual=random_lpips, last_layer_weight=autoencoder.decoder.conv_out.weight,
+        perceptual=random_lpips, last_layer_grad=autoencoder.last_layer_grad,
         discriminator=nan_discriminator, fallback_adaptive_weight=3.0,
     )
     assert not output.adaptive_weight_finite
@@ -129,7 +132,20 @@ def test_nonfinite_adaptive_weight_uses_fallback_not_zero(random_lpips):
 
 
 def test_adaptive_weight_is_clamped():
-    weight = torch.ones(2, 2, requires_grad=True)
-    reconstruction = weight * 3
-    value = adaptive_gan_weight(reconstruction, weight, torch.ones(2, 2), torch.zeros(2, 2), max_weight=10.0)
+    value = adaptive_gan_weight(torch.ones(2, 2), torch.zeros(2, 2), lambda g: 3 * g, max_weight=10.0)
     assert value.item() == 10.0
+
+
+def test_last_layer_weight_gradient_equals_autograd():
+    """The directly computed gradient of the decoder's last convolution is autograd's."""
+    torch.manual_seed(0)
+    autoencoder = build_autoencoder(tiny_autoencoder_config())
+    last_layer = LastLayerInput(autoencoder)
+    reconstruction = autoencoder(torch.rand(2, 3, 32, 32) * 2 - 1).sample
+    grad_output = torch.randn_like(reconstruction)
+    (expected,) = torch.autograd.grad(reconstruction, autoencoder.decoder.conv_out.weight, grad_outputs=grad_output)
+    torch.testing.assert_close(last_layer.take_weight_gradient()(grad_output), expected, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        autoencoder(torch.rand(1, 3, 32, 32))  # a forward without gradients (validation) is not kept
+    with pytest.raises(RuntimeError, match="no forward with gradients"):
+        last_layer.take_weight_gradient()

@@ -17,7 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.conftest import tiny_module  # noqa: E402
 from vaetrain.data import ImageDataModule  # noqa: E402
+from vaetrain.training.callbacks import ExportDiffusers  # noqa: E402
 from vaetrain.training.optim import OptimizerConfig  # noqa: E402
+from vaetrain.training.sharding import FullyShardedStrategy, full_state_dict  # noqa: E402
 
 GLOBAL_BATCH = 4
 
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60)
     parser.add_argument("--micro-batch", type=int, default=2)
     parser.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp")
+    parser.add_argument("--export", action="store_true", help="write OUT/diffusers at the end")
     args = parser.parse_args()
 
     L.seed_everything(0)
@@ -66,18 +69,21 @@ def main() -> None:
         else "auto"
     )
     if args.strategy == "fsdp":
-        from lightning.pytorch.strategies import FSDPStrategy
-
-        strategy = FSDPStrategy(process_group_backend="gloo", timeout=timedelta(seconds=args.timeout))
+        strategy = FullyShardedStrategy(process_group_backend="gloo", timeout=timedelta(seconds=args.timeout))
     checkpoint = ModelCheckpoint(dirpath=Path(args.out) / "checkpoints", save_last=True, every_n_train_steps=args.steps)
     trainer = L.Trainer(
         accelerator="cpu", devices=args.devices, strategy=strategy, max_steps=args.steps, logger=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-        callbacks=[checkpoint, MarkStarted(args.out)], default_root_dir=args.out,
+        callbacks=[checkpoint, MarkStarted(args.out), *([ExportDiffusers(latent_statistics_images=4)] if args.export else [])],
+        default_root_dir=args.out,
     )
     trainer.fit(module, datamodule, ckpt_path=args.resume)
+    state = {  # gathered on every process (a collective under FSDP), complete on rank 0
+        f"{name}.{key}": value
+        for name, network in (("autoencoder", module.autoencoder), ("discriminator", module.discriminator), ("ema", module.ema))
+        for key, value in full_state_dict(network).items()
+    }
     if trainer.is_global_zero:
-        state = {k: v for k, v in module.state_dict().items() if k.startswith(("autoencoder.", "discriminator.", "ema."))}
         torch.save({"state": state, "counters": vars(module.counters), "accumulate": module.accumulate}, Path(args.out) / "final.pt")
 
 

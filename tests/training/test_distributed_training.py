@@ -88,3 +88,33 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_fsdp_two_processes_match_one_export_and_resume_sharded_or_not(tmp_path):
+    """`fsdp2` (FSDP2 through Lightning's ModelParallelStrategy) with 2 CPU processes: same weights as one
+    unsharded process, an export gathered from the shards, and a checkpoint that resumes sharded on 2
+    processes and unsharded on 1 to the same weights."""
+    from diffusers import AutoencoderKL
+
+    folder = tmp_path / "images"
+    write_images(folder, 14)
+    sharded = train(folder, tmp_path / "fsdp", "--devices", "2", "--steps", "4", "--micro-batch", "2", "--strategy", "fsdp", "--export")
+    one = train(folder, tmp_path / "one", "--devices", "1", "--steps", "4", "--micro-batch", "4")
+    assert sharded["counters"] == one["counters"] | {"micro_batches": sharded["counters"]["micro_batches"]}
+    difference = {k: (sharded["state"][k].double() - one["state"][k].double()).abs().max().item() for k in one["state"]}
+    worst = max(v for k, v in difference.items() if not k.endswith("to_k.bias"))  # see the DDP test
+    assert worst < 1e-5, f"largest weight difference {worst}"
+
+    exported = AutoencoderKL.from_pretrained(tmp_path / "fsdp" / "diffusers")
+    for key, value in exported.state_dict().items():
+        assert torch.equal(value, sharded["state"][f"ema.module.{key}"]), key
+
+    checkpoint = str(tmp_path / "fsdp" / "checkpoints" / "last.ckpt")
+    resumed_sharded = train(folder, tmp_path / "r2", "--devices", "2", "--steps", "6", "--micro-batch", "2", "--strategy", "fsdp", "--resume", checkpoint)
+    resumed_one = train(folder, tmp_path / "r1", "--devices", "1", "--steps", "6", "--micro-batch", "4", "--resume", checkpoint)
+    assert resumed_sharded["counters"]["generator_steps"] == resumed_one["counters"]["generator_steps"] == 6
+    assert resumed_sharded["counters"]["samples_seen"] == 6 * 4
+    for key, value in resumed_one["state"].items():
+        if not key.endswith("to_k.bias"):
+            torch.testing.assert_close(resumed_sharded["state"][key], value, rtol=0, atol=1e-5)
+    assert any(not torch.equal(resumed_one["state"][k], sharded["state"][k]) for k in sharded["state"] if k.startswith("autoencoder."))

@@ -76,28 +76,25 @@ def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor, reduction: Reduction
 
 
 def adaptive_gan_weight(
-    reconstruction: torch.Tensor,
-    last_layer_weight: torch.Tensor,
     nll_grad: torch.Tensor,
     adversarial_grad: torch.Tensor,
+    last_layer_grad: Callable[[torch.Tensor], torch.Tensor],
     max_weight: float,
     mean_over_processes: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """||d nll / d W|| / (||d adv / d W|| + 1e-4) at the decoder's last layer W, clamped to [0, max_weight].
 
-    Takes the two losses' gradients w.r.t. the reconstruction and pushes each through the last layer
-    only: the same numbers as LDM's `calculate_adaptive_weight` without a second pass through LPIPS and
-    the discriminator. Norms are taken in fp32. Under data parallelism `mean_over_processes` averages
-    the two last-layer gradients over all processes first, so every rank uses the same weight, the one
-    a single process would compute on the whole global batch.
+    Takes the two losses' gradients w.r.t. the reconstruction and maps each to W's gradient with
+    `last_layer_grad` (see `LastLayerInput`: the convolution's weight gradient computed directly, so no
+    autograd pass runs through a DDP-, FSDP- or compile-wrapped autoencoder): the same numbers as LDM's
+    `calculate_adaptive_weight` without a second pass through LPIPS and the discriminator. In fp32. Under
+    data parallelism `mean_over_processes` averages the two gradients over all processes first, so every
+    rank uses the weight one process would compute on the whole global batch.
     """
-    grads = [
-        torch.autograd.grad(reconstruction, last_layer_weight, grad_outputs=g.to(reconstruction.dtype), retain_graph=True)[0]
-        for g in (nll_grad, adversarial_grad)
-    ]
+    grads = [last_layer_grad(g.float()).float() for g in (nll_grad, adversarial_grad)]
     if mean_over_processes is not None:
-        grads = [mean_over_processes(g.float()) for g in grads]
-    nll_norm, adversarial_norm = (torch.linalg.vector_norm(g.float()) for g in grads)
+        grads = [mean_over_processes(g) for g in grads]
+    nll_norm, adversarial_norm = (torch.linalg.vector_norm(g) for g in grads)
     return (nll_norm / (adversarial_norm + 1e-4)).clamp(0.0, max_weight).detach()
 
 
@@ -109,7 +106,7 @@ def generator_loss(
     *,
     config: LossConfig,
     perceptual: nn.Module | None,
-    last_layer_weight: torch.Tensor,
+    last_layer_grad: Callable[[torch.Tensor], torch.Tensor] | None = None,
     discriminator: nn.Module | None = None,
     fallback_adaptive_weight: float = 0.0,
     mean_over_processes: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -143,9 +140,9 @@ def generator_loss(
         adversarial = generator_adversarial_loss(logits, config.gan_loss)
         (adversarial_grad,) = torch.autograd.grad(adversarial, leaf)
         if config.adaptive_weight:
-            weight = adaptive_gan_weight(
-                reconstruction, last_layer_weight, nll_grad, adversarial_grad, config.adaptive_weight_max, mean_over_processes
-            )
+            if last_layer_grad is None:
+                raise ValueError("generator_loss: the adaptive weight needs last_layer_grad")
+            weight = adaptive_gan_weight(nll_grad, adversarial_grad, last_layer_grad, config.adaptive_weight_max, mean_over_processes)
             finite = bool(torch.isfinite(weight))
             if not finite:
                 weight = torch.tensor(fallback_adaptive_weight, device=leaf.device)

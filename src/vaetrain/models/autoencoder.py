@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from diffusers import AutoencoderKL
 
 from vaetrain.errors import ConfigError
@@ -68,6 +70,35 @@ def freeze_encoder(model: AutoencoderKL) -> None:
     for module in (model.encoder, model.quant_conv):
         if module is not None:
             module.requires_grad_(False)
+
+
+class LastLayerInput:
+    """Keeps the input of the decoder's last convolution from the latest forward with gradients on, so the
+    adaptive GAN weight can compute that layer's weight gradient directly (`torch.nn.grad.conv2d_weight`)
+    instead of by autograd through the autoencoder, which DDP, FSDP and compiled graphs do not allow
+    mid-step. The reconstruction is that convolution's output."""
+
+    def __init__(self, model: AutoencoderKL) -> None:
+        self.conv = model.decoder.conv_out
+        self.value: torch.Tensor | None = None
+        self.conv.register_forward_pre_hook(self._keep)
+
+    def _keep(self, module, args) -> None:
+        if torch.is_grad_enabled():
+            self.value = args[0]
+
+    def take_weight_gradient(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Maps d loss / d reconstruction to d loss / d weight, for the latest forward (then forgets it)."""
+        conv, conv_input, self.value = self.conv, self.value, None
+        if conv_input is None:
+            raise RuntimeError("LastLayerInput: no forward with gradients since the last call")
+
+        def weight_gradient(grad_output: torch.Tensor) -> torch.Tensor:
+            return torch.nn.grad.conv2d_weight(
+                conv_input.float(), conv.weight.shape, grad_output.float(), conv.stride, conv.padding, conv.dilation, conv.groups
+            )
+
+        return weight_gradient
 
 
 def downsampling_factor(model: AutoencoderKL) -> int:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import lightning as L
 import torch
+from diffusers import AutoencoderKL
 from torchvision.utils import make_grid, save_image
 
 from vaetrain.data.datamodule import images_of
@@ -37,8 +37,9 @@ class ReconstructionGrid(L.Callback):
 
     @torch.no_grad()
     def write(self, trainer: L.Trainer, pl_module) -> Path | None:
+        """Every process reconstructs (a sharded model's forward needs all of them); rank 0 writes."""
         self._last_written = pl_module.counters.generator_steps
-        if not trainer.is_global_zero or trainer.datamodule is None:
+        if trainer.datamodule is None:
             return None
         if self._images is None:
             self._images = trainer.datamodule.fixed_images(self.num_images)
@@ -47,6 +48,8 @@ class ReconstructionGrid(L.Callback):
         pl_module.eval()
         reconstructions = pl_module(images).float().clamp(-1, 1)
         pl_module.train(was_training)
+        if not trainer.is_global_zero:
+            return None
         pairs = torch.stack([images.float(), reconstructions], dim=1).flatten(0, 1)  # input, recon, input, ...
         grid = make_grid((pairs + 1) / 2, nrow=2 * min(4, len(images)), padding=2, pad_value=1.0)
         path = Path(trainer.default_root_dir) / "reconstructions" / f"step_{self._last_written:07d}.png"
@@ -69,9 +72,15 @@ class ExportDiffusers(L.Callback):
         self.path: Path | None = None
 
     def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
-        if not self.enabled or not trainer.is_global_zero:
+        if not self.enabled:
             return
-        model = copy.deepcopy(pl_module.inference_autoencoder()).float().eval()
+        weights = pl_module.full_inference_state_dict()  # on every process: under FSDP it gathers the shards
+        if not trainer.is_global_zero:
+            return
+        # A fresh module from the config: contiguous fp32 weights, whatever layout, compilation or sharding trained.
+        model = AutoencoderKL.from_config(pl_module.autoencoder.config)
+        model.load_state_dict(weights)
+        model = model.float().eval().to(pl_module.device)
         statistics = None
         if trainer.datamodule is not None and hasattr(trainer.datamodule, "evaluation_dataloader"):
             loader = trainer.datamodule.evaluation_dataloader(self.latent_statistics_images)

@@ -215,7 +215,7 @@ def _full_step(replica, images: torch.Tensor, optimizers, autocast: Callable[[],
         reconstruction, mean, logvar = replica._reconstruct(images)
         output = generator_loss(
             images, reconstruction, mean, logvar, config=replica.loss_config, perceptual=replica.perceptual,
-            last_layer_weight=replica.autoencoder.decoder.conv_out.weight, discriminator=replica.discriminator,
+            last_layer_grad=replica._last_layer.take_weight_gradient(), discriminator=replica.discriminator,
         )
         output.backward_target.backward()
         generator_optimizer.step()

@@ -31,10 +31,11 @@ from vaetrain.evaluation.metrics import ReconstructionMetrics
 from vaetrain.losses.gan import discriminator_loss
 from vaetrain.losses.objective import LossConfig, generator_loss
 from vaetrain.losses.perceptual import build_perceptual_loss
-from vaetrain.models.autoencoder import AutoencoderConfig, build_autoencoder, downsampling_factor
+from vaetrain.models.autoencoder import AutoencoderConfig, LastLayerInput, build_autoencoder, downsampling_factor
 from vaetrain.models.discriminator import DiscriminatorConfig, PatchDiscriminator
 from vaetrain.models.ema import EMAConfig, build_ema
 from vaetrain.training.optim import OptimizerConfig, build_optimizer, build_scheduler
+from vaetrain.training.sharding import full_state_dict, is_sharded, shard, shard_autoencoder
 
 Phase = Literal["generator", "discriminator", "both"]
 _CHECKPOINT_KEY = "vaetrain"
@@ -122,14 +123,18 @@ class AutoencoderModule(L.LightningModule):
         self.perceptual = perceptual
         self._memory_format = torch.contiguous_format
         self.ema = build_ema(self.autoencoder, self.ema_config.decay) if self.ema_config.enabled else None
+        self._last_layer = LastLayerInput(self.autoencoder)  # after the EMA copy, which needs no hook
         self.val_metrics = ReconstructionMetrics()
         self.counters = StepCounters()
         self._last_adaptive_weight = 1.0
         self._pending_rng_state: dict[str, Any] | None = None
         self._last_batch_time: float | None = None
         self._power_iteration_window = -1
-        # Frozen LPIPS weights are rebuilt at start-up, not stored in every checkpoint (VGG16 is 58 MB).
+        # Frozen LPIPS weights are rebuilt at start-up, not stored in every checkpoint (VGG16 is 58 MB), and
+        # never loaded from one. Exception: FSDP's loader insists on every tensor of the model, so sharded
+        # runs store them (and, resuming sharded, load them back).
         self.register_state_dict_post_hook(_drop_perceptual_keys)
+        self.register_load_state_dict_pre_hook(_skip_stored_perceptual_keys)
         self.register_load_state_dict_post_hook(_ignore_missing_perceptual_keys)
         if self.speed_config.compile:
             self._compile_networks()
@@ -201,6 +206,23 @@ class AutoencoderModule(L.LightningModule):
             self.training_config.accumulate_grad_batches = accumulation_for(
                 self.training_config.global_batch_size, self.trainer.world_size, datamodule.batch_size
             )
+
+    def configure_model(self) -> None:
+        """Under `--trainer.strategy fsdp2` (a device mesh exists): shard the autoencoder block by block, the
+        discriminator and the EMA copy over all processes. Other strategies leave the module as it is."""
+        mesh = self.device_mesh
+        if mesh is None or is_sharded(self.autoencoder):
+            return
+        data_parallel = mesh["data_parallel"]
+        shard_autoencoder(self.autoencoder, data_parallel)
+        shard(self.discriminator, data_parallel)
+        if self.ema is not None:
+            shard_autoencoder(self.ema.module, data_parallel)
+
+    def full_inference_state_dict(self) -> dict[str, torch.Tensor]:
+        """The inference weights (EMA once updated) as complete CPU tensors; under FSDP every process must
+        call it (it gathers) and only rank 0 receives them."""
+        return full_state_dict(self.inference_autoencoder())
 
     def configure_optimizers(self):
         generator_params = [p for p in self.autoencoder.parameters() if p.requires_grad]
@@ -326,6 +348,7 @@ class AutoencoderModule(L.LightningModule):
 
     def _generator_backward(self, images: torch.Tensor, use_gan: bool):
         reconstruction, mean, logvar = self._reconstruct(images)
+        last_layer_grad = self._last_layer.take_weight_gradient()
         if use_gan:
             self._before_discriminator_forward()
         output = generator_loss(
@@ -335,7 +358,7 @@ class AutoencoderModule(L.LightningModule):
             logvar,
             config=self.loss_config,
             perceptual=self.perceptual,
-            last_layer_weight=self.autoencoder.decoder.conv_out.weight,
+            last_layer_grad=last_layer_grad,
             discriminator=self.discriminator if use_gan else None,
             fallback_adaptive_weight=self._last_adaptive_weight,
             mean_over_processes=self._mean_over_processes if self.trainer.world_size > 1 else None,
@@ -415,6 +438,13 @@ def _no_closure() -> None:
 
 
 def _drop_perceptual_keys(module, state_dict, prefix, local_metadata) -> None:
+    if is_sharded(module.autoencoder):
+        return
+    for key in [k for k in state_dict if k.startswith(prefix + "perceptual.")]:
+        del state_dict[key]
+
+
+def _skip_stored_perceptual_keys(module, state_dict, prefix, *args) -> None:
     for key in [k for k in state_dict if k.startswith(prefix + "perceptual.")]:
         del state_dict[key]
 

@@ -1,0 +1,92 @@
+"""Fully sharded data parallelism (FSDP2, `torch.distributed.fsdp.fully_shard`) through Lightning.
+
+`--trainer.strategy fsdp2` is Lightning's `ModelParallelStrategy` with every process in the data-parallel
+dimension (no tensor parallelism) and full-state-dict checkpoints (one file, gathered on rank 0, that
+resumes on any number of processes and exports directly). The module shards itself in `configure_model`:
+each encoder/decoder block, the autoencoder, the discriminator and the EMA copy; the frozen LPIPS network
+is replicated. Lightning's `fsdp` (FSDP1) is CUDA-only and hides parameters in flat buffers; FSDP2 keeps
+each parameter (as a DTensor), runs on CPU with gloo, and lets the adaptive weight read the decoder's last
+layer.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import torch
+from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
+from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
+from torch import nn
+
+
+class FullyShardedStrategy(ModelParallelStrategy):
+    """FSDP2 over all processes (data parallel = world size, tensor parallel = 1)."""
+
+    def __init__(
+        self,
+        save_distributed_checkpoint: bool = False,
+        process_group_backend: str | None = None,
+        timeout: timedelta | None = default_pg_timeout,
+    ) -> None:
+        super().__init__(
+            data_parallel_size="auto",
+            tensor_parallel_size=1,
+            save_distributed_checkpoint=save_distributed_checkpoint,
+            process_group_backend=process_group_backend,
+            timeout=timeout,
+        )
+
+    def setup_environment(self) -> None:
+        self._data_parallel_size = self.num_nodes * self.num_processes
+        super().setup_environment()
+
+
+if "fsdp2" not in StrategyRegistry:
+    StrategyRegistry.register(
+        "fsdp2", FullyShardedStrategy, description="FSDP2 over all processes, full-state-dict checkpoints (vaetrain)"
+    )
+
+
+def is_sharded(module: nn.Module) -> bool:
+    return any(isinstance(p, _dtensor_class()) for p in module.parameters())
+
+
+def shard_autoencoder(autoencoder: nn.Module, mesh) -> None:
+    """One FSDP unit per encoder/decoder block (parameters gathered only while the block runs) inside one
+    root each for the encoder, the decoder and the two 1x1 convolutions. The AutoencoderKL itself is not
+    wrapped: training calls its `encode`/`decode`, whose outputs (a posterior object) would hide tensors
+    from FSDP's backward hooks; its four children are called through `forward` and return tensors."""
+    from torch.distributed.fsdp import fully_shard
+
+    for half in (autoencoder.encoder, autoencoder.decoder):
+        blocks = list(getattr(half, "down_blocks", [])) + list(getattr(half, "up_blocks", [])) + [half.mid_block]
+        for block in blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(half, mesh=mesh)
+    for conv in (autoencoder.quant_conv, autoencoder.post_quant_conv):
+        if conv is not None:
+            fully_shard(conv, mesh=mesh)
+    if any(not isinstance(p, _dtensor_class()) for p in autoencoder.parameters()):
+        raise RuntimeError("shard_autoencoder: parameters outside encoder, decoder and the 1x1 convolutions")
+
+
+def _dtensor_class():
+    from torch.distributed.tensor import DTensor
+
+    return DTensor
+
+
+def shard(module: nn.Module, mesh) -> None:
+    from torch.distributed.fsdp import fully_shard
+
+    fully_shard(module, mesh=mesh)
+
+
+def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The complete weights on CPU: gathered from all processes when sharded (every process must call it),
+    else the module's own state dict."""
+    if not is_sharded(module):
+        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True, broadcast_from_rank0=False))
