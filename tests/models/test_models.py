@@ -57,3 +57,19 @@ def test_ema_is_a_frozen_fp32_copy():
             p.add_(1.0)
     ema.update_parameters(model)  # first update copies
     assert all(torch.equal(a, b) for a, b in zip(ema.module.parameters(), model.parameters()))
+
+
+def test_batch_norm_discriminator_is_synchronised_only_under_data_parallelism():
+    from vaetrain.models.discriminator import synchronise_batch_norm
+
+    def count(module, kind):
+        return sum(type(m) is kind for m in module.modules())
+
+    batch = PatchDiscriminator(DiscriminatorConfig(base_channels=8, num_layers=2, norm="batch"))
+    assert count(synchronise_batch_norm(batch, 1, "cuda"), torch.nn.BatchNorm2d) == 2  # one process: plain
+    synced = synchronise_batch_norm(batch, 2, "cuda")
+    assert count(synced, torch.nn.SyncBatchNorm) == 2 and count(synced, torch.nn.BatchNorm2d) == 0
+    per_sample = PatchDiscriminator(DiscriminatorConfig(base_channels=8, num_layers=2, norm="spectral_group"))
+    assert synchronise_batch_norm(per_sample, 8, "cuda") is per_sample and count(per_sample, torch.nn.SyncBatchNorm) == 0
+    with pytest.raises(ConfigError, match="model.discriminator.norm=batch with several processes needs SyncBatchNorm"):
+        synchronise_batch_norm(PatchDiscriminator(DiscriminatorConfig(norm="batch")), 2, "cpu")

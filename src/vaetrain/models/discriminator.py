@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from vaetrain.errors import ConfigError
+
 DiscriminatorNorm = Literal["batch", "group", "spectral", "spectral_group"]
 
 
@@ -56,6 +58,19 @@ class PatchDiscriminator(nn.Module):
         for module in self.modules():
             if type(module).__name__ == "_SpectralNorm":
                 module.train(enabled)
+
+
+def synchronise_batch_norm(discriminator: PatchDiscriminator, world_size: int, device_type: str) -> nn.Module:
+    """`norm: batch` under data parallelism: SyncBatchNorm, so statistics cover the global batch as in one
+    process. The other norms are per-sample and need nothing. PyTorch synchronises batch norm on GPUs only."""
+    if discriminator.config.norm != "batch" or world_size <= 1:
+        return discriminator
+    if device_type == "cpu":
+        raise ConfigError(
+            "model.discriminator.norm=batch with several processes needs SyncBatchNorm, which PyTorch runs on GPUs "
+            "only; use norm: spectral_group (per-sample) on CPU"
+        )
+    return nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
 
 
 def _conv(in_channels: int, out_channels: int, *, stride: int, spectral: bool, bias: bool) -> nn.Module:

@@ -32,7 +32,7 @@ from vaetrain.losses.gan import discriminator_loss
 from vaetrain.losses.objective import LossConfig, generator_loss
 from vaetrain.losses.perceptual import build_perceptual_loss
 from vaetrain.models.autoencoder import AutoencoderConfig, LastLayerInput, build_autoencoder, downsampling_factor
-from vaetrain.models.discriminator import DiscriminatorConfig, PatchDiscriminator
+from vaetrain.models.discriminator import DiscriminatorConfig, PatchDiscriminator, synchronise_batch_norm
 from vaetrain.models.ema import EMAConfig, build_ema
 from vaetrain.training.optim import OptimizerConfig, build_optimizer, build_scheduler
 from vaetrain.training.sharding import full_state_dict, is_sharded, shard, shard_autoencoder
@@ -199,6 +199,7 @@ class AutoencoderModule(L.LightningModule):
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.set_channels_last(device.type == "cuda" if self.speed_config.channels_last is None else self.speed_config.channels_last)
+        self.discriminator = synchronise_batch_norm(self.discriminator, self.trainer.world_size, device.type)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "check_resolution"):
             datamodule.check_resolution(self.downsampling_factor)
