@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.conftest import tiny_module  # noqa: E402
 from vaetrain.data import ImageDataModule  # noqa: E402
-from vaetrain.training.callbacks import ExportDiffusers  # noqa: E402
+from vaetrain.training.callbacks import ExportDiffusers, ReconstructionGrid  # noqa: E402
 from vaetrain.training.optim import OptimizerConfig  # noqa: E402
 from vaetrain.training.sharding import FullyShardedStrategy, full_state_dict  # noqa: E402
 
@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=2)
     parser.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp")
     parser.add_argument("--export", action="store_true", help="write OUT/diffusers at the end")
+    parser.add_argument("--validate", action="store_true", help="validation and a reconstruction grid every 2 steps")
     args = parser.parse_args()
 
     L.seed_everything(0)
@@ -73,8 +74,13 @@ def main() -> None:
     checkpoint = ModelCheckpoint(dirpath=Path(args.out) / "checkpoints", save_last=True, every_n_train_steps=args.steps)
     trainer = L.Trainer(
         accelerator="cpu", devices=args.devices, strategy=strategy, max_steps=args.steps, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-        callbacks=[checkpoint, MarkStarted(args.out), *([ExportDiffusers(latent_statistics_images=4)] if args.export else [])],
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        limit_val_batches=1 if args.validate else 0, val_check_interval=2, check_val_every_n_epoch=None,
+        callbacks=[
+            checkpoint, MarkStarted(args.out),
+            *([ExportDiffusers(latent_statistics_images=4)] if args.export else []),
+            *([ReconstructionGrid(every_n_steps=2, num_images=2)] if args.validate else []),
+        ],
         default_root_dir=args.out,
     )
     trainer.fit(module, datamodule, ckpt_path=args.resume)

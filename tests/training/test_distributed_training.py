@@ -98,13 +98,14 @@ def test_fsdp_two_processes_match_one_export_and_resume_sharded_or_not(tmp_path)
 
     folder = tmp_path / "images"
     write_images(folder, 14)
-    sharded = train(folder, tmp_path / "fsdp", "--devices", "2", "--steps", "4", "--micro-batch", "2", "--strategy", "fsdp", "--export")
+    sharded = train(folder, tmp_path / "fsdp", "--devices", "2", "--steps", "4", "--micro-batch", "2", "--strategy", "fsdp", "--export", "--validate")
     one = train(folder, tmp_path / "one", "--devices", "1", "--steps", "4", "--micro-batch", "4")
     assert sharded["counters"] == one["counters"] | {"micro_batches": sharded["counters"]["micro_batches"]}
     difference = {k: (sharded["state"][k].double() - one["state"][k].double()).abs().max().item() for k in one["state"]}
     worst = max(v for k, v in difference.items() if not k.endswith("to_k.bias"))  # see the DDP test
     assert worst < 1e-5, f"largest weight difference {worst}"
 
+    assert (tmp_path / "fsdp" / "reconstructions" / "step_0000004.png").is_file()  # grid: all ranks forward, rank 0 writes
     exported = AutoencoderKL.from_pretrained(tmp_path / "fsdp" / "diffusers")
     for key, value in exported.state_dict().items():
         assert torch.equal(value, sharded["state"][f"ema.module.{key}"]), key

@@ -55,17 +55,19 @@ def shard_autoencoder(autoencoder: nn.Module, mesh) -> None:
     """One FSDP unit per encoder/decoder block (parameters gathered only while the block runs) inside one
     root each for the encoder, the decoder and the two 1x1 convolutions. The AutoencoderKL itself is not
     wrapped: training calls its `encode`/`decode`, whose outputs (a posterior object) would hide tensors
-    from FSDP's backward hooks; its four children are called through `forward` and return tensors."""
+    from FSDP's backward hooks; its four children are called through `forward` and return tensors.
+    Roots reshard after forward too (FSDP2 keeps a root's weights gathered by default, which after an
+    inference forward would leave the EMA copy unsharded beside the sharded weights it averages)."""
     from torch.distributed.fsdp import fully_shard
 
     for half in (autoencoder.encoder, autoencoder.decoder):
         blocks = list(getattr(half, "down_blocks", [])) + list(getattr(half, "up_blocks", [])) + [half.mid_block]
         for block in blocks:
-            fully_shard(block, mesh=mesh)
-        fully_shard(half, mesh=mesh)
+            fully_shard(block, mesh=mesh, reshard_after_forward=True)
+        fully_shard(half, mesh=mesh, reshard_after_forward=True)
     for conv in (autoencoder.quant_conv, autoencoder.post_quant_conv):
         if conv is not None:
-            fully_shard(conv, mesh=mesh)
+            fully_shard(conv, mesh=mesh, reshard_after_forward=True)
     if any(not isinstance(p, _dtensor_class()) for p in autoencoder.parameters()):
         raise RuntimeError("shard_autoencoder: parameters outside encoder, decoder and the 1x1 convolutions")
 
@@ -79,7 +81,7 @@ def _dtensor_class():
 def shard(module: nn.Module, mesh) -> None:
     from torch.distributed.fsdp import fully_shard
 
-    fully_shard(module, mesh=mesh)
+    fully_shard(module, mesh=mesh, reshard_after_forward=True)
 
 
 def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
