@@ -90,3 +90,15 @@ def test_fit_resume_and_export_from_the_command_line(tmp_path, image_folder):
     with torch.no_grad():
         assert torch.equal(exported.decode(latents).sample, resumed.decode(latents).sample)
         assert not torch.equal(first.decode(latents).sample, resumed.decode(latents).sample)
+
+
+def test_plain_strategy_names_become_what_the_module_needs(tmp_path, image_folder):
+    """`--trainer.strategy ddp` (1 process here) runs as DDP with unused-parameter detection, and the run's
+    saved config says so; an unset precision is resolved and saved the same way."""
+    import yaml
+
+    run = tmp_path / "run"
+    assert _fit(run, f"--data.path={image_folder}", "--trainer.strategy=ddp", "--trainer.accelerator=cpu", "--trainer.max_steps=1") == 0
+    saved = yaml.safe_load(next(run.glob("lightning_logs/version_*/config.yaml")).read_text())
+    assert saved["trainer"]["strategy"] == "ddp_find_unused_parameters_true"
+    assert saved["trainer"]["precision"] in ("bf16-mixed", "32-true")

@@ -23,6 +23,12 @@ def _checkpoint_dir(root: str | None) -> str:
     return os.path.join(root or ".", "checkpoints")
 
 
+# The plain names a user would type, mapped to the strategies this module needs: DDP must find unused
+# parameters (each optimizer's step leaves the other network without gradients), and FSDP is FSDP2
+# (Lightning's `fsdp` is FSDP1: CUDA-only, flat parameters; see vaetrain.training.sharding).
+STRATEGY_ALIASES = {"ddp": "ddp_find_unused_parameters_true", "fsdp": "fsdp2"}
+
+
 class VaetrainCLI(LightningCLI):
     """Adds the always-on callbacks as config blocks: `checkpoint`, `grid`, `export`, `memory`."""
 
@@ -48,9 +54,14 @@ class VaetrainCLI(LightningCLI):
         parser.add_lightning_class_args(MemoryBudget, "memory")
 
     def before_instantiate_classes(self) -> None:
-        """`trainer.precision: null` (the presets' default) means bf16-mixed where the device has native
-        bf16, else 32-true; the choice is printed and saved in the run's config.yaml."""
+        """`trainer.strategy: ddp|fsdp` become the strategies this module needs (STRATEGY_ALIASES), and
+        `trainer.precision: null` (the presets' default) means bf16-mixed where the device has native bf16,
+        else 32-true; both choices are printed and saved in the run's config.yaml."""
         trainer = self.config[self.subcommand].trainer
+        if isinstance(trainer.strategy, str) and trainer.strategy in STRATEGY_ALIASES:
+            chosen = STRATEGY_ALIASES[trainer.strategy]
+            print(f"vaetrain: trainer.strategy {trainer.strategy} -> {chosen}", file=sys.stderr)
+            trainer.strategy = chosen
         if trainer.precision is None:
             trainer.precision = default_precision(trainer.accelerator)
             print(f"vaetrain: trainer.precision not set; using {trainer.precision} for this hardware", file=sys.stderr)
