@@ -130,7 +130,6 @@ def test_probe_step_trains_a_replica_and_leaves_the_run_untouched(datamodule):
     from contextlib import nullcontext
 
     from vaetrain.training.memory_budget import _full_step, _replica
-    from vaetrain.training.optim import build_optimizer
 
     module = tiny_module()
     tiny_trainer(max_steps=1).fit(module, datamodule)  # attached to a trainer, as in the callback
@@ -138,11 +137,7 @@ def test_probe_step_trains_a_replica_and_leaves_the_run_untouched(datamodule):
     replica = _replica(module, torch.device("cpu"), checkpointing=True)
     assert replica.autoencoder.is_gradient_checkpointing and not module.autoencoder.is_gradient_checkpointing
     assert replica.loss_config.disc_start_step == 0 and module.trainer is not None
-    optimizers = (
-        build_optimizer(replica.autoencoder.parameters(), replica.optimizer_config.generator),
-        build_optimizer(replica.discriminator.parameters(), replica.optimizer_config.discriminator),
-    )
-    _full_step(replica, torch.rand(2, 3, 32, 32) * 2 - 1, optimizers, nullcontext)
+    _full_step(replica, torch.rand(2, 3, 32, 32) * 2 - 1, replica.build_optimizers(), nullcontext)
     after = replica.state_dict()
     for prefix in ("autoencoder.", "discriminator.", "ema.module."):
         assert any(not torch.equal(after[k], before[k]) for k in before if k.startswith(prefix)), prefix

@@ -25,7 +25,6 @@ import torch
 from vaetrain.errors import ConfigError
 from vaetrain.losses.gan import discriminator_loss
 from vaetrain.losses.objective import generator_loss
-from vaetrain.training.optim import build_optimizer
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20, "g": 2**30, "gb": 2**30, "gib": 2**30}
 
@@ -170,10 +169,7 @@ def cuda_step_probe(
         torch.cuda.reset_peak_memory_stats(device)
         try:
             replica = _replica(module, device, checkpointing)
-            optimizers = (
-                build_optimizer([p for p in replica.autoencoder.parameters() if p.requires_grad], replica.optimizer_config.generator),
-                build_optimizer(replica.discriminator.parameters(), replica.optimizer_config.discriminator),
-            )
+            optimizers = replica.build_optimizers()
             images = torch.rand(micro_batch, 3, resolution, resolution, device=device) * 2 - 1
             images = images.contiguous(memory_format=replica._memory_format)
             times = []
@@ -203,7 +199,7 @@ def _replica(module, device: torch.device, checkpointing: bool):
         module.trainer = trainer
     replica.loss_config = replace(replica.loss_config, disc_start_step=0)
     replica.set_gradient_checkpointing(checkpointing)
-    replica.set_channels_last(replica.speed_config.channels_last is not False)
+    replica.set_channels_last(replica.speed_config.use_channels_last(device.type))
     return replica.to(device).train()
 
 

@@ -80,6 +80,9 @@ class SpeedConfig:
     compile: bool = False
     tf32: bool = True
 
+    def use_channels_last(self, device_type: str) -> bool:
+        return device_type == "cuda" if self.channels_last is None else self.channels_last
+
 
 @dataclass
 class OptimizersConfig:
@@ -198,7 +201,7 @@ class AutoencoderModule(L.LightningModule):
         if self.speed_config.tf32 and device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.set_channels_last(device.type == "cuda" if self.speed_config.channels_last is None else self.speed_config.channels_last)
+        self.set_channels_last(self.speed_config.use_channels_last(device.type))
         self.discriminator = synchronise_batch_norm(self.discriminator, self.trainer.world_size, device.type)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "check_resolution"):
@@ -225,15 +228,20 @@ class AutoencoderModule(L.LightningModule):
         call it (it gathers) and only rank 0 receives them."""
         return full_state_dict(self.inference_autoencoder())
 
-    def configure_optimizers(self):
+    def build_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The generator's (trainable autoencoder weights) and the discriminator's optimizers."""
         generator_params = [p for p in self.autoencoder.parameters() if p.requires_grad]
         if not generator_params:
             raise ConfigError("model.autoencoder: no trainable parameters (everything is frozen)")
         configs = self.optimizer_config
-        optimizers = [
+        return [
             build_optimizer(generator_params, configs.generator),
             build_optimizer(self.discriminator.parameters(), configs.discriminator),
         ]
+
+    def configure_optimizers(self):
+        configs = self.optimizer_config
+        optimizers = self.build_optimizers()
         horizon = self.training_config.schedule_steps or max(self.trainer.max_steps, 1)
         schedulers = [
             {"scheduler": build_scheduler(opt, cfg, horizon), "interval": "step"}
@@ -438,16 +446,18 @@ def _no_closure() -> None:
     return None
 
 
-def _drop_perceptual_keys(module, state_dict, prefix, local_metadata) -> None:
-    if is_sharded(module.autoencoder):
-        return
+def _remove_perceptual_keys(state_dict, prefix: str) -> None:
     for key in [k for k in state_dict if k.startswith(prefix + "perceptual.")]:
         del state_dict[key]
+
+
+def _drop_perceptual_keys(module, state_dict, prefix, local_metadata) -> None:
+    if not is_sharded(module.autoencoder):
+        _remove_perceptual_keys(state_dict, prefix)
 
 
 def _skip_stored_perceptual_keys(module, state_dict, prefix, *args) -> None:
-    for key in [k for k in state_dict if k.startswith(prefix + "perceptual.")]:
-        del state_dict[key]
+    _remove_perceptual_keys(state_dict, prefix)
 
 
 def _ignore_missing_perceptual_keys(module, incompatible_keys) -> None:

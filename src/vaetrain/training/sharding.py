@@ -2,9 +2,9 @@
 
 `--trainer.strategy fsdp2` is Lightning's `ModelParallelStrategy` with every process in the data-parallel
 dimension (no tensor parallelism) and full-state-dict checkpoints (one file, gathered on rank 0, that
-resumes on any number of processes and exports directly). The module shards itself in `configure_model`:
-each encoder/decoder block, the autoencoder, the discriminator and the EMA copy; the frozen LPIPS network
-is replicated. Lightning's `fsdp` (FSDP1) is CUDA-only and hides parameters in flat buffers; FSDP2 keeps
+resumes sharded or unsharded on another number of processes and exports directly). The module shards
+itself in `configure_model`: the autoencoder's blocks and halves (`shard_autoencoder`), the discriminator
+and the EMA copy; the frozen LPIPS network is replicated. Lightning's `fsdp` (FSDP1) is CUDA-only and hides parameters in flat buffers; FSDP2 keeps
 each parameter (as a DTensor), runs on CPU with gloo, and lets the adaptive weight read the decoder's last
 layer.
 """
@@ -17,6 +17,8 @@ import torch
 from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
 from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
 from torch import nn
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
 
 
 class FullyShardedStrategy(ModelParallelStrategy):
@@ -48,7 +50,7 @@ if "fsdp2" not in StrategyRegistry:
 
 
 def is_sharded(module: nn.Module) -> bool:
-    return any(isinstance(p, _dtensor_class()) for p in module.parameters())
+    return any(isinstance(p, DTensor) for p in module.parameters())
 
 
 def shard_autoencoder(autoencoder: nn.Module, mesh) -> None:
@@ -58,8 +60,6 @@ def shard_autoencoder(autoencoder: nn.Module, mesh) -> None:
     from FSDP's backward hooks; its four children are called through `forward` and return tensors.
     Roots reshard after forward too (FSDP2 keeps a root's weights gathered by default, which after an
     inference forward would leave the EMA copy unsharded beside the sharded weights it averages)."""
-    from torch.distributed.fsdp import fully_shard
-
     for half in (autoencoder.encoder, autoencoder.decoder):
         blocks = list(getattr(half, "down_blocks", [])) + list(getattr(half, "up_blocks", [])) + [half.mid_block]
         for block in blocks:
@@ -68,19 +68,11 @@ def shard_autoencoder(autoencoder: nn.Module, mesh) -> None:
     for conv in (autoencoder.quant_conv, autoencoder.post_quant_conv):
         if conv is not None:
             fully_shard(conv, mesh=mesh, reshard_after_forward=True)
-    if any(not isinstance(p, _dtensor_class()) for p in autoencoder.parameters()):
+    if any(not isinstance(p, DTensor) for p in autoencoder.parameters()):
         raise RuntimeError("shard_autoencoder: parameters outside encoder, decoder and the 1x1 convolutions")
 
 
-def _dtensor_class():
-    from torch.distributed.tensor import DTensor
-
-    return DTensor
-
-
 def shard(module: nn.Module, mesh) -> None:
-    from torch.distributed.fsdp import fully_shard
-
     fully_shard(module, mesh=mesh, reshard_after_forward=True)
 
 
@@ -89,6 +81,6 @@ def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     else the module's own state dict."""
     if not is_sharded(module):
         return {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict  # 50 ms: only when sharded
 
     return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True, broadcast_from_rank0=False))
