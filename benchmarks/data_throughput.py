@@ -63,7 +63,7 @@ def main() -> None:
         pipelines["torchvision_imagefolder_randomresizedcrop"] = lambda i: baseline[i % len(baseline)]
         for crop in ("resize_crop", "random_crop"):
             module = ImageDataModule(path=str(folder), resolution=args.resolution, crop=crop, val_size=1, num_workers=0)
-            dataset = module.dataset("train", train=True)
+            dataset = module.samples("train", train=True)
             pipelines[f"vaetrain_{crop}"] = lambda i, d=dataset: d[i % len(d)]
         for get_item in pipelines.values():  # warm the page cache and the code paths
             images_per_second(get_item, 20)

@@ -10,18 +10,18 @@ The real training path (Lightning Trainer, the module's manual optimization, the
 (`--disc-from-start`, default on) and LPIPS on. Reported: median step time and images/second over the
 steps after `--warmup`, the loader's own rate (images/second it can supply, measured separately),
 peak memory (CUDA max allocated, or the process's peak RSS on CPU), and model FLOPs per image counted
-with `torch.utils.flop_counter.FlopCounterMode` (encoder, decoder, LPIPS and discriminator, forward
-and backward; see `step_flops`), with MFU against `--peak-tflops` on a GPU.
+with `torch.utils.flop_counter.FlopCounterMode` over one `GanStep` (the step training runs; see
+`step_flops`), with MFU against `--peak-tflops` on a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import resource
 import statistics
+from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -33,7 +33,9 @@ from jsonargparse import ArgumentParser
 from torch.utils.flop_counter import FlopCounterMode
 
 from vaetrain.data import ImageDataModule
-from vaetrain.training.memory_budget import MemoryBudget, parse_memory_size
+from vaetrain.training.engines import PlainEngine
+from vaetrain.training.memory_budget import MemoryBudget
+from vaetrain.training.memory_plan import parse_memory_size
 from vaetrain.training.module import AutoencoderModule
 from vaetrain.training.precision import default_precision
 
@@ -69,28 +71,39 @@ class StepTimer(L.Callback):
 
 
 def step_flops(module: AutoencoderModule, images: torch.Tensor) -> int:
-    """FLOPs of one step's passes: autoencoder forward + backward; LPIPS and discriminator forward and
-    backward to the reconstruction (generator loss); discriminator forward + backward on real and fake.
-    Counted by FlopCounterMode over a replay with plain `backward()` calls (its module tracker cannot
-    follow the training step's `autograd.grad` on leaf tensors); the adaptive weight's extra gradients
-    at the last layer are negligible and left out. Runs on a copy on the meta device: shapes only, so it
-    needs no memory and no time whatever the resolution."""
-    attached, module.trainer = module._trainer, None
-    replica = copy.deepcopy(module)
-    module.trainer = attached
-    module = replica.to("meta").train()
-    images = images.to("meta")
+    """FLOPs of one full training step: `GanStep` itself (the object training runs) with the GAN term and
+    both networks, through `PlainEngine`, after the module has been moved to the meta device (shapes only:
+    no memory, no time, at any size). Called once the benchmark's training is over, since the move leaves
+    the module without data. FlopCounterMode counts convolutions and matmuls, forward and backward,
+    including the adaptive weight's last-layer gradients; its per-module tracker is switched off, because
+    it cannot follow the step's `autograd.grad` on a leaf tensor (the reconstruction's detached copy)."""
+    module.to("meta").train()
+    module.ema = None  # its update is elementwise (uncounted) and reads a count that meta tensors do not hold
     counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _NoModuleTracking()
     with counter:
-        module.discriminator.requires_grad_(False)
-        reconstruction = module.autoencoder(images).sample
-        loss = (reconstruction - images).abs().mean() + module.discriminator(reconstruction).mean()
-        if module.perceptual is not None:
-            loss = loss + module.perceptual(reconstruction, images).mean()
-        loss.backward()
-        module.discriminator.requires_grad_(True)
-        module.discriminator(torch.cat([images, reconstruction.detach()])).mean().backward()
+        module.gan_step(images.to("meta"), _NoUpdates(module.gan_step), full_objective=True)
     return counter.get_total_flops()
+
+
+class _NoUpdates(PlainEngine):
+    """Meta tensors hold no values to step with; optimizer updates are elementwise work that
+    FlopCounterMode does not count anyway."""
+
+    def optimizer_step(self, network) -> None:
+        return None
+
+
+class _NoModuleTracking:
+    """Stands in for FlopCounterMode's module tracker: every FLOP is counted under 'Global'."""
+
+    parents = {"Global"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return None
 
 
 def build(config_path: str, overrides: dict) -> tuple[AutoencoderModule, ImageDataModule, dict]:
@@ -178,11 +191,10 @@ def main() -> None:
     )
     trainer.fit(module, datamodule)
     device = module.device
-    images = next(iter(datamodule.train_dataloader()))["image"].to(device)
-    flops = step_flops(module, images)
+    images = next(iter(datamodule.train_dataloader()))["image"]
     step_times = timer.times[args.warmup :]
     median = statistics.median(step_times)
-    counters = module.counters
+    counters = replace(module.counters)
     # With `gan_updates: both` every micro-batch does the same work (median); `alternate` mixes generator
     # and cheaper discriminator batches, so their mean is the rate.
     seconds_per_batch = median if module.training_config.gan_updates == "both" else statistics.mean(step_times)
@@ -205,13 +217,14 @@ def main() -> None:
         "loader_img_per_s": round(rate, 1),
         "peak_memory_mb": round(timer.peak_mb, 1),
         "peak_memory_mb_per_image": round(timer.peak_mb / datamodule.batch_size, 1),
-        "gflops_per_image": round(flops / len(images) / 1e9, 2),
         "generator_steps": counters.generator_steps,
         "discriminator_steps": counters.discriminator_steps,
     }
+    flops = step_flops(module, images)  # last: it moves the module to the meta device
+    result["gflops_per_image"] = round(flops / len(images) / 1e9, 2)
     if args.max_memory:
         result["max_memory"] = args.max_memory
-        result["accumulate"] = module.accumulate
+        result["accumulate"] = module.memory_plan["accumulate"]
     if device.type == "cuda":
         result["peak_reserved_mb"] = round(timer.peak_reserved_mb, 1)
         name = torch.cuda.get_device_name(device)

@@ -14,7 +14,8 @@ from PIL import Image
 from vaetrain.data import ImageDataModule
 from vaetrain.losses import LossConfig, build_perceptual_loss
 from vaetrain.models import AutoencoderConfig, DiscriminatorConfig, EMAConfig
-from vaetrain.training.module import AutoencoderModule, OptimizersConfig, SpeedConfig, TrainingConfig
+from vaetrain.training.config import GanOptimizers, SpeedConfig, TrainingConfig
+from vaetrain.training.module import AutoencoderModule
 from vaetrain.training.optim import OptimizerConfig
 
 warnings.filterwarnings("ignore", ".*pretrained.*")
@@ -35,6 +36,7 @@ def tiny_module(
     ema: dict | None = None,
     autoencoder: dict | None = None,
     optimizer: OptimizerConfig | None = None,
+    discriminator_optimizer: OptimizerConfig | None = None,
     speed: dict | None = None,
     discriminator: dict | None = None,
 ) -> AutoencoderModule:
@@ -43,7 +45,10 @@ def tiny_module(
         autoencoder=tiny_autoencoder_config(**(autoencoder or {})),
         discriminator=DiscriminatorConfig(**({"base_channels": 8, "num_layers": 2} | (discriminator or {}))),
         loss=LossConfig(**({"perceptual_network": "alex", "perceptual_backbone": "random", "disc_start_step": 1} | (loss or {}))),
-        optimizer=OptimizersConfig(generator=optimizer or OptimizerConfig(lr=1e-3), discriminator=optimizer or OptimizerConfig(lr=1e-3)),
+        optimizer=GanOptimizers(
+            generator=optimizer or OptimizerConfig(lr=1e-3),
+            discriminator=discriminator_optimizer or optimizer or OptimizerConfig(lr=1e-3),
+        ),
         ema=EMAConfig(**({"decay": 0.9} | (ema or {}))),
         training=TrainingConfig(**(training or {})),
         speed=SpeedConfig(**(speed or {})),

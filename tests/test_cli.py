@@ -102,3 +102,54 @@ def test_plain_strategy_names_become_what_the_module_needs(tmp_path, image_folde
     saved = yaml.safe_load(next(run.glob("lightning_logs/version_*/config.yaml")).read_text())
     assert saved["trainer"]["strategy"] == "ddp_find_unused_parameters_true"
     assert saved["trainer"]["precision"] in ("bf16-mixed", "32-true")
+
+
+def test_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert listed == ["fit", "validate", "eval", "recon", "export", "convert"]
+    for command in listed[2:]:  # and each answers its own --help
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+
+
+def test_an_error_raised_in_a_loader_worker_is_one_line(tmp_path, capsys):
+    """A folder that is mostly junk: the worker's ConfigError reaches the user as its own message, not as
+    PyTorch's re-raised worker traceback."""
+    from tests.conftest import write_images
+
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    for i in range(70):
+        (junk / f"junk_{i:02d}.jpg").write_bytes(b"not an image")
+    write_images(junk, 2)
+    code = _fit(tmp_path / "run", f"--data.path={junk}", "--data.num_workers=1", "--trainer.val_check_interval=100")
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert error[-1].startswith("vaetrain: error: data: 64 images in a row from ") and "not an image" in error[-1]
+    assert not any("Traceback" in line for line in error)
+
+
+def test_export_and_eval_name_the_images_alike(tmp_path, image_folder):
+    import json
+
+    run = tmp_path / "run"
+    assert _fit(run, f"--data.path={image_folder}", "--export.enabled=false") == 0
+    options = ["--data.path", str(image_folder), "--data.resolution", "32", "--data.max_images", "5"]
+    assert main(["export", str(run / "checkpoints" / "last.ckpt"), str(tmp_path / "exported"), *options]) == 0
+    assert json.loads((tmp_path / "exported" / "latent_statistics.json").read_text())["count"] == 5
+    assert main(["eval", str(tmp_path / "exported"), *options, "--metrics", "psnr", "--out", str(tmp_path / "eval")]) == 0
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())[0]["images"] == 5
+
+
+def test_the_python_api_trains_with_plain_ddp(datamodule):
+    """`L.Trainer(strategy="ddp")` as the README's Python example would write it: the module turns on DDP's
+    unused-parameter detection before the model is wrapped (each optimizer's step leaves the other network
+    without gradients, which plain DDP rejects on the second step)."""
+    from tests.conftest import tiny_module, tiny_trainer
+
+    module = tiny_module(loss={"disc_start_step": 1})
+    trainer = tiny_trainer(max_steps=3, strategy="ddp")
+    trainer.fit(module, datamodule)
+    assert trainer.strategy._ddp_kwargs["find_unused_parameters"] and module.counters.discriminator_steps == 2

@@ -1,10 +1,37 @@
-"""Errors that the command line reports as one line, before any training starts."""
+"""vaetrain's own errors: each reaches the user as one line (the command line prints `one_line(error)`)."""
+
+from __future__ import annotations
+
+import re
 
 
-class ConfigError(ValueError):
+class VaetrainError(Exception):
+    """An error whose message is meant for the user as it is: one line naming the key, file or count."""
+
+
+class ConfigError(VaetrainError, ValueError):
     """A setting, path or input that cannot work; the message names the key or file."""
 
 
 class PretrainedWeightsUnavailable(ConfigError):
     """A pretrained network's weights are neither cached nor downloadable; the message names the file and
     the folder to put it in."""
+
+
+class TrainingDiverged(VaetrainError):
+    """Too many consecutive updates had non-finite gradients and were skipped."""
+
+
+_WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):"
+_QUALIFIED_NAME = re.compile(r"^[A-Za-z_][\w.]*: ")
+
+
+def one_line(error: BaseException) -> str:
+    """The error's own message on one line, also when a DataLoader worker raised it: PyTorch re-raises a
+    worker's exception with the worker's whole traceback as its message, ending in `module.Name: message`."""
+    text = str(error).strip()
+    if _WORKER_TRACEBACK in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = _QUALIFIED_NAME.sub("", last, count=1)
+    lines = text.splitlines()
+    return lines[0] if lines else type(error).__name__

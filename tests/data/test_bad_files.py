@@ -69,19 +69,20 @@ def test_small_images_can_be_skipped_and_counted(tmp_path):
     from tests.conftest import write_images
 
     write_images(tmp_path / "mixed", 8, sizes=[(64, 64), (20, 20)])
-    datamodule = _datamodule(tmp_path / "mixed", small_images="skip", resolution=32, val_size=1)
-    dataset = datamodule.dataset("train", train=True)
-    samples = [dataset[i] for i in range(len(dataset))]
-    assert all(s["image"].shape == (3, 32, 32) for s in samples)
-    assert sum(s["small"] for s in samples) > 0
-    assert all(not s["bad"] for s in samples)
-    upscaled = _datamodule(tmp_path / "mixed", resolution=32, val_size=1).dataset("train", train=True)
-    assert sum(upscaled[i]["small"] for i in range(len(upscaled))) == 0
+
+    def one_epoch(**overrides):
+        datamodule = _datamodule(tmp_path / "mixed", resolution=32, val_size=1, batch_size=7, **overrides)
+        return next(iter(datamodule.train_dataloader()))  # the 7 training images, in the training stream
+
+    skipped = one_epoch(small_images="skip")
+    assert skipped["image"].shape == (7, 3, 32, 32)  # skipped ones are replaced: the batch keeps its size
+    assert skipped["small"] > 0 and not skipped["bad"]
+    assert one_epoch()["small"] == 0  # upscaled instead
 
 
 def test_crop_policies_give_the_resolution(image_folder):
     for crop in ("random_crop", "center_crop", "resize_crop"):
-        dataset = _datamodule(image_folder, crop=crop, resolution=32).dataset("train", train=True)
+        dataset = _datamodule(image_folder, crop=crop, resolution=32).samples("train", train=True)
         assert all(dataset[i]["image"].shape == (3, 32, 32) for i in range(len(dataset)))
-    center = _datamodule(image_folder, crop="center_crop", flip=False).dataset("train", train=True)
+    center = _datamodule(image_folder, crop="center_crop", flip=False).samples("train", train=True)
     assert torch.equal(center[0]["image"], center[0]["image"])  # deterministic

@@ -34,7 +34,7 @@ def test_each_batch_has_one_shape_and_the_plan_is_deterministic(tmp_path):
         shapes.add(tuple(batch["image"].shape[2:]))
         batches.append(batch["image"])
     assert shapes == set(BUCKETS)
-    datamodule.set_start_batch(7)
+    datamodule.set_start_sample(7 * 2)  # 7 batches of 2 images
     resumed = [b["image"] for _, b in zip(range(5), datamodule.train_dataloader())]
     assert all(torch.equal(a, b) for a, b in zip(batches[7:], resumed))
 

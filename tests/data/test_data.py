@@ -94,5 +94,5 @@ def test_ranks_read_disjoint_samples_covering_each_epoch(image_folder):
 def test_bundled_samples_are_the_default(tmp_path):
     datamodule = ImageDataModule(resolution=64, batch_size=2, val_size=2, num_workers=0)
     datamodule.setup("fit")
-    assert len(datamodule.train_files) >= 8 and len(datamodule.val_files) == 2
+    assert len(datamodule.source.records("train").files) >= 8 and len(datamodule.source.records("val").files) == 2
     assert datamodule.fixed_images(8).shape == (8, 3, 64, 64)

@@ -16,7 +16,7 @@ READER = Path(__file__).with_name("ddp_reader.py")
 
 def _expected_fingerprints(folder: Path) -> set[str]:
     datamodule = ImageDataModule(path=str(folder), resolution=32, batch_size=1, val_size=2, num_workers=0, crop="center_crop", flip=False)
-    dataset = datamodule.dataset("train", train=True)
+    dataset = datamodule.samples("train", train=True)
     return {hashlib.sha1(dataset[i]["image"].numpy().tobytes()).hexdigest() for i in range(len(dataset))}
 
 

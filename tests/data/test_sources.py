@@ -33,7 +33,7 @@ def _settings(**overrides):
 
 def test_saved_hf_dataset_trains_and_reports_its_bad_row(hf_dataset_dir):
     datamodule = ImageDataModule(path=str(hf_dataset_dir), image_column="picture", **_settings())
-    assert datamodule.resolved_source() == "hf"
+    assert datamodule.source.spec.kind == "hf"
     module = tiny_module()
     tiny_trainer(max_steps=5).fit(module, datamodule)
     assert module.counters.generator_steps == 5
@@ -48,7 +48,7 @@ def test_parquet_folder_is_a_hf_source(tmp_path):
         str(folder / "train-00000.parquet")
     )
     datamodule = ImageDataModule(path=str(folder), **_settings())
-    assert datamodule.resolved_source() == "hf"
+    assert datamodule.source.spec.kind == "hf"
     tiny_trainer(max_steps=2).fit(tiny_module(), datamodule)
 
 
@@ -68,7 +68,7 @@ def test_file_list_selects_a_subset(image_folder, tmp_path, kind):
     else:
         listing.write_text("label,path\n" + "".join(f"0,{f}\n" for f in files))
     datamodule = ImageDataModule(path=str(image_folder), file_list=str(listing), **_settings())
-    assert sorted(datamodule.train_files + datamodule.val_files) == sorted(image_folder / f for f in files)
+    assert sorted(datamodule.source.records("train").files + datamodule.source.records("val").files) == sorted(image_folder / f for f in files)
 
 
 def test_file_list_naming_missing_files_fails(image_folder, tmp_path):
@@ -76,3 +76,24 @@ def test_file_list_naming_missing_files_fails(image_folder, tmp_path):
     listing.write_text("nope.jpg\n")
     with pytest.raises(ConfigError, match="nope.jpg"):
         ImageDataModule(path=str(image_folder), file_list=str(listing), **_settings()).prepare_split()
+
+
+def test_evaluation_images_of_a_dataset_need_no_data_module(hf_dataset_dir):
+    from vaetrain.data import ImageSet, SourceSpec, evaluation_images
+
+    spec = SourceSpec(path=str(hf_dataset_dir), image_column="picture", val_size=1)
+    everything = list(evaluation_images(ImageSet(spec, resolution=32), part="all", batch_size=4))
+    assert sum(len(b["image"]) for b in everything) == 9 and sum(len(b["bad"]) for b in everything) == 1
+    native = list(evaluation_images(ImageSet(spec, resolution="native"), part="train", max_images=3))
+    assert [tuple(b["image"].shape) for b in native] == [(1, 3, 36, 40)] * 3  # whole images, one per batch
+
+
+def test_a_resolved_spec_means_the_same_from_another_folder(image_folder, monkeypatch, tmp_path):
+    from vaetrain.data import SourceSpec
+
+    monkeypatch.chdir(image_folder.parent)
+    resolved = SourceSpec(path=image_folder.name).resolved()
+    assert resolved.kind == "folder" and resolved.path == str(image_folder)
+    assert SourceSpec(path="owner/dataset-on-the-hub").resolved() == SourceSpec(path="owner/dataset-on-the-hub", kind="hf")
+    monkeypatch.chdir(tmp_path)
+    assert ImageDataModule(path=resolved.path, **_settings(val_size=0.05)).source.spec == resolved

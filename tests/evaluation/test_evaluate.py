@@ -10,10 +10,12 @@ from PIL import Image
 
 from tests.conftest import TINY_AUTOENCODER, write_images
 from vaetrain.cli import main
-from vaetrain.data import ImageDataModule, images_of
+from vaetrain.data import ImageSet, SourceSpec, evaluation_images, images_of
 from vaetrain.evaluation import measure_latent_statistics, reconstruct
-from vaetrain.evaluation.evaluate import RESULT_KEYS, EvalOptions, evaluate
+from vaetrain.evaluation.evaluate import EvalOptions, evaluate
 from vaetrain.evaluation.networks import build_inception
+from vaetrain.evaluation.results import RESULT_KEYS
+from vaetrain.export import load_autoencoder
 from vaetrain.models import AutoencoderConfig, build_autoencoder
 
 
@@ -33,13 +35,13 @@ def models(tmp_path):
     return [save_model(tmp_path / "model_a", 0), save_model(tmp_path / "model_b", 1)]
 
 
-def eval_data(folder, resolution=32) -> ImageDataModule:
-    return ImageDataModule(path=str(folder), resolution=resolution, batch_size=4, val_batch_size=4, num_workers=0)
+def eval_data(folder, resolution=32) -> ImageSet:
+    return ImageSet(SourceSpec(path=str(folder)), resolution=resolution)
 
 
 def test_eval_writes_every_metric_for_every_model(tmp_path, models, image_folder, random_lpips, inception):
-    options = EvalOptions(resolution=32, batch_size=4)
-    results = evaluate(models, eval_data(image_folder), options, tmp_path / "out", lpips=random_lpips, inception=inception)
+    options = EvalOptions(batch_size=4)
+    results = evaluate(models, eval_data(image_folder), options, tmp_path / "out", load_model=load_autoencoder, lpips=random_lpips, inception=inception)
     rows = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert [row["model"] for row in rows] == models
     for row in rows:
@@ -58,9 +60,9 @@ def test_eval_writes_every_metric_for_every_model(tmp_path, models, image_folder
 
 def test_eval_figures_match_direct_computations(tmp_path, models, image_folder):
     data = eval_data(image_folder)
-    [result] = evaluate(models[:1], data, EvalOptions(resolution=32, metrics=("psnr",)), tmp_path / "out")
+    [result] = evaluate(models[:1], data, EvalOptions(batch_size=4, metrics=("psnr",)), tmp_path / "out", load_model=load_autoencoder)
     model = AutoencoderKL.from_pretrained(models[0]).eval()
-    images = torch.cat([images_of(b) for b in eval_data(image_folder).evaluation_dataloader(None, split="all")])
+    images = torch.cat([images_of(b) for b in evaluation_images(data, batch_size=4)])
     reconstruction = reconstruct(model, images).clamp(-1, 1)
     mse = (((reconstruction + 1) / 2 - (images + 1) / 2) ** 2).flatten(1).mean(1)
     assert result.values["psnr"] == pytest.approx(float((10 * torch.log10(1 / mse)).mean()), abs=1e-4)
@@ -72,7 +74,7 @@ def test_eval_figures_match_direct_computations(tmp_path, models, image_folder):
 
 
 def test_native_resolution_keeps_every_image_whole(tmp_path, models, image_folder):
-    [result] = evaluate(models[:1], eval_data(image_folder), EvalOptions(resolution="native", metrics=("psnr", "ssim")), tmp_path / "out")
+    [result] = evaluate(models[:1], eval_data(image_folder, "native"), EvalOptions(metrics=("psnr", "ssim")), tmp_path / "out", load_model=load_autoencoder)
     sizes = {tuple(sample["original"].shape[1:]) for sample in result.samples}
     assert sizes == {(48, 40), (40, 64), (36, 36), (52, 80)}  # write_images' (w, h) sizes, uncropped
     assert result.samples[0]["reconstruction"].shape == result.samples[0]["original"].shape
@@ -88,7 +90,7 @@ def test_missing_pretrained_weights_cost_only_their_metric(tmp_path, models, ima
 
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
     monkeypatch.setattr(inception_module, "load_state_dict_from_url", offline)
-    code = main(["eval", models[0], "--data.path", str(image_folder), "--resolution", "32", "--out", str(tmp_path / "out")])
+    code = main(["eval", models[0], "--data.path", str(image_folder), "--data.resolution", "32", "--out", str(tmp_path / "out")])
     assert code == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vaetrain eval:")]
     assert any("alexnet-owt-7be5be79.pth" in line for line in errors)
@@ -100,7 +102,7 @@ def test_missing_pretrained_weights_cost_only_their_metric(tmp_path, models, ima
 
 def test_eval_command_rejects_unknown_metrics_and_bad_resolution(tmp_path, models, image_folder):
     assert main(["eval", models[0], "--data.path", str(image_folder), "--metrics", "psnr,fid"]) == 2
-    assert main(["eval", models[0], "--data.path", str(image_folder), "--resolution", "31", "--metrics", "psnr"]) == 2  # factor 2
+    assert main(["eval", models[0], "--data.path", str(image_folder), "--data.resolution", "31", "--metrics", "psnr"]) == 2  # factor 2
 
 
 def test_recon_writes_pngs_at_the_input_size(tmp_path, models, image_folder):

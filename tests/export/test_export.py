@@ -6,9 +6,11 @@ from diffusers import AutoencoderKL
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer
+from vaetrain.data import ImageSet, SourceSpec, evaluation_images, images_of
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation import measure_latent_statistics
-from vaetrain.export import autoencoder_from_checkpoint, export_checkpoint
+from vaetrain.export import export_checkpoint
+from vaetrain.training.checkpoint import autoencoder_from_checkpoint
 
 
 @pytest.fixture
@@ -21,7 +23,7 @@ def checkpoint(tmp_path, datamodule):
 
 def test_export_reloads_with_identical_outputs(tmp_path, checkpoint, image_folder):
     path, module = checkpoint
-    out = export_checkpoint(path, tmp_path / "exported", images=image_folder, resolution=32)
+    out = export_checkpoint(path, tmp_path / "exported", images=ImageSet(SourceSpec(path=str(image_folder)), resolution=32))
     reloaded = AutoencoderKL.from_pretrained(out).eval()
     source, _ = autoencoder_from_checkpoint(path)
     ema = module.ema.module.eval()
@@ -35,13 +37,11 @@ def test_export_reloads_with_identical_outputs(tmp_path, checkpoint, image_folde
 
 def test_export_writes_the_measured_latent_scale(tmp_path, checkpoint, datamodule, image_folder):
     path, _ = checkpoint
-    out = export_checkpoint(path, tmp_path / "exported", images=image_folder, resolution=32)
+    out = export_checkpoint(path, tmp_path / "exported", images=ImageSet(SourceSpec(path=str(image_folder)), resolution=32))
     config = json.loads((out / "config.json").read_text())
     statistics = json.loads((out / "latent_statistics.json").read_text())
     model, _ = autoencoder_from_checkpoint(path)
-    from vaetrain.data import ImageDataModule, images_of
-
-    loader = ImageDataModule(path=str(image_folder), resolution=32, batch_size=8, num_workers=0).evaluation_dataloader(256)
+    loader = evaluation_images(ImageSet(SourceSpec(path=str(image_folder)), resolution=32), max_images=256)
     expected = measure_latent_statistics(model, (images_of(b) for b in loader))
     assert config["scaling_factor"] == pytest.approx(1 / expected.std) == pytest.approx(statistics["scaling_factor"])
     assert config["shift_factor"] == pytest.approx(expected.mean)

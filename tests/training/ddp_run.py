@@ -17,9 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.conftest import tiny_module  # noqa: E402
 from vaetrain.data import ImageDataModule  # noqa: E402
-from vaetrain.training.callbacks import ExportDiffusers, ReconstructionGrid  # noqa: E402
+from vaetrain.export.callback import ExportDiffusers  # noqa: E402
+from vaetrain.training.callbacks import ReconstructionGrid  # noqa: E402
 from vaetrain.training.optim import OptimizerConfig  # noqa: E402
-from vaetrain.training.sharding import FullyShardedStrategy, full_state_dict  # noqa: E402
+from vaetrain.training.sharding import full_state_dict  # noqa: E402
+from vaetrain.training.strategies import FullyShardedStrategy  # noqa: E402
 
 GLOBAL_BATCH = 4
 

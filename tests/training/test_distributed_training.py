@@ -119,3 +119,29 @@ def test_fsdp_two_processes_match_one_export_and_resume_sharded_or_not(tmp_path)
         if not key.endswith("to_k.bias"):
             torch.testing.assert_close(resumed_sharded["state"][key], value, rtol=0, atol=1e-5)
     assert any(not torch.equal(resumed_one["state"][k], sharded["state"][k]) for k in sharded["state"] if k.startswith("autoencoder."))
+
+
+def test_memory_plan_under_fsdp_is_measured_on_the_sharded_model(tmp_path):
+    """`vaetrain fit --trainer.strategy fsdp2 --memory.max_memory ...` on 2 CPU processes: the probe runs after
+    the module is sharded, so the peak it plans with (here: the parameter bytes a process holds, read by an
+    injected reader) is half of what one unsharded process measures, and a budget only the sharded model
+    fits is planned, not refused."""
+    folder = tmp_path / "images"
+    write_images(folder, 14)
+
+    def fit(run: str, *extra: str) -> dict:
+        command = [
+            sys.executable, "-m", "vaetrain.cli", "fit", "--config", "configs/tiny.yaml", f"--data.path={folder}",
+            "--data.resolution=32", "--data.batch_size=2", "--data.num_workers=0", "--model.autoencoder.block_out_channels=[32,64]",
+            "--model.loss.perceptual_network=alex", "--trainer.accelerator=cpu", "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
+            "--trainer.enable_progress_bar=false", "--grid.every_n_steps=0", "--export.enabled=false",
+            "--memory.reader=tests.training.memory_readers.LocalParameterBytes", "--memory.headroom=0",
+            f"--trainer.default_root_dir={tmp_path / run}", *extra,
+        ]
+        subprocess.run(command, check=True, env=clean_env(), cwd=ROOT, timeout=600, stdout=subprocess.DEVNULL)
+        return torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["vaetrain"]["plan"]
+
+    whole = fit("one", "--memory.max_memory=1GB")["memory"]["peak_bytes"]
+    plan = fit("sharded", "--trainer.devices=2", "--trainer.strategy=fsdp2", f"--memory.max_memory={int(0.7 * whole)}")
+    assert plan["processes"] == 2 and plan["memory"]["max_memory"] == str(int(0.7 * whole))
+    assert 0.45 * whole <= plan["memory"]["peak_bytes"] <= 0.55 * whole

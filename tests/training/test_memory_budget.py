@@ -1,11 +1,15 @@
 """The memory-budget search with an injected probe: no GPU needed."""
 
+from dataclasses import replace
+
+import lightning as L
 import pytest
 import torch
 
 from tests.conftest import tiny_module, tiny_trainer
 from vaetrain.errors import ConfigError
-from vaetrain.training.memory_budget import MemoryBudget, ProbeResult, parse_memory_size, plan_memory
+from vaetrain.training.memory_budget import MemoryBudget, MemoryReader
+from vaetrain.training.memory_plan import ProbeResult, parse_memory_size, plan_memory
 
 GiB = 2**30
 
@@ -125,20 +129,47 @@ def test_cuda_probe_refuses_cpu(datamodule):
         tiny_trainer(max_steps=1, callbacks=[budget]).fit(module, datamodule)
 
 
-def test_probe_step_trains_a_replica_and_leaves_the_run_untouched(datamodule):
-    """The CUDA probe's step (run here on CPU): every network of the copy updates, the original does not."""
-    from contextlib import nullcontext
+class ChangeWatchingReader(MemoryReader):
+    """A CPU stand-in for CUDA's allocator: reports a fixed peak, and records whether the measured steps
+    changed every network (they must: the probe runs whole updates)."""
 
-    from vaetrain.training.memory_budget import _full_step, _replica
+    def __init__(self) -> None:
+        self.changed: list[dict[str, bool]] = []
 
-    module = tiny_module()
-    tiny_trainer(max_steps=1).fit(module, datamodule)  # attached to a trainer, as in the callback
-    before = {k: v.clone() for k, v in module.state_dict().items()}
-    replica = _replica(module, torch.device("cpu"), checkpointing=True)
-    assert replica.autoencoder.is_gradient_checkpointing and not module.autoencoder.is_gradient_checkpointing
-    assert replica.loss_config.disc_start_step == 0 and module.trainer is not None
-    _full_step(replica, torch.rand(2, 3, 32, 32) * 2 - 1, replica.build_optimizers(), nullcontext)
-    after = replica.state_dict()
-    for prefix in ("autoencoder.", "discriminator.", "ema.module."):
-        assert any(not torch.equal(after[k], before[k]) for k in before if k.startswith(prefix)), prefix
-    assert all(torch.equal(v, before[k]) for k, v in module.state_dict().items())
+    def start(self, module) -> None:
+        self.module = module
+        self.before = {name: _flat(getattr(module, name)) for name in ("autoencoder", "discriminator", "ema")}
+
+    def peak_bytes(self) -> int:
+        self.changed.append({name: not torch.equal(value, _flat(getattr(self.module, name))) for name, value in self.before.items()})
+        return 2**20
+
+
+def _flat(module) -> torch.Tensor:
+    return torch.cat([t.detach().flatten().clone() for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()])
+
+
+class StateAtFitStart(L.Callback):
+    """Registered before and after the budget: the run's state on either side of the probe."""
+
+    def on_fit_start(self, trainer, module):
+        self.state = {k: v.clone() for k, v in module.state_dict().items()}
+        self.counters = replace(module.counters)
+        self.optimizer_states = [len(o.state) for o in trainer.optimizers]
+        self.rng = torch.get_rng_state()
+
+
+def test_probe_runs_real_updates_and_leaves_the_run_untouched(datamodule):
+    """The probe measures training steps of the run's own model (every network changes while it
+    measures), then puts weights, buffers, optimizer state, counters and RNG back exactly."""
+    module = tiny_module(loss={"disc_start_step": 5}, training={"accumulate_grad_batches": 2})
+    reader = ChangeWatchingReader()
+    before, after = StateAtFitStart(), StateAtFitStart()
+    budget = MemoryBudget(max_memory="8GB", reader=reader)
+    tiny_trainer(max_steps=1, callbacks=[before, budget, after]).fit(module, datamodule)
+    assert reader.changed and all(all(changed.values()) for changed in reader.changed)
+    assert budget.plan.micro_batch == 4 and module.accumulate == 1  # 2 x 2 images per step fit in one micro-batch
+    assert before.state.keys() == after.state.keys()
+    assert all(torch.equal(before.state[k], after.state[k]) for k in before.state)
+    assert before.counters == after.counters and after.optimizer_states == [0, 0]
+    assert torch.equal(before.rng, after.rng)

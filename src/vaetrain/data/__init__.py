@@ -1,12 +1,19 @@
-"""Images in, [-1, 1] tensors out: sources, robust decoding, transforms, the resumable stream and the
-LightningDataModule."""
+"""Images in, [-1, 1] tensors out: sources (`SourceSpec`, `open_source`: folders, file lists, Hugging Face
+datasets, WebDataset shards), robust decoding, transforms, the resumable training stream, the
+LightningDataModule, and `evaluation_images` for commands that only read images.
 
-from vaetrain.data.datamodule import ImageDataModule, images_of
-from vaetrain.data.dataset import DecodedImages, DecodeOptions, SampleDecoder, collate_samples
+May import: `vaetrain.errors` and third-party packages only (never models, losses, evaluation, training,
+export or the command line).
+"""
+
+from vaetrain.data.datamodule import ImageDataModule
+from vaetrain.data.dataset import DecodedImages, DecodeOptions, SampleDecoder, build_decoder, collate_samples
 from vaetrain.data.decode import BadImage, decode_image
 from vaetrain.data.folder import IMAGE_EXTENSIONS, list_images, sample_images_dir, split_train_val
+from vaetrain.data.loading import ImageSet, evaluation_images, image_loader, images_of, open_source
 from vaetrain.data.quality import BadFileTracker, TooManyBadFiles
 from vaetrain.data.records import FileRecords, HuggingFaceRecords, folder_files, load_hf_records
+from vaetrain.data.sources import ImageSource, SourceSpec, StreamLayout
 from vaetrain.data.stream import ResumableImageStream
 from vaetrain.data.transforms import image_transform
 from vaetrain.data.webdataset_stream import WebDatasetStream, expand_shards
@@ -20,18 +27,26 @@ __all__ = [
     "FileRecords",
     "HuggingFaceRecords",
     "ImageDataModule",
+    "ImageSet",
+    "ImageSource",
     "ResumableImageStream",
     "SampleDecoder",
-    "WebDatasetStream",
-    "expand_shards",
+    "SourceSpec",
+    "StreamLayout",
     "TooManyBadFiles",
+    "WebDatasetStream",
+    "build_decoder",
     "collate_samples",
     "decode_image",
+    "evaluation_images",
+    "expand_shards",
     "folder_files",
+    "image_loader",
     "image_transform",
     "images_of",
     "list_images",
     "load_hf_records",
+    "open_source",
     "sample_images_dir",
     "split_train_val",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from PIL import Image
@@ -12,6 +13,7 @@ from torch.utils.data import Dataset
 
 from vaetrain.data.decode import DEFAULT_MAX_PIXELS, BadImage, decode_image
 from vaetrain.data.records import RecordSource
+from vaetrain.data.transforms import CropPolicy, decodes_at_reduced_size, image_transform, native_transform
 from vaetrain.errors import ConfigError
 
 
@@ -48,6 +50,29 @@ class SampleDecoder:
             return {"image": None, "bad": [(name, f"{type(error).__name__}: {error}")], "small": 0}
 
 
+def build_decoder(
+    resolution: int | Literal["native"],
+    *,
+    train: bool = False,
+    crop: CropPolicy = "random_crop",
+    flip: bool = True,
+    small_images: Literal["upscale", "skip"] = "upscale",
+    background: tuple[int, int, int] = (255, 255, 255),
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> SampleDecoder:
+    """Decode + transform: training augments by the `crop` policy; evaluation resizes the short side and
+    center-crops (published tables' convention), or keeps each image whole when `resolution` is "native"."""
+    if resolution == "native":
+        return SampleDecoder(native_transform(), DecodeOptions(background=background, max_pixels=max_pixels))
+    options = DecodeOptions(
+        min_short_side=resolution if decodes_at_reduced_size(train, crop) else None,
+        skip_smaller_than=resolution if train and small_images == "skip" else None,
+        background=background,
+        max_pixels=max_pixels,
+    )
+    return SampleDecoder(image_transform(resolution, train=train, flip=flip, crop=crop if train else "resize_crop"), options)
+
+
 def merge_reports(unusable: dict, into: dict) -> dict:
     """Moves an unusable sample's reports onto the next usable sample."""
     into["bad"] = unusable["bad"] + into["bad"]
@@ -58,20 +83,25 @@ def merge_reports(unusable: dict, into: dict) -> dict:
 class DecodedImages(Dataset):
     """`dataset[i]` is {"image": tensor, "bad": [(name, reason)], "small": n}.
 
-    A record that cannot be used is replaced by the next one (i + 1, i + 2, ...): the replacement is
-    deterministic, so resumed and multi-worker runs stay exact, and the skipped names travel with the
-    sample to the main process, where `BadFileTracker` counts them.
+    Training (`replace_bad`): a record that cannot be used is replaced by the next one (i + 1, i + 2, ...):
+    the replacement is deterministic, so resumed and multi-worker runs stay exact, and the skipped names
+    travel with the sample to the main process, where `BadFileTracker` counts them. Evaluation
+    (`replace_bad=False`): the sample's image is None, so `collate_samples` leaves it out (and keeps its
+    report) and no image is measured twice.
     """
 
-    def __init__(self, records: RecordSource, decoder: SampleDecoder, max_attempts: int = 64) -> None:
+    def __init__(self, records: RecordSource, decoder: SampleDecoder, max_attempts: int = 64, *, replace_bad: bool = True) -> None:
         self.records = records
         self.decoder = decoder
         self.max_attempts = max_attempts
+        self.replace_bad = replace_bad
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict:
+        if not self.replace_bad:
+            return self.decoder(self.records.load(index), self.records.name(index))
         reports = {"bad": [], "small": 0}
         for attempt in range(min(self.max_attempts, len(self))):
             current = (index + attempt) % len(self)
@@ -84,14 +114,16 @@ class DecodedImages(Dataset):
 
 
 def collate_samples(samples: list[dict]) -> dict:
-    """Stacks images; concatenates the bad-file reports so the main process sees every one; keeps the
-    furthest stream position of each reader (WebDataset resume)."""
+    """Stacks the images (samples without one are left out: an evaluation batch may hold fewer, or none);
+    concatenates the bad-file reports so the main process sees every one; keeps the furthest stream
+    position of each reader (WebDataset resume)."""
     positions: dict[int, tuple[int, int]] = {}
     for sample in samples:
         if "reader" in sample:
             positions[sample["reader"]] = max(positions.get(sample["reader"], (0, 0)), tuple(sample["position"]))
+    images = [s["image"] for s in samples if s["image"] is not None]
     return {
-        "image": torch.stack([s["image"] for s in samples]),
+        "image": torch.stack(images) if images else torch.empty(0),
         "bad": [item for s in samples for item in s["bad"]],
         "small": sum(s["small"] for s in samples),
         "positions": positions,

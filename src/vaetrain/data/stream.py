@@ -46,7 +46,7 @@ class ResumableImageStream(IterableDataset):
         self._epoch = -1
         self._order = torch.empty(0, dtype=torch.long)
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[dict]:
         worker = get_worker_info()
         worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
         for batch in itertools.count(self.start_batch + worker_id, num_workers):
@@ -56,7 +56,7 @@ class ResumableImageStream(IterableDataset):
             for position in range(batch * self.batch_size, (batch + 1) * self.batch_size):
                 yield self.sample_at(position)
 
-    def _bucket_batch(self, batch: int) -> Iterator[torch.Tensor]:
+    def _bucket_batch(self, batch: int) -> Iterator[dict]:
         """With aspect-ratio buckets, a batch is planned whole: one bucket, one crop shape."""
         number = batch * self.world_size + self.rank
         bucket, indices = self.bucket_plan.batch(number)
@@ -77,7 +77,7 @@ class ResumableImageStream(IterableDataset):
             self._epoch = epoch
         return int(self._order[offset])
 
-    def sample_at(self, position: int) -> torch.Tensor:
+    def sample_at(self, position: int) -> dict:
         index = self.index_at(position)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed * _SEED_STRIDE + self.global_position(position)) % 2**63)

@@ -1,9 +1,14 @@
 """Measuring autoencoders: the metrics shared by training validation and `vaetrain eval`, latent
-statistics, speed and fp16 safety, reconstruction of any image size, and the HTML report."""
+statistics, speed and fp16 safety, reconstruction of any image size (and of files), `evaluate` and its
+HTML report.
+
+May import: errors, models, losses, data; never training, export or the command line (models to evaluate
+come in through a loader function).
+"""
 
 from vaetrain.evaluation.latents import LatentAccumulator, LatentStatistics, measure_latent_statistics
 from vaetrain.evaluation.metrics import ReconstructionMetrics
-from vaetrain.evaluation.reconstruct import TilingConfig, encode_decode, reconstruct
+from vaetrain.evaluation.reconstruct import TilingConfig, encode_decode, reconstruct, reconstruct_files
 
 __all__ = [
     "LatentAccumulator",
@@ -13,4 +18,5 @@ __all__ = [
     "encode_decode",
     "measure_latent_statistics",
     "reconstruct",
+    "reconstruct_files",
 ]

@@ -1,10 +1,15 @@
-"""`vaetrain eval`: every model on the same images, one pass each, into metrics.json, metrics.csv and report.html."""
+"""`vaetrain eval`: every model on the same images, one pass each, into metrics.json, metrics.csv and report.html.
+
+Models come through an injected `load_model` (the command line passes `vaetrain.export.load_autoencoder`),
+images through `evaluation_images`: this package reads neither checkpoints nor data modules itself.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -12,32 +17,27 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vaetrain.data.datamodule import ImageDataModule, images_of
+from vaetrain.data.loading import ImageSet, evaluation_images, images_of
 from vaetrain.errors import ConfigError, PretrainedWeightsUnavailable
 from vaetrain.evaluation.latents import LatentAccumulator
 from vaetrain.evaluation.metrics import ReconstructionMetrics
 from vaetrain.evaluation.networks import build_inception, build_lpips_metric
-from vaetrain.evaluation.reconstruct import TilingConfig, encode_decode, pad_to_multiple
+from vaetrain.evaluation.reconstruct import TilingConfig, encode_decode, pad_to_multiple, resolve_device
+from vaetrain.evaluation.report import write_report
+from vaetrain.evaluation.results import METRICS, ModelResult
 from vaetrain.evaluation.speed import check_fp16_decode, measure_speed
-from vaetrain.export.formats import load_autoencoder
 from vaetrain.models.autoencoder import downsampling_factor
-
-METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "rfid")
-RESULT_KEYS = (
-    "model", *METRICS, "kl", "latent_mean", "latent_std", "scaling_factor", "shift_factor",
-    "encode_img_per_s", "decode_img_per_s", "peak_memory_mb", "fp16_max_abs_activation", "fp16_nonfinite",
-)
 
 
 @dataclass
 class EvalOptions:
-    """`resolution`: resize the short side and center-crop to this size (default 256, as published tables
-    do), or "native" to keep every image whole (padded to the downsampling factor, tiled when large)."""
+    """How models are measured; which images (and at which resolution: a center-crop size, as published
+    tables use, or "native" to keep every image whole, padded and tiled) is the `ImageSet`'s business."""
 
     metrics: tuple[str, ...] = METRICS
-    resolution: int | Literal["native"] = 256
     max_images: int | None = None
     batch_size: int = 8
+    num_workers: int = 0
     lpips_network: Literal["alex", "vgg"] = "alex"
     backbones: Literal["pretrained", "random"] = "pretrained"  # random: offline smoke runs only
     tiling: TilingConfig = field(default_factory=TilingConfig)
@@ -48,16 +48,6 @@ class EvalOptions:
         unknown = sorted(set(self.metrics) - set(METRICS))
         if unknown:
             raise ConfigError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-
-
-@dataclass
-class ModelResult:
-    """One model's row: the metrics of RESULT_KEYS, plus what the report shows."""
-
-    values: dict
-    samples: list[dict]  # {"original", "reconstruction"}: uint8 CHW tensors
-    histograms: list[dict]
-    errors: list[str]
 
 
 @dataclass
@@ -85,19 +75,13 @@ def build_networks(options: EvalOptions, lpips: nn.Module | None = None, incepti
     return networks
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def evaluate_model(reference: str, datamodule: ImageDataModule, options: EvalOptions, networks: Networks) -> ModelResult:
+def evaluate_model(reference: str, model: nn.Module, images: ImageSet, options: EvalOptions, networks: Networks) -> ModelResult:
     """One pass over the images: reconstructions feed the metrics, posteriors the latent statistics."""
     device = resolve_device(options.device)
-    model = load_autoencoder(reference).to(device)
-    native = options.resolution == "native"
-    if not native and options.resolution % downsampling_factor(model):
-        raise ConfigError(f"--resolution {options.resolution} is not divisible by {reference}'s downsampling factor {downsampling_factor(model)}")
+    model = model.to(device)
+    resolution = images.resolution
+    if resolution != "native" and resolution % downsampling_factor(model):
+        raise ConfigError(f"--data.resolution {resolution} is not divisible by {reference}'s downsampling factor {downsampling_factor(model)}")
     metrics = ReconstructionMetrics(
         ms_ssim="ms_ssim" in options.metrics,
         fid_features=networks.inception if "rfid" in options.metrics else None,
@@ -107,23 +91,25 @@ def evaluate_model(reference: str, datamodule: ImageDataModule, options: EvalOpt
     samples: list[dict] = []
     speed = fp16 = None
     bad_files: list[tuple[str, str]] = []
-    loader = datamodule.evaluation_dataloader(options.max_images, split="all", native=native)
+    loader = evaluation_images(images, part="all", max_images=options.max_images, batch_size=options.batch_size, num_workers=options.num_workers)
     for batch in loader:
-        images = images_of(batch).to(device)
-        bad_files += batch["bad"] if isinstance(batch, dict) else []
-        posterior, reconstruction = encode_decode(model, images, options.tiling)
+        bad_files += batch["bad"]
+        batch_images = images_of(batch).to(device)
+        if len(batch_images) == 0:  # only bad files in this batch
+            continue
+        posterior, reconstruction = encode_decode(model, batch_images, options.tiling)
         with torch.no_grad():
-            distances = lpips(reconstruction.float().clamp(-1, 1), images.float()) if lpips is not None else None
-        metrics.update(images, reconstruction, distances)
+            distances = lpips(reconstruction.float().clamp(-1, 1), batch_images.float()) if lpips is not None else None
+        metrics.update(batch_images, reconstruction, distances)
         latents.update(posterior)
         if speed is None:  # timed on the first batch, at the evaluated resolution
-            speed = measure_speed(model, pad_to_multiple(images, downsampling_factor(model))[0])
+            speed = measure_speed(model, pad_to_multiple(batch_images, downsampling_factor(model))[0])
             fp16 = check_fp16_decode(model, posterior.mode())
-        for original, recon in zip(images, reconstruction):
+        for original, recon in zip(batch_images, reconstruction):
             if len(samples) < options.report_samples:
                 samples.append({"original": _to_uint8(original), "reconstruction": _to_uint8(recon)})
     if speed is None:
-        raise ConfigError(f"data.path '{datamodule.path}': no usable images to evaluate")
+        raise ConfigError(f"data.path '{images.source.path}': no usable images to evaluate ({len(bad_files)} bad files)")
     statistics = latents.result()
     computed = metrics.compute()
     values = {
@@ -140,7 +126,7 @@ def evaluate_model(reference: str, datamodule: ImageDataModule, options: EvalOpt
         "fp16_max_abs_activation": fp16.max_abs_activation,
         "fp16_nonfinite": fp16.nonfinite,
         "images": statistics.count,
-        "resolution": options.resolution,
+        "resolution": resolution,
         "device": device.type,
         "lpips_network": options.lpips_network if lpips is not None else None,
         "backbones": options.backbones,
@@ -154,22 +140,22 @@ def evaluate_model(reference: str, datamodule: ImageDataModule, options: EvalOpt
 
 def evaluate(
     models: list[str],
-    datamodule: ImageDataModule,
+    images: ImageSet,
     options: EvalOptions,
     out_dir: str | Path,
     *,
+    load_model: Callable[[str], nn.Module],
     lpips: nn.Module | None = None,
     inception: nn.Module | None = None,
     run_dir: str | Path | None = None,
 ) -> list[ModelResult]:
-    """Evaluates every model on the same images and writes OUT/metrics.json, metrics.csv, report.html.
-    `lpips`/`inception` inject the networks (tests: random weights, no download)."""
-    from vaetrain.evaluation.report import write_report
-
+    """Evaluates every model (loaded one at a time by `load_model`) on the same images and writes
+    OUT/metrics.json, metrics.csv, report.html. `lpips`/`inception` inject the networks (tests: random
+    weights, no download)."""
     networks = build_networks(options, lpips, inception)
     for error in networks.errors:
         print(f"vaetrain eval: {error}", file=sys.stderr)
-    results = [evaluate_model(reference, datamodule, options, networks) for reference in models]
+    results = [evaluate_model(reference, load_model(reference), images, options, networks) for reference in models]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [result.values | {"errors": result.errors} for result in results]

@@ -1,4 +1,5 @@
-"""Reconstructing images of any size: padding to the downsampling factor, tiling for very large images.
+"""Reconstructing images of any size (padding to the downsampling factor, tiling for very large images),
+and `reconstruct_files`, what `vaetrain recon` does with image files and folders.
 
 Tiling is diffusers' (`AutoencoderKL.enable_tiling`): overlapping tiles, encoded and decoded separately,
 blended linearly across the overlap so that no seam shows (tests/evaluation/test_reconstruct.py measures
@@ -9,12 +10,19 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
+from vaetrain.data.decode import BadImage, decode_image
+from vaetrain.data.folder import list_images
+from vaetrain.data.transforms import native_transform
+from vaetrain.errors import ConfigError
 from vaetrain.models.autoencoder import downsampling_factor
+
+SEPARATOR_PX = 4
 
 
 @dataclass
@@ -72,3 +80,60 @@ def encode_decode(model: AutoencoderKL, images: torch.Tensor, tiling: TilingConf
 
 def reconstruct(model: AutoencoderKL, images: torch.Tensor, tiling: TilingConfig | None = None) -> torch.Tensor:
     return encode_decode(model, images, tiling)[1]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def reconstruct_files(
+    model: AutoencoderKL,
+    inputs: list[str],
+    out_dir: str | Path,
+    *,
+    side_by_side: bool = False,
+    tiling: TilingConfig | None = None,
+    device: str = "auto",
+) -> tuple[int, list[tuple[str, str]]]:
+    """Writes OUT/<name>.png for each image, at its own size (a folder keeps its layout below OUT; a file
+    keeps its name), optionally input | reconstruction; returns how many were written and the unusable
+    files with their reasons."""
+    from torchvision.utils import save_image
+
+    pairs = _inputs(inputs)
+    target = resolve_device(device)
+    model = model.to(target)
+    transform = native_transform()
+    out_dir = Path(out_dir)
+    written, bad = 0, []
+    for file, relative in pairs:
+        try:
+            image = transform(decode_image(file)).unsqueeze(0).to(target)
+        except (BadImage, OSError) as error:
+            bad.append((str(file), str(error)))
+            continue
+        picture = reconstruct(model, image, tiling).float().clamp(-1, 1)
+        if side_by_side:
+            gap = torch.ones(1, 3, image.shape[2], SEPARATOR_PX, device=target)
+            picture = torch.cat([image, gap, picture], dim=3)
+        path = out_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image((picture + 1) / 2, path)
+        written += 1
+    return written, bad
+
+
+def _inputs(paths: list[str]) -> list[tuple[Path, Path]]:
+    """(file, output path relative to OUT)."""
+    pairs = []
+    for entry in paths:
+        path = Path(entry).expanduser()
+        if path.is_dir():
+            pairs += [(file, file.relative_to(path).with_suffix(".png")) for file in list_images(path)]
+        elif path.is_file():
+            pairs.append((path, Path(path.name).with_suffix(".png")))
+        else:
+            raise ConfigError(f"recon: input '{path}' does not exist")
+    return pairs

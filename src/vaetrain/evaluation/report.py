@@ -12,13 +12,11 @@ import html
 import io
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 
-if TYPE_CHECKING:
-    from vaetrain.evaluation.evaluate import ModelResult
+from vaetrain.evaluation.results import ModelResult
 
 DIFFERENCE_GAIN = 5  # |original - reconstruction| x 5, so small errors are visible
 ZOOM = 4  # the crop is the central 1/ZOOM of each side, shown ZOOM times larger

@@ -1,18 +1,20 @@
-"""Checkpoint -> diffusers folder, with the latent scale measured on the training images."""
+"""Autoencoder -> diffusers folder, with the latent scale measured on images; a checkpoint -> the same."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
-import torch
 from diffusers import AutoencoderKL
 
-from vaetrain.data.datamodule import ImageDataModule, images_of
+from vaetrain.data.loading import ImageSet, evaluation_images, images_of
+from vaetrain.data.sources import Part
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics, measure_latent_statistics
+from vaetrain.training.checkpoint import autoencoder_from_checkpoint
 
 LATENT_STATISTICS_FILE = "latent_statistics.json"
 
@@ -40,43 +42,35 @@ def save_diffusers_folder(model: AutoencoderKL, out_dir: str | Path, statistics:
     return out_dir
 
 
-def autoencoder_from_checkpoint(path: str | Path, *, use_ema: bool = True) -> tuple[AutoencoderKL, dict]:
-    """The autoencoder of a vaetrain checkpoint (EMA weights when present and updated), loaded weights-only."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint '{path}' does not exist")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    meta = checkpoint.get("vaetrain")
-    if meta is None:
-        raise ConfigError(f"'{path}' is not a vaetrain checkpoint (no 'vaetrain' section)")
-    state_dict = checkpoint["state_dict"]
-    ema_updated = int(state_dict.get("ema.n_averaged", torch.tensor(0))) > 0
-    prefix = "ema.module." if use_ema and ema_updated else "autoencoder."
-    weights = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    model = AutoencoderKL.from_config(meta["autoencoder_config"])
-    model.load_state_dict(weights, strict=True)
-    return model.eval(), meta
+def export_model(
+    model: AutoencoderKL, out_dir: str | Path, images: ImageSet | None, *, part: Part = "train", max_images: int = 256, num_workers: int = 0
+) -> Path:
+    """The model as a diffusers folder, its latent scale measured on up to `max_images` evenly spaced
+    images of `images` (none: no statistics, the config's factors are kept)."""
+    statistics = None
+    if images is not None:
+        loader = evaluation_images(images, part=part, max_images=max_images, num_workers=num_workers)
+        statistics = measure_latent_statistics(model, (images_of(batch) for batch in loader if len(images_of(batch))))
+    return save_diffusers_folder(model.cpu(), out_dir, statistics)
 
 
 def export_checkpoint(
     checkpoint: str | Path,
     out_dir: str | Path,
     *,
-    images: str | Path | None = None,
+    images: ImageSet | None = None,
     resolution: int | None = None,
     max_images: int = 256,
     use_ema: bool = True,
 ) -> Path:
     """`vaetrain export`: the checkpoint's autoencoder as a diffusers folder, latent scale measured on
-    `images` (default: the training images recorded in the checkpoint)."""
-    model, meta = autoencoder_from_checkpoint(checkpoint, use_ema=use_ema)
-    data = meta.get("data") or {}
-    images = images or data.get("path")
-    statistics = None
-    if images:
-        datamodule = ImageDataModule(
-            path=str(images), resolution=resolution or data.get("resolution") or 256, batch_size=8, num_workers=0
-        )
-        loader = datamodule.evaluation_dataloader(max_images)
-        statistics = measure_latent_statistics(model, (images_of(batch) for batch in loader))
-    return save_diffusers_folder(model, out_dir, statistics)
+    `images` (all of them), or else on the training images the checkpoint records (its train part, at
+    `resolution` or the training resolution)."""
+    model, record = autoencoder_from_checkpoint(checkpoint, use_ema=use_ema)
+    if images is None:
+        images = record.image_set()
+        if images is None:
+            raise ConfigError(f"'{checkpoint}' records no training data; give the images to measure the latent scale on (--data.path)")
+        images = replace(images, resolution=resolution or images.resolution)
+        return export_model(model, out_dir, images, part="train", max_images=max_images)
+    return export_model(model, out_dir, images, part="all", max_images=max_images)

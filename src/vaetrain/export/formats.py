@@ -1,45 +1,48 @@
-"""One loader for every way a user names an autoencoder: training checkpoint, diffusers folder, LDM file, Hub id."""
+"""One loader for every way a user names an autoencoder (training checkpoint, diffusers folder, LDM file,
+Hub id), and `convert` between the LDM/SD format and diffusers folders."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from diffusers import AutoencoderKL
 
 from vaetrain.errors import ConfigError
-from vaetrain.export.diffusers_folder import autoencoder_from_checkpoint
-from vaetrain.export.ldm import ldm_to_diffusers, read_ldm_state_dict
+from vaetrain.export.diffusers_folder import save_diffusers_folder
+from vaetrain.export.ldm import diffusers_to_ldm, ldm_to_diffusers, read_ldm_state_dict, write_ldm_checkpoint
+from vaetrain.models.autoencoder import load_pretrained_autoencoder
+from vaetrain.training.checkpoint import autoencoder_from_checkpoint, is_vaetrain_checkpoint
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
 
 
 def load_autoencoder(reference: str | Path, *, use_ema: bool = True) -> AutoencoderKL:
-    """A vaetrain `.ckpt` (EMA weights when present), a diffusers folder, an LDM/SD VAE file
-    (`.ckpt`/`.safetensors`), or a Hub id (downloaded by diffusers unless cached). In eval mode, fp32."""
+    """A vaetrain `.ckpt` (EMA weights when present, unless `use_ema` is False), a diffusers folder, an
+    LDM/SD VAE file (`.ckpt`/`.safetensors`), or a Hub id (downloaded by diffusers unless cached). In eval
+    mode, fp32."""
     path = Path(reference).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ConfigError(f"'{path}' is a folder without config.json, not a diffusers AutoencoderKL folder")
-        return AutoencoderKL.from_pretrained(path).eval()
+        return load_pretrained_autoencoder(path)
     if path.suffix in CHECKPOINT_SUFFIXES:
         if not path.is_file():
             raise ConfigError(f"model '{path}' does not exist")
-        if path.suffix != ".safetensors" and _is_vaetrain_checkpoint(path):
+        if path.suffix != ".safetensors" and is_vaetrain_checkpoint(path):
             return autoencoder_from_checkpoint(path, use_ema=use_ema)[0]
         return ldm_to_diffusers(read_ldm_state_dict(path))
     if str(reference).startswith((".", "/", "~")) or str(reference).count("/") != 1:
         raise ConfigError(f"model '{reference}' is neither a file, a diffusers folder nor a Hub id (owner/name)")
     try:
-        return AutoencoderKL.from_pretrained(str(reference)).eval()
+        return load_pretrained_autoencoder(str(reference))
     except Exception as error:  # noqa: BLE001 - hub, network and format errors
         raise ConfigError(f"model '{reference}': cannot load from the Hub ({type(error).__name__}: {error})") from error
 
 
-def _is_vaetrain_checkpoint(path: Path) -> bool:
-    """Memory-mapped peek; anything that fails to load weights-only is left to the LDM reader's error."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001
-        return False
-    return isinstance(checkpoint, dict) and "vaetrain" in checkpoint
+def convert(reference: str | Path, out: str | Path, *, prefix: str = "", use_ema: bool = True) -> Path:
+    """`vaetrain convert`: any model reference to an LDM file (OUT ends in .safetensors or .ckpt, keys
+    optionally prefixed, e.g. 'first_stage_model.') or to a diffusers folder (any other OUT)."""
+    model = load_autoencoder(reference, use_ema=use_ema)
+    if str(out).endswith((".safetensors", ".ckpt")):
+        return write_ldm_checkpoint(diffusers_to_ldm(model), out, prefix=prefix)
+    return save_diffusers_folder(model, out, statistics=None)

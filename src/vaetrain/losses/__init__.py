@@ -1,4 +1,9 @@
-"""The LDM objective: reconstruction + LPIPS + KL + adversarial, with the adaptive GAN weight."""
+"""Losses as pure functions returning tensors or dataclasses: the LDM objective (reconstruction + LPIPS +
+KL + adversarial, with the adaptive GAN weight), the GAN losses and the frozen LPIPS network.
+
+May import: `vaetrain.errors` and third-party packages only (never models, data, evaluation, training,
+export or the command line).
+"""
 
 from vaetrain.losses.gan import GanLossKind, discriminator_loss, generator_adversarial_loss
 from vaetrain.losses.objective import (

@@ -28,7 +28,7 @@ from vaetrain.losses.perceptual import Backbone, PerceptualNetwork
 Reduction = Literal["mean", "sum"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossConfig:
     """Weights of every term. `disc_start_step` counts generator optimizer steps."""
 
@@ -54,7 +54,6 @@ class GeneratorLossOutput:
     backward_target: torch.Tensor
     total: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
-    adaptive_weight_finite: bool = True
 
 
 def reconstruction_loss(
@@ -108,7 +107,6 @@ def generator_loss(
     perceptual: nn.Module | None,
     last_layer_grad: Callable[[torch.Tensor], torch.Tensor] | None = None,
     discriminator: nn.Module | None = None,
-    fallback_adaptive_weight: float = 0.0,
     mean_over_processes: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> GeneratorLossOutput:
     """The autoencoder's loss for one batch; the adversarial term only when `discriminator` is given.
@@ -116,7 +114,8 @@ def generator_loss(
     LPIPS and the discriminator run once on a detached copy of the reconstruction; their gradients are
     combined (with the adaptive weight) and sent into the autoencoder by one backward of
     `backward_target`. The discriminator receives no gradient: only the copy's gradient is asked for.
-    A non-finite adaptive weight is replaced by `fallback_adaptive_weight` and flagged, never zeroed.
+    A non-finite adaptive weight comes from a non-finite gradient, which reaches `backward_target`'s
+    gradient too: the training step then skips the update (see `GanStep.prepare_gradients`).
     """
     leaf = reconstruction.detach().float().requires_grad_(True)
     target = inputs.float()
@@ -134,7 +133,6 @@ def generator_loss(
     total_grad = nll_grad
     total = nll.detach()
 
-    finite = True
     if discriminator is not None:
         logits = discriminator(leaf)
         adversarial = generator_adversarial_loss(logits, config.gan_loss)
@@ -143,9 +141,6 @@ def generator_loss(
             if last_layer_grad is None:
                 raise ValueError("generator_loss: the adaptive weight needs last_layer_grad")
             weight = adaptive_gan_weight(nll_grad, adversarial_grad, last_layer_grad, config.adaptive_weight_max, mean_over_processes)
-            finite = bool(torch.isfinite(weight))
-            if not finite:
-                weight = torch.tensor(fallback_adaptive_weight, device=leaf.device)
             weight = weight * config.disc_weight
         else:
             weight = torch.tensor(config.disc_weight, device=leaf.device)
@@ -162,7 +157,7 @@ def generator_loss(
     total = total + config.kl_weight * kl.detach()
     terms["total"] = total
     backward_target = (reconstruction.float() * total_grad).sum() + config.kl_weight * kl
-    return GeneratorLossOutput(backward_target=backward_target, total=total, terms=terms, adaptive_weight_finite=finite)
+    return GeneratorLossOutput(backward_target=backward_target, total=total, terms=terms)
 
 
 def _reduce(per_element: torch.Tensor, reduction: Reduction) -> torch.Tensor:

@@ -1,4 +1,9 @@
-"""Networks: the autoencoder (diffusers' AutoencoderKL), the PatchGAN discriminator and the EMA copy."""
+"""Networks: the autoencoder (diffusers' AutoencoderKL, built, loaded or rebuilt from weights), the
+PatchGAN discriminator and the EMA copy.
+
+May import: `vaetrain.errors` and third-party packages only (never losses, data, evaluation, training,
+export or the command line).
+"""
 
 from vaetrain.models.autoencoder import AutoencoderConfig, build_autoencoder, downsampling_factor
 from vaetrain.models.discriminator import DiscriminatorConfig, PatchDiscriminator

@@ -15,7 +15,7 @@ from vaetrain.errors import ConfigError
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-@dataclass
+@dataclass(frozen=True)
 class AutoencoderConfig:
     """Architecture of a new AutoencoderKL, or where to load a pretrained one from.
 
@@ -65,6 +65,20 @@ def build_autoencoder(config: AutoencoderConfig) -> AutoencoderKL:
     return model
 
 
+def autoencoder_from_state(config: dict, state_dict: dict[str, torch.Tensor]) -> AutoencoderKL:
+    """A fresh fp32 AutoencoderKL from diffusers' config holding exactly these weights (contiguous, whatever
+    layout, compilation or sharding trained them), in eval mode."""
+    model = AutoencoderKL.from_config(config)
+    model.load_state_dict(state_dict, strict=True)
+    return model.float().eval()
+
+
+def load_pretrained_autoencoder(source: str | Path, subfolder: str | None = None) -> AutoencoderKL:
+    """diffusers' `from_pretrained` of a folder or Hub id, in eval mode. `low_cpu_mem_usage=False`: without
+    `accelerate` diffusers would otherwise print installation advice on every load."""
+    return AutoencoderKL.from_pretrained(source, subfolder=subfolder, low_cpu_mem_usage=False).eval()
+
+
 def freeze_encoder(model: AutoencoderKL) -> None:
     """Stops gradients into the encoder half, so a decoder fine-tune keeps the latent space unchanged."""
     for module in (model.encoder, model.quant_conv):
@@ -110,13 +124,13 @@ def _load_pretrained(source: str, subfolder: str | None) -> AutoencoderKL:
     path = Path(source).expanduser()
     if path.exists():
         try:
-            return AutoencoderKL.from_pretrained(path, subfolder=subfolder)
+            return load_pretrained_autoencoder(path, subfolder)
         except (OSError, ValueError) as error:
             raise ConfigError(f"model.autoencoder.pretrained: cannot load '{source}': {_first_line(error)}") from error
     if not _HUB_ID.match(source):
         raise ConfigError(f"model.autoencoder.pretrained: path '{source}' does not exist")
     try:
-        return AutoencoderKL.from_pretrained(source, subfolder=subfolder)
+        return load_pretrained_autoencoder(source, subfolder)
     except Exception as error:  # noqa: BLE001 - the Hub raises many kinds; all mean "cannot load"
         raise ConfigError(
             f"model.autoencoder.pretrained: '{source}' is neither a local folder nor loadable from the Hub: "

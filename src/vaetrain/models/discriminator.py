@@ -14,7 +14,7 @@ from vaetrain.errors import ConfigError
 DiscriminatorNorm = Literal["batch", "group", "spectral", "spectral_group"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class DiscriminatorConfig:
     """`norm` defaults to spectral_group: per-sample statistics, so batch size 1 and DDP need no syncing."""
 

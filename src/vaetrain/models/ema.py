@@ -8,7 +8,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
-@dataclass
+@dataclass(frozen=True)
 class EMAConfig:
     """`start_step` and `every_n_steps` count generator optimizer steps."""
 

@@ -1,4 +1,5 @@
-"""Callbacks that write what a person looks at: reconstruction grids and the final diffusers folder."""
+"""The callback that writes what a person looks at during training: reconstruction grids. (The end-of-run
+diffusers folder is `vaetrain.export.callback.ExportDiffusers`.)"""
 
 from __future__ import annotations
 
@@ -6,12 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from diffusers import AutoencoderKL
 from torchvision.utils import make_grid, save_image
-
-from vaetrain.data.datamodule import images_of
-from vaetrain.evaluation.latents import measure_latent_statistics
-from vaetrain.export.diffusers_folder import save_diffusers_folder
 
 
 class ReconstructionGrid(L.Callback):
@@ -59,30 +55,3 @@ class ReconstructionGrid(L.Callback):
         if hasattr(experiment, "add_image"):
             experiment.add_image("reconstructions", grid, global_step=self._last_written)
         return path
-
-
-class ExportDiffusers(L.Callback):
-    """At the end of `fit`, writes RUN/<dirname> as a diffusers folder (EMA weights when EMA is on), with
-    `scaling_factor`/`shift_factor` measured on up to `latent_statistics_images` training images."""
-
-    def __init__(self, dirname: str = "diffusers", latent_statistics_images: int = 256, enabled: bool = True) -> None:
-        self.dirname = dirname
-        self.latent_statistics_images = latent_statistics_images
-        self.enabled = enabled
-        self.path: Path | None = None
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
-        if not self.enabled:
-            return
-        weights = pl_module.full_inference_state_dict()  # on every process: under FSDP it gathers the shards
-        if not trainer.is_global_zero:
-            return
-        # A fresh module from the config: contiguous fp32 weights, whatever layout, compilation or sharding trained.
-        model = AutoencoderKL.from_config(pl_module.autoencoder.config)
-        model.load_state_dict(weights)
-        model = model.float().eval().to(pl_module.device)
-        statistics = None
-        if trainer.datamodule is not None and hasattr(trainer.datamodule, "evaluation_dataloader"):
-            loader = trainer.datamodule.evaluation_dataloader(self.latent_statistics_images)
-            statistics = measure_latent_statistics(model, (images_of(batch) for batch in loader))
-        self.path = save_diffusers_folder(model.cpu(), Path(trainer.default_root_dir) / self.dirname, statistics)

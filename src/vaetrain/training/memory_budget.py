@@ -1,225 +1,170 @@
-"""Fit a run into a memory budget: the largest micro-batch, with or without gradient checkpointing, that
-stays under it, found by measuring real training steps; accumulation keeps the global batch.
+"""`memory.max_memory`: fit a run into a memory budget by measuring training steps of the run's own model.
 
-`memory.max_memory: 8GB` on the command line or in a preset. The search needs only a probe
-(micro-batch, checkpointing) -> (peak bytes or out-of-memory, seconds per step), so it is tested with an
-injected probe on CPU; the CUDA probe runs the full objective (autoencoder, LPIPS, KL, discriminator,
-adaptive weight, both optimizer steps and the EMA update) on a copy of the model.
+The probe runs at `on_fit_start`, after `configure_model` (under `fsdp2` it measures the sharded model)
+and after the strategy set the model up (device, DDP wrapper, optimizers), before the data loader is built
+and before a checkpoint's optimizer state is restored. Each candidate (micro-batch, gradient checkpointing)
+runs `probe_steps` calls of the run's `GanStep` with the full objective (both networks, the GAN term and
+adaptive weight, both optimizer steps, the EMA per its config) through `ProbeEngine`: the training step's
+own path (`manual_backward`, precision plugin, clipping hook) without the all-reduces it can avoid. Then
+everything is put back: weights, buffers, optimizer state (emptied), the step's counters, RNG and the
+checkpointing switch. Every process measures; the largest peak and slowest time of all processes are
+used, so all take the same path through the search, and rank 0's plan is broadcast. Under `fsdp2` a
+process that runs out of memory mid-forward leaves the others in a collective until the strategy's
+timeout. `reader` measures the peak (CUDA's allocator by default; tests inject one to run on CPU).
 """
 
 from __future__ import annotations
 
-import copy
 import gc
-import re
 import statistics
 import sys
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from contextlib import contextmanager
 
 import lightning as L
 import torch
+from torch.distributed.tensor import DTensor
 
 from vaetrain.errors import ConfigError
-from vaetrain.losses.gan import discriminator_loss
-from vaetrain.losses.objective import generator_loss
-
-_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20, "g": 2**30, "gb": 2**30, "gib": 2**30}
-
-
-def parse_memory_size(text: str | int) -> int:
-    """'8GB', '7.5 GiB', '6000MB' -> bytes. GB and GiB both mean 2**30, as graphics cards are labelled
-    (an "8 GB" card has 8 GiB)."""
-    if isinstance(text, int):
-        return text
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _UNITS:
-        raise ConfigError(f"memory.max_memory: {text!r} is not a size like '8GB', '7.5GiB' or '6000MB'")
-    return int(float(match.group(1)) * _UNITS[unit])
+from vaetrain.training.checkpoint import capture_rng, restore_rng
+from vaetrain.training.engines import ProbeEngine
+from vaetrain.training.memory_plan import Probe, ProbeResult, parse_memory_size, plan_memory
 
 
-@dataclass(frozen=True)
-class ProbeResult:
-    """One measured configuration: peak device memory (None: it ran out of memory) and step time."""
+class MemoryReader:
+    """Peak device memory of a measured stretch of steps."""
 
-    peak_bytes: int | None
-    seconds_per_step: float = float("nan")
+    def start(self, module) -> None:
+        raise NotImplementedError
 
+    def peak_bytes(self) -> int:
+        raise NotImplementedError
 
-Probe = Callable[[int, bool], ProbeResult]
-
-
-@dataclass(frozen=True)
-class MemoryPlan:
-    micro_batch: int
-    gradient_checkpointing: bool
-    accumulate: int
-    peak_bytes: int
-    images_per_second: float
-
-    def describe(self, budget_bytes: int) -> str:
-        return (
-            f"micro-batch {self.micro_batch} x {self.accumulate} accumulation, gradient checkpointing "
-            f"{'on' if self.gradient_checkpointing else 'off'}: peak {self.peak_bytes / 2**30:.2f} GiB of "
-            f"{budget_bytes / 2**30:.2f} GiB, {self.images_per_second:.1f} img/s measured"
-        )
+    def synchronize(self) -> None:
+        return None
 
 
-def plan_memory(probe: Probe, budget_bytes: int, images_per_process: int, headroom: float = 0.1) -> MemoryPlan:
-    """The fastest measured (micro-batch, checkpointing) whose peak stays under (1 - headroom) x budget.
+class CudaMemoryReader(MemoryReader):
+    """CUDA memory reserved by PyTorch's allocator (what the card must hold; add headroom for the context)."""
 
-    Micro-batches are the divisors of `images_per_process` (the global batch over the processes), so
-    accumulation keeps the global batch exactly. For each checkpointing setting (off first) micro-batches
-    are tried upward until one does not fit; checkpointing is tried only when, without it, the whole
-    per-process batch does not fit in one micro-batch. Among the fitting ones the highest measured
-    images/second wins; within 5 % of it, no checkpointing, then the larger micro-batch.
-    """
-    limit = budget_bytes * (1.0 - headroom)
-    candidates = [m for m in range(1, images_per_process + 1) if images_per_process % m == 0]
-    fitting: list[MemoryPlan] = []
-    smallest_need: int | None = None
-    for checkpointing in (False, True):
-        for micro_batch in candidates:
-            result = probe(micro_batch, checkpointing)
-            if result.peak_bytes is not None and micro_batch == 1:
-                smallest_need = result.peak_bytes if smallest_need is None else min(smallest_need, result.peak_bytes)
-            if result.peak_bytes is None or result.peak_bytes > limit:
-                break
-            fitting.append(
-                MemoryPlan(
-                    micro_batch=micro_batch,
-                    gradient_checkpointing=checkpointing,
-                    accumulate=images_per_process // micro_batch,
-                    peak_bytes=result.peak_bytes,
-                    images_per_second=micro_batch / result.seconds_per_step,
-                )
-            )
-        if any(plan.micro_batch == images_per_process for plan in fitting):
-            break
-    if not fitting:
-        need = f"{smallest_need / 2**30:.2f} GiB" if smallest_need else "more than the device has"
-        raise ConfigError(
-            f"memory.max_memory: even micro-batch 1 with gradient checkpointing needs {need}, over "
-            f"{limit / 2**30:.2f} GiB ({budget_bytes / 2**30:.2f} GiB less {headroom:.0%} headroom); lower "
-            "data.resolution or use a smaller model"
-        )
-    best = max(plan.images_per_second for plan in fitting)
-    close = [plan for plan in fitting if plan.images_per_second >= 0.95 * best]
-    return max(close, key=lambda plan: (not plan.gradient_checkpointing, plan.micro_batch))
+    def start(self, module) -> None:
+        self.device = module.device
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_bytes(self) -> int:
+        return torch.cuda.max_memory_reserved(self.device)
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
 
 
 class MemoryBudget(L.Callback):
-    """`memory.max_memory`: before training, measures real steps and sets `data.batch_size`, gradient
-    checkpointing and accumulation (the configured global batch is kept). Every process measures; rank 0's
-    plan is used by all. `probe` injects a measurement (tests); by default a CUDA probe."""
+    """Sets the run's micro-batch, gradient checkpointing and accumulation so that a step fits `max_memory`
+    (the configured global batch is kept). `probe` replaces the measurement in tests of the search."""
 
-    def __init__(self, max_memory: str | None = None, headroom: float = 0.1, probe_steps: int = 3) -> None:
+    def __init__(self, max_memory: str | None = None, headroom: float = 0.1, probe_steps: int = 3, reader: MemoryReader | None = None) -> None:
         self.max_memory = max_memory
         self.headroom = headroom
         self.probe_steps = probe_steps
+        self.reader = reader
         self.probe: Probe | None = None
-        self.plan: MemoryPlan | None = None
+        self.plan = None
 
     def check(self, device: torch.device) -> None:
         """Fails early (before any run folder is written) on a bad size or a device it cannot measure."""
         if self.max_memory is not None:
             parse_memory_size(self.max_memory)
-            if self.probe is None and device.type != "cuda":
+            if self.probe is None and self.reader is None and device.type != "cuda":
                 raise ConfigError(f"memory.max_memory measures CUDA memory; this run is on {device.type} (set data.batch_size instead)")
 
-    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
-        if stage != "fit" or self.max_memory is None:
+    def on_fit_start(self, trainer: L.Trainer, module) -> None:
+        if self.max_memory is None:
             return
         self.check(trainer.strategy.root_device)
-        budget = parse_memory_size(self.max_memory)
-        datamodule = trainer.datamodule
-        training = pl_module.training_config
-        global_batch = training.global_batch_size or datamodule.batch_size * training.accumulate_grad_batches * trainer.world_size
-        if global_batch % trainer.world_size:
-            raise ConfigError(f"memory.max_memory: global batch {global_batch} is not divisible by {trainer.world_size} processes")
-        probe = self.probe or cuda_step_probe(
-            pl_module, trainer.strategy.root_device, datamodule.resolution, trainer.precision_plugin.train_step_context, self.probe_steps
-        )
-        plan = trainer.strategy.broadcast(plan_memory(probe, budget, global_batch // trainer.world_size, self.headroom), src=0)
+        budget, datamodule, world = parse_memory_size(self.max_memory), trainer.datamodule, trainer.world_size
+        global_batch = datamodule.batch_size * module.accumulate * world
+        shape = (3, *max(datamodule.buckets or [(datamodule.resolution,) * 2], key=lambda hw: hw[0] * hw[1]))
+        probe = self.probe or StepProbe(module, trainer, self.reader or CudaMemoryReader(), shape, self.probe_steps)
+        plan = trainer.strategy.broadcast(plan_memory(probe, budget, global_batch // world, self.headroom), src=0)
         datamodule.batch_size = plan.micro_batch
-        pl_module.set_gradient_checkpointing(plan.gradient_checkpointing)
-        training.global_batch_size = global_batch  # the module's setup turns it into accumulation
+        module.set_gradient_checkpointing(plan.gradient_checkpointing)
+        module.gan_step.accumulate = plan.accumulate
+        module.memory_plan = {"max_memory": self.max_memory} | plan.as_dict()
         self.plan = plan
         if trainer.is_global_zero:
             print(f"vaetrain: memory.max_memory {self.max_memory}: {plan.describe(budget)}", file=sys.stderr)
 
 
-def cuda_step_probe(
-    module,
-    device: torch.device,
-    resolution: int,
-    autocast: Callable[[], AbstractContextManager],
-    steps: int = 3,
-) -> Probe:
-    """Measures `steps` full training steps of a copy of `module` on random images at `resolution`: the
-    peak of CUDA memory reserved (what the card must hold; add headroom for the CUDA context) and the
-    median step time after the first."""
+class StepProbe:
+    """(micro-batch, checkpointing) -> the peak memory and step time of the run's own training step."""
 
-    def probe(micro_batch: int, checkpointing: bool) -> ProbeResult:
-        replica = None
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        try:
-            replica = _replica(module, device, checkpointing)
-            optimizers = replica.build_optimizers()
-            images = torch.rand(micro_batch, 3, resolution, resolution, device=device) * 2 - 1
-            images = images.contiguous(memory_format=replica._memory_format)
-            times = []
-            for _ in range(max(steps, 2)):
-                start = time.perf_counter()
-                _full_step(replica, images, optimizers, autocast)
-                torch.cuda.synchronize(device)
-                times.append(time.perf_counter() - start)
-            return ProbeResult(torch.cuda.max_memory_reserved(device), statistics.median(times[1:]))
-        except torch.cuda.OutOfMemoryError:
-            return ProbeResult(None)
-        finally:
-            del replica
-            gc.collect()
+    def __init__(self, module, trainer: L.Trainer, reader: MemoryReader, image_shape: tuple[int, int, int], steps: int = 3) -> None:
+        self.module, self.trainer, self.reader = module, trainer, reader
+        self.image_shape, self.steps = image_shape, max(steps, 2)
+
+    def __call__(self, micro_batch: int, checkpointing: bool) -> ProbeResult:
+        module = self.module
+        peak, seconds = None, float("nan")
+        with restored_afterwards(module, self.trainer):
+            module.set_gradient_checkpointing(checkpointing)
+            module.gan_step.accumulate = 1  # every call is a whole update: optimizer states are measured too
+            images = torch.rand(micro_batch, *self.image_shape, device=module.device) * 2 - 1
+            try:
+                self.reader.start(module)
+                times = []
+                for _ in range(self.steps):
+                    start = time.perf_counter()
+                    probe_step(module, images)
+                    self.reader.synchronize()
+                    times.append(time.perf_counter() - start)
+                peak, seconds = self.reader.peak_bytes(), statistics.median(times[1:])
+            except torch.OutOfMemoryError:
+                pass
+        return self._agreed(peak, seconds)
+
+    def _agreed(self, peak: int | None, seconds: float) -> ProbeResult:
+        """The worst of all processes (any out-of-memory counts), so every process plans alike."""
+        if self.trainer.world_size == 1:
+            return ProbeResult(peak, seconds)
+        values = torch.tensor([float(peak is None), float(peak or 0), seconds], dtype=torch.float64, device=self.module.device)
+        worst = self.trainer.strategy.reduce(values, reduce_op=torch.distributed.ReduceOp.MAX)
+        return ProbeResult(None if worst[0] > 0 else int(worst[1]), float(worst[2]))
+
+
+def probe_step(module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One full-objective update of the run's `GanStep` through `ProbeEngine`, in the precision plugin's
+    training context (autocast), as Lightning runs `training_step`."""
+    images = images.contiguous(memory_format=module._memory_format)
+    with module.trainer.precision_plugin.train_step_context():
+        return module.gan_step(images, ProbeEngine(module), full_objective=True)
+
+
+@contextmanager
+def restored_afterwards(module, trainer: L.Trainer):
+    """Steps run inside leave no trace: weights and buffers (local shards under FSDP) copied back,
+    gradients and optimizer states dropped, the step's counters, the RNG and checkpointing restored."""
+    networks = [n for n in (module.autoencoder, module.discriminator, module.ema) if n is not None]
+    tensors = [t for n in networks for t in (*n.parameters(), *n.buffers())]
+    saved = [_local(t).detach().to("cpu", copy=True) for t in tensors]
+    step_state, rng, checkpointing = module.gan_step.snapshot(), capture_rng(), module.autoencoder.is_gradient_checkpointing
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for tensor, value in zip(tensors, saved):
+                _local(tensor).copy_(value)
+        for network in networks:
+            network.zero_grad(set_to_none=True)
+        for optimizer in trainer.optimizers:
+            optimizer.state.clear()
+        module.gan_step.restore(step_state)
+        restore_rng(rng)
+        module.set_gradient_checkpointing(checkpointing)
+        gc.collect()
+        if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    return probe
 
-
-def _replica(module, device: torch.device, checkpointing: bool):
-    """A copy of the module (weights, EMA, LPIPS) on `device`, detached from the trainer."""
-    trainer = module._trainer
-    module.trainer = None
-    try:
-        replica = copy.deepcopy(module)
-    finally:
-        module.trainer = trainer
-    replica.loss_config = replace(replica.loss_config, disc_start_step=0)
-    replica.set_gradient_checkpointing(checkpointing)
-    replica.set_channels_last(replica.speed_config.use_channels_last(device.type))
-    return replica.to(device).train()
-
-
-def _full_step(replica, images: torch.Tensor, optimizers, autocast: Callable[[], AbstractContextManager]) -> None:
-    """One generator and one discriminator update with every term on, as `gan_updates: both` runs them."""
-    generator_optimizer, discriminator_optimizer = optimizers
-    with autocast():
-        replica.discriminator.requires_grad_(False)
-        reconstruction, mean, logvar = replica._reconstruct(images)
-        output = generator_loss(
-            images, reconstruction, mean, logvar, config=replica.loss_config, perceptual=replica.perceptual,
-            last_layer_grad=replica._last_layer.take_weight_gradient(), discriminator=replica.discriminator,
-        )
-        output.backward_target.backward()
-        generator_optimizer.step()
-        generator_optimizer.zero_grad(set_to_none=True)
-        if replica.ema is not None:
-            replica.ema.update_parameters(replica.autoencoder)
-        replica.discriminator.requires_grad_(True)
-        logits = replica.discriminator(torch.cat([images, reconstruction.detach()]))
-        discriminator_loss(*logits.float().chunk(2), replica.loss_config.gan_loss).backward()
-        discriminator_optimizer.step()
-        discriminator_optimizer.zero_grad(set_to_none=True)
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor

@@ -10,7 +10,7 @@ import torch
 from diffusers.optimization import get_scheduler
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimizerConfig:
     """Adam or AdamW for one network. `warmup_steps` and the schedule count this optimizer's own steps.
 

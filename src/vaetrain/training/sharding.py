@@ -1,52 +1,16 @@
-"""Fully sharded data parallelism (FSDP2, `torch.distributed.fsdp.fully_shard`) through Lightning.
-
-`--trainer.strategy fsdp2` is Lightning's `ModelParallelStrategy` with every process in the data-parallel
-dimension (no tensor parallelism) and full-state-dict checkpoints (one file, gathered on rank 0, that
-resumes sharded or unsharded on another number of processes and exports directly). The module shards
-itself in `configure_model`: the autoencoder's blocks and halves (`shard_autoencoder`), the discriminator
-and the EMA copy; the frozen LPIPS network is replicated. Lightning's `fsdp` (FSDP1) is CUDA-only and hides parameters in flat buffers; FSDP2 keeps
-each parameter (as a DTensor), runs on CPU with gloo, and lets the adaptive weight read the decoder's last
-layer.
+"""Sharding the networks for FSDP2 (`torch.distributed.fsdp.fully_shard`; the strategy is in
+`training.strategies`). The module shards itself in `configure_model`: the autoencoder's blocks and halves
+(`shard_autoencoder`), the discriminator and the EMA copy; the frozen LPIPS network is replicated. FSDP2
+keeps each parameter (as a DTensor), runs on CPU with gloo, and lets the adaptive weight read the
+decoder's last layer.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import torch
-from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
-from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
 from torch import nn
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
-
-
-class FullyShardedStrategy(ModelParallelStrategy):
-    """FSDP2 over all processes (data parallel = world size, tensor parallel = 1)."""
-
-    def __init__(
-        self,
-        save_distributed_checkpoint: bool = False,
-        process_group_backend: str | None = None,
-        timeout: timedelta | None = default_pg_timeout,
-    ) -> None:
-        super().__init__(
-            data_parallel_size="auto",
-            tensor_parallel_size=1,
-            save_distributed_checkpoint=save_distributed_checkpoint,
-            process_group_backend=process_group_backend,
-            timeout=timeout,
-        )
-
-    def setup_environment(self) -> None:
-        self._data_parallel_size = self.num_nodes * self.num_processes
-        super().setup_environment()
-
-
-if "fsdp2" not in StrategyRegistry:
-    StrategyRegistry.register(
-        "fsdp2", FullyShardedStrategy, description="FSDP2 over all processes, full-state-dict checkpoints (vaetrain)"
-    )
 
 
 def is_sharded(module: nn.Module) -> bool:

@@ -1,0 +1,5 @@
+import sys
+
+from vaetrain.cli import main
+
+sys.exit(main())

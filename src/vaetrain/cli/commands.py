@@ -1,0 +1,142 @@
+"""`vaetrain eval | recon | export | convert`: argparse front ends of plain functions.
+
+The same thing has the same name everywhere: images are `--data.path` (with `--data.source`,
+`--data.split`, `--data.image_column`, `--data.file_list`, as in `fit`), `--data.resolution`,
+`--data.max_images`, `--data.batch_size`, `--data.num_workers`; a checkpoint's trained weights instead of
+its EMA are `--no-ema`; outputs of many inputs are `--out`; devices are `--device`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vaetrain.data.loading import ImageSet
+from vaetrain.data.sources import SourceSpec
+from vaetrain.errors import ConfigError
+from vaetrain.evaluation.evaluate import EvalOptions, evaluate
+from vaetrain.evaluation.reconstruct import TilingConfig, reconstruct_files
+from vaetrain.evaluation.results import METRICS
+from vaetrain.export.diffusers_folder import export_checkpoint
+from vaetrain.export.formats import convert, load_autoencoder
+
+MODEL_HELP = "vaetrain .ckpt, diffusers folder, LDM/SD .ckpt/.safetensors or Hub id"
+
+
+def _resolution(value: str) -> int | str:
+    if value == "native":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither a number of pixels nor 'native'") from None
+
+
+def _image_options(parser: argparse.ArgumentParser, *, path_help: str, resolution_help: str, max_images: int | None) -> None:
+    group = parser.add_argument_group("images (the keys of `vaetrain fit`'s data block)")
+    group.add_argument("--data.path", dest="data_path", help=path_help)
+    group.add_argument("--data.source", dest="data_source", default="auto", choices=["auto", "folder", "hf", "webdataset"])
+    group.add_argument("--data.split", dest="data_split", default="train", help="Hugging Face split")
+    group.add_argument("--data.image_column", dest="data_image_column", default="image", help="Hugging Face image column")
+    group.add_argument("--data.file_list", dest="data_file_list", help="txt or csv selecting part of a folder")
+    group.add_argument("--data.resolution", dest="data_resolution", type=_resolution, help=resolution_help)
+    group.add_argument("--data.max_images", dest="data_max_images", type=int, default=max_images, help="evenly spaced subset of the images")
+    group.add_argument("--data.batch_size", dest="data_batch_size", type=int, default=8)
+    group.add_argument("--data.num_workers", dest="data_num_workers", type=int, default=0)
+
+
+def _image_set(args: argparse.Namespace, resolution: int | str) -> ImageSet | None:
+    if args.data_path is None:
+        return None
+    spec = SourceSpec(args.data_path, args.data_source, args.data_split, args.data_image_column, args.data_file_list)
+    return ImageSet(spec, resolution=resolution)
+
+
+def _tiling_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tile-size", type=int, default=512, help="images larger than this are encoded/decoded in tiles")
+    parser.add_argument("--no-tiling", action="store_true")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-ema", action="store_true", help="a checkpoint's trained weights instead of its EMA")
+
+
+def run_eval(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vaetrain eval", description="Evaluate autoencoders on the same images: writes OUT/metrics.json, metrics.csv and report.html.")
+    parser.add_argument("models", nargs="+", metavar="MODEL", help=MODEL_HELP)
+    _image_options(parser, path_help="image folder, HF dataset (id or folder) or shard pattern (required)",
+                   resolution_help="center-crop size (default 256) or 'native'", max_images=None)
+    parser.add_argument("--metrics", default=",".join(METRICS), help=f"comma-separated subset of {','.join(METRICS)}")
+    parser.add_argument("--out", default="eval", help="output folder (default: ./eval)")
+    parser.add_argument("--lpips-network", choices=["alex", "vgg"], default="alex")
+    parser.add_argument("--backbones", choices=["pretrained", "random"], default="pretrained",
+                        help="random: LPIPS/Inception with untrained weights, for offline smoke runs only")
+    parser.add_argument("--samples", type=int, default=4, help="images shown in the report")
+    parser.add_argument("--run", help="training run folder whose curves the report plots (default: found from a checkpoint)")
+    _tiling_options(parser)
+    args = parser.parse_args(argv)
+    images = _image_set(args, 256 if args.data_resolution is None else args.data_resolution)
+    if images is None:
+        raise ConfigError("eval: --data.path is required (the images to evaluate on)")
+    options = EvalOptions(
+        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()), max_images=args.data_max_images,
+        batch_size=args.data_batch_size, num_workers=args.data_num_workers, lpips_network=args.lpips_network,
+        backbones=args.backbones, tiling=TilingConfig(tile_size=args.tile_size, enabled=not args.no_tiling),
+        report_samples=args.samples, device=args.device,
+    )
+    load = lambda reference: load_autoencoder(reference, use_ema=not args.no_ema)  # noqa: E731
+    results = evaluate(args.models, images, options, args.out, load_model=load, run_dir=args.run)
+    for result in results:
+        values = result.values
+        shown = ", ".join(f"{k} {values[k]:.4g}" for k in (*METRICS, "scaling_factor") if values.get(k) is not None)
+        print(f"{values['model']}: {shown}")
+    print(f"wrote {args.out}/metrics.json, metrics.csv, report.html")
+    return 1 if any(result.errors for result in results) else 0
+
+
+def run_recon(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vaetrain recon", description="Reconstruct images or folders to PNG.")
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    parser.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders (recursive)")
+    parser.add_argument("--out", required=True, help="output folder; IN's relative layout is kept")
+    parser.add_argument("--side-by-side", action="store_true", help="write input | reconstruction in one PNG")
+    _tiling_options(parser)
+    args = parser.parse_args(argv)
+    model = load_autoencoder(args.model, use_ema=not args.no_ema)
+    tiling = TilingConfig(tile_size=args.tile_size, enabled=not args.no_tiling)
+    written, bad = reconstruct_files(model, args.inputs, args.out, side_by_side=args.side_by_side, tiling=tiling, device=args.device)
+    print(f"wrote {written} reconstructions to {args.out}" + (f"; {len(bad)} unusable files skipped" if bad else ""))
+    for name, reason in bad:
+        print(f"vaetrain recon: skipped {name}: {reason}", file=sys.stderr)
+    return 0
+
+
+def run_export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vaetrain export", description="Export a training checkpoint as a diffusers folder.")
+    parser.add_argument("checkpoint", help="a vaetrain .ckpt file")
+    parser.add_argument("out", help="output folder (created; replaced if it exists)")
+    _image_options(parser, path_help="images to measure the latent scale on (default: the training images the checkpoint records)",
+                   resolution_help="center-crop size (default: the training resolution, else 256)", max_images=256)
+    parser.add_argument("--no-ema", action="store_true", help="export the trained weights, not the EMA")
+    args = parser.parse_args(argv)
+    images = _image_set(args, args.data_resolution or 256)
+    out = export_checkpoint(
+        args.checkpoint, args.out, images=images, resolution=args.data_resolution, max_images=args.data_max_images, use_ema=not args.no_ema
+    )
+    print(f"exported {args.checkpoint} -> {out}")
+    return 0
+
+
+def run_convert(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vaetrain convert",
+        description="Convert between the original LDM/SD VAE format (.ckpt/.safetensors) and a diffusers folder. "
+        "IN is an LDM file (-> diffusers folder OUT) or a diffusers folder, Hub id or vaetrain checkpoint "
+        "(-> LDM file OUT ending in .safetensors or .ckpt).",
+    )
+    parser.add_argument("input", metavar="IN")
+    parser.add_argument("out", metavar="OUT")
+    parser.add_argument("--prefix", default="", help="key prefix of the written LDM file, e.g. 'first_stage_model.'")
+    parser.add_argument("--no-ema", action="store_true", help="a checkpoint's trained weights instead of its EMA")
+    args = parser.parse_args(argv)
+    out = convert(args.input, args.out, prefix=args.prefix, use_ema=not args.no_ema)
+    print(f"converted {args.input} -> {out}")
+    return 0

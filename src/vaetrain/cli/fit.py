@@ -1,0 +1,79 @@
+"""`vaetrain fit` and `vaetrain validate`: LightningCLI with the module, the data module and the always-on
+callbacks as config blocks (`checkpoint`, `grid`, `export`, `memory`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from vaetrain.data.datamodule import ImageDataModule
+from vaetrain.export.callback import ExportDiffusers
+from vaetrain.training.callbacks import ReconstructionGrid
+from vaetrain.training.memory_budget import MemoryBudget
+from vaetrain.training.module import AutoencoderModule
+from vaetrain.training.precision import default_precision
+from vaetrain.training.strategies import resolve_strategy
+
+
+def _checkpoint_dir(root: str | None) -> str:
+    return os.path.join(root or ".", "checkpoints")
+
+
+class VaetrainCLI(LightningCLI):
+    """Adds the always-on callbacks as config blocks: `checkpoint`, `grid`, `export`, `memory`."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"}, "validate": {"model", "dataloaders", "datamodule"}}
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.every_n_train_steps": 500,
+                "checkpoint.save_top_k": 1,
+                "checkpoint.filename": "step={step:07d}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        # `--ckpt_path last` finds RUN/checkpoints/last.ckpt whatever the logger's version folder is.
+        parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=_checkpoint_dir)
+        parser.add_lightning_class_args(ReconstructionGrid, "grid")
+        parser.add_lightning_class_args(ExportDiffusers, "export")
+        parser.add_lightning_class_args(MemoryBudget, "memory")
+
+    def before_instantiate_classes(self) -> None:
+        """`trainer.strategy: ddp|fsdp` become the strategies this module needs (`resolve_strategy`), and
+        `trainer.precision: null` (the presets' default) means bf16-mixed where the device has native bf16,
+        else 32-true; both choices are printed and saved in the run's config.yaml."""
+        trainer = self.config[self.subcommand].trainer
+        if isinstance(trainer.strategy, str) and resolve_strategy(trainer.strategy) != trainer.strategy:
+            chosen = resolve_strategy(trainer.strategy)
+            print(f"vaetrain: trainer.strategy {trainer.strategy} -> {chosen}", file=sys.stderr)
+            trainer.strategy = chosen
+        if trainer.precision is None:
+            trainer.precision = default_precision(trainer.accelerator)
+            print(f"vaetrain: trainer.precision not set; using {trainer.precision} for this hardware", file=sys.stderr)
+
+    def before_fit(self) -> None:
+        """Bad settings fail here, in one line, before any run folder is written."""
+        self.datamodule.check_resolution(self.model.downsampling_factor)
+        self.datamodule.prepare_split()
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, MemoryBudget):
+                callback.check(self.trainer.strategy.root_device)
+        config = self.config_init[self.subcommand]
+        if config.get("weights_only") is None:
+            config["weights_only"] = True  # checkpoints hold tensors and plain values only
+
+    before_validate = before_fit
+
+
+def run_lightning(args: list[str] | None) -> int:
+    """`args` None: the process's own arguments (`vaetrain fit ...`)."""
+    VaetrainCLI(AutoencoderModule, ImageDataModule, args=args, save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
+    return 0

@@ -1,0 +1,92 @@
+"""Opening a source (`open_source`), the one DataLoader set-up every reader uses, and `evaluation_images`,
+the plain function that `eval`, `export` and the export callback read images with (no
+LightningDataModule needed)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from vaetrain.data.dataset import build_decoder, collate_samples
+from vaetrain.data.decode import DEFAULT_MAX_PIXELS
+from vaetrain.data.record_source import RecordImages
+from vaetrain.data.shard_source import ShardImages
+from vaetrain.data.sources import ImageSource, Part, SourceSpec
+from vaetrain.errors import ConfigError
+
+
+def open_source(spec: SourceSpec) -> ImageSource:
+    """The reader for `spec`'s kind; cheap (nothing is listed until `prepare`)."""
+    spec = spec.resolved()
+    if spec.kind not in ("folder", "hf", "webdataset"):
+        raise ConfigError(f"data.source: unknown kind {spec.kind!r}; use auto, folder, hf or webdataset")
+    return ShardImages(spec) if spec.kind == "webdataset" else RecordImages(spec)
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A collection and how its images are decoded for evaluation: what a checkpoint records of the data a
+    run trained on, so `vaetrain export` measures latent statistics on the same images."""
+
+    source: SourceSpec = field(default_factory=SourceSpec)
+    resolution: int | Literal["native"] = 256
+    background: tuple[int, int, int] = (255, 255, 255)
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source.as_dict(),
+            "resolution": self.resolution,
+            "background": list(self.background),
+            "max_image_pixels": self.max_image_pixels,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ImageSet:
+        return cls(
+            source=SourceSpec.from_dict(values.get("source", {})),
+            resolution=values.get("resolution") or 256,
+            background=tuple(values.get("background", (255, 255, 255))),
+            max_image_pixels=values.get("max_image_pixels", DEFAULT_MAX_PIXELS),
+        )
+
+
+def evaluation_images(
+    images: ImageSet, *, part: Part = "all", max_images: int | None = None, batch_size: int = 8, num_workers: int = 0
+) -> DataLoader:
+    """Center crops at `images.resolution` (or, "native", whole images one per batch) of up to
+    `max_images` evenly spaced images of `part`. Batches are dicts; `images_of` takes the tensor out and
+    `batch["bad"]` lists the files that could not be used."""
+    source = open_source(images.source)
+    decoder = build_decoder(images.resolution, background=images.background, max_pixels=images.max_image_pixels)
+    dataset = source.images(part, decoder, max_items=max_images)
+    return image_loader(dataset, 1 if images.resolution == "native" else batch_size, num_workers)
+
+
+def image_loader(dataset: Dataset | IterableDataset, batch_size: int, num_workers: int, prefetch_factor: int | None = None) -> DataLoader:
+    """Batches of decoded samples (see `collate_samples`); pinned memory when a GPU is present."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
+        collate_fn=collate_samples,
+        drop_last=False,
+    )
+
+
+def images_of(batch: Any) -> torch.Tensor:
+    """The image tensor of a loader batch (dict from `collate_samples`, or a plain tensor)."""
+    return batch["image"] if isinstance(batch, dict) else batch
+
+
+def default_num_workers() -> int:
+    """One worker per spare core, at most 8: decoding keeps pace without starving the training process."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cores - 1))

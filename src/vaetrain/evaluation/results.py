@@ -1,0 +1,21 @@
+"""What `vaetrain eval` measures per model: the row `evaluate` fills and `report` renders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "rfid")
+RESULT_KEYS = (
+    "model", *METRICS, "kl", "latent_mean", "latent_std", "scaling_factor", "shift_factor",
+    "encode_img_per_s", "decode_img_per_s", "peak_memory_mb", "fp16_max_abs_activation", "fp16_nonfinite",
+)
+
+
+@dataclass
+class ModelResult:
+    """One model's row: the metrics of RESULT_KEYS, plus what the report shows."""
+
+    values: dict
+    samples: list[dict]  # {"original", "reconstruction"}: uint8 CHW tensors
+    histograms: list[dict]
+    errors: list[str]

@@ -1,0 +1,34 @@
+"""The callback that ends `fit` with a diffusers folder of the run's autoencoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+
+from vaetrain.export.diffusers_folder import export_model
+from vaetrain.models.autoencoder import autoencoder_from_state
+
+
+class ExportDiffusers(L.Callback):
+    """At the end of `fit`, writes RUN/<dirname> as a diffusers folder (EMA weights when EMA is on), with
+    `scaling_factor`/`shift_factor` measured on up to `latent_statistics_images` training images: the same
+    export `vaetrain export` makes of the final checkpoint."""
+
+    def __init__(self, dirname: str = "diffusers", latent_statistics_images: int = 256, enabled: bool = True) -> None:
+        self.dirname = dirname
+        self.latent_statistics_images = latent_statistics_images
+        self.enabled = enabled
+        self.path: Path | None = None
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not self.enabled:
+            return
+        weights = pl_module.full_inference_state_dict()  # on every process: under FSDP it gathers the shards
+        if not trainer.is_global_zero:
+            return
+        model = autoencoder_from_state(pl_module.autoencoder.config, weights).to(pl_module.device)
+        describe = getattr(trainer.datamodule, "describe", None)
+        images = describe() if describe is not None else None
+        out = Path(trainer.default_root_dir) / self.dirname
+        self.path = export_model(model, out, images, part="train", max_images=self.latent_statistics_images)

@@ -1,0 +1,112 @@
+"""The engines a `GanStep` runs on: how its backward passes and optimizer steps are carried out.
+
+- `LightningEngine`: training. `manual_backward` (precision plugin, grad scaler, DDP's gradient
+  all-reduce), `toggle_model` (only the stepping network takes gradients; no all-reduce until a window
+  closes), the generator's step through `LightningOptimizer.step` (so `trainer.global_step` counts
+  generator steps), the discriminator's through the strategy (precision plugin and hooks, but not
+  counted), then each network's LR scheduler.
+- `ProbeEngine`: the memory probe. The same path, except that it never all-reduces what it can avoid (so
+  one process running out of memory cannot leave another waiting; DDP's buckets are allocated when the
+  model is wrapped, so the measured memory still holds them), steps no scheduler and counts no step.
+- `PlainEngine`: no Lightning: `loss.backward()` and plain optimizers (or none), for FLOP counting on the
+  meta device and for unit tests of the step.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, contextmanager
+
+import torch
+from torch import nn
+
+from vaetrain.training.step import GanStep, Network
+
+_INDEX = {"generator": 0, "discriminator": 1}
+
+
+class LightningEngine:
+    def __init__(self, module) -> None:
+        self.module = module
+
+    @property
+    def world_size(self) -> int:
+        return self.module.trainer.world_size
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.module.manual_backward(loss)
+
+    def accumulating(self, network: Network, sync: bool) -> AbstractContextManager:
+        return self._optimizer(network).toggle_model(sync_grad=sync)
+
+    def optimizer_step(self, network: Network) -> None:
+        optimizer = self._optimizer(network)
+        if network == "generator":
+            optimizer.step()
+        else:  # `LightningOptimizer.step` would add to trainer.global_step and halve every step-based setting
+            self.module.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure)
+        self.module.lr_schedulers()[_INDEX[network]].step()
+
+    def zero_grad(self, network: Network) -> None:
+        self._optimizer(network).zero_grad(set_to_none=True)
+
+    def mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.module.trainer.strategy.reduce(tensor, reduce_op="mean")
+
+    def _optimizer(self, network: Network):
+        return self.module.optimizers()[_INDEX[network]]
+
+
+class ProbeEngine(LightningEngine):
+    world_size = 1  # each process measures alone: no adaptive-weight all-reduce, no sample counting across ranks
+
+    def accumulating(self, network: Network, sync: bool) -> AbstractContextManager:
+        return self._optimizer(network).toggle_model(sync_grad=False)
+
+    def optimizer_step(self, network: Network) -> None:
+        self.module.trainer.strategy.optimizer_step(self._optimizer(network).optimizer, closure=_no_closure)
+
+
+class PlainEngine:
+    world_size = 1
+
+    def __init__(self, step: GanStep, optimizers: dict[str, torch.optim.Optimizer] | None = None) -> None:
+        self.step = step
+        self.optimizers = optimizers or {}
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    @contextmanager
+    def accumulating(self, network: Network, sync: bool):
+        networks = self.step.networks
+        other = networks.discriminator if network == "generator" else networks.autoencoder
+        with _no_gradients(other):
+            yield
+
+    def optimizer_step(self, network: Network) -> None:
+        self.step.prepare_gradients(network)
+        if network in self.optimizers:
+            self.optimizers[network].step()
+
+    def zero_grad(self, network: Network) -> None:
+        modules = {"generator": self.step.networks.autoencoder, "discriminator": self.step.networks.discriminator}
+        modules[network].zero_grad(set_to_none=True)
+
+    def mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+
+@contextmanager
+def _no_gradients(module: nn.Module):
+    saved = [(p, p.requires_grad) for p in module.parameters()]
+    for parameter, _ in saved:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in saved:
+            parameter.requires_grad_(flag)
+
+
+def _no_closure() -> None:
+    return None

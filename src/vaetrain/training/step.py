@@ -1,0 +1,259 @@
+"""One GAN update of an autoencoder: the step that training, the memory probe and the benchmarks share.
+
+`GanStep(images, engine)` processes one micro-batch: reconstruct, generator backward (reconstruction +
+LPIPS + KL + adversarial with the adaptive weight), discriminator backward on the detached
+reconstruction, and, when the micro-batch closes an accumulation window, both optimizer steps, the EMA
+update and the counters. How a backward or an optimizer step runs is the `Engine`'s business (Lightning's
+precision plugin and strategy in training, plain PyTorch for FLOP counting); what is computed is this
+file's. The engine calls `prepare_gradients` after unscaling and before each optimizer step: it measures
+the gradient norm, skips a non-finite update and clips.
+
+Counters (see the module docstring of `training.module` for which setting uses which):
+generator and discriminator optimizer steps, micro-batches, samples of all processes, skipped updates.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
+
+import torch
+from torch import nn
+from torch.distributed.tensor import DTensor
+
+from vaetrain.errors import TrainingDiverged
+from vaetrain.losses.gan import discriminator_loss
+from vaetrain.losses.objective import LossConfig, generator_loss
+from vaetrain.models.autoencoder import LastLayerInput
+from vaetrain.models.ema import EMAConfig
+
+Network = Literal["generator", "discriminator"]
+Phase = Literal["generator", "discriminator", "both"]
+
+
+@dataclass
+class StepCounters:
+    """Saved in every checkpoint. `generator_steps` equals Lightning's `trainer.global_step`."""
+
+    generator_steps: int = 0
+    discriminator_steps: int = 0
+    micro_batches: int = 0
+    samples_seen: int = 0
+    skipped_updates: int = 0  # accumulated batches whose update was dropped (non-finite gradient)
+    consecutive_skips: int = 0
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """What the step needs to know beyond the loss and EMA configs."""
+
+    accumulate: int = 1
+    gan_updates: Literal["both", "alternate"] = "both"
+    train_encoder: bool = True
+    clip_norm: dict[str, float | None] | None = None  # per network; None: no clipping
+    max_consecutive_skips: int = 10
+
+
+class GanNetworks(Protocol):
+    """The networks the step trains (the LightningModule is one)."""
+
+    autoencoder: nn.Module
+    discriminator: nn.Module
+    perceptual: nn.Module | None
+    ema: nn.Module | None
+
+
+class Engine(Protocol):
+    """How backward passes and optimizer steps run. `optimizer_step` must call `step.prepare_gradients`
+    once the gradients are final (unscaled) and before the update."""
+
+    world_size: int
+
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    def accumulating(self, network: Network, sync: bool) -> AbstractContextManager:
+        """Around `network`'s backward: only its parameters take gradients; `sync`: all-reduce them."""
+
+    def optimizer_step(self, network: Network) -> None: ...
+
+    def zero_grad(self, network: Network) -> None: ...
+
+    def mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor: ...
+
+
+class GanStep:
+    """See the module docstring. `accumulate` (micro-batches per update) is run-time state: a memory plan
+    or a global batch size sets it, the configs stay as given."""
+
+    def __init__(self, networks: GanNetworks, loss: LossConfig, ema: EMAConfig, settings: StepSettings) -> None:
+        self.networks = networks
+        self.loss = loss
+        self.ema = ema
+        self.settings = settings
+        self.accumulate = settings.accumulate
+        self.counters = StepCounters()
+        self.last_layer = LastLayerInput(networks.autoencoder)
+        self.grad_norms: dict[str, torch.Tensor] = {}
+        self._power_iteration_window = -1
+        self._skipping = False
+
+    def snapshot(self) -> tuple:
+        """The step's own state, for `restore` after steps that must leave no trace (the memory probe)."""
+        return (replace(self.counters), self.accumulate, self._power_iteration_window, self._skipping)
+
+    def restore(self, snapshot: tuple) -> None:
+        counters, self.accumulate, self._power_iteration_window, self._skipping = snapshot
+        self.counters = replace(counters)
+        self.grad_norms = {}
+
+    def phase(self) -> Phase:
+        """Which networks update on the current accumulated batch (fixed for the whole window)."""
+        counters, start = self.counters, self.loss.disc_start_step
+        if counters.generator_steps < start:
+            return "generator"
+        if self.settings.gan_updates == "both":
+            return "both"
+        return "discriminator" if counters.discriminator_steps <= counters.generator_steps - start else "generator"
+
+    def __call__(self, images: torch.Tensor, engine: Engine, *, full_objective: bool = False) -> dict[str, torch.Tensor]:
+        """One micro-batch; returns detached values to log. `full_objective`: both networks and the GAN term
+        whatever the counters say (the memory probe measures the most expensive step)."""
+        counters = self.counters
+        closes_window = (counters.micro_batches + 1) % self.accumulate == 0
+        phase = "both" if full_objective else self.phase()
+        logs: dict[str, torch.Tensor] = {}
+        reconstruction = None
+        if phase != "discriminator":
+            use_gan = full_objective or counters.generator_steps >= self.loss.disc_start_step
+            with engine.accumulating("generator", sync=closes_window):
+                reconstruction, generator_logs = self._generator_backward(images, use_gan, engine)
+            logs |= generator_logs
+            if closes_window:
+                self._update("generator", engine)
+        if phase != "generator":
+            if reconstruction is None:
+                with torch.no_grad():
+                    reconstruction = self.reconstruct(images)[0]
+            with engine.accumulating("discriminator", sync=closes_window):
+                logs |= self._discriminator_backward(images, reconstruction, engine)
+            if closes_window:
+                self._update("discriminator", engine)
+        if closes_window:
+            self._end_window()
+        counters.micro_batches += 1
+        counters.samples_seen += images.shape[0] * engine.world_size
+        return logs
+
+    def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(reconstruction, posterior mean, log-variance): encode (without a graph when the encoder is
+        frozen), take a posterior sample (or the mode), decode."""
+        autoencoder = self.networks.autoencoder
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.settings.train_encoder):
+            posterior = autoencoder.encode(images).latent_dist
+        mean, logvar = posterior.mean.float(), posterior.logvar.float()
+        latents = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean) if self.loss.sample_posterior else mean
+        return autoencoder.decode(latents).sample, mean, logvar
+
+    def prepare_gradients(self, network: Network) -> None:
+        """Called by the engine after unscaling, before `network`'s optimizer steps: records the gradient
+        norm; a non-finite one (or any in a window whose generator update was skipped) drops the gradients,
+        so the optimizer leaves weights and moments unchanged; otherwise clips to the configured norm."""
+        parameters = [p for p in self._parameters(network) if p.grad is not None]
+        norm = _total_norm(parameters)
+        self.grad_norms[network] = norm.detach()
+        if self._skipping or not bool(torch.isfinite(norm)):
+            self._skipping = True
+            for parameter in parameters:
+                parameter.grad = None
+            return
+        clip = (self.settings.clip_norm or {}).get(network)
+        if clip:
+            torch.nn.utils.clip_grads_with_norm_(parameters, clip, norm)
+
+    def _parameters(self, network: Network) -> list[nn.Parameter]:
+        if network == "generator":
+            return [p for p in self.networks.autoencoder.parameters() if p.requires_grad]
+        return list(self.networks.discriminator.parameters())
+
+    def _generator_backward(self, images: torch.Tensor, use_gan: bool, engine: Engine):
+        reconstruction, mean, logvar = self.reconstruct(images)
+        last_layer_grad = self.last_layer.take_weight_gradient()
+        if use_gan:
+            self._advance_power_iteration()
+        output = generator_loss(
+            images, reconstruction, mean, logvar, config=self.loss, perceptual=self.networks.perceptual,
+            last_layer_grad=last_layer_grad, discriminator=self.networks.discriminator if use_gan else None,
+            mean_over_processes=engine.mean_over_processes if engine.world_size > 1 else None,
+        )
+        engine.backward(output.backward_target / self.accumulate)
+        logs = {f"train/{name}": value for name, value in output.terms.items()}
+        logs["train/latent_mean"] = mean.detach().mean()
+        logs["train/latent_std"] = mean.detach().std()
+        logs["train/posterior_std"] = torch.exp(0.5 * logvar.detach()).mean()
+        return reconstruction, logs
+
+    def _discriminator_backward(self, images: torch.Tensor, reconstruction: torch.Tensor, engine: Engine) -> dict[str, torch.Tensor]:
+        """Real and fake in one forward, so norm statistics and spectral-norm updates see both; the fakes are
+        detached here, so this loss never reaches the autoencoder."""
+        self._advance_power_iteration()
+        fakes = reconstruction.detach().to(images.dtype)
+        logits = self.networks.discriminator(torch.cat([images, fakes]))
+        real_logits, fake_logits = logits.float().chunk(2)
+        loss = discriminator_loss(real_logits, fake_logits, self.loss.gan_loss)
+        engine.backward(loss / self.accumulate)
+        return {
+            "train/discriminator": loss.detach(),
+            "train/logits_real": real_logits.detach().mean(),
+            "train/logits_fake_d": fake_logits.detach().mean(),
+        }
+
+    def _advance_power_iteration(self) -> None:
+        """Spectral norm advances once per accumulated batch (on the window's first discriminator forward),
+        so 1 process x 4 micro-batches and 2 processes x 2 train alike."""
+        discriminator = self.networks.discriminator
+        window = self.counters.micro_batches // self.accumulate
+        discriminator.set_power_iteration(discriminator.training and window != self._power_iteration_window)
+        self._power_iteration_window = window
+
+    def _update(self, network: Network, engine: Engine) -> None:
+        engine.optimizer_step(network)
+        engine.zero_grad(network)
+        if network == "generator":
+            self.counters.generator_steps += 1
+            if not self._skipping:
+                self._update_ema()
+        else:
+            self.counters.discriminator_steps += 1
+
+    def _update_ema(self) -> None:
+        ema, config, steps = self.networks.ema, self.ema, self.counters.generator_steps
+        if ema is not None and steps >= config.start_step and (steps - config.start_step) % config.every_n_steps == 0:
+            ema.update_parameters(self.networks.autoencoder)
+
+    def _end_window(self) -> None:
+        counters = self.counters
+        if not self._skipping:
+            counters.consecutive_skips = 0
+            return
+        self._skipping = False
+        counters.skipped_updates += 1
+        counters.consecutive_skips += 1
+        if counters.consecutive_skips >= self.settings.max_consecutive_skips:
+            norms = ", ".join(f"{k} {float(v):.3g}" for k, v in self.grad_norms.items())
+            raise TrainingDiverged(
+                f"{counters.consecutive_skips} updates in a row had non-finite gradients (norms: {norms}) and were "
+                f"skipped, at generator step {counters.generator_steps}; the last checkpoint holds the last good "
+                "weights (lower the learning rate, set model.optimizer.*.gradient_clip_norm, or use 32-bit precision; "
+                "model.training.max_consecutive_skips sets the limit)"
+            )
+
+
+def _total_norm(parameters: list[nn.Parameter]) -> torch.Tensor:
+    """The L2 norm of all gradients together in fp32; under FSDP2 over all shards (every process gets it)."""
+    if not parameters:
+        return torch.zeros(())
+    norm = torch.nn.utils.get_total_norm([p.grad for p in parameters], foreach=True)
+    if isinstance(norm, DTensor):
+        norm = norm.full_tensor()
+    return norm.float()
