@@ -27,7 +27,7 @@ def test_discriminator_loss_does_not_reach_autoencoder():
     reconstruction = step.reconstruct(images)[0]
     assert reconstruction.grad_fn is not None
     module.zero_grad(set_to_none=True)
-    step._discriminator_backward(images, reconstruction, PlainEngine(step))
+    step.discriminator_backward(images, reconstruction, PlainEngine(step))
     assert all(p.grad is None for p in module.autoencoder.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.discriminator.parameters())
 

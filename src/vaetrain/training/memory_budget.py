@@ -135,7 +135,7 @@ class StepProbe:
 def probe_step(module, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """One full-objective update of the run's `GanStep` through `ProbeEngine`, in the precision plugin's
     training context (autocast), as Lightning runs `training_step`."""
-    images = images.contiguous(memory_format=module._memory_format)
+    images = module.prepare_batch(images)
     with module.trainer.precision_plugin.train_step_context():
         return module.gan_step(images, ProbeEngine(module), full_objective=True)
 

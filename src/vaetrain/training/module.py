@@ -117,6 +117,10 @@ class AutoencoderModule(L.LightningModule):
         memory budget switches it for the run (the config keeps the value it was given)."""
         self.autoencoder.enable_gradient_checkpointing() if enabled else self.autoencoder.disable_gradient_checkpointing()
 
+    def prepare_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch in the networks' memory layout (NHWC under channels_last)."""
+        return images.contiguous(memory_format=self._memory_format)
+
     def inference_autoencoder(self) -> nn.Module:
         """The EMA weights once the EMA has been updated, else the trained weights."""
         if self.ema is not None and int(self.ema.n_averaged) > 0:
@@ -170,7 +174,7 @@ class AutoencoderModule(L.LightningModule):
         if self._pending_rng_state is not None:
             restore_rng(self._pending_rng_state)
             self._pending_rng_state = None
-        images = images.contiguous(memory_format=self._memory_format)
+        images = self.prepare_batch(images)
         self._log_training(self.gan_step(images, self.engine), images.shape[0])
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -180,7 +184,7 @@ class AutoencoderModule(L.LightningModule):
     def validation_step(self, images: torch.Tensor, batch_idx: int) -> None:
         if images.numel() == 0:  # every image of the batch was a bad file (counted when listed)
             return
-        images = images.contiguous(memory_format=self._memory_format)
+        images = self.prepare_batch(images)
         reconstruction = self(images)  # in the run's precision, as training sees it
         with torch.autocast(images.device.type, enabled=False):  # the metrics themselves in fp32
             lpips = self.perceptual(reconstruction.float(), images.float()) if self.perceptual is not None else None

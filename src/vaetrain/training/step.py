@@ -127,7 +127,7 @@ class GanStep:
         if phase != "discriminator":
             use_gan = full_objective or counters.generator_steps >= self.loss.disc_start_step
             with engine.accumulating("generator", sync=closes_window):
-                reconstruction, generator_logs = self._generator_backward(images, use_gan, engine)
+                reconstruction, generator_logs = self.generator_backward(images, use_gan, engine)
             logs |= generator_logs
             if closes_window:
                 self._update("generator", engine)
@@ -136,7 +136,7 @@ class GanStep:
                 with torch.no_grad():
                     reconstruction = self.reconstruct(images)[0]
             with engine.accumulating("discriminator", sync=closes_window):
-                logs |= self._discriminator_backward(images, reconstruction, engine)
+                logs |= self.discriminator_backward(images, reconstruction, engine)
             if closes_window:
                 self._update("discriminator", engine)
         if closes_window:
@@ -176,7 +176,9 @@ class GanStep:
             return [p for p in self.networks.autoencoder.parameters() if p.requires_grad]
         return list(self.networks.discriminator.parameters())
 
-    def _generator_backward(self, images: torch.Tensor, use_gan: bool, engine: Engine):
+    def generator_backward(self, images: torch.Tensor, use_gan: bool, engine: Engine):
+        """The autoencoder's half of a micro-batch: its loss's gradient accumulated into its weights; returns
+        the reconstruction (for the discriminator's half) and the values to log."""
         reconstruction, mean, logvar = self.reconstruct(images)
         last_layer_grad = self.last_layer.take_weight_gradient()
         if use_gan:
@@ -193,9 +195,9 @@ class GanStep:
         logs["train/posterior_std"] = torch.exp(0.5 * logvar.detach()).mean()
         return reconstruction, logs
 
-    def _discriminator_backward(self, images: torch.Tensor, reconstruction: torch.Tensor, engine: Engine) -> dict[str, torch.Tensor]:
-        """Real and fake in one forward, so norm statistics and spectral-norm updates see both; the fakes are
-        detached here, so this loss never reaches the autoencoder."""
+    def discriminator_backward(self, images: torch.Tensor, reconstruction: torch.Tensor, engine: Engine) -> dict[str, torch.Tensor]:
+        """The discriminator's half: real and fake in one forward, so norm statistics and spectral-norm updates
+        see both; the fakes are detached here, so this loss never reaches the autoencoder."""
         self._advance_power_iteration()
         fakes = reconstruction.detach().to(images.dtype)
         logits = self.networks.discriminator(torch.cat([images, fakes]))
