@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
+from jsonargparse import set_parsing_settings
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -16,6 +17,9 @@ from vaetrain.training.memory_budget import MemoryBudget
 from vaetrain.training.module import AutoencoderModule
 from vaetrain.training.precision import default_precision
 from vaetrain.training.strategies import resolve_strategy
+
+
+set_parsing_settings(docstring_parse_attribute_docstrings=True)  # each config field's docstring is its --help line
 
 
 def _checkpoint_dir(root: str | None) -> str:

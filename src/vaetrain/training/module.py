@@ -42,25 +42,26 @@ class AutoencoderModule(L.LightningModule):
 
     def __init__(
         self,
-        autoencoder: AutoencoderConfig | None = None,
-        discriminator: DiscriminatorConfig | None = None,
-        loss: LossConfig | None = None,
-        optimizer: GanOptimizers | None = None,
-        ema: EMAConfig | None = None,
-        training: TrainingConfig | None = None,
-        speed: SpeedConfig | None = None,
+        autoencoder: AutoencoderConfig = AutoencoderConfig(),
+        discriminator: DiscriminatorConfig = DiscriminatorConfig(),
+        loss: LossConfig = LossConfig(),
+        optimizer: GanOptimizers = GanOptimizers(),
+        ema: EMAConfig = EMAConfig(),
+        training: TrainingConfig = TrainingConfig(),
+        speed: SpeedConfig = SpeedConfig(),
         perceptual: nn.Module | None = None,
     ) -> None:
-        """`perceptual` injects an LPIPS-like module (images, images) -> per-image distance, e.g. in tests."""
+        """Each block is a frozen config (shared defaults are safe). `perceptual` injects an LPIPS-like module
+        (images, images) -> per-image distance, e.g. in tests."""
         super().__init__()
         self.automatic_optimization = False
-        self.autoencoder_config = autoencoder or AutoencoderConfig()
-        self.discriminator_config = discriminator or DiscriminatorConfig()
-        self.loss_config = loss or LossConfig()
-        self.optimizer_config = optimizer or GanOptimizers()
-        self.ema_config = ema or EMAConfig()
-        self.training_config = training or TrainingConfig()
-        self.speed_config = speed or SpeedConfig()
+        self.autoencoder_config = autoencoder
+        self.discriminator_config = discriminator
+        self.loss_config = loss
+        self.optimizer_config = optimizer
+        self.ema_config = ema
+        self.training_config = training
+        self.speed_config = speed
 
         self.autoencoder = build_autoencoder(self.autoencoder_config)
         self.discriminator = PatchDiscriminator(self.discriminator_config)
