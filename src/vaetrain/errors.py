@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 
 class VaetrainError(Exception):
@@ -20,6 +21,17 @@ class PretrainedWeightsUnavailable(ConfigError):
 
 class TrainingDiverged(VaetrainError):
     """Too many consecutive updates had non-finite gradients and were skipped."""
+
+
+def weights_unavailable(what: str, file: str, error: BaseException, hint: str) -> PretrainedWeightsUnavailable:
+    """The one-line error for a torchvision/torch-hub weights file that is neither cached nor downloadable."""
+    import torch
+
+    where = Path(torch.hub.get_dir()) / "checkpoints" / file
+    return PretrainedWeightsUnavailable(
+        f"{what} needs the ImageNet weights file {file}: none at {where} and the download failed "
+        f"({type(error).__name__}); put the file there (or set TORCH_HOME) {hint}"
+    )
 
 
 _WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):"

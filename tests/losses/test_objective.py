@@ -158,7 +158,7 @@ def test_sum_reduction_is_ldms_lpips_with_discriminator():
     mean, logvar = torch.randn(2, 4, 2, 2), torch.randn(2, 4, 2, 2) * 0.3
     perceptual = lambda a, b: ((a - b) ** 2).flatten(1).mean(1) * 0.7  # noqa: E731 - any per-image distance
     discriminator = torch.nn.Conv2d(3, 1, 3, padding=1)
-    config = LossConfig(reduction="sum", perceptual_weight=1.0, kl_weight=1e-6, disc_weight=0.5, adaptive_weight=False)
+    config = LossConfig(reduction="sum", perceptual_weight=1.0, kl_weight=1e-6, disc_weight=0.5, balance="fixed")
     output = generator_loss(images, reconstruction, mean, logvar, config=config, perceptual=perceptual, discriminator=discriminator)
 
     p_loss = perceptual(images, reconstruction)[:, None, None, None]

@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp")
     parser.add_argument("--export", action="store_true", help="write OUT/diffusers at the end")
     parser.add_argument("--validate", action="store_true", help="validation and a reconstruction grid every 2 steps")
+    parser.add_argument("--balance", choices=["adaptive", "gradnorm"], default="adaptive")
     args = parser.parse_args()
 
     L.seed_everything(0)
@@ -61,8 +62,9 @@ def main() -> None:
     # Deterministic posterior (the mode): sampled noise depends on how a batch is split across processes.
     # lr 1e-4 (the default): Adam turns float rounding in near-zero gradients into lr-sized steps, so a
     # large test lr would measure rounding, not synchronisation.
+    gradnorm = {"balance": "gradnorm", "reconstruction_weight": 0.001, "disc_weight": 1.0} if args.balance == "gradnorm" else {}
     module = tiny_module(
-        loss={"disc_start_step": 2, "sample_posterior": False},
+        loss={"disc_start_step": 2, "sample_posterior": False} | gradnorm,
         training={"global_batch_size": GLOBAL_BATCH},
         optimizer=OptimizerConfig(lr=1e-4),
     )

@@ -49,6 +49,19 @@ def test_two_processes_match_one_process_with_the_same_global_batch_then_resume_
     assert changed
 
 
+def test_gradnorm_with_two_processes_matches_one_process(tmp_path):
+    """Gradient normalisation's norm is the global batch's (`losses.balance.global_norm`), so 2 processes x
+    micro-batch 2 train like 1 process x 4, GAN and all."""
+    folder = tmp_path / "images"
+    write_images(folder, 14)
+    two = train(folder, tmp_path / "two", "--devices", "2", "--steps", "4", "--micro-batch", "2", "--balance", "gradnorm")
+    one = train(folder, tmp_path / "one", "--devices", "1", "--steps", "4", "--micro-batch", "4", "--balance", "gradnorm")
+    assert two["counters"]["discriminator_steps"] == one["counters"]["discriminator_steps"] == 2
+    difference = {k: (two["state"][k].double() - one["state"][k].double()).abs().max().item() for k in one["state"]}
+    worst = max(v for k, v in difference.items() if not k.endswith("to_k.bias"))  # see the adaptive-weight test
+    assert worst < 1e-5, f"largest weight difference {worst}"
+
+
 @pytest.mark.parametrize("victim", [0, 1])
 def test_a_killed_process_makes_the_run_exit_nonzero_within_the_timeout(tmp_path, victim):
     folder = tmp_path / "images"

@@ -109,7 +109,7 @@ def test_gradient_clipping_is_per_optimizer(datamodule):
     spy = OptimizerStepSpy()
     tiny_trainer(max_steps=3, callbacks=[spy]).fit(module, datamodule)
     assert spy.norms[0] == pytest.approx([clip] * 3, rel=1e-4)  # the generator's were larger and are clipped
-    assert float(module.gan_step.grad_norms["generator"]) > clip  # (the norm before clipping, as logged)
+    assert float(module.gan_step.guard.norms["generator"]) > clip  # (the norm before clipping, as logged)
     assert len(spy.norms[1]) == 3 and min(spy.norms[1]) > 10 * clip  # the discriminator's are not
 
 

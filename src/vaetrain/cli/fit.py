@@ -26,6 +26,15 @@ def _checkpoint_dir(root: str | None) -> str:
     return os.path.join(root or ".", "checkpoints")
 
 
+class OneLineErrors(LightningArgumentParser):
+    """A bad key or value is one line naming it (jsonargparse's own report is a usage dump and several lines)."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+        sys.stderr.write(f"vaetrain: error: {text} (vaetrain fit --help lists every key)\n")
+        sys.exit(2)
+
+
 class VaetrainCLI(LightningCLI):
     """Adds the always-on callbacks as config blocks: `checkpoint`, `grid`, `export`, `memory`."""
 
@@ -65,7 +74,7 @@ class VaetrainCLI(LightningCLI):
 
     def before_fit(self) -> None:
         """Bad settings fail here, in one line, before any run folder is written."""
-        self.datamodule.check_resolution(self.model.downsampling_factor)
+        self.model.check_data(self.datamodule)
         self.datamodule.prepare_split()
         for callback in self.trainer.callbacks:
             if isinstance(callback, MemoryBudget):
@@ -79,5 +88,8 @@ class VaetrainCLI(LightningCLI):
 
 def run_lightning(args: list[str] | None) -> int:
     """`args` None: the process's own arguments (`vaetrain fit ...`)."""
-    VaetrainCLI(AutoencoderModule, ImageDataModule, args=args, save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
+    VaetrainCLI(
+        AutoencoderModule, ImageDataModule, args=args, save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False, parser_class=OneLineErrors,
+    )
     return 0

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from diffusers import AutoencoderKL
 
-from vaetrain.losses.objective import kl_divergence
+from vaetrain.losses.terms import kl_divergence
 
 
 HISTOGRAM_BINS = 40

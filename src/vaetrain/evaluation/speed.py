@@ -67,7 +67,7 @@ def measure_speed(model: AutoencoderKL, images: torch.Tensor, *, repeats: int = 
 @torch.no_grad()
 def check_fp16_decode(model: AutoencoderKL, latents: torch.Tensor) -> Fp16Report:
     """Decodes `latents` with a float16 copy of the model, watching every module's output."""
-    half = copy.deepcopy(model).to(torch.float16).eval()
+    half = copy.deepcopy(model).half().eval()  # (`.to(dtype)` makes diffusers warn about fp32 modules it has none of)
     largest = torch.zeros((), dtype=torch.float32, device=latents.device)
     nonfinite = torch.zeros((), dtype=torch.bool, device=latents.device)
 

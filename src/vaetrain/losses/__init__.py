@@ -1,32 +1,55 @@
-"""Losses as pure functions returning tensors or dataclasses: the LDM objective (reconstruction + LPIPS +
-KL + adversarial, with the adaptive GAN weight), the GAN losses and the frozen LPIPS network.
+"""Losses as pure functions returning tensors or dataclasses: the image terms (`terms`), their balancing
+(`balance`: LDM's adaptive weight, vqgan-training's gradient normalisation), the GAN losses and
+discriminator regularisers (`gan`), the whole generator objective (`objective`) and the frozen LPIPS
+network (`perceptual`).
 
 May import: `vaetrain.errors` and third-party packages only (never models, data, evaluation, training,
 export or the command line).
 """
 
-from vaetrain.losses.gan import GanLossKind, discriminator_loss, generator_adversarial_loss
-from vaetrain.losses.objective import (
-    GeneratorLossOutput,
-    LossConfig,
-    adaptive_gan_weight,
-    generator_loss,
+from vaetrain.errors import PretrainedWeightsUnavailable
+from vaetrain.losses.balance import GradNorm, Processes, adaptive_gan_weight, global_norm, gradnorm
+from vaetrain.losses.gan import (
+    GanLossKind,
+    LeCamAnchors,
+    discriminator_loss,
+    generator_adversarial_loss,
+    lecam_penalty,
+    r1_penalty,
+)
+from vaetrain.losses.objective import GeneratorLossOutput, LossConfig, PooledReconstruction, generator_loss, image_terms
+from vaetrain.losses.perceptual import PerceptualLoss, build_perceptual_loss
+from vaetrain.losses.terms import (
+    flat_region_mask,
     kl_divergence,
+    latent_penalty,
+    pooled_reconstruction_loss,
     reconstruction_loss,
 )
-from vaetrain.losses.perceptual import PerceptualLoss, PretrainedWeightsUnavailable, build_perceptual_loss
 
 __all__ = [
     "GanLossKind",
     "GeneratorLossOutput",
+    "GradNorm",
+    "LeCamAnchors",
     "LossConfig",
     "PerceptualLoss",
+    "PooledReconstruction",
     "PretrainedWeightsUnavailable",
+    "Processes",
     "adaptive_gan_weight",
     "build_perceptual_loss",
     "discriminator_loss",
+    "flat_region_mask",
     "generator_adversarial_loss",
     "generator_loss",
+    "global_norm",
+    "gradnorm",
+    "image_terms",
     "kl_divergence",
+    "latent_penalty",
+    "lecam_penalty",
+    "pooled_reconstruction_loss",
+    "r1_penalty",
     "reconstruction_loss",
 ]

@@ -1,10 +1,6 @@
-"""The autoencoder's objective and its one reduction rule.
-
-`reduction` applies to every term at once, so `kl_weight` keeps one meaning:
-- "mean" (default): reconstruction averaged over pixels, LPIPS over images, KL over latent elements.
-  Weights do not depend on resolution or latent size.
-- "sum": LDM's `LPIPSWithDiscriminator`: reconstruction and KL summed over each image's elements and
-  LPIPS counted once per pixel, then averaged over the batch. LDM's `kl_weight=1e-6` means the same here.
+"""The autoencoder's objective: image terms (reconstruction, LPIPS, pooled reconstruction) and the
+adversarial term on the reconstruction, balanced LDM's way (adaptive weight) or vqgan-training's
+(gradient normalisation), plus a latent regulariser (KL, or mean(mu^2) for a fixed-variance posterior).
 
 A "mean" weight equals a "sum" weight times latent_elements / pixel_elements (c / (3 f^2) per image):
 LDM's 1e-6 at f8c4 is 1e-6 * 4 / 192 = 2.1e-8 under "mean". Mixing a mean reconstruction with a summed
@@ -18,33 +14,84 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
-from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import nn
 
+from vaetrain.errors import ConfigError
+from vaetrain.losses.balance import Processes, adaptive_gan_weight, gradnorm
 from vaetrain.losses.gan import GanLossKind, generator_adversarial_loss
 from vaetrain.losses.perceptual import Backbone, PerceptualNetwork
+from vaetrain.losses.terms import PixelLoss, Reduction, kl_divergence, latent_penalty, pooled_reconstruction_loss, reconstruction_loss
 
-Reduction = Literal["mean", "sum"]
+
+@dataclass(frozen=True)
+class PooledReconstruction:
+    """vqgan-training's low-pass reconstruction term (see `terms.pooled_reconstruction_loss`)."""
+
+    weight: float = 0.0
+    """Weight of the pooled term; 0 switches it off (vqgan-training v0.2: 0.5)."""
+    factor: int = 4
+    """Area-downsampling factor of input and reconstruction before comparing them (v0.2: 4; HEAD: 16)."""
+    kind: PixelLoss = "l1"
+    """l1 (the reference) or l2 (squared error)."""
+    mask: bool = False
+    """Compare flat regions only: multiply by the reference's flat-region mask of the pooled input."""
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Weights of every term. `disc_start_step` counts generator optimizer steps."""
+    """Every term's weight and how the terms are balanced. Step settings count generator optimizer steps."""
 
-    reconstruction: Literal["l1", "l2"] = "l1"
+    reconstruction: PixelLoss = "l1"
+    """Pixel loss: l1 or l2 (squared error)."""
     reduction: Reduction = "mean"
+    """mean: averages (weights independent of size); sum: LDM's per-image sums (LDM's kl_weight 1e-6 means the same)."""
     reconstruction_weight: float = 1.0
+    """Weight of the pixel loss (under gradnorm: the norm its gradient is scaled to; vqgan-training: 0.001)."""
     perceptual_weight: float = 1.0
+    """Weight of LPIPS; 0 switches it off (and saves its forward and backward)."""
     perceptual_network: PerceptualNetwork = "vgg"
+    """LPIPS backbone: vgg (LDM), alex or squeeze."""
     perceptual_backbone: Backbone = "pretrained"
+    """pretrained: ImageNet weights (needs the file); random: untrained, for offline runs and tests."""
+    pooled_reconstruction: PooledReconstruction = field(default_factory=PooledReconstruction)
+    """The low-pass (pooled, optionally flat-region-masked) reconstruction term."""
     kl_weight: float = 1e-6
+    """Weight of the KL term, or of mean(mu^2) with a fixed-variance posterior (vqgan-training: 0.1)."""
     sample_posterior: bool = True
+    """Decode a posterior sample (or, fixed posterior, mu with multiplicative noise); false: the mean."""
     gan_loss: GanLossKind = "hinge"
+    """hinge (LDM); vanilla or non_saturating (BCE); thresholded_hinge (generator: relu(D(x) - D(x̂) - gan_margin), discriminator: BCE)."""
+    gan_margin: float = 0.1
+    """Margin of thresholded_hinge."""
     disc_weight: float = 0.5
+    """Weight of the adversarial term (adaptive: times the adaptive weight; gradnorm: its gradient's norm)."""
     disc_start_step: int = 50001
-    adaptive_weight: bool = True
+    """Generator step at which the adversarial term and the discriminator's training start."""
+    balance: Literal["adaptive", "fixed", "gradnorm"] = "adaptive"
+    """adaptive: LDM's adaptive GAN weight; fixed: disc_weight as it is; gradnorm: every term's gradient
+    w.r.t. the reconstruction scaled to its weight (vqgan-training)."""
     adaptive_weight_max: float = 1e4
+    """Upper clamp of the adaptive weight (LDM: 1e4)."""
+    lecam_weight: float = 0.0
+    """Weight of LeCam regularisation of the discriminator; 0 switches it off (vqgan-training: 0.1)."""
+    lecam_decay: float = 0.9
+    """Decay of LeCam's anchors (moving averages of the mean real and fake logits)."""
+    r1_weight: float = 0.0
+    """R1 gradient penalty gamma on real images; 0 switches it off."""
+    r1_every: int = 16
+    """R1 is computed every this many discriminator steps and scaled by it (lazy regularisation)."""
+
+    def __post_init__(self) -> None:
+        pooled = self.pooled_reconstruction
+        if pooled.factor < 1:
+            raise ConfigError(f"model.loss.pooled_reconstruction.factor must be >= 1, got {pooled.factor}")
+        if not 0.0 <= self.lecam_decay < 1.0:
+            raise ConfigError(f"model.loss.lecam_decay must be in [0, 1), got {self.lecam_decay}")
+        if self.r1_every < 1:
+            raise ConfigError(f"model.loss.r1_every must be >= 1, got {self.r1_every}")
+        for name in ("reconstruction_weight", "perceptual_weight", "kl_weight", "disc_weight", "lecam_weight", "r1_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"model.loss.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -56,112 +103,82 @@ class GeneratorLossOutput:
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def reconstruction_loss(
-    target: torch.Tensor, reconstruction: torch.Tensor, kind: Literal["l1", "l2"], reduction: Reduction
-) -> torch.Tensor:
-    """L1 or squared error, in fp32, reduced by the objective's rule."""
-    loss_fn = F.l1_loss if kind == "l1" else F.mse_loss
-    per_element = loss_fn(reconstruction.float(), target.float(), reduction="none")
-    return _reduce(per_element, reduction)
-
-
-def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor, reduction: Reduction) -> torch.Tensor:
-    """KL(q(z|x) || N(0, I)) in fp32, using diffusers' posterior (which clamps logvar to [-30, 20])."""
-    posterior = DiagonalGaussianDistribution(torch.cat([mean.float(), logvar.float()], dim=1))
-    per_image_sum = posterior.kl()
-    if reduction == "sum":
-        return per_image_sum.mean()
-    return per_image_sum.mean() / mean[0].numel()
-
-
-def adaptive_gan_weight(
-    nll_grad: torch.Tensor,
-    adversarial_grad: torch.Tensor,
-    last_layer_grad: Callable[[torch.Tensor], torch.Tensor],
-    max_weight: float,
-    mean_over_processes: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """||d nll / d W|| / (||d adv / d W|| + 1e-4) at the decoder's last layer W, clamped to [0, max_weight].
-
-    Takes the two losses' gradients w.r.t. the reconstruction and maps each to W's gradient with
-    `last_layer_grad` (see `LastLayerInput`: the convolution's weight gradient computed directly, so no
-    autograd pass runs through a DDP-, FSDP- or compile-wrapped autoencoder): the same numbers as LDM's
-    `calculate_adaptive_weight` without a second pass through LPIPS and the discriminator. In fp32. Under
-    data parallelism `mean_over_processes` averages the two gradients over all processes first, so every
-    rank uses the weight one process would compute on the whole global batch.
-    """
-    grads = [last_layer_grad(g.float()).float() for g in (nll_grad, adversarial_grad)]
-    if mean_over_processes is not None:
-        grads = [mean_over_processes(g) for g in grads]
-    nll_norm, adversarial_norm = (torch.linalg.vector_norm(g) for g in grads)
-    return (nll_norm / (adversarial_norm + 1e-4)).clamp(0.0, max_weight).detach()
+def image_terms(target: torch.Tensor, config: LossConfig, perceptual: nn.Module | None) -> dict[str, tuple[float, float, Callable]]:
+    """name -> (weight, scale under the reduction rule, function of the reconstruction) for every active term."""
+    terms = {"reconstruction": (config.reconstruction_weight, 1.0, lambda x: reconstruction_loss(target, x, config.reconstruction, config.reduction))}
+    if perceptual is not None and config.perceptual_weight > 0:
+        pixels = float(target[0].numel()) if config.reduction == "sum" else 1.0  # LDM counts LPIPS once per pixel
+        terms["perceptual"] = (config.perceptual_weight, pixels, lambda x: perceptual(x, target).float().mean())
+    pooled = config.pooled_reconstruction
+    if pooled.weight > 0:
+        pooled_loss = lambda x: pooled_reconstruction_loss(  # noqa: E731
+            target, x, factor=pooled.factor, kind=pooled.kind, mask=pooled.mask, reduction=config.reduction
+        )
+        terms["pooled_reconstruction"] = (pooled.weight, 1.0, pooled_loss)
+    return {name: term for name, term in terms.items() if term[0] > 0}
 
 
 def generator_loss(
     inputs: torch.Tensor,
     reconstruction: torch.Tensor,
     posterior_mean: torch.Tensor,
-    posterior_logvar: torch.Tensor,
+    posterior_logvar: torch.Tensor | None,
     *,
     config: LossConfig,
     perceptual: nn.Module | None,
     last_layer_grad: Callable[[torch.Tensor], torch.Tensor] | None = None,
     discriminator: nn.Module | None = None,
-    mean_over_processes: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    processes: Processes | None = None,
 ) -> GeneratorLossOutput:
     """The autoencoder's loss for one batch; the adversarial term only when `discriminator` is given.
 
-    LPIPS and the discriminator run once on a detached copy of the reconstruction; their gradients are
-    combined (with the adaptive weight) and sent into the autoencoder by one backward of
-    `backward_target`. The discriminator receives no gradient: only the copy's gradient is asked for.
-    A non-finite adaptive weight comes from a non-finite gradient, which reaches `backward_target`'s
-    gradient too: the training step then skips the update (see `GanStep.prepare_gradients`).
+    The image terms and the discriminator run once on a detached copy (leaf) of the reconstruction; their
+    gradients w.r.t. it are balanced (adaptive weight, fixed, or gradnorm) and sent into the autoencoder
+    by one backward of `backward_target`, with the latent regulariser's gradient (KL; mean(mu^2) when
+    `posterior_logvar` is None, the fixed-variance posterior). The discriminator receives no gradient:
+    only the copy's gradient is asked for. A non-finite gradient here reaches the autoencoder's gradient
+    too, and the training step then skips the update (see `GanStep.prepare_gradients`).
     """
     leaf = reconstruction.detach().float().requires_grad_(True)
-    target = inputs.float()
-
-    rec = reconstruction_loss(target, leaf, config.reconstruction, config.reduction)
-    nll = config.reconstruction_weight * rec
-    terms: dict[str, torch.Tensor] = {"reconstruction": rec.detach()}
-    if perceptual is not None and config.perceptual_weight > 0:
-        per_image = perceptual(leaf, target).float()
-        pixels_per_image = leaf[0].numel() if config.reduction == "sum" else 1
-        perceptual_term = per_image.mean() * pixels_per_image
-        nll = nll + config.perceptual_weight * perceptual_term
-        terms["perceptual"] = per_image.mean().detach()
-    (nll_grad,) = torch.autograd.grad(nll, leaf)
-    total_grad = nll_grad
-    total = nll.detach()
+    terms: dict[str, torch.Tensor] = {}
+    weighted: dict[str, tuple[float, torch.Tensor]] = {}
+    gradients: dict[str, torch.Tensor] = {}
+    normalise = config.balance == "gradnorm"
+    for name, (weight, scale, loss) in image_terms(inputs.float(), config, perceptual).items():
+        value = loss(gradnorm(leaf, weight, processes) if normalise else leaf)
+        (gradients[name],) = torch.autograd.grad(value if normalise else weight * scale * value, leaf)
+        terms[name], weighted[name] = value.detach(), (weight * scale, value.detach())
+    image_gradient = sum(gradients.values(), torch.zeros_like(leaf))
+    total_gradient = image_gradient
 
     if discriminator is not None:
-        logits = discriminator(leaf)
-        adversarial = generator_adversarial_loss(logits, config.gan_loss)
-        (adversarial_grad,) = torch.autograd.grad(adversarial, leaf)
-        if config.adaptive_weight:
+        real_logits = None
+        if config.gan_loss == "thresholded_hinge":
+            with torch.no_grad():
+                real_logits = discriminator(inputs)
+        fake_logits = discriminator(gradnorm(leaf, config.disc_weight, processes) if normalise else leaf)
+        adversarial = generator_adversarial_loss(fake_logits, config.gan_loss, real_logits, config.gan_margin)
+        (adversarial_gradient,) = torch.autograd.grad(adversarial, leaf)
+        if normalise:
+            weight = torch.tensor(1.0, device=leaf.device)  # the gradient already has norm disc_weight
+        elif config.balance == "adaptive":
             if last_layer_grad is None:
                 raise ValueError("generator_loss: the adaptive weight needs last_layer_grad")
-            weight = adaptive_gan_weight(nll_grad, adversarial_grad, last_layer_grad, config.adaptive_weight_max, mean_over_processes)
-            weight = weight * config.disc_weight
+            weight = config.disc_weight * adaptive_gan_weight(image_gradient, adversarial_gradient, last_layer_grad, config.adaptive_weight_max, processes)
         else:
             weight = torch.tensor(config.disc_weight, device=leaf.device)
-        total_grad = total_grad + weight * adversarial_grad
-        total = total + weight * adversarial.detach()
-        terms |= {
-            "adversarial": adversarial.detach(),
-            "adaptive_weight": weight.detach(),
-            "logits_fake": logits.detach().float().mean(),
-        }
+        total_gradient = total_gradient + weight * adversarial_gradient
+        weighted["adversarial"] = (config.disc_weight if normalise else weight.detach(), adversarial.detach())
+        terms |= {"adversarial": adversarial.detach(), "logits_fake": fake_logits.detach().float().mean()}
+        if not normalise:
+            terms["adaptive_weight"] = weight.detach()
 
-    kl = kl_divergence(posterior_mean, posterior_logvar, config.reduction)
-    terms["kl"] = kl.detach()
-    total = total + config.kl_weight * kl.detach()
+    if posterior_logvar is None:
+        name, regulariser = "latent_penalty", latent_penalty(posterior_mean)
+    else:
+        name, regulariser = "kl", kl_divergence(posterior_mean, posterior_logvar, config.reduction)
+    terms[name] = regulariser.detach()
+    total = sum(w * v for w, v in weighted.values()) + config.kl_weight * regulariser.detach()
     terms["total"] = total
-    backward_target = (reconstruction.float() * total_grad).sum() + config.kl_weight * kl
+    backward_target = (reconstruction.float() * total_gradient).sum() + config.kl_weight * regulariser
     return GeneratorLossOutput(backward_target=backward_target, total=total, terms=terms)
-
-
-def _reduce(per_element: torch.Tensor, reduction: Reduction) -> torch.Tensor:
-    if reduction == "sum":
-        return per_element.flatten(1).sum(dim=1).mean()
-    return per_element.mean()
-

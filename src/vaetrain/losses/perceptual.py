@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
-from vaetrain.errors import PretrainedWeightsUnavailable
+from vaetrain.errors import weights_unavailable
 
 PerceptualNetwork = Literal["vgg", "alex", "squeeze"]
 Backbone = Literal["pretrained", "random"]
 
 # torchvision's file names for the ImageNet backbones that `lpips` loads.
-_TORCHVISION_WEIGHTS = {
+TORCHVISION_WEIGHTS = {
     "vgg": "vgg16-397923af.pth",
     "alex": "alexnet-owt-7be5be79.pth",
     "squeeze": "squeezenet1_1-b8a52dc0.pth",
@@ -60,10 +59,5 @@ def build_perceptual_loss(
     try:
         return PerceptualLoss(lpips.LPIPS(net=network, pretrained=True, pnet_rand=False, verbose=False))
     except Exception as error:  # noqa: BLE001 - urllib, ssl, OSError, RuntimeError: all mean "no weights"
-        file = _TORCHVISION_WEIGHTS[network]
-        where = Path(torch.hub.get_dir()) / "checkpoints" / file
-        raise PretrainedWeightsUnavailable(
-            f"LPIPS ({network}) needs the ImageNet weights file {file}: none at {where} and the download failed "
-            f"({type(error).__name__}); put the file there (or set TORCH_HOME) {offline_hint}"
-        ) from error
+        raise weights_unavailable(f"LPIPS ({network})", TORCHVISION_WEIGHTS[network], error, offline_hint) from error
 

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from diffusers import AutoencoderKL
@@ -17,23 +18,47 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    """Architecture of a new AutoencoderKL, or where to load a pretrained one from.
+    """Architecture of a new AutoencoderKL, or where to load a pretrained one from, and its posterior.
 
     Defaults are Stable Diffusion 1.x's f8c4 autoencoder. When `pretrained` is set (a local diffusers
     folder or a Hugging Face Hub id), the architecture fields are ignored and the stored config is used.
     """
 
     block_out_channels: list[int] = field(default_factory=lambda: [128, 256, 512, 512])
+    """Channels of each resolution level; n levels downsample by 2^(n-1)."""
     layers_per_block: int = 2
+    """Residual blocks per level."""
     latent_channels: int = 4
+    """Channels of the latent."""
     in_channels: int = 3
+    """Image channels in."""
     out_channels: int = 3
+    """Image channels out."""
     norm_num_groups: int = 32
+    """GroupNorm groups (LDM: 32)."""
     mid_block_add_attention: bool = True
+    """Self-attention in the middle blocks."""
     pretrained: str | None = None
+    """A diffusers folder or Hub id to start from (the architecture fields are then ignored)."""
     subfolder: str | None = None
+    """Subfolder of `pretrained` holding the autoencoder (e.g. vae)."""
     gradient_checkpointing: bool = False
-    train_encoder: bool = True  # False: decoder-only fine-tune (encoder and quant_conv frozen)
+    """Recompute activations in backward (less memory, ~30 % more compute)."""
+    train_encoder: bool = True
+    """False: decoder-only fine-tune (encoder and quant_conv frozen; the latent space stays as it is)."""
+    posterior: Literal["learned", "fixed"] = "learned"
+    """learned: diffusers' diagonal Gaussian (mean and log-variance); fixed: the encoder's mean only,
+    z = mu * (1 + posterior_std * eps), and the KL term becomes kl_weight * mean(mu^2) (vqgan-training)."""
+    posterior_std: float = 0.1
+    """The fixed posterior's relative noise (vqgan-training: 0.1 in v0.2, 0 at HEAD)."""
+    latent_clamp: float | None = None
+    """Clamp the encoder's mean to [-latent_clamp, latent_clamp] in training (vqgan-training --do_clamp: 8)."""
+
+    def __post_init__(self) -> None:
+        if self.posterior_std < 0:
+            raise ConfigError(f"model.autoencoder.posterior_std must be >= 0, got {self.posterior_std}")
+        if self.latent_clamp is not None and self.latent_clamp <= 0:
+            raise ConfigError(f"model.autoencoder.latent_clamp must be positive, got {self.latent_clamp}")
 
 
 def build_autoencoder(config: AutoencoderConfig) -> AutoencoderKL:
@@ -71,6 +96,23 @@ def autoencoder_from_state(config: dict, state_dict: dict[str, torch.Tensor]) ->
     model = AutoencoderKL.from_config(config)
     model.load_state_dict(state_dict, strict=True)
     return model.float().eval()
+
+
+LOGVAR_FLOOR = -30.0  # diffusers' DiagonalGaussianDistribution clamps the log-variance to [-30, 20]
+
+
+def with_deterministic_posterior(state_dict: dict[str, torch.Tensor], latent_channels: int) -> dict[str, torch.Tensor]:
+    """The weights of a fixed-posterior autoencoder as diffusers will read them: the log-variance half of
+    the moments (quant_conv, or the encoder's conv_out without one) set to constant LOGVAR_FLOOR, so
+    `latent_dist.mean` is the trained mean and `latent_dist.std` is 3e-7 (`sample()` equals the mean to
+    float precision). Training never reads that half, so nothing trained is lost."""
+    prefix = "quant_conv." if "quant_conv.weight" in state_dict else "encoder.conv_out."
+    weights = dict(state_dict)
+    weight, bias = weights[prefix + "weight"].clone(), weights[prefix + "bias"].clone()
+    weight[latent_channels:] = 0.0
+    bias[latent_channels:] = LOGVAR_FLOOR
+    weights[prefix + "weight"], weights[prefix + "bias"] = weight, bias
+    return weights
 
 
 def load_pretrained_autoencoder(source: str | Path, subfolder: str | None = None) -> AutoencoderKL:

@@ -1,4 +1,5 @@
-"""PatchGAN discriminator (pix2pix's NLayerDiscriminator, as in taming-transformers and LDM)."""
+"""The discriminators: PatchGAN (pix2pix's NLayerDiscriminator, as in taming-transformers and LDM) here, and the
+VGG16 one of vqgan-training (`vgg_discriminator`), chosen by `DiscriminatorConfig.kind`."""
 
 from __future__ import annotations
 
@@ -10,18 +11,34 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from vaetrain.errors import ConfigError
+from vaetrain.models.vgg_discriminator import VGGDiscriminator
 
 DiscriminatorNorm = Literal["batch", "group", "spectral", "spectral_group"]
 
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
-    """`norm` defaults to spectral_group: per-sample statistics, so batch size 1 and DDP need no syncing."""
+    """Which discriminator, and its shape."""
 
+    kind: Literal["patchgan", "vgg16"] = "patchgan"
+    """patchgan: pix2pix's NLayerDiscriminator (LDM); vgg16: a trainable VGG16 with patch heads (vqgan-training)."""
     base_channels: int = 64
+    """PatchGAN: channels of the first layer (doubling per layer, up to 8x)."""
     num_layers: int = 3
+    """PatchGAN: strided layers (3: 70x70 patches)."""
     norm: DiscriminatorNorm = "spectral_group"
+    """PatchGAN normalisation; spectral_group is per-sample, so batch size 1 and DDP need no syncing
+    (LDM used batch; it becomes SyncBatchNorm on several GPUs)."""
     in_channels: int = 3
+    """Image channels (PatchGAN)."""
+    vgg_backbone: Literal["pretrained", "random"] = "pretrained"
+    """vgg16: start from torchvision's ImageNet VGG16 (needs the file) or from random weights (offline)."""
+
+
+def build_discriminator(config: DiscriminatorConfig) -> nn.Module:
+    if config.kind == "vgg16":
+        return VGGDiscriminator(config)
+    return PatchDiscriminator(config)
 
 
 class PatchDiscriminator(nn.Module):
@@ -60,10 +77,10 @@ class PatchDiscriminator(nn.Module):
                 module.train(enabled)
 
 
-def synchronise_batch_norm(discriminator: PatchDiscriminator, world_size: int, device_type: str) -> nn.Module:
+def synchronise_batch_norm(discriminator: nn.Module, world_size: int, device_type: str) -> nn.Module:
     """`norm: batch` under data parallelism: SyncBatchNorm, so statistics cover the global batch as in one
     process. The other norms are per-sample and need nothing. PyTorch synchronises batch norm on GPUs only."""
-    if discriminator.config.norm != "batch" or world_size <= 1:
+    if discriminator.config.kind != "patchgan" or discriminator.config.norm != "batch" or world_size <= 1:
         return discriminator
     if device_type == "cpu":
         raise ConfigError(

@@ -18,9 +18,9 @@ from diffusers import AutoencoderKL
 
 from vaetrain.data.loading import ImageSet
 from vaetrain.errors import ConfigError
-from vaetrain.models.autoencoder import autoencoder_from_state
+from vaetrain.models.autoencoder import autoencoder_from_state, with_deterministic_posterior
 from vaetrain.training.sharding import is_sharded
-from vaetrain.training.step import StepCounters
+from vaetrain.training.guard import StepCounters
 
 CHECKPOINT_KEY = "vaetrain"
 FORMAT_VERSION = 2
@@ -103,9 +103,12 @@ def autoencoder_weights(state_dict: dict[str, torch.Tensor], *, use_ema: bool = 
 
 
 def autoencoder_from_checkpoint(path: str | Path, *, use_ema: bool = True) -> tuple[AutoencoderKL, RunRecord]:
-    """The checkpoint's autoencoder (fp32, eval mode) and its record."""
+    """The checkpoint's autoencoder (fp32, eval mode) and its record; a fixed posterior's log-variance pinned
+    as the export callback pins it."""
     checkpoint, record = load_checkpoint(path)
     weights = autoencoder_weights(checkpoint["state_dict"], use_ema=use_ema)
+    if record.settings.get("autoencoder", {}).get("posterior") == "fixed":
+        weights = with_deterministic_posterior(weights, record.autoencoder_config["latent_channels"])
     return autoencoder_from_state(record.autoencoder_config, weights), record
 
 

@@ -65,6 +65,13 @@ class GanOptimizers:
     """The autoencoder's optimizer."""
     discriminator: OptimizerConfig = field(default_factory=OptimizerConfig)
     """The discriminator's optimizer."""
+    scale_lr: bool = False
+    """LDM's rule (main.py): both learning rates times accumulation x processes x micro-batch, i.e. `lr` is
+    per image of the global batch; the scaled rates are printed at start."""
+
+    def __post_init__(self) -> None:
+        if self.discriminator.lr_scale != "none" or self.discriminator.conv_in_lr is not None:
+            raise ConfigError("model.optimizer.discriminator: lr_scale and conv_in_lr apply to the autoencoder (generator) only")
 
 
 def accumulation_for(global_batch_size: int, world_size: int, micro_batch: int) -> int:

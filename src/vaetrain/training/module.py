@@ -23,17 +23,20 @@ import torch
 from torch import nn
 
 from vaetrain.evaluation.metrics import ReconstructionMetrics
+from vaetrain.losses.gan import LeCamAnchors
 from vaetrain.losses.objective import LossConfig
 from vaetrain.losses.perceptual import build_perceptual_loss
-from vaetrain.models.autoencoder import AutoencoderConfig, build_autoencoder, downsampling_factor
-from vaetrain.models.discriminator import DiscriminatorConfig, PatchDiscriminator, synchronise_batch_norm
+from vaetrain.models.autoencoder import AutoencoderConfig, build_autoencoder, downsampling_factor, with_deterministic_posterior
+from vaetrain.models.discriminator import DiscriminatorConfig, build_discriminator, synchronise_batch_norm
 from vaetrain.models.ema import EMAConfig, build_ema
 from vaetrain.training.checkpoint import RunRecord, capture_rng, keep_perceptual_weights_out, restore_rng
 from vaetrain.training.config import GanOptimizers, SpeedConfig, TrainingConfig, accumulation_for
 from vaetrain.training.engines import LightningEngine
-from vaetrain.training.optim import build_optimizer, build_scheduler
+from vaetrain.training.optim import build_optimizer, build_scheduler, lr_multiplier, parameter_groups
+from vaetrain.training.preflight import check_image_sizes
 from vaetrain.training.sharding import full_state_dict, is_sharded, shard, shard_autoencoder
-from vaetrain.training.step import GanStep, StepCounters, StepSettings
+from vaetrain.training.guard import StepCounters
+from vaetrain.training.step import GanStep, StepSettings
 from vaetrain.training.strategies import prepare_strategy
 
 
@@ -64,17 +67,13 @@ class AutoencoderModule(L.LightningModule):
         self.speed_config = speed
 
         self.autoencoder = build_autoencoder(self.autoencoder_config)
-        self.discriminator = PatchDiscriminator(self.discriminator_config)
+        self.discriminator = build_discriminator(self.discriminator_config)
+        self.lecam_anchors = LeCamAnchors() if self.loss_config.lecam_weight > 0 else None
         if perceptual is None and self.loss_config.perceptual_weight > 0:
             perceptual = build_perceptual_loss(self.loss_config.perceptual_network, self.loss_config.perceptual_backbone)
         self.perceptual = perceptual
         self.ema = build_ema(self.autoencoder, self.ema_config.decay) if self.ema_config.enabled else None
-        clip = {"generator": self.optimizer_config.generator.gradient_clip_norm, "discriminator": self.optimizer_config.discriminator.gradient_clip_norm}
-        settings = StepSettings(
-            accumulate=self.training_config.accumulate_grad_batches, gan_updates=self.training_config.gan_updates,
-            train_encoder=self.autoencoder_config.train_encoder, clip_norm=clip,
-            max_consecutive_skips=self.training_config.max_consecutive_skips,
-        )
+        settings = StepSettings.from_configs(autoencoder, training, optimizer)
         self.gan_step = GanStep(self, self.loss_config, self.ema_config, settings)  # after the EMA copy: its hook stays off it
         self.engine = LightningEngine(self)
         self.val_metrics = ReconstructionMetrics()
@@ -129,8 +128,12 @@ class AutoencoderModule(L.LightningModule):
         return self.autoencoder
 
     def full_inference_state_dict(self) -> dict[str, torch.Tensor]:
-        """The inference weights as complete CPU tensors; under FSDP every process must call it (it gathers)."""
-        return full_state_dict(self.inference_autoencoder())
+        """The inference weights as complete CPU tensors, as diffusers should read them (a fixed posterior's
+        log-variance pinned, see `with_deterministic_posterior`); under FSDP every process must call it."""
+        weights = full_state_dict(self.inference_autoencoder())
+        if self.autoencoder_config.posterior == "fixed":
+            weights = with_deterministic_posterior(weights, self.autoencoder.config.latent_channels)
+        return weights
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Deterministic reconstruction (posterior mode) with the inference weights."""
@@ -148,9 +151,13 @@ class AutoencoderModule(L.LightningModule):
         self.discriminator = synchronise_batch_norm(self.discriminator, self.trainer.world_size, device.type)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "check_resolution"):
-            datamodule.check_resolution(self.downsampling_factor)
+            self.check_data(datamodule)
         if self.training_config.global_batch_size and datamodule is not None:
             self.gan_step.accumulate = accumulation_for(self.training_config.global_batch_size, self.trainer.world_size, datamodule.batch_size)
+
+    def check_data(self, datamodule) -> None:
+        """Fails early, in one line, when the images cannot be trained at their size (see `preflight`)."""
+        check_image_sizes(datamodule, self.downsampling_factor, self.discriminator_config, self.loss_config)
 
     def configure_model(self) -> None:
         """Under `fsdp2` (a device mesh exists): shard the autoencoder block by block, the discriminator and
@@ -165,11 +172,17 @@ class AutoencoderModule(L.LightningModule):
 
     def configure_optimizers(self):
         configs = (self.optimizer_config.generator, self.optimizer_config.discriminator)
-        trainable = [p for p in self.autoencoder.parameters() if p.requires_grad]
-        optimizers = [build_optimizer(trainable, configs[0]), build_optimizer(self.discriminator.parameters(), configs[1])]
+        scale, width = self._lr_scale(), self.autoencoder.config.block_out_channels[0]
+        groups = [parameter_groups(network.named_parameters(), config, width, scale) for network, config in zip((self.autoencoder, self.discriminator), configs)]
+        optimizers = [build_optimizer(g, c) for g, c in zip(groups, configs)]
         horizon = self.training_config.schedule_steps or max(self.trainer.max_steps, 1)
         schedulers = [{"scheduler": build_scheduler(o, c, horizon), "interval": "step"} for o, c in zip(optimizers, configs)]
         return optimizers, schedulers
+
+    def _lr_scale(self) -> float:
+        """`model.optimizer.scale_lr`: LDM's accumulate x processes x micro-batch (the global batch)."""
+        micro_batch = getattr(getattr(self.trainer, "datamodule", None), "batch_size", 1)
+        return lr_multiplier(self.optimizer_config, self.accumulate * self.trainer.world_size * micro_batch, self.trainer.is_global_zero)
 
     def training_step(self, images: torch.Tensor, batch_idx: int) -> None:
         if self._pending_rng_state is not None:
@@ -227,7 +240,7 @@ class AutoencoderModule(L.LightningModule):
             logs["img_per_s"] = batch_size * self.trainer.world_size / max(now - self._last_batch_time, 1e-9)
         self._last_batch_time = now
         counters, optimizers = self.counters, self.optimizers()
-        logs |= {f"train/grad_norm_{network}": norm for network, norm in self.gan_step.grad_norms.items()}
+        logs |= {f"train/grad_norm_{network}": norm for network, norm in self.gan_step.guard.norms.items()}
         logs |= {
             "lr/generator": optimizers[0].param_groups[0]["lr"],
             "lr/discriminator": optimizers[1].param_groups[0]["lr"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -9,32 +10,74 @@ from typing import Literal
 import torch
 from diffusers.optimization import get_scheduler
 
+from vaetrain.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class OptimizerConfig:
     """Adam or AdamW for one network. `warmup_steps` and the schedule count this optimizer's own steps.
-
-    LDM's autoencoders use Adam with betas (0.5, 0.9) for both networks.
-    """
+    LDM's autoencoders use Adam with betas (0.5, 0.9) for both networks."""
 
     name: Literal["adam", "adamw"] = "adam"
+    """adam (L2 penalty in the gradient) or adamw (decoupled weight decay)."""
     lr: float = 1e-4
+    """Learning rate (before `model.optimizer.scale_lr` and `lr_scale`)."""
     betas: tuple[float, float] = (0.5, 0.9)
+    """Adam's (beta1, beta2); vqgan-training: (0.9, 0.95)."""
     eps: float = 1e-8
+    """Adam's epsilon."""
     weight_decay: float = 0.0
+    """Weight decay (vqgan-training: 1e-3 with adamw)."""
     gradient_clip_norm: float | None = None
+    """Clip this network's gradient to this L2 norm (after unscaling); None: no clipping."""
     scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
+    """diffusers' schedule over the run's steps (model.training.schedule_steps or trainer.max_steps)."""
     warmup_steps: int = 0
+    """Linear warm-up steps of the schedule."""
+    lr_scale: Literal["none", "width"] = "none"
+    """width: lr divided by the autoencoder's base width (block_out_channels[0]) for every parameter but the
+    encoder's input convolution (vqgan-training's optimizer_G: `learning_rate_vae / vae_ch`). Generator only."""
+    conv_in_lr: float | None = None
+    """Learning rate of the encoder's input convolution (vqgan-training: 1e-4); None: as the rest. Generator only."""
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"model.optimizer.*.lr must be positive, got {self.lr}")
+        if self.gradient_clip_norm is not None and self.gradient_clip_norm <= 0:
+            raise ConfigError(f"model.optimizer.*.gradient_clip_norm must be positive or null, got {self.gradient_clip_norm}")
 
 
-def build_optimizer(parameters: Iterable[torch.nn.Parameter], config: OptimizerConfig) -> torch.optim.Optimizer:
+def parameter_groups(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], config: OptimizerConfig, width: int, scale: float = 1.0) -> list[dict]:
+    """The trainable parameters in groups with their learning rates: `lr * scale` (divided by `width` under
+    `lr_scale: width`), and `conv_in_lr` for the encoder's input convolution when set."""
+    lr = config.lr * scale / (width if config.lr_scale == "width" else 1)
+    main, conv_in = [], []
+    for name, parameter in named_parameters:
+        if parameter.requires_grad:
+            (conv_in if config.conv_in_lr is not None and name.startswith("encoder.conv_in.") else main).append(parameter)
+    groups = [{"params": main, "lr": lr}]
+    if conv_in:
+        groups.append({"params": conv_in, "lr": config.conv_in_lr})
+    return groups
+
+
+def lr_multiplier(optimizers, images_per_step: int, report: bool) -> float:
+    """`model.optimizer.scale_lr` (LDM's main.py: `accumulate_grad_batches * ngpu * bs * base_lr`): the
+    learning rates are per image of the global batch; printed when `report`. 1 otherwise."""
+    if not optimizers.scale_lr:
+        return 1.0
+    if report:
+        rates = ", ".join(f"{name} {c.lr:g} -> {c.lr * images_per_step:g}" for name, c in (("generator", optimizers.generator), ("discriminator", optimizers.discriminator)))
+        print(f"vaetrain: model.optimizer.scale_lr: learning rates x {images_per_step} images per step ({rates})", file=sys.stderr)
+    return float(images_per_step)
+
+
+def build_optimizer(groups: list[dict], config: OptimizerConfig) -> torch.optim.Optimizer:
     """Fused (one kernel for all parameters) when they live on a GPU; the default multi-tensor path on CPU."""
-    parameters = list(parameters)
+    parameters = [p for group in groups for p in group["params"]]
     optimizer_class = torch.optim.AdamW if config.name == "adamw" else torch.optim.Adam
     fused = bool(parameters) and all(p.device.type == "cuda" for p in parameters)
-    return optimizer_class(
-        parameters, lr=config.lr, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay, fused=fused or None
-    )
+    return optimizer_class(groups, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay, fused=fused or None)
 
 
 def build_scheduler(

@@ -20,28 +20,16 @@ from typing import Literal, Protocol
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 
-from vaetrain.errors import TrainingDiverged
-from vaetrain.losses.gan import discriminator_loss
+from vaetrain.losses.balance import Processes
+from vaetrain.losses.gan import LeCamAnchors, discriminator_loss, lecam_penalty, r1_penalty
 from vaetrain.losses.objective import LossConfig, generator_loss
 from vaetrain.models.autoencoder import LastLayerInput
 from vaetrain.models.ema import EMAConfig
+from vaetrain.training.guard import StepCounters, UpdateGuard
 
 Network = Literal["generator", "discriminator"]
 Phase = Literal["generator", "discriminator", "both"]
-
-
-@dataclass
-class StepCounters:
-    """Saved in every checkpoint. `generator_steps` equals Lightning's `trainer.global_step`."""
-
-    generator_steps: int = 0
-    discriminator_steps: int = 0
-    micro_batches: int = 0
-    samples_seen: int = 0
-    skipped_updates: int = 0  # accumulated batches whose update was dropped (non-finite gradient)
-    consecutive_skips: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,8 +39,21 @@ class StepSettings:
     accumulate: int = 1
     gan_updates: Literal["both", "alternate"] = "both"
     train_encoder: bool = True
+    posterior: Literal["learned", "fixed"] = "learned"
+    posterior_std: float = 0.1  # the fixed posterior's relative noise
+    latent_clamp: float | None = None
     clip_norm: dict[str, float | None] | None = None  # per network; None: no clipping
     max_consecutive_skips: int = 10
+
+    @classmethod
+    def from_configs(cls, autoencoder, training, optimizers) -> StepSettings:
+        """From the module's config blocks (`AutoencoderConfig`, `TrainingConfig`, `GanOptimizers`)."""
+        return cls(
+            accumulate=training.accumulate_grad_batches, gan_updates=training.gan_updates, train_encoder=autoencoder.train_encoder,
+            posterior=autoencoder.posterior, posterior_std=autoencoder.posterior_std, latent_clamp=autoencoder.latent_clamp,
+            clip_norm={"generator": optimizers.generator.gradient_clip_norm, "discriminator": optimizers.discriminator.gradient_clip_norm},
+            max_consecutive_skips=training.max_consecutive_skips,
+        )
 
 
 class GanNetworks(Protocol):
@@ -62,6 +63,7 @@ class GanNetworks(Protocol):
     discriminator: nn.Module
     perceptual: nn.Module | None
     ema: nn.Module | None
+    lecam_anchors: LeCamAnchors | None
 
 
 class Engine(Protocol):
@@ -94,18 +96,17 @@ class GanStep:
         self.accumulate = settings.accumulate
         self.counters = StepCounters()
         self.last_layer = LastLayerInput(networks.autoencoder)
-        self.grad_norms: dict[str, torch.Tensor] = {}
+        self.guard = UpdateGuard(settings.clip_norm, settings.max_consecutive_skips)
         self._power_iteration_window = -1
-        self._skipping = False
 
     def snapshot(self) -> tuple:
         """The step's own state, for `restore` after steps that must leave no trace (the memory probe)."""
-        return (replace(self.counters), self.accumulate, self._power_iteration_window, self._skipping)
+        return (replace(self.counters), self.accumulate, self._power_iteration_window, self.guard.skipping)
 
     def restore(self, snapshot: tuple) -> None:
-        counters, self.accumulate, self._power_iteration_window, self._skipping = snapshot
+        counters, self.accumulate, self._power_iteration_window, self.guard.skipping = snapshot
         self.counters = replace(counters)
-        self.grad_norms = {}
+        self.guard.norms = {}
 
     def phase(self) -> Phase:
         """Which networks update on the current accumulated batch (fixed for the whole window)."""
@@ -140,36 +141,32 @@ class GanStep:
             if closes_window:
                 self._update("discriminator", engine)
         if closes_window:
-            self._end_window()
+            self.guard.end_window(self.counters)
         counters.micro_batches += 1
         counters.samples_seen += images.shape[0] * engine.world_size
         return logs
 
-    def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(reconstruction, posterior mean, log-variance): encode (without a graph when the encoder is
-        frozen), take a posterior sample (or the mode), decode."""
-        autoencoder = self.networks.autoencoder
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.settings.train_encoder):
+    def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(reconstruction, posterior mean, log-variance or None for the fixed posterior): encode (without a
+        graph when the encoder is frozen), clamp the mean if asked, sample or take the mean, decode. The fixed
+        posterior is vqgan-training's `DiagonalGaussian` (ae.py): z = mu * (1 + std * eps)."""
+        autoencoder, settings = self.networks.autoencoder, self.settings
+        with torch.set_grad_enabled(torch.is_grad_enabled() and settings.train_encoder):
             posterior = autoencoder.encode(images).latent_dist
-        mean, logvar = posterior.mean.float(), posterior.logvar.float()
-        latents = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean) if self.loss.sample_posterior else mean
+        mean = posterior.mean.float()
+        if settings.latent_clamp is not None:
+            mean = mean.clamp(-settings.latent_clamp, settings.latent_clamp)
+        noise = torch.randn_like(mean) if self.loss.sample_posterior else None
+        if settings.posterior == "fixed":
+            logvar, latents = None, mean if noise is None else mean * (1 + settings.posterior_std * noise)
+        else:
+            logvar = posterior.logvar.float()
+            latents = mean if noise is None else mean + torch.exp(0.5 * logvar) * noise
         return autoencoder.decode(latents).sample, mean, logvar
 
     def prepare_gradients(self, network: Network) -> None:
-        """Called by the engine after unscaling, before `network`'s optimizer steps: records the gradient
-        norm; a non-finite one (or any in a window whose generator update was skipped) drops the gradients,
-        so the optimizer leaves weights and moments unchanged; otherwise clips to the configured norm."""
-        parameters = [p for p in self._parameters(network) if p.grad is not None]
-        norm = _total_norm(parameters)
-        self.grad_norms[network] = norm.detach()
-        if self._skipping or not bool(torch.isfinite(norm)):
-            self._skipping = True
-            for parameter in parameters:
-                parameter.grad = None
-            return
-        clip = (self.settings.clip_norm or {}).get(network)
-        if clip:
-            torch.nn.utils.clip_grads_with_norm_(parameters, clip, norm)
+        """Called by the engine after unscaling, before `network`'s optimizer steps (see `UpdateGuard`)."""
+        self.guard.prepare(network, self._parameters(network))
 
     def _parameters(self, network: Network) -> list[nn.Parameter]:
         if network == "generator":
@@ -183,32 +180,51 @@ class GanStep:
         last_layer_grad = self.last_layer.take_weight_gradient()
         if use_gan:
             self._advance_power_iteration()
+        processes = Processes(engine.world_size, engine.mean_over_processes) if engine.world_size > 1 else None
         output = generator_loss(
             images, reconstruction, mean, logvar, config=self.loss, perceptual=self.networks.perceptual,
-            last_layer_grad=last_layer_grad, discriminator=self.networks.discriminator if use_gan else None,
-            mean_over_processes=engine.mean_over_processes if engine.world_size > 1 else None,
+            last_layer_grad=last_layer_grad, discriminator=self.networks.discriminator if use_gan else None, processes=processes,
         )
         engine.backward(output.backward_target / self.accumulate)
         logs = {f"train/{name}": value for name, value in output.terms.items()}
         logs["train/latent_mean"] = mean.detach().mean()
         logs["train/latent_std"] = mean.detach().std()
-        logs["train/posterior_std"] = torch.exp(0.5 * logvar.detach()).mean()
+        if logvar is not None:
+            logs["train/posterior_std"] = torch.exp(0.5 * logvar.detach()).mean()
         return reconstruction, logs
 
     def discriminator_backward(self, images: torch.Tensor, reconstruction: torch.Tensor, engine: Engine) -> dict[str, torch.Tensor]:
         """The discriminator's half: real and fake in one forward, so norm statistics and spectral-norm updates
-        see both; the fakes are detached here, so this loss never reaches the autoencoder."""
+        see both; the fakes are detached here, so this loss never reaches the autoencoder. Plus LeCam (anchors
+        updated with this batch's process-mean logits first, as vqgan-training does) and lazy R1 (every
+        `r1_every` discriminator steps, scaled by it)."""
         self._advance_power_iteration()
-        fakes = reconstruction.detach().to(images.dtype)
-        logits = self.networks.discriminator(torch.cat([images, fakes]))
+        config = self.loss
+        r1_due = config.r1_weight > 0 and self.counters.discriminator_steps % config.r1_every == 0
+        real = images.detach().requires_grad_(True) if r1_due else images
+        logits = self.networks.discriminator(torch.cat([real, reconstruction.detach().to(images.dtype)]))
         real_logits, fake_logits = logits.float().chunk(2)
-        loss = discriminator_loss(real_logits, fake_logits, self.loss.gan_loss)
-        engine.backward(loss / self.accumulate)
-        return {
+        loss = discriminator_loss(real_logits, fake_logits, config.gan_loss)
+        logs = {
             "train/discriminator": loss.detach(),
             "train/logits_real": real_logits.detach().mean(),
             "train/logits_fake_d": fake_logits.detach().mean(),
+            "train/discriminator_accuracy": ((real_logits.detach() > 0).float().mean() + (fake_logits.detach() < 0).float().mean()) / 2,
         }
+        if config.lecam_weight > 0:
+            anchors = self.networks.lecam_anchors
+            means = torch.stack([real_logits.detach().mean(), fake_logits.detach().mean()])
+            means = engine.mean_over_processes(means) if engine.world_size > 1 else means
+            anchors.update(means[0], means[1], config.lecam_decay)
+            lecam = lecam_penalty(real_logits, fake_logits, anchors.real, anchors.fake)
+            loss = loss + config.lecam_weight * lecam
+            logs |= {"train/lecam": lecam.detach(), "train/lecam_anchor_real": anchors.real.clone(), "train/lecam_anchor_fake": anchors.fake.clone()}
+        if r1_due:
+            r1 = r1_penalty(real_logits, real)
+            loss = loss + 0.5 * config.r1_weight * config.r1_every * r1
+            logs["train/r1"] = r1.detach()
+        engine.backward(loss / self.accumulate)
+        return logs
 
     def _advance_power_iteration(self) -> None:
         """Spectral norm advances once per accumulated batch (on the window's first discriminator forward),
@@ -223,7 +239,7 @@ class GanStep:
         engine.zero_grad(network)
         if network == "generator":
             self.counters.generator_steps += 1
-            if not self._skipping:
+            if not self.guard.skipping:
                 self._update_ema()
         else:
             self.counters.discriminator_steps += 1
@@ -232,30 +248,3 @@ class GanStep:
         ema, config, steps = self.networks.ema, self.ema, self.counters.generator_steps
         if ema is not None and steps >= config.start_step and (steps - config.start_step) % config.every_n_steps == 0:
             ema.update_parameters(self.networks.autoencoder)
-
-    def _end_window(self) -> None:
-        counters = self.counters
-        if not self._skipping:
-            counters.consecutive_skips = 0
-            return
-        self._skipping = False
-        counters.skipped_updates += 1
-        counters.consecutive_skips += 1
-        if counters.consecutive_skips >= self.settings.max_consecutive_skips:
-            norms = ", ".join(f"{k} {float(v):.3g}" for k, v in self.grad_norms.items())
-            raise TrainingDiverged(
-                f"{counters.consecutive_skips} updates in a row had non-finite gradients (norms: {norms}) and were "
-                f"skipped, at generator step {counters.generator_steps}; the last checkpoint holds the last good "
-                "weights (lower the learning rate, set model.optimizer.*.gradient_clip_norm, or use 32-bit precision; "
-                "model.training.max_consecutive_skips sets the limit)"
-            )
-
-
-def _total_norm(parameters: list[nn.Parameter]) -> torch.Tensor:
-    """The L2 norm of all gradients together in fp32; under FSDP2 over all shards (every process gets it)."""
-    if not parameters:
-        return torch.zeros(())
-    norm = torch.nn.utils.get_total_norm([p.grad for p in parameters], foreach=True)
-    if isinstance(norm, DTensor):
-        norm = norm.full_tensor()
-    return norm.float()

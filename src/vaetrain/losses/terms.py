@@ -1,0 +1,80 @@
+"""The objective's terms as pure functions of tensors, each reduced by the objective's one rule.
+
+`reduction` applies to every term at once, so `kl_weight` keeps one meaning:
+- "mean": averaged over pixels (or latent elements). Weights do not depend on resolution or latent size.
+- "sum": LDM's `LPIPSWithDiscriminator`: summed over each image's elements, averaged over the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from torchvision.transforms.v2.functional import gaussian_blur
+
+Reduction = Literal["mean", "sum"]
+PixelLoss = Literal["l1", "l2"]
+
+# vqgan-training's edge detector (vae_trainer.py, `blurriness_heatmap`): a ring of ones around -20
+_EDGE_KERNEL = torch.tensor(
+    [[0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, -20, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0]], dtype=torch.float32
+).view(1, 1, 5, 5)
+FLAT_MASK_BLUR = 13  # Gaussian kernel size; its reflect padding needs images larger than 6 px
+
+
+def reduce(per_element: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    if reduction == "sum":
+        return per_element.flatten(1).sum(dim=1).mean()
+    return per_element.mean()
+
+
+def reconstruction_loss(target: torch.Tensor, reconstruction: torch.Tensor, kind: PixelLoss, reduction: Reduction) -> torch.Tensor:
+    """L1 or squared error, in fp32."""
+    loss_fn = F.l1_loss if kind == "l1" else F.mse_loss
+    return reduce(loss_fn(reconstruction.float(), target.float(), reduction="none"), reduction)
+
+
+def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) in fp32, using diffusers' posterior (which clamps logvar to [-30, 20])."""
+    posterior = DiagonalGaussianDistribution(torch.cat([mean.float(), logvar.float()], dim=1))
+    per_image_sum = posterior.kl()
+    if reduction == "sum":
+        return per_image_sum.mean()
+    return per_image_sum.mean() / mean[0].numel()
+
+
+def latent_penalty(mean: torch.Tensor) -> torch.Tensor:
+    """mean(mu^2) over every latent element: the fixed-variance posterior's stand-in for the KL term
+    (vqgan-training vae_trainer.py, `vae_loss_function`: `z.pow(2).mean()`)."""
+    return mean.float().pow(2).mean()
+
+
+def flat_region_mask(images: torch.Tensor) -> torch.Tensor:
+    """vqgan-training's `blurriness_heatmap` (vae_trainer.py, identical at v0.2 521df37 and HEAD 379fe36):
+    grayscale, |5x5 ring-of-ones / -20 filter| (zero padding 2), Gaussian blur 13x13 sigma 2 (reflect
+    padding, as torchvision's GaussianBlur), min-max normalised over the whole batch, 1 - that, and values
+    below 0.8 set to 0; repeated over the channels. 1 marks flat regions, 0 edges and texture."""
+    gray = images.float().mean(dim=1, keepdim=True)
+    edges = F.conv2d(gray, _EDGE_KERNEL.to(gray.device), padding=2).abs()
+    edges = gaussian_blur(edges, [FLAT_MASK_BLUR, FLAT_MASK_BLUR], [2.0, 2.0])
+    edges = (edges - edges.min()) / (edges.max() - edges.min() + 1e-8)
+    flat = 1 - edges
+    flat = torch.where(flat < 0.8, torch.zeros_like(flat), flat)
+    return flat.repeat(1, images.shape[1], 1, 1)
+
+
+def pooled_reconstruction_loss(
+    target: torch.Tensor, reconstruction: torch.Tensor, *, factor: int, kind: PixelLoss, mask: bool, reduction: Reduction
+) -> torch.Tensor:
+    """Error between area-downsampled images (vqgan-training vae_trainer.py, `vae_loss_function`: v0.2
+    521df37 pools by 4 and masks with `blurriness_heatmap` of the pooled input; HEAD pools by 16, unmasked).
+    The reference takes the L1 of the masked difference; `kind` l2 squares it instead."""
+    pooled_target = F.interpolate(target.float(), scale_factor=1 / factor, mode="area")
+    pooled_reconstruction = F.interpolate(reconstruction.float(), scale_factor=1 / factor, mode="area")
+    difference = pooled_reconstruction - pooled_target
+    if mask:
+        difference = difference * flat_region_mask(pooled_target)
+    per_element = difference.abs() if kind == "l1" else difference.pow(2)
+    return reduce(per_element, reduction)
