@@ -16,6 +16,7 @@ from vaetrain.losses import LossConfig, build_perceptual_loss
 from vaetrain.models import AutoencoderConfig, DiscriminatorConfig, EMAConfig
 from vaetrain.training.config import GanOptimizers, SpeedConfig, TrainingConfig
 from vaetrain.training.module import AutoencoderModule
+from vaetrain.training.validation import ValidationConfig
 from vaetrain.training.optim import OptimizerConfig
 
 warnings.filterwarnings("ignore", ".*pretrained.*")
@@ -39,6 +40,8 @@ def tiny_module(
     discriminator_optimizer: OptimizerConfig | None = None,
     speed: dict | None = None,
     discriminator: dict | None = None,
+    validation: dict | None = None,
+    inception: torch.nn.Module | None = None,
 ) -> AutoencoderModule:
     torch.manual_seed(0)
     return AutoencoderModule(
@@ -52,6 +55,8 @@ def tiny_module(
         ema=EMAConfig(**({"decay": 0.9} | (ema or {}))),
         training=TrainingConfig(**(training or {})),
         speed=SpeedConfig(**(speed or {})),
+        validation=ValidationConfig(**(validation or {})),
+        inception=inception,
     )
 
 

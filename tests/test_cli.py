@@ -107,7 +107,7 @@ def test_plain_strategy_names_become_what_the_module_needs(tmp_path, image_folde
 def test_help_lists_every_command(capsys):
     assert main(["--help"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
-    assert listed == ["fit", "validate", "eval", "recon", "export", "convert"]
+    assert listed == ["fit", "validate", "eval", "recon", "probe", "export", "convert"]
     for command in listed[2:]:  # and each answers its own --help
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])

@@ -97,3 +97,17 @@ def test_a_resolved_spec_means_the_same_from_another_folder(image_folder, monkey
     assert SourceSpec(path="owner/dataset-on-the-hub").resolved() == SourceSpec(path="owner/dataset-on-the-hub", kind="hf")
     monkeypatch.chdir(tmp_path)
     assert ImageDataModule(path=resolved.path, **_settings(val_size=0.05)).source.spec == resolved
+
+
+def test_a_separate_validation_source(image_folder, tmp_path):
+    """data.val_path validates on its own collection; every image of data.path then trains."""
+    from tests.conftest import write_images
+
+    write_images(tmp_path / "held_out", 3, sizes=[(50, 50)], seed=7)
+    datamodule = ImageDataModule(path=str(image_folder), val_path=str(tmp_path / "held_out"), **_settings(val_size=4))
+    datamodule.setup("fit")
+    assert len(datamodule.source.records("train")) == 12  # val_size is ignored: nothing of path validates
+    batches = list(datamodule.val_dataloader())
+    assert sum(b["image"].shape[0] for b in batches) == 3
+    validation, part = datamodule.describe_validation()
+    assert validation.source.path == str(tmp_path / "held_out") and part == "all"

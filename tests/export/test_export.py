@@ -55,3 +55,15 @@ def test_export_rejects_what_is_not_a_vaetrain_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="not a vaetrain checkpoint"):
         export_checkpoint(foreign, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_export_writes_per_channel_statistics_and_the_training_size(tmp_path, checkpoint):
+    """diffusers' latents_mean / latents_std per channel, and sample_size = the training resolution (32 here;
+    AutoencoderKL's default would set its tiling threshold to a size the model never saw)."""
+    path, _ = checkpoint
+    out = export_checkpoint(path, tmp_path / "exported")
+    config = json.loads((out / "config.json").read_text())
+    statistics = json.loads((out / "latent_statistics.json").read_text())
+    assert config["latents_mean"] == pytest.approx(statistics["channel_mean"]) and len(config["latents_mean"]) == 4
+    assert config["latents_std"] == pytest.approx(statistics["channel_std"])
+    assert config["sample_size"] == 32

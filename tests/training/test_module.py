@@ -166,3 +166,17 @@ def test_spectral_norm_advances_once_per_accumulated_batch(datamodule):
     changed = [not torch.equal(before, after) for before, after in zip(recorder.vectors, recorder.vectors[1:])]
     # micro-batches 1..8 relative to the previous one: the first of windows 2 and 3 (micro-batches 3, 6) change u
     assert changed == [False, False, True, False, False, True, False, False]
+
+
+def test_rfid_is_measured_on_every_nth_validation(datamodule):
+    from vaetrain.evaluation.networks import build_inception
+
+    module = tiny_module(validation={"rfid_every_n": 2}, inception=build_inception("random"))
+    logged = []
+    original = module.log_dict
+    module.log_dict = lambda values, **kwargs: (logged.append(dict(values)), original(values, **kwargs))[1]
+    tiny_trainer(max_steps=4, limit_val_batches=2, val_check_interval=1, check_val_every_n_epoch=None).fit(module, datamodule)
+    validations = [row for row in logged if "val/psnr" in row]
+    assert len(validations) == 4
+    assert ["val/rfid" in row for row in validations] == [True, False, True, False]
+    assert not any(k.startswith("val_metrics.") for k in module.state_dict())  # Inception is not checkpointed

@@ -12,6 +12,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tests.conftest import tiny_module, tiny_trainer
 from vaetrain.data import ImageDataModule
 from vaetrain.losses import PooledReconstruction
+from vaetrain.losses.alignment import AlignmentConfig
+from vaetrain.losses.equivariance import EquivarianceConfig
 from vaetrain.models import DiscriminatorConfig, VGGDiscriminator
 from vaetrain.models.autoencoder import autoencoder_from_state
 from vaetrain.training.optim import OptimizerConfig
@@ -24,6 +26,8 @@ SETTINGS = {
         discriminator={"kind": "vgg16", "vgg_backbone": "random"},
         loss={"gan_loss": "thresholded_hinge", "lecam_weight": 0.1, "r1_weight": 1.0, "r1_every": 2, "disc_start_step": 1},
     ),
+    "equivariance_noise": dict(loss={"equivariance": EquivarianceConfig(probability=0.6, low_resolution_probability=0.5), "latent_noise": 0.3}),
+    "alignment": dict(loss={"alignment": AlignmentConfig(weight=0.1, encoder="random-small")}),
     "adamw_width_lr_cosine": dict(
         optimizer=OptimizerConfig(name="adamw", lr=0.1, betas=(0.9, 0.95), weight_decay=1e-3, lr_scale="width", conv_in_lr=1e-4, scheduler="cosine", warmup_steps=2),
         discriminator_optimizer=OptimizerConfig(name="adamw", lr=1e-3, betas=(0.9, 0.95), weight_decay=1e-3),
@@ -96,7 +100,8 @@ def test_fixed_posterior_samples_mu_times_one_plus_sigma_eps_and_exports_determi
     seen = []
     module.autoencoder.post_quant_conv.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
     with torch.no_grad():
-        _, mean, logvar = module.gan_step.reconstruct(images)
+        result = module.gan_step.reconstruct(images)
+    mean, logvar = result.mean, result.logvar
     z = seen[0]
     assert logvar is None
     torch.testing.assert_close(z.mean(0), mean[0], atol=0.1 * mean.abs().max().item(), rtol=0)
@@ -134,3 +139,16 @@ def test_vgg16_discriminator_without_weights_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(PretrainedWeightsUnavailable, match=r"vgg16-397923af.pth.*vgg_backbone=random") as error:
         VGGDiscriminator(DiscriminatorConfig(kind="vgg16", vgg_backbone="pretrained"))
     assert "\n" not in str(error.value)
+
+
+def test_the_alignment_projection_trains_and_is_not_exported(tmp_path, datamodule):
+    module = tiny_module(loss={"alignment": AlignmentConfig(weight=0.1, encoder="random-small")})
+    before = module.alignment_projection.projection.weight.detach().clone()
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    tiny_trainer(tmp_path, max_steps=3, callbacks=[checkpoint], enable_checkpointing=True).fit(module, datamodule)
+    assert not torch.equal(before, module.alignment_projection.projection.weight)  # trained with the autoencoder
+    assert torch.isfinite(module.alignment_projection.ratio)  # the adaptive weight was measured
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]
+    assert any(k.startswith("alignment_projection.") for k in saved) and not any(k.startswith("alignment_encoder.") for k in saved)
+    exported = autoencoder_from_state(module.autoencoder.config, module.full_inference_state_dict())  # strict: no extra keys
+    assert not any("alignment" in k for k in exported.state_dict())

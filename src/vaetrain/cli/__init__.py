@@ -17,6 +17,7 @@ COMMANDS = {
     "validate": "run the validation metrics of a preset or checkpoint without training",
     "eval": "measure autoencoders on the same images: OUT/metrics.json, metrics.csv and report.html",
     "recon": "reconstruct image files or folders to PNG, at each image's own size",
+    "probe": "how easily a diffusion model learns each VAE's latents: same small DiT, same budget, validation loss",
     "export": "a training checkpoint as a diffusers folder, with the latent scale measured on images",
     "convert": "LDM/Stable Diffusion VAE files <-> diffusers folders",
 }

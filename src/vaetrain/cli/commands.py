@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from vaetrain.data.loading import ImageSet
 from vaetrain.data.sources import SourceSpec
 from vaetrain.errors import ConfigError
-from vaetrain.evaluation.evaluate import EvalOptions, evaluate
+from vaetrain.evaluation.diffusability import run_probe as probe_models
+from vaetrain.evaluation.evaluate import EvalOptions, evaluate, run_dir_of
+from vaetrain.evaluation.probe import SIZES, ProbeConfig
+from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.reconstruct import TilingConfig, reconstruct_files
 from vaetrain.evaluation.results import METRICS
 from vaetrain.export.diffusers_folder import export_checkpoint
 from vaetrain.export.formats import convert, load_autoencoder
+from vaetrain.export.model_card import push_to_hub
 
 MODEL_HELP = "vaetrain .ckpt, diffusers folder, LDM/SD .ckpt/.safetensors or Hub id"
 
@@ -71,6 +76,8 @@ def run_eval(argv: list[str]) -> int:
                         help="random: LPIPS/Inception with untrained weights, for offline smoke runs only")
     parser.add_argument("--samples", type=int, default=4, help="images shown in the report")
     parser.add_argument("--run", help="training run folder whose curves the report plots (default: found from a checkpoint)")
+    parser.add_argument("--probe", action="store_true", help="also run the diffusability probe (see vaetrain probe) and report it")
+    _probe_options(parser)
     _tiling_options(parser)
     args = parser.parse_args(argv)
     images = _image_set(args, 256 if args.data_resolution is None else args.data_resolution)
@@ -84,12 +91,65 @@ def run_eval(argv: list[str]) -> int:
     )
     load = lambda reference: load_autoencoder(reference, use_ema=not args.no_ema)  # noqa: E731
     results = evaluate(args.models, images, options, args.out, load_model=load, run_dir=args.run)
+    if args.probe:
+        rows = probe_models(args.models, images, _probe_config(args), args.out, load_model=load, max_images=args.data_max_images,
+                         inception=_probe_inception(args.backbones), backbones=args.backbones, device=args.device)
+        write_report(results, Path(args.out) / "report.html", run_dir=args.run or run_dir_of(args.models), probe_rows=rows)
     for result in results:
         values = result.values
         shown = ", ".join(f"{k} {values[k]:.4g}" for k in (*METRICS, "scaling_factor") if values.get(k) is not None)
         print(f"{values['model']}: {shown}")
     print(f"wrote {args.out}/metrics.json, metrics.csv, report.html")
     return 1 if any(result.errors for result in results) else 0
+
+
+def _probe_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("diffusability probe")
+    group.add_argument("--probe-steps", type=int, default=2000, help="training steps of the probe's diffusion model")
+    group.add_argument("--probe-batch-size", type=int, default=32)
+    group.add_argument("--probe-model-size", choices=sorted(SIZES), default="tiny")
+    group.add_argument("--probe-samples", type=int, default=64, help="samples decoded for FID and the grid (0: none)")
+    group.add_argument("--probe-seed", type=int, default=0)
+
+
+def _probe_config(args: argparse.Namespace) -> ProbeConfig:
+    return ProbeConfig(model_size=args.probe_model_size, steps=args.probe_steps, batch_size=args.probe_batch_size,
+                       samples=args.probe_samples, seed=args.probe_seed)
+
+
+def _probe_inception(backbones: str):
+    from vaetrain.errors import PretrainedWeightsUnavailable
+    from vaetrain.evaluation.networks import build_inception
+
+    try:
+        return build_inception(backbones)
+    except PretrainedWeightsUnavailable as error:
+        print(f"vaetrain probe: {error}; sample FID is left out", file=sys.stderr)
+        return None
+
+
+def run_probe(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vaetrain probe", description="How easily a diffusion model learns each VAE's latents: "
+                                     "the same small diffusion transformer trained with the same budget on each, its validation loss and samples.")
+    parser.add_argument("models", nargs="+", metavar="MODEL", help=MODEL_HELP)
+    _image_options(parser, path_help="images to encode (required)", resolution_help="center-crop size (default 256)", max_images=None)
+    _probe_options(parser)
+    parser.add_argument("--out", default="probe", help="output folder (default: ./probe); an eval folder gets the figures in its metrics.json")
+    parser.add_argument("--backbones", choices=["pretrained", "random"], default="pretrained", help="FID's Inception; random: offline plumbing only")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-ema", action="store_true", help="a checkpoint's trained weights instead of its EMA")
+    args = parser.parse_args(argv)
+    images = _image_set(args, 256 if args.data_resolution is None else args.data_resolution)
+    if images is None:
+        raise ConfigError("probe: --data.path is required (the images to encode)")
+    load = lambda reference: load_autoencoder(reference, use_ema=not args.no_ema)  # noqa: E731
+    rows = probe_models(args.models, images, _probe_config(args), args.out, load_model=load, max_images=args.data_max_images,
+                     inception=_probe_inception(args.backbones), backbones=args.backbones, device=args.device)
+    for row in rows:
+        fid = f", sample FID {row['probe_fid']:.1f}" if row["probe_fid"] is not None else ""
+        print(f"{row['model']}: validation flow-matching loss {row['probe_validation_loss']:.4f}{fid} ({row['probe_seconds']:.0f} s)")
+    print(f"wrote {args.out}/probe.json")
+    return 0
 
 
 def run_recon(argv: list[str]) -> int:
@@ -116,12 +176,16 @@ def run_export(argv: list[str]) -> int:
     _image_options(parser, path_help="images to measure the latent scale on (default: the training images the checkpoint records)",
                    resolution_help="center-crop size (default: the training resolution, else 256)", max_images=256)
     parser.add_argument("--no-ema", action="store_true", help="export the trained weights, not the EMA")
+    parser.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to this Hugging Face model repo (owner/name)")
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     args = parser.parse_args(argv)
     images = _image_set(args, args.data_resolution or 256)
     out = export_checkpoint(
         args.checkpoint, args.out, images=images, resolution=args.data_resolution, max_images=args.data_max_images, use_ema=not args.no_ema
     )
     print(f"exported {args.checkpoint} -> {out}")
+    if args.push_to_hub:
+        print(f"pushed {out} -> {push_to_hub(out, args.push_to_hub, private=args.private)}")
     return 0
 
 

@@ -7,12 +7,12 @@ import os
 import sys
 
 from jsonargparse import set_parsing_settings
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from vaetrain.data.datamodule import ImageDataModule
 from vaetrain.export.callback import ExportDiffusers
-from vaetrain.training.callbacks import ReconstructionGrid
+from vaetrain.training.callbacks import Preemption, ReconstructionGrid, RunCheckpoint
+from vaetrain.training.diagnostics import Diagnostics
 from vaetrain.training.memory_budget import MemoryBudget
 from vaetrain.training.module import AutoencoderModule
 from vaetrain.training.precision import default_precision
@@ -36,14 +36,15 @@ class OneLineErrors(LightningArgumentParser):
 
 
 class VaetrainCLI(LightningCLI):
-    """Adds the always-on callbacks as config blocks: `checkpoint`, `grid`, `export`, `memory`."""
+    """Adds the always-on callbacks as config blocks: `checkpoint`, `grid`, `export`, `memory`, `preemption`,
+    `diagnostics`."""
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         return {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"}, "validate": {"model", "dataloaders", "datamodule"}}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
@@ -58,6 +59,8 @@ class VaetrainCLI(LightningCLI):
         parser.add_lightning_class_args(ReconstructionGrid, "grid")
         parser.add_lightning_class_args(ExportDiffusers, "export")
         parser.add_lightning_class_args(MemoryBudget, "memory")
+        parser.add_lightning_class_args(Preemption, "preemption")
+        parser.add_lightning_class_args(Diagnostics, "diagnostics")
 
     def before_instantiate_classes(self) -> None:
         """`trainer.strategy: ddp|fsdp` become the strategies this module needs (`resolve_strategy`), and

@@ -30,6 +30,9 @@ class ImageDataModule(L.LightningDataModule):
     `buckets` ([[height, width], ...]) trains on non-square crops, each image in the bucket nearest its
     aspect ratio (folders and HF datasets; headers are read once at start-up); validation stays square.
 
+    `val_path` (any kind of source, with `val_source` and `val_split`) validates on a collection of its own;
+    then every image of `path` trains (`val_size` is ignored).
+
     `batch_size` is the micro-batch per process; the training stream is endless and resumable, so runs
     are measured in steps. Bad files are replaced by the next record, logged once and counted (`data/*`
     metrics); more than `max_bad_fraction` of the samples seen stops the run. `small_images` says what
@@ -47,6 +50,9 @@ class ImageDataModule(L.LightningDataModule):
         small_images: Literal["upscale", "skip"] = "upscale",
         flip: bool = True,
         val_size: int | float = 0.05,
+        val_path: str | None = None,
+        val_source: SourceKind = "auto",
+        val_split: str = "train",
         val_batch_size: int | None = None,
         file_list: str | None = None,
         split: str = "train",
@@ -65,8 +71,9 @@ class ImageDataModule(L.LightningDataModule):
             raise ConfigError(f"data.resolution must be positive, got {resolution}")
         if batch_size <= 0:
             raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
-        spec = SourceSpec(path=path, kind=source, split=split, image_column=image_column, file_list=file_list, val_size=val_size)
+        spec = SourceSpec(path=path, kind=source, split=split, image_column=image_column, file_list=file_list, val_size=0 if val_path else val_size)
         self.source = open_source(spec)
+        self.val_source = open_source(SourceSpec(val_path, val_source, val_split, image_column, val_size=0)) if val_path else None
         self.buckets = [tuple(b) for b in buckets] if buckets else None
         if self.buckets and not self.source.supports_buckets:
             raise ConfigError(f"data.buckets: not supported for {self.source.spec.kind} sources (image sizes are unknown before reading)")
@@ -91,6 +98,12 @@ class ImageDataModule(L.LightningDataModule):
         """What a checkpoint records of this data: the source and how evaluation decodes it."""
         return ImageSet(self.source.spec, self.resolution, self.background, self.max_image_pixels)
 
+    def describe_validation(self) -> tuple[ImageSet, str]:
+        """The validation images as evaluation reads them, and which part of their source."""
+        if self.val_source is not None:
+            return ImageSet(self.val_source.spec, self.resolution, self.background, self.max_image_pixels), "all"
+        return self.describe(), "val"
+
     def check_resolution(self, factor: int) -> None:
         """Fails early when the autoencoder cannot reconstruct at this size."""
         for height, width in self.buckets or []:
@@ -103,8 +116,10 @@ class ImageDataModule(L.LightningDataModule):
             )
 
     def prepare_split(self) -> None:
-        """Lists the collection and splits it (one-line errors for missing files, columns, shards)."""
+        """Lists the collections and splits them (one-line errors for missing files, columns, shards)."""
         self.source.prepare()
+        if self.val_source is not None:
+            self.val_source.prepare()
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_split()
@@ -119,9 +134,11 @@ class ImageDataModule(L.LightningDataModule):
             background=self.background, max_pixels=self.max_image_pixels,
         )
 
-    def samples(self, part: Part, *, train: bool, max_items: int | None = None) -> Dataset | IterableDataset:
-        """Decoded images of `part`, with the training (augmenting) or evaluation transform."""
-        return self.source.images(part, self.decoder(train=train), max_items=max_items)
+    def samples(self, part: Part, *, train: bool, max_items: int | None = None, rank: int = 0, world_size: int = 1) -> Dataset | IterableDataset:
+        """Decoded images of `part`, with the training (augmenting) or evaluation transform; "val" reads the
+        separate validation source when there is one."""
+        source, part = (self.val_source, "all") if part == "val" and self.val_source is not None else (self.source, part)
+        return source.images(part, self.decoder(train=train), rank=rank, world_size=world_size, max_items=max_items)
 
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world_size()
@@ -134,7 +151,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world_size()
-        dataset = self.source.images("val", self.decoder(train=False), rank=rank, world_size=world_size)
+        dataset = self.samples("val", train=False, rank=rank, world_size=world_size)
         return image_loader(dataset, self.val_batch_size, self.num_workers, self.prefetch_factor)
 
     def fixed_images(self, count: int) -> torch.Tensor:

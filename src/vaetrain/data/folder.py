@@ -36,8 +36,11 @@ def list_images(root: str | Path) -> list[Path]:
 def split_train_val(files: list[T], val_size: int | float) -> tuple[list[T], list[T]]:
     """Evenly spaced items (files, or record indices) form the validation split: deterministic, and spread over every subfolder.
 
-    `val_size` is a count (int >= 1) or a fraction (0 < float < 1); at least one image stays in train.
+    `val_size` is a count (int >= 1) or a fraction (0 < float < 1); at least one image stays in train. 0: no
+    validation part (another source validates).
     """
+    if val_size == 0:
+        return list(files), []
     count = int(val_size) if isinstance(val_size, int) or val_size >= 1 else round(len(files) * val_size)
     count = max(1, min(count, len(files) - 1)) if len(files) > 1 else 0
     if count == 0:

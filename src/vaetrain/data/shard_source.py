@@ -33,7 +33,9 @@ class ShardImages:
         if self._parts is not None:
             return
         urls = expand_shards(str(self.spec.path))
-        if len(urls) == 1:
+        if self.spec.val_size == 0:  # another source validates
+            train, val = urls, []
+        elif len(urls) == 1:
             train, val = urls, urls  # one shard: validation overlaps training
         else:
             val_size = self.spec.val_size

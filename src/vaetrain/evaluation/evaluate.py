@@ -161,7 +161,7 @@ def evaluate(
     rows = [result.values | {"errors": result.errors} for result in results]
     (out_dir / "metrics.json").write_text(json.dumps(rows, indent=2) + "\n")
     write_csv(rows, out_dir / "metrics.csv")
-    write_report(results, out_dir / "report.html", run_dir=run_dir or _run_dir_of(models))
+    write_report(results, out_dir / "report.html", run_dir=run_dir or run_dir_of(models))
     return results
 
 
@@ -175,7 +175,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
             writer.writerow({k: ";".join(f"{v:.6g}" for v in row[k]) if isinstance(row[k], list) else row[k] for k in keys})
 
 
-def _run_dir_of(models: list[str]) -> Path | None:
+def run_dir_of(models: list[str]) -> Path | None:
     """RUN/checkpoints/x.ckpt or RUN/diffusers names its training run: the report then plots its logs."""
     for reference in models:
         path = Path(reference)

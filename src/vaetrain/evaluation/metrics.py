@@ -37,15 +37,18 @@ class ReconstructionMetrics(nn.Module):
     the FID between the originals and their reconstructions (2048-d Inception pool features).
     """
 
-    def __init__(self, *, ms_ssim: bool = False, fid_features: nn.Module | None = None) -> None:
+    def __init__(self, *, ms_ssim: bool = False, fid_features: nn.Module | None = None, sync_on_compute: bool = True) -> None:
+        """`sync_on_compute=False`: this process's images only, for code that runs on one rank of a
+        distributed run (the export's model card), where a collective would wait for the others forever."""
         super().__init__()
-        self.psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean")
-        self.ssim = MeanMetric()
-        self.ms_ssim = MultiScaleStructuralSimilarityIndexMeasure(data_range=1.0, kernel_size=MS_SSIM_KERNEL) if ms_ssim else None
+        sync = {"sync_on_compute": sync_on_compute}
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean", **sync)
+        self.ssim = MeanMetric(**sync)
+        self.ms_ssim = MultiScaleStructuralSimilarityIndexMeasure(data_range=1.0, kernel_size=MS_SSIM_KERNEL, **sync) if ms_ssim else None
         self.ms_ssim_too_small = 0
-        self.lpips = MeanMetric()
+        self.lpips = MeanMetric(**sync)
         self.fid = (
-            FrechetInceptionDistance(feature=fid_features, normalize=False, input_img_size=(3, 299, 299))
+            FrechetInceptionDistance(feature=fid_features, normalize=False, input_img_size=(3, 299, 299), **sync)
             if fid_features is not None
             else None
         )
@@ -70,8 +73,8 @@ class ReconstructionMetrics(nn.Module):
         if lpips is not None:
             self.lpips.update(lpips.float())
         if self.fid is not None:
-            self.fid.update(_to_uint8(target01), real=True)  # the Inception takes 8-bit images, as saved files are
-            self.fid.update(_to_uint8(reconstruction01), real=False)
+            self.fid.update(to_uint8(target01), real=True)  # the Inception takes 8-bit images, as saved files are
+            self.fid.update(to_uint8(reconstruction01), real=False)
 
     def compute(self) -> dict[str, float | None]:
         """Plain floats; None for a metric that was not asked for or could not be computed."""
@@ -90,7 +93,8 @@ class ReconstructionMetrics(nn.Module):
         self.ms_ssim_too_small = 0
 
 
-def _to_uint8(images01: torch.Tensor) -> torch.Tensor:
+def to_uint8(images01: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] as the 8-bit values a saved file holds (what torch-fidelity's Inception takes)."""
     return (images01 * 255).round().to(torch.uint8)
 
 

@@ -42,7 +42,7 @@ td.bad { color: #b00020; font-weight: bold; }
 """
 
 
-def write_report(results: list[ModelResult], path: str | Path, *, run_dir: str | Path | None = None) -> Path:
+def write_report(results: list[ModelResult], path: str | Path, *, run_dir: str | Path | None = None, probe_rows: list[dict] | None = None) -> Path:
     path = Path(path)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>vaetrain evaluation</title>",
@@ -52,6 +52,8 @@ def write_report(results: list[ModelResult], path: str | Path, *, run_dir: str |
         _samples(results),
         _histograms(results),
     ]
+    if probe_rows:
+        parts.append(_diffusability(probe_rows, path.parent))
     if run_dir is not None:
         parts.append(_training_curves(Path(run_dir)))
     parts.append("</body></html>")
@@ -59,6 +61,25 @@ def write_report(results: list[ModelResult], path: str | Path, *, run_dir: str |
     partial.write_text("\n".join(parts), encoding="utf-8")
     partial.replace(path)
     return path
+
+
+def _diffusability(rows: list[dict], folder: Path) -> str:
+    """The probe's table and each model's decoded samples (see `evaluation.probe`)."""
+    random = any(row.get("probe_backbones") == "random" for row in rows)
+    header = "<tr><th>model</th><th>validation flow-matching loss ↓</th><th>sample FID ↓</th><th>latent</th><th>probe seconds</th></tr>"
+    cells = "".join(
+        f"<tr><td>{html.escape(_name(r['model']))}</td><td>{_format(r['probe_validation_loss'], 4)}</td><td>{_format(r.get('probe_fid'), 1)}</td>"
+        f"<td>{'x'.join(str(d) for d in r['probe_latent_shape'])}</td><td>{_format(r['probe_seconds'], 0)}</td></tr>"
+        for r in rows
+    )
+    grids = "".join(
+        f"<h3>{html.escape(_name(r['model']))}</h3><img src='data:image/png;base64,{base64.b64encode((folder / r['probe_samples']).read_bytes()).decode()}'>"
+        for r in rows if r.get("probe_samples") and (folder / r["probe_samples"]).is_file()
+    )
+    note = (f"<p class='note'>The same {rows[0]['probe_model_size']} diffusion transformer trained {rows[0]['probe_steps']} steps on each "
+            "model's latents (rectified flow); lower loss: latents a diffusion model learns more easily."
+            + (" FID on a random Inception: not a quality measure." if random else "") + "</p>")
+    return f"<h2>Diffusability</h2>{note}<table class='metrics'>{header}{cells}</table>{grids}"
 
 
 def _name(reference: str) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
 
 from vaetrain.export.diffusers_folder import export_model
+from vaetrain.export.model_card import CardFacts
 from vaetrain.models.autoencoder import autoencoder_from_state
 
 
@@ -28,7 +30,10 @@ class ExportDiffusers(L.Callback):
         if not trainer.is_global_zero:
             return
         model = autoencoder_from_state(pl_module.autoencoder.config, weights).to(pl_module.device)
-        describe = getattr(trainer.datamodule, "describe", None)
-        images = describe() if describe is not None else None
+        datamodule = trainer.datamodule
+        images = datamodule.describe() if hasattr(datamodule, "describe") else None
+        validation = datamodule.describe_validation() if hasattr(datamodule, "describe_validation") else None
+        settings = {name: asdict(getattr(pl_module, f"{name}_config")) for name in ("autoencoder", "loss")}
+        facts = CardFacts(steps=pl_module.counters.generator_steps, settings=settings)
         out = Path(trainer.default_root_dir) / self.dirname
-        self.path = export_model(model, out, images, part="train", max_images=self.latent_statistics_images)
+        self.path = export_model(model, out, images, part="train", max_images=self.latent_statistics_images, validation=validation, facts=facts)

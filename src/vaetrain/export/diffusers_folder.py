@@ -14,26 +14,36 @@ from vaetrain.data.loading import ImageSet, evaluation_images, images_of
 from vaetrain.data.sources import Part
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics, measure_latent_statistics
+from vaetrain.export.model_card import CardFacts, measure_reconstruction, model_card
 from vaetrain.training.checkpoint import autoencoder_from_checkpoint
 
 LATENT_STATISTICS_FILE = "latent_statistics.json"
 
 
-def save_diffusers_folder(model: AutoencoderKL, out_dir: str | Path, statistics: LatentStatistics | None) -> Path:
-    """Writes `config.json` + `diffusion_pytorch_model.safetensors` (+ latent statistics) atomically.
+def save_diffusers_folder(
+    model: AutoencoderKL, out_dir: str | Path, statistics: LatentStatistics | None, files: dict[str, str] | None = None
+) -> Path:
+    """Writes `config.json` + `diffusion_pytorch_model.safetensors` (+ latent statistics, + `files`, e.g. the
+    model card) atomically.
 
     `scaling_factor` = 1/std and `shift_factor` = mean of the measured latents, so a diffusion pipeline
-    that reads them (SD: scale only; SD3/Flux: shift and scale) gets unit-variance latents.
+    that reads them (SD: scale only; SD3/Flux: shift and scale) gets unit-variance latents; per-channel
+    pipelines read `latents_mean`/`latents_std`.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     if statistics is not None:
-        model.register_to_config(scaling_factor=statistics.scaling_factor, shift_factor=statistics.shift_factor)
+        model.register_to_config(
+            scaling_factor=statistics.scaling_factor, shift_factor=statistics.shift_factor,
+            latents_mean=statistics.channel_mean, latents_std=statistics.channel_std,
+        )
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         model.save_pretrained(staging, safe_serialization=True)
         if statistics is not None:
             (staging / LATENT_STATISTICS_FILE).write_text(json.dumps(statistics.as_dict(), indent=2) + "\n")
+        for name, text in (files or {}).items():
+            (staging / name).write_text(text)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
@@ -43,15 +53,32 @@ def save_diffusers_folder(model: AutoencoderKL, out_dir: str | Path, statistics:
 
 
 def export_model(
-    model: AutoencoderKL, out_dir: str | Path, images: ImageSet | None, *, part: Part = "train", max_images: int = 256, num_workers: int = 0
+    model: AutoencoderKL,
+    out_dir: str | Path,
+    images: ImageSet | None,
+    *,
+    part: Part = "train",
+    max_images: int = 256,
+    validation: tuple[ImageSet, Part] | None = None,
+    facts: CardFacts | None = None,
 ) -> Path:
-    """The model as a diffusers folder, its latent scale measured on up to `max_images` evenly spaced
-    images of `images` (none: no statistics, the config's factors are kept)."""
+    """The model as a diffusers folder with a model card: its latent scale measured on up to `max_images`
+    evenly spaced images of `images` (`scaling_factor`/`shift_factor` over all elements, `latents_mean`/
+    `latents_std` per channel; none: the config's are kept), `sample_size` set to the training resolution,
+    its reconstruction PSNR/SSIM on the `validation` images."""
     statistics = None
     if images is not None:
-        loader = evaluation_images(images, part=part, max_images=max_images, num_workers=num_workers)
+        loader = evaluation_images(images, part=part, max_images=max_images)
         statistics = measure_latent_statistics(model, (images_of(batch) for batch in loader if len(images_of(batch))))
-    return save_diffusers_folder(model.cpu(), out_dir, statistics)
+    facts = facts or CardFacts()
+    facts.training_images = facts.training_images or images
+    trained_at = facts.training_images.resolution if facts.training_images is not None else None
+    if isinstance(trained_at, int):  # diffusers' tiling threshold: tiles of the size it was trained at
+        model.register_to_config(sample_size=trained_at)
+    if validation is not None:
+        facts.metrics = measure_reconstruction(model, *validation)
+    card = model_card(model, statistics, facts)
+    return save_diffusers_folder(model.cpu(), out_dir, statistics, {"README.md": card})
 
 
 def export_checkpoint(
@@ -65,12 +92,13 @@ def export_checkpoint(
 ) -> Path:
     """`vaetrain export`: the checkpoint's autoencoder as a diffusers folder, latent scale measured on
     `images` (all of them), or else on the training images the checkpoint records (its train part, at
-    `resolution` or the training resolution)."""
+    `resolution` or the training resolution); the card's metrics on its validation images."""
     model, record = autoencoder_from_checkpoint(checkpoint, use_ema=use_ema)
+    facts = CardFacts(steps=record.counters.generator_steps, settings=record.settings, training_images=record.image_set())
+    if images is not None:
+        return export_model(model, out_dir, images, part="all", max_images=max_images, validation=(images, "all"), facts=facts)
+    images = record.image_set()
     if images is None:
-        images = record.image_set()
-        if images is None:
-            raise ConfigError(f"'{checkpoint}' records no training data; give the images to measure the latent scale on (--data.path)")
-        images = replace(images, resolution=resolution or images.resolution)
-        return export_model(model, out_dir, images, part="train", max_images=max_images)
-    return export_model(model, out_dir, images, part="all", max_images=max_images)
+        raise ConfigError(f"'{checkpoint}' records no training data; give the images to measure the latent scale on (--data.path)")
+    images = replace(images, resolution=resolution or images.resolution)
+    return export_model(model, out_dir, images, part="train", max_images=max_images, validation=record.validation_images(), facts=facts)

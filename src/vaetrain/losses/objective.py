@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from vaetrain.errors import ConfigError
+from vaetrain.losses.alignment import AlignmentConfig
 from vaetrain.losses.balance import Processes, adaptive_gan_weight, gradnorm
+from vaetrain.losses.equivariance import EquivarianceConfig
 from vaetrain.losses.gan import GanLossKind, generator_adversarial_loss
 from vaetrain.losses.perceptual import Backbone, PerceptualNetwork
 from vaetrain.losses.terms import PixelLoss, Reduction, kl_divergence, latent_penalty, pooled_reconstruction_loss, reconstruction_loss
@@ -66,7 +68,10 @@ class LossConfig:
     disc_weight: float = 0.5
     """Weight of the adversarial term (adaptive: times the adaptive weight; gradnorm: its gradient's norm)."""
     disc_start_step: int = 50001
-    """Generator step at which the adversarial term and the discriminator's training start."""
+    """Generator step at which the discriminator starts training."""
+    disc_warmup_steps: int = 0
+    """The discriminator trains alone this many steps from disc_start_step, then the adversarial weight ramps
+    linearly from 0 to 1 over as many steps (0: the whole term at disc_start_step, LDM's step change)."""
     balance: Literal["adaptive", "fixed", "gradnorm"] = "adaptive"
     """adaptive: LDM's adaptive GAN weight; fixed: disc_weight as it is; gradnorm: every term's gradient
     w.r.t. the reconstruction scaled to its weight (vqgan-training)."""
@@ -80,13 +85,23 @@ class LossConfig:
     """R1 gradient penalty gamma on real images; 0 switches it off."""
     r1_every: int = 16
     """R1 is computed every this many discriminator steps and scaled by it (lazy regularisation)."""
+    equivariance: EquivarianceConfig = field(default_factory=EquivarianceConfig)
+    """EQ-VAE: decode downscaled and rotated latents, compared with the images transformed alike."""
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    """VA-VAE: align the (projected) latent with a frozen vision encoder's patch features."""
+    latent_noise: float = 0.0
+    """The decoder reads z + sigma x std(z) x eps, sigma ~ U(0, latent_noise) per image (0: off)."""
 
     def __post_init__(self) -> None:
         pooled = self.pooled_reconstruction
         if pooled.factor < 1:
             raise ConfigError(f"model.loss.pooled_reconstruction.factor must be >= 1, got {pooled.factor}")
+        if self.disc_warmup_steps < 0:
+            raise ConfigError(f"model.loss.disc_warmup_steps must be >= 0, got {self.disc_warmup_steps}")
         if not 0.0 <= self.lecam_decay < 1.0:
             raise ConfigError(f"model.loss.lecam_decay must be in [0, 1), got {self.lecam_decay}")
+        if self.latent_noise < 0:
+            raise ConfigError(f"model.loss.latent_noise must be >= 0, got {self.latent_noise}")
         if self.r1_every < 1:
             raise ConfigError(f"model.loss.r1_every must be >= 1, got {self.r1_every}")
         for name in ("reconstruction_weight", "perceptual_weight", "kl_weight", "disc_weight", "lecam_weight", "r1_weight"):
@@ -101,6 +116,14 @@ class GeneratorLossOutput:
     backward_target: torch.Tensor
     total: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def gan_ramp(step: int, start: int, warmup: int) -> float:
+    """The adversarial term's factor at generator step `step`: 0 before `start` + `warmup` (the discriminator
+    trains alone from `start`), then rising by 1/warmup per step to 1; with no warm-up, 0 then 1 at `start`."""
+    if warmup == 0:
+        return 1.0 if step >= start else 0.0
+    return min(1.0, max(0.0, (step - start - warmup + 1) / warmup))
 
 
 def image_terms(target: torch.Tensor, config: LossConfig, perceptual: nn.Module | None) -> dict[str, tuple[float, float, Callable]]:
@@ -129,6 +152,7 @@ def generator_loss(
     last_layer_grad: Callable[[torch.Tensor], torch.Tensor] | None = None,
     discriminator: nn.Module | None = None,
     processes: Processes | None = None,
+    gan_factor: float = 1.0,
 ) -> GeneratorLossOutput:
     """The autoencoder's loss for one batch; the adversarial term only when `discriminator` is given.
 
@@ -137,7 +161,9 @@ def generator_loss(
     by one backward of `backward_target`, with the latent regulariser's gradient (KL; mean(mu^2) when
     `posterior_logvar` is None, the fixed-variance posterior). The discriminator receives no gradient:
     only the copy's gradient is asked for. A non-finite gradient here reaches the autoencoder's gradient
-    too, and the training step then skips the update (see `GanStep.prepare_gradients`).
+    too, and the training step then skips the update (see `GanStep.prepare_gradients`). `gan_factor`
+    scales the adversarial term (the discriminator warm-up's ramp, `gan_ramp`). `terms["adversarial_share"]`
+    is ||adversarial gradient|| / (||image terms' gradient|| + ||adversarial gradient||) at the reconstruction.
     """
     leaf = reconstruction.detach().float().requires_grad_(True)
     terms: dict[str, torch.Tensor] = {}
@@ -156,7 +182,7 @@ def generator_loss(
         if config.gan_loss == "thresholded_hinge":
             with torch.no_grad():
                 real_logits = discriminator(inputs)
-        fake_logits = discriminator(gradnorm(leaf, config.disc_weight, processes) if normalise else leaf)
+        fake_logits = discriminator(gradnorm(leaf, config.disc_weight * gan_factor, processes) if normalise else leaf)
         adversarial = generator_adversarial_loss(fake_logits, config.gan_loss, real_logits, config.gan_margin)
         (adversarial_gradient,) = torch.autograd.grad(adversarial, leaf)
         if normalise:
@@ -164,12 +190,16 @@ def generator_loss(
         elif config.balance == "adaptive":
             if last_layer_grad is None:
                 raise ValueError("generator_loss: the adaptive weight needs last_layer_grad")
-            weight = config.disc_weight * adaptive_gan_weight(image_gradient, adversarial_gradient, last_layer_grad, config.adaptive_weight_max, processes)
+            weight = gan_factor * config.disc_weight * adaptive_gan_weight(image_gradient, adversarial_gradient, last_layer_grad, config.adaptive_weight_max, processes)
         else:
-            weight = torch.tensor(config.disc_weight, device=leaf.device)
+            weight = torch.tensor(gan_factor * config.disc_weight, device=leaf.device)
         total_gradient = total_gradient + weight * adversarial_gradient
-        weighted["adversarial"] = (config.disc_weight if normalise else weight.detach(), adversarial.detach())
-        terms |= {"adversarial": adversarial.detach(), "logits_fake": fake_logits.detach().float().mean()}
+        weighted["adversarial"] = (gan_factor * config.disc_weight if normalise else weight.detach(), adversarial.detach())
+        adversarial_norm = (weight * adversarial_gradient).norm()
+        terms |= {
+            "adversarial": adversarial.detach(), "logits_fake": fake_logits.detach().float().mean(),
+            "adversarial_share": (adversarial_norm / (image_gradient.norm() + adversarial_norm + 1e-12)).detach(),
+        }
         if not normalise:
             terms["adaptive_weight"] = weight.detach()
 

@@ -6,12 +6,14 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from vaetrain.errors import weights_unavailable
 
 PerceptualNetwork = Literal["vgg", "alex", "squeeze"]
 Backbone = Literal["pretrained", "random"]
 
+MIN_SIDE = 32  # LPIPS on AlexNet needs >= 31 px (its stride-4 stem and three 3x3/2 pools)
 # torchvision's file names for the ImageNet backbones that `lpips` loads.
 TORCHVISION_WEIGHTS = {
     "vgg": "vgg16-397923af.pth",
@@ -38,7 +40,12 @@ class PerceptualLoss(nn.Module):
         return self
 
     def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Shape (batch,): one distance per image."""
+        """Shape (batch,): one distance per image. Images with a side under MIN_SIDE (EQ-VAE's downscaled
+        targets of a small model) are first upsampled (bilinear) to it: AlexNet's pools need 31 px."""
+        if min(target.shape[-2:]) < MIN_SIDE:
+            scale = MIN_SIDE / min(target.shape[-2:])
+            size = [max(MIN_SIDE, round(side * scale)) for side in target.shape[-2:]]
+            reconstruction, target = (F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in (reconstruction, target))
         return self.network(reconstruction, target).flatten(1).sum(dim=1)
 
 

@@ -157,6 +157,37 @@ class LastLayerInput:
         return weight_gradient
 
 
+class EncoderLastLayer:
+    """The encoder's twin of `LastLayerInput`: keeps the input of the encoder's last convolution from the
+    latest forward with gradients on, and maps a gradient at the posterior mean to that convolution's weight
+    gradient (through quant_conv's mean rows; the log-variance path's share is left out: zero for a fixed
+    posterior, small when the posterior's std is). VA-VAE weighs its alignment term by gradient norms there."""
+
+    def __init__(self, model: AutoencoderKL) -> None:
+        self.model = model
+        self.value: torch.Tensor | None = None
+        model.encoder.conv_out.register_forward_pre_hook(self._keep)
+
+    def _keep(self, module, args) -> None:
+        if torch.is_grad_enabled():
+            self.value = args[0].detach()
+
+    def weight_gradient(self, grad_mean: torch.Tensor) -> torch.Tensor:
+        if self.value is None:
+            raise RuntimeError("EncoderLastLayer: no encoder forward with gradients yet")
+        conv, quant = self.model.encoder.conv_out, self.model.quant_conv
+        channels = grad_mean.shape[1]
+        grad_moments = grad_mean.float()
+        if quant is not None:
+            weight = quant.weight.full_tensor() if hasattr(quant.weight, "full_tensor") else quant.weight
+            grad_moments = torch.einsum("oc,bohw->bchw", weight[:channels, :, 0, 0].float(), grad_moments)
+        else:
+            grad_moments = torch.cat([grad_moments, torch.zeros_like(grad_moments)], dim=1)
+        return torch.nn.grad.conv2d_weight(
+            self.value.float(), conv.weight.shape, grad_moments, conv.stride, conv.padding, conv.dilation, conv.groups
+        )
+
+
 def downsampling_factor(model: AutoencoderKL) -> int:
     """How many pixels one latent element spans along each side (8 for SD's f8 autoencoders)."""
     return 2 ** (len(model.config.block_out_channels) - 1)

@@ -1,13 +1,18 @@
-"""The callback that writes what a person looks at during training: reconstruction grids. (The end-of-run
-diffusers folder is `vaetrain.export.callback.ExportDiffusers`.)"""
+"""Training callbacks: reconstruction grids (what a person looks at), checkpoints that keep the newest n,
+and pre-emption (SIGTERM saves and stops). The end-of-run diffusers folder is
+`vaetrain.export.callback.ExportDiffusers`."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torchvision.utils import make_grid, save_image
+
+from vaetrain.errors import ConfigError
 
 
 class ReconstructionGrid(L.Callback):
@@ -55,3 +60,59 @@ class ReconstructionGrid(L.Callback):
         if hasattr(experiment, "add_image"):
             experiment.add_image("reconstructions", grid, global_step=self._last_written)
         return path
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, plus `keep_last_n`: keep the n newest step checkpoints (a step-monitored
+    top-k), for `checkpoint.monitor` absent. With `monitor` (e.g. val/psnr, mode max) it keeps the best
+    `save_top_k` as Lightning does. `last.ckpt` is always the newest complete one (writes are atomic), and
+    is written at the final step of a run however it stopped (see `on_train_end`)."""
+
+    def __init__(self, *args, keep_last_n: int | None = None, **kwargs) -> None:
+        if keep_last_n is not None:
+            if keep_last_n < 1:
+                raise ConfigError(f"checkpoint.keep_last_n must be >= 1, got {keep_last_n}")
+            if kwargs.get("monitor") not in (None, "step"):
+                raise ConfigError("checkpoint.keep_last_n keeps the newest checkpoints; with checkpoint.monitor use checkpoint.save_top_k")
+            kwargs |= {"monitor": "step", "mode": "max", "save_top_k": keep_last_n}
+        super().__init__(*args, **kwargs)
+        self.keep_last_n = keep_last_n
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        """Lightning writes last.ckpt at the end only when no checkpoint was written at all, so a run stopped by
+        `max_time`, or by `max_steps` between two saves, would keep an older last.ckpt (and a resume would
+        redo those steps): write it at the final step, unless that step was just written."""
+        if self.save_last and trainer.global_step != self._last_global_step_saved and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)
+
+
+class Preemption(L.Callback):
+    """On SIGTERM (a scheduler's pre-emption, `kill`): after the current micro-batch, save RUN/checkpoints/
+    last.ckpt at the current step and end the run with exit code 0; `--ckpt_path last` resumes it exactly.
+
+    Lightning records the signal (`trainer.received_sigterm`) but acts on it only at an epoch's end (vaetrain
+    trains one endless epoch) or, with several processes, raises after the batch without saving. Here every
+    process agrees (any one received it), all take part in the save (FSDP gathers), and training stops;
+    Lightning then ends the run through its SIGTERM exit (code 0), skipping the end-of-fit export."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.preempted_at: int | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not self.enabled or self.preempted_at is not None:
+            return
+        received = bool(getattr(trainer, "received_sigterm", False))
+        if trainer.world_size > 1:
+            received = trainer.strategy.reduce_boolean_decision(received, all=False)
+        if not received:
+            return
+        self.preempted_at = trainer.global_step
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.dirpath is not None:
+            path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+            trainer.save_checkpoint(path)  # every process: a sharded model gathers, rank 0 writes
+            if trainer.is_global_zero:
+                print(f"vaetrain: SIGTERM: saved {path} at generator step {trainer.global_step}; resume with --ckpt_path last", file=sys.stderr)
+        trainer.should_stop = True

@@ -45,6 +45,22 @@ class RunRecord:
     rng: dict[str, Any] | None = None
     version: int = FORMAT_VERSION
 
+    @classmethod
+    def from_module(cls, module, datamodule=None) -> RunRecord:
+        """The record of a training module (and its data module) now: counters, configs as given, the data,
+        the run's plan, RNG."""
+        configs = ("autoencoder", "discriminator", "loss", "optimizer", "ema", "training", "speed", "validation")
+        data = {}
+        if hasattr(datamodule, "describe"):
+            validation, part = datamodule.describe_validation()
+            data = datamodule.describe().as_dict() | {"validation": validation.as_dict() | {"part": part}}
+        plan = {
+            "micro_batch": getattr(datamodule, "batch_size", None), "accumulate": module.accumulate, "processes": module.trainer.world_size,
+            "gradient_checkpointing": module.autoencoder.is_gradient_checkpointing, "memory": module.memory_plan or None,
+        }
+        settings = {name: asdict(getattr(module, f"{name}_config")) for name in configs}
+        return cls(module.counters, dict(module.autoencoder.config), settings, data, plan, capture_rng())
+
     def write_into(self, checkpoint: dict[str, Any]) -> None:
         section = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("counters", "rng")}
         checkpoint[CHECKPOINT_KEY] = _plain(section) | {"counters": asdict(self.counters), "rng": self.rng}
@@ -71,6 +87,11 @@ class RunRecord:
     def image_set(self) -> ImageSet | None:
         """The training data, as evaluation reads it; None when the run recorded none."""
         return ImageSet.from_dict(self.data) if self.data else None
+
+    def validation_images(self) -> tuple[ImageSet, str] | None:
+        """The validation images and which part of them (format 2; None before)."""
+        validation = self.data.get("validation")
+        return (ImageSet.from_dict(validation), validation.get("part", "all")) if validation else None
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], RunRecord]:
@@ -112,32 +133,36 @@ def autoencoder_from_checkpoint(path: str | Path, *, use_ema: bool = True) -> tu
     return autoencoder_from_state(record.autoencoder_config, weights), record
 
 
-def keep_perceptual_weights_out(module: torch.nn.Module) -> None:
-    """Frozen LPIPS weights (`perceptual.*`) are rebuilt at start-up, not stored in every checkpoint (VGG16
-    is 58 MB), and never loaded from one. Exception: FSDP's loader insists on every tensor of the model, so
-    sharded runs store them (and, resuming sharded, load them back)."""
-    module.register_state_dict_post_hook(_drop_perceptual_keys)
-    module.register_load_state_dict_pre_hook(_skip_stored_perceptual_keys)
-    module.register_load_state_dict_post_hook(_ignore_missing_perceptual_keys)
+FROZEN_PREFIXES = ("perceptual.", "val_metrics.", "alignment_encoder.")  # LPIPS, rFID's Inception, the alignment's encoder
 
 
-def _remove_perceptual_keys(state_dict, prefix: str) -> None:
-    for key in [k for k in state_dict if k.startswith(prefix + "perceptual.")]:
+def keep_frozen_networks_out(module: torch.nn.Module) -> None:
+    """Frozen evaluation networks (LPIPS `perceptual.*`, rFID's Inception under `val_metrics.*`) are rebuilt
+    at start-up, not stored in every checkpoint (VGG16 is 58 MB), and never loaded from one. Exception:
+    FSDP's loader insists on every tensor of the model, so sharded runs store them (and, resuming sharded,
+    load them back)."""
+    module.register_state_dict_post_hook(_drop_frozen_keys)
+    module.register_load_state_dict_pre_hook(_skip_stored_frozen_keys)
+    module.register_load_state_dict_post_hook(_ignore_missing_frozen_keys)
+
+
+def _remove_frozen_keys(state_dict, prefix: str) -> None:
+    for key in [k for k in state_dict if k.startswith(tuple(prefix + p for p in FROZEN_PREFIXES))]:
         del state_dict[key]
 
 
-def _drop_perceptual_keys(module, state_dict, prefix, local_metadata) -> None:
+def _drop_frozen_keys(module, state_dict, prefix, local_metadata) -> None:
     if not is_sharded(module.autoencoder):
-        _remove_perceptual_keys(state_dict, prefix)
+        _remove_frozen_keys(state_dict, prefix)
 
 
-def _skip_stored_perceptual_keys(module, state_dict, prefix, *args) -> None:
-    _remove_perceptual_keys(state_dict, prefix)
+def _skip_stored_frozen_keys(module, state_dict, prefix, *args) -> None:
+    _remove_frozen_keys(state_dict, prefix)
 
 
-def _ignore_missing_perceptual_keys(module, incompatible_keys) -> None:
+def _ignore_missing_frozen_keys(module, incompatible_keys) -> None:
     missing = incompatible_keys.missing_keys
-    missing[:] = [k for k in missing if not k.startswith("perceptual.")]
+    missing[:] = [k for k in missing if not k.startswith(FROZEN_PREFIXES)]
 
 
 def capture_rng() -> dict[str, Any]:

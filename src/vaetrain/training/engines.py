@@ -19,7 +19,8 @@ from contextlib import AbstractContextManager, contextmanager
 import torch
 from torch import nn
 
-from vaetrain.training.step import GanStep, Network
+from vaetrain.training.interfaces import Network
+from vaetrain.training.step import GanStep
 
 _INDEX = {"generator": 0, "discriminator": 1}
 

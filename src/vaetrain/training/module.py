@@ -15,21 +15,22 @@ Settings say which counter they use:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
-from vaetrain.evaluation.metrics import ReconstructionMetrics
 from vaetrain.losses.gan import LeCamAnchors
 from vaetrain.losses.objective import LossConfig
 from vaetrain.losses.perceptual import build_perceptual_loss
 from vaetrain.models.autoencoder import AutoencoderConfig, build_autoencoder, downsampling_factor, with_deterministic_posterior
 from vaetrain.models.discriminator import DiscriminatorConfig, build_discriminator, synchronise_batch_norm
 from vaetrain.models.ema import EMAConfig, build_ema
-from vaetrain.training.checkpoint import RunRecord, capture_rng, keep_perceptual_weights_out, restore_rng
+from vaetrain.models.feature_encoders import AlignmentHead, build_feature_encoder
+from vaetrain.training.checkpoint_io import AtomicCheckpointIO
+from vaetrain.training.checkpoint import RunRecord, keep_frozen_networks_out, restore_rng
 from vaetrain.training.config import GanOptimizers, SpeedConfig, TrainingConfig, accumulation_for
 from vaetrain.training.engines import LightningEngine
 from vaetrain.training.optim import build_optimizer, build_scheduler, lr_multiplier, parameter_groups
@@ -38,6 +39,7 @@ from vaetrain.training.sharding import full_state_dict, is_sharded, shard, shard
 from vaetrain.training.guard import StepCounters
 from vaetrain.training.step import GanStep, StepSettings
 from vaetrain.training.strategies import prepare_strategy
+from vaetrain.training.validation import ValidationConfig, ValidationMetrics
 
 
 class AutoencoderModule(L.LightningModule):
@@ -52,10 +54,14 @@ class AutoencoderModule(L.LightningModule):
         ema: EMAConfig = EMAConfig(),
         training: TrainingConfig = TrainingConfig(),
         speed: SpeedConfig = SpeedConfig(),
+        validation: ValidationConfig = ValidationConfig(),
         perceptual: nn.Module | None = None,
+        inception: nn.Module | None = None,
+        alignment_encoder: nn.Module | None = None,
     ) -> None:
         """Each block is a frozen config (shared defaults are safe). `perceptual` injects an LPIPS-like module
-        (images, images) -> per-image distance, e.g. in tests."""
+        (images, images) -> per-image distance, `inception` rFID's feature network, `alignment_encoder` the
+        alignment term's frozen patch-feature encoder (with a `feature_dim`), e.g. in tests."""
         super().__init__()
         self.automatic_optimization = False
         self.autoencoder_config = autoencoder
@@ -65,6 +71,7 @@ class AutoencoderModule(L.LightningModule):
         self.ema_config = ema
         self.training_config = training
         self.speed_config = speed
+        self.validation_config = validation
 
         self.autoencoder = build_autoencoder(self.autoencoder_config)
         self.discriminator = build_discriminator(self.discriminator_config)
@@ -73,15 +80,19 @@ class AutoencoderModule(L.LightningModule):
             perceptual = build_perceptual_loss(self.loss_config.perceptual_network, self.loss_config.perceptual_backbone)
         self.perceptual = perceptual
         self.ema = build_ema(self.autoencoder, self.ema_config.decay) if self.ema_config.enabled else None
+        self.alignment_encoder = self.alignment_projection = None
+        if self.loss_config.alignment.weight > 0:  # the projection is trained with the autoencoder, never exported
+            self.alignment_encoder = alignment_encoder or build_feature_encoder(self.loss_config.alignment.encoder)
+            self.alignment_projection = AlignmentHead(self.autoencoder.config.latent_channels, self.alignment_encoder.feature_dim)
         settings = StepSettings.from_configs(autoencoder, training, optimizer)
         self.gan_step = GanStep(self, self.loss_config, self.ema_config, settings)  # after the EMA copy: its hook stays off it
         self.engine = LightningEngine(self)
-        self.val_metrics = ReconstructionMetrics()
+        self.val_metrics = ValidationMetrics(validation, inception)
         self.memory_plan: dict[str, Any] = {}  # set by the memory budget; recorded in checkpoints
         self._memory_format = torch.contiguous_format
         self._pending_rng_state: dict[str, Any] | None = None
         self._last_batch_time: float | None = None
-        keep_perceptual_weights_out(self)
+        keep_frozen_networks_out(self)
         if self.speed_config.compile:
             self._compile_networks()
 
@@ -143,6 +154,8 @@ class AutoencoderModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         strategy = self.trainer.strategy
         prepare_strategy(strategy)
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # another CheckpointIO plugin, if given, is kept
+            strategy.checkpoint_io = AtomicCheckpointIO()
         device = strategy.root_device
         if self.speed_config.tf32 and device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -167,13 +180,19 @@ class AutoencoderModule(L.LightningModule):
             return
         shard_autoencoder(self.autoencoder, mesh["data_parallel"])
         shard(self.discriminator, mesh["data_parallel"])
+        if self.alignment_projection is not None:
+            shard(self.alignment_projection, mesh["data_parallel"])
         if self.ema is not None:
             shard_autoencoder(self.ema.module, mesh["data_parallel"])
 
     def configure_optimizers(self):
         configs = (self.optimizer_config.generator, self.optimizer_config.discriminator)
         scale, width = self._lr_scale(), self.autoencoder.config.block_out_channels[0]
-        groups = [parameter_groups(network.named_parameters(), config, width, scale) for network, config in zip((self.autoencoder, self.discriminator), configs)]
+        generator = list(self.autoencoder.named_parameters())
+        if self.alignment_projection is not None:
+            generator += [(f"alignment_projection.{n}", p) for n, p in self.alignment_projection.named_parameters()]
+        named = (generator, list(self.discriminator.named_parameters()))
+        groups = [parameter_groups(parameters, config, width, scale) for parameters, config in zip(named, configs)]
         optimizers = [build_optimizer(g, c) for g, c in zip(groups, configs)]
         horizon = self.training_config.schedule_steps or max(self.trainer.max_steps, 1)
         schedulers = [{"scheduler": build_scheduler(o, c, horizon), "interval": "step"} for o, c in zip(optimizers, configs)]
@@ -205,26 +224,10 @@ class AutoencoderModule(L.LightningModule):
         self.val_metrics.update(images, reconstruction, lpips)
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()  # already reduced over processes by torchmetrics
-        self.log_dict({f"val/{k}": v for k, v in values.items() if v is not None}, prog_bar=True, sync_dist=False)
-        self.val_metrics.reset()
+        self.log_dict(self.val_metrics.compute_and_reset(), prog_bar=True, sync_dist=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        describe = getattr(datamodule, "describe", None)
-        configs = ("autoencoder", "discriminator", "loss", "optimizer", "ema", "training", "speed")
-        record = RunRecord(
-            counters=self.counters,
-            autoencoder_config=dict(self.autoencoder.config),
-            settings={name: asdict(getattr(self, f"{name}_config")) for name in configs},
-            data=describe().as_dict() if describe else {},
-            plan={
-                "micro_batch": getattr(datamodule, "batch_size", None), "accumulate": self.accumulate, "processes": self.trainer.world_size,
-                "gradient_checkpointing": self.autoencoder.is_gradient_checkpointing, "memory": self.memory_plan or None,
-            },
-            rng=capture_rng(),
-        )
-        record.write_into(checkpoint)
+        RunRecord.from_module(self, getattr(self.trainer, "datamodule", None)).write_into(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         record = RunRecord.read_from(checkpoint)
@@ -252,3 +255,4 @@ class AutoencoderModule(L.LightningModule):
         shown = {"img_per_s", "train/total", "steps/generator"}
         self.log_dict({k: v for k, v in logs.items() if k in shown}, prog_bar=True, batch_size=batch_size)
         self.log_dict({k: v for k, v in logs.items() if k not in shown}, batch_size=batch_size)
+

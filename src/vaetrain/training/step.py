@@ -1,9 +1,9 @@
 """One GAN update of an autoencoder: the step that training, the memory probe and the benchmarks share.
 
-`GanStep(images, engine)` processes one micro-batch: reconstruct, generator backward (reconstruction +
-LPIPS + KL + adversarial with the adaptive weight), discriminator backward on the detached
-reconstruction, and, when the micro-batch closes an accumulation window, both optimizer steps, the EMA
-update and the counters. How a backward or an optimizer step runs is the `Engine`'s business (Lightning's
+`GanStep(images, engine)` processes one micro-batch: draw EQ-VAE's transform, reconstruct (posterior
+sample, alignment term, latent noise), generator backward (image terms + KL + adversarial, balanced),
+discriminator backward on the detached reconstruction (+ LeCam, R1), and, when the micro-batch closes an
+accumulation window, both optimizer steps, the EMA update and the counters. How a backward or an optimizer step runs is the `Engine`'s business (Lightning's
 precision plugin and strategy in training, plain PyTorch for FLOP counting); what is computed is this
 file's. The engine calls `prepare_gradients` after unscaling and before each optimizer step: it measures
 the gradient norm, skips a non-finite update and clips.
@@ -14,22 +14,21 @@ generator and discriminator optimizer steps, micro-batches, samples of all proce
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import torch
 from torch import nn
 
 from vaetrain.losses.balance import Processes
-from vaetrain.losses.gan import LeCamAnchors, discriminator_loss, lecam_penalty, r1_penalty
-from vaetrain.losses.objective import LossConfig, generator_loss
-from vaetrain.models.autoencoder import LastLayerInput
+from vaetrain.losses.gan import discriminator_loss, lecam_penalty, r1_penalty
+from vaetrain.losses.equivariance import LatentTransform
+from vaetrain.losses.objective import LossConfig, gan_ramp, generator_loss
+from vaetrain.models.autoencoder import EncoderLastLayer, LastLayerInput, downsampling_factor
 from vaetrain.models.ema import EMAConfig
 from vaetrain.training.guard import StepCounters, UpdateGuard
-
-Network = Literal["generator", "discriminator"]
-Phase = Literal["generator", "discriminator", "both"]
+from vaetrain.training.interfaces import Engine, GanNetworks, Network, Phase
+from vaetrain.training.latent_terms import AlignmentTerm, draw_equivariance, noisy_latents
 
 
 @dataclass(frozen=True)
@@ -56,32 +55,17 @@ class StepSettings:
         )
 
 
-class GanNetworks(Protocol):
-    """The networks the step trains (the LightningModule is one)."""
+@dataclass
+class Reconstruction:
+    """One forward: the images the reconstruction is compared with (transformed like the latent under
+    EQ-VAE), the reconstruction, the posterior, and what the latent terms add."""
 
-    autoencoder: nn.Module
-    discriminator: nn.Module
-    perceptual: nn.Module | None
-    ema: nn.Module | None
-    lecam_anchors: LeCamAnchors | None
-
-
-class Engine(Protocol):
-    """How backward passes and optimizer steps run. `optimizer_step` must call `step.prepare_gradients`
-    once the gradients are final (unscaled) and before the update."""
-
-    world_size: int
-
-    def backward(self, loss: torch.Tensor) -> None: ...
-
-    def accumulating(self, network: Network, sync: bool) -> AbstractContextManager:
-        """Around `network`'s backward: only its parameters take gradients; `sync`: all-reduce them."""
-
-    def optimizer_step(self, network: Network) -> None: ...
-
-    def zero_grad(self, network: Network) -> None: ...
-
-    def mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor: ...
+    target: torch.Tensor
+    images: torch.Tensor
+    mean: torch.Tensor
+    logvar: torch.Tensor | None
+    extra_loss: torch.Tensor | None = None
+    logs: dict = field(default_factory=dict)
 
 
 class GanStep:
@@ -97,6 +81,10 @@ class GanStep:
         self.counters = StepCounters()
         self.last_layer = LastLayerInput(networks.autoencoder)
         self.guard = UpdateGuard(settings.clip_norm, settings.max_consecutive_skips)
+        self.last_latents: torch.Tensor | None = None  # the latest batch's posterior means, for histograms
+        self.factor = downsampling_factor(networks.autoencoder)
+        alignment = loss.alignment
+        self.alignment = AlignmentTerm(alignment, EncoderLastLayer(networks.autoencoder)) if alignment.weight > 0 else None
         self._power_iteration_window = -1
 
     def snapshot(self) -> tuple:
@@ -123,21 +111,22 @@ class GanStep:
         counters = self.counters
         closes_window = (counters.micro_batches + 1) % self.accumulate == 0
         phase = "both" if full_objective else self.phase()
+        transform, images = draw_equivariance(self.loss.equivariance, images, self.factor)
         logs: dict[str, torch.Tensor] = {}
-        reconstruction = None
+        result = None
         if phase != "discriminator":
-            use_gan = full_objective or counters.generator_steps >= self.loss.disc_start_step
+            gan_factor = 1.0 if full_objective else gan_ramp(counters.generator_steps, self.loss.disc_start_step, self.loss.disc_warmup_steps)
             with engine.accumulating("generator", sync=closes_window):
-                reconstruction, generator_logs = self.generator_backward(images, use_gan, engine)
+                result, generator_logs = self.generator_backward(images, transform, gan_factor, engine)
             logs |= generator_logs
             if closes_window:
                 self._update("generator", engine)
         if phase != "generator":
-            if reconstruction is None:
+            if result is None:
                 with torch.no_grad():
-                    reconstruction = self.reconstruct(images)[0]
+                    result = self.reconstruct(images, transform)
             with engine.accumulating("discriminator", sync=closes_window):
-                logs |= self.discriminator_backward(images, reconstruction, engine)
+                logs |= self.discriminator_backward(result.target, result.images, engine)
             if closes_window:
                 self._update("discriminator", engine)
         if closes_window:
@@ -146,10 +135,10 @@ class GanStep:
         counters.samples_seen += images.shape[0] * engine.world_size
         return logs
 
-    def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(reconstruction, posterior mean, log-variance or None for the fixed posterior): encode (without a
-        graph when the encoder is frozen), clamp the mean if asked, sample or take the mean, decode. The fixed
-        posterior is vqgan-training's `DiagonalGaussian` (ae.py): z = mu * (1 + std * eps)."""
+    def reconstruct(self, images: torch.Tensor, transform: LatentTransform | None = None) -> Reconstruction:
+        """Encode (without a graph when the encoder is frozen), clamp the mean if asked, sample or take the mean
+        (the fixed posterior is vqgan-training's `DiagonalGaussian`, ae.py: z = mu * (1 + std * eps)), add
+        the alignment term while gradients are on, add latent noise, transform (EQ-VAE) and decode."""
         autoencoder, settings = self.networks.autoencoder, self.settings
         with torch.set_grad_enabled(torch.is_grad_enabled() and settings.train_encoder):
             posterior = autoencoder.encode(images).latent_dist
@@ -162,7 +151,15 @@ class GanStep:
         else:
             logvar = posterior.logvar.float()
             latents = mean if noise is None else mean + torch.exp(0.5 * logvar) * noise
-        return autoencoder.decode(latents).sample, mean, logvar
+        extra, logs = None, {}
+        if self.alignment is not None and torch.is_grad_enabled():
+            networks = self.networks
+            extra, latents, logs = self.alignment.weighted_loss(images, latents, networks.alignment_encoder, networks.alignment_projection)
+        latents = noisy_latents(latents, self.loss.latent_noise)
+        target = images
+        if transform is not None:
+            latents, target = transform.latents(latents), transform.images(images, self.factor)
+        return Reconstruction(target, autoencoder.decode(latents).sample, mean, logvar, extra, logs)
 
     def prepare_gradients(self, network: Network) -> None:
         """Called by the engine after unscaling, before `network`'s optimizer steps (see `UpdateGuard`)."""
@@ -170,28 +167,38 @@ class GanStep:
 
     def _parameters(self, network: Network) -> list[nn.Parameter]:
         if network == "generator":
-            return [p for p in self.networks.autoencoder.parameters() if p.requires_grad]
+            projection = self.networks.alignment_projection
+            extra = list(projection.parameters()) if projection is not None else []
+            return [p for p in self.networks.autoencoder.parameters() if p.requires_grad] + extra
         return list(self.networks.discriminator.parameters())
 
-    def generator_backward(self, images: torch.Tensor, use_gan: bool, engine: Engine):
-        """The autoencoder's half of a micro-batch: its loss's gradient accumulated into its weights; returns
-        the reconstruction (for the discriminator's half) and the values to log."""
-        reconstruction, mean, logvar = self.reconstruct(images)
+    def generator_backward(self, images: torch.Tensor, transform: LatentTransform | None, gan_factor: float, engine: Engine):
+        """The autoencoder's half of a micro-batch: its loss's gradient accumulated into its weights, the
+        adversarial term scaled by `gan_factor` (none at 0); returns the forward's `Reconstruction` (for the
+        discriminator's half) and the values to log."""
+        processes = Processes(engine.world_size, engine.mean_over_processes) if engine.world_size > 1 else None
+        result = self.reconstruct(images, transform)
+        mean, logvar = result.mean, result.logvar
+        self.last_latents = mean.detach()
         last_layer_grad = self.last_layer.take_weight_gradient()
+        use_gan = gan_factor > 0
         if use_gan:
             self._advance_power_iteration()
-        processes = Processes(engine.world_size, engine.mean_over_processes) if engine.world_size > 1 else None
         output = generator_loss(
-            images, reconstruction, mean, logvar, config=self.loss, perceptual=self.networks.perceptual,
+            result.target, result.images, mean, logvar, config=self.loss, perceptual=self.networks.perceptual,
             last_layer_grad=last_layer_grad, discriminator=self.networks.discriminator if use_gan else None, processes=processes,
+            gan_factor=gan_factor,
         )
-        engine.backward(output.backward_target / self.accumulate)
-        logs = {f"train/{name}": value for name, value in output.terms.items()}
+        target = output.backward_target if result.extra_loss is None else output.backward_target + result.extra_loss
+        engine.backward(target / self.accumulate)
+        if self.alignment is not None:
+            self.alignment.settle(self.networks.alignment_projection, processes)
+        logs = {f"train/{name}": value for name, value in output.terms.items()} | result.logs
         logs["train/latent_mean"] = mean.detach().mean()
         logs["train/latent_std"] = mean.detach().std()
         if logvar is not None:
             logs["train/posterior_std"] = torch.exp(0.5 * logvar.detach()).mean()
-        return reconstruction, logs
+        return result, logs
 
     def discriminator_backward(self, images: torch.Tensor, reconstruction: torch.Tensor, engine: Engine) -> dict[str, torch.Tensor]:
         """The discriminator's half: real and fake in one forward, so norm statistics and spectral-norm updates
@@ -209,7 +216,11 @@ class GanStep:
             "train/discriminator": loss.detach(),
             "train/logits_real": real_logits.detach().mean(),
             "train/logits_fake_d": fake_logits.detach().mean(),
-            "train/discriminator_accuracy": ((real_logits.detach() > 0).float().mean() + (fake_logits.detach() < 0).float().mean()) / 2,
+        }
+        real_accuracy, fake_accuracy = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
+        logs |= {
+            "train/discriminator_accuracy": (real_accuracy + fake_accuracy) / 2, "train/discriminator_accuracy_real": real_accuracy,
+            "train/discriminator_accuracy_fake": fake_accuracy, "train/logit_gap": real_logits.detach().mean() - fake_logits.detach().mean(),
         }
         if config.lecam_weight > 0:
             anchors = self.networks.lecam_anchors

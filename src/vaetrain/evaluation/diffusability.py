@@ -1,0 +1,116 @@
+"""`vaetrain probe` (and `eval --probe`): every VAE's latents get the same diffusion probe (see `probe`); the
+samples are decoded and compared with the real images by FID. Writes OUT/probe.json and a sample grid per
+model, and adds the figures to OUT/metrics.json's rows when `eval` wrote one there."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchvision.utils import make_grid, save_image
+
+from vaetrain.data.loading import ImageSet, evaluation_images, images_of
+from vaetrain.errors import ConfigError
+from vaetrain.evaluation.metrics import to_uint8
+from vaetrain.evaluation.probe import ProbeConfig, normalisation, train_probe
+from vaetrain.evaluation.reconstruct import resolve_device
+
+PROBE_FILE = "probe.json"
+
+
+@torch.no_grad()
+def encode(model, images: ImageSet, max_images: int | None, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalised latent samples, the images in [-1, 1]) of up to `max_images` images at a fixed size."""
+    if images.resolution == "native":
+        raise ConfigError("probe: --data.resolution must be a number of pixels (every latent needs the same shape)")
+    generator = torch.Generator(device=device).manual_seed(seed)
+    shift, scale = (t.to(device) for t in normalisation(model.config))
+    latents, originals = [], []
+    for batch in evaluation_images(images, part="all", max_images=max_images, batch_size=32):
+        pixels = images_of(batch).to(device)
+        if len(pixels):
+            latents.append((model.encode(pixels).latent_dist.sample(generator=generator) - shift) * scale)
+            originals.append(pixels.cpu())
+    if not latents:
+        raise ConfigError(f"probe: no usable images in '{images.source.path}'")
+    return torch.cat(latents), torch.cat(originals)
+
+
+@torch.no_grad()
+def sample_fid(model, samples: torch.Tensor, originals: torch.Tensor, inception: nn.Module | None) -> tuple[torch.Tensor, float | None]:
+    """Decoded samples (in [-1, 1], on CPU) and their FID against the real images (None without Inception)."""
+    shift, scale = (t.to(samples.device) for t in normalisation(model.config))
+    decoded = torch.cat([model.decode(chunk / scale + shift).sample.float().clamp(-1, 1).cpu() for chunk in samples.split(32)])
+    if inception is None:
+        return decoded, None
+    fid = FrechetInceptionDistance(feature=inception, normalize=False, input_img_size=(3, 299, 299))
+    fid.update(to_uint8((originals.float().clamp(-1, 1) + 1) / 2), real=True)
+    fid.update(to_uint8((decoded + 1) / 2), real=False)
+    return decoded, float(fid.compute())
+
+
+def run_probe(
+    models: list[str],
+    images: ImageSet,
+    config: ProbeConfig,
+    out_dir: str | Path,
+    *,
+    load_model: Callable[[str], nn.Module],
+    max_images: int | None = None,
+    inception: nn.Module | None = None,
+    backbones: str = "pretrained",
+    device: str = "auto",
+) -> list[dict]:
+    """One row per model: validation flow-matching loss (lower: easier latents), its curve, sample FID."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = resolve_device(device)
+    rows = []
+    for index, reference in enumerate(models):
+        model = load_model(reference).to(target).eval()
+        latents, originals = encode(model, images, max_images, target, config.seed)
+        print(f"vaetrain probe: {reference}: {len(latents)} latents {tuple(latents.shape[1:])}, {config.steps} steps", file=sys.stderr)
+        result = train_probe(latents, config, progress=_progress(config.steps))
+        row = {"model": str(reference), "probe_validation_loss": result.validation_loss, "probe_curve": result.curve,
+               "probe_seconds": round(result.seconds, 1), "probe_latent_shape": list(result.latent_shape), "probe_images": len(latents),
+               "probe_model_size": config.model_size, "probe_steps": config.steps, "probe_fid": None, "probe_backbones": backbones}
+        if result.samples is not None:
+            decoded, row["probe_fid"] = sample_fid(model, result.samples, originals, inception)
+            grid = out_dir / f"probe_samples_{index}.png"
+            save_image(make_grid((decoded[:64] + 1) / 2, nrow=8, padding=2, pad_value=1.0), grid)
+            row["probe_samples"] = grid.name
+        rows.append(row)
+    (out_dir / PROBE_FILE).write_text(json.dumps(rows, indent=2) + "\n")
+    _join_metrics(out_dir, rows)
+    return rows
+
+
+def _join_metrics(out_dir: Path, rows: list[dict]) -> None:
+    """Adds the probe's figures to the rows of an `eval` run's metrics.json in the same folder."""
+    metrics = out_dir / "metrics.json"
+    if not metrics.is_file():
+        return
+    evaluated = json.loads(metrics.read_text())
+    by_model = {row["model"]: row for row in rows}
+    for row in evaluated:
+        row.update({k: v for k, v in by_model.get(row["model"], {}).items() if k != "model"})
+    metrics.write_text(json.dumps(evaluated, indent=2) + "\n")
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="probe", unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=2.0)
+
+    def update(step: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if step == total:
+            bar.close()
+
+    return update

@@ -1,0 +1,114 @@
+"""The exported folder's README.md: a Hugging Face model card with what a user of the VAE needs (latent
+shape and scale, how it was trained, how well it reconstructs held-out images), and the upload to the Hub."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+
+from vaetrain.data.loading import ImageSet, evaluation_images, images_of
+from vaetrain.data.sources import Part
+from vaetrain.errors import ConfigError
+from vaetrain.evaluation.latents import LatentStatistics
+from vaetrain.evaluation.metrics import ReconstructionMetrics
+from vaetrain.evaluation.reconstruct import reconstruct
+from vaetrain.models.autoencoder import downsampling_factor
+
+
+@dataclass
+class CardFacts:
+    """What the card says beyond the model itself; every field optional."""
+
+    steps: int | None = None
+    settings: dict = field(default_factory=dict)
+    training_images: ImageSet | None = None
+    metrics: dict | None = None  # from `measure_reconstruction`
+
+
+@torch.no_grad()
+def measure_reconstruction(model: AutoencoderKL, images: ImageSet, part: Part, max_images: int = 64) -> dict | None:
+    """PSNR and SSIM of the model's reconstructions of up to `max_images` images of `part` (None: no images)."""
+    metrics, count = ReconstructionMetrics(sync_on_compute=False), 0  # rank 0 alone exports
+    device = next(model.parameters()).device
+    for batch in evaluation_images(images, part=part, max_images=max_images):
+        batch_images = images_of(batch).to(device)
+        if len(batch_images):
+            metrics.update(batch_images, reconstruct(model, batch_images).float())
+            count += len(batch_images)
+    if count == 0:
+        return None
+    values = metrics.compute()
+    return {"psnr": values["psnr"], "ssim": values["ssim"], "images": count, "resolution": images.resolution, "part": part}
+
+
+def model_card(model: AutoencoderKL, statistics: LatentStatistics | None, facts: CardFacts) -> str:
+    config, factor = model.config, downsampling_factor(model)
+    loss = facts.settings.get("loss", {})
+    recipe = ", ".join(f"{k} {loss[k]}" for k in ("balance", "gan_loss", "reconstruction", "perceptual_weight", "kl_weight") if k in loss)
+    posterior = facts.settings.get("autoencoder", {}).get("posterior", "learned")
+    data = facts.training_images
+    rows = [
+        ("architecture", f"AutoencoderKL, block_out_channels {list(config.block_out_channels)}, layers_per_block {config.layers_per_block}"),
+        ("latent", f"{config.latent_channels} channels at 1/{factor} of the image side: {config.latent_channels} x H/{factor} x W/{factor}"),
+        ("posterior", "fixed variance: latent_dist.mean is the latent, latent_dist.std ~3e-7" if posterior == "fixed" else "diagonal Gaussian (mean, log-variance)"),
+        ("scaling_factor / shift_factor", _factors(config, statistics)),
+        ("training", (f"{facts.steps} generator steps" if facts.steps is not None else "unknown steps") + (f"; {recipe}" if recipe else "")),
+        ("data", _describe(data) if data else "not recorded"),
+    ]
+    if facts.metrics:
+        m = facts.metrics
+        rows.append(("reconstruction", f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} on {m['images']} {m['part']} images at {m['resolution']} px (measured at export)"))
+    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return f"""---
+library_name: diffusers
+tags:
+- vae
+- autoencoder
+- latent-diffusion
+- vaetrain
+---
+
+# Autoencoder trained with vaetrain
+
+| | |
+|---|---|
+{table}
+
+```python
+from diffusers import AutoencoderKL
+
+vae = AutoencoderKL.from_pretrained("path/or/repo")
+latents = vae.encode(images).latent_dist.sample()  # images in [-1, 1]
+latents = (latents - vae.config.shift_factor) * vae.config.scaling_factor  # what a diffusion model sees
+```
+"""
+
+
+def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, api=None) -> str:
+    """Creates (if needed) the model repo and uploads the folder with huggingface_hub; returns its URL."""
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+    try:
+        api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model", commit_message="Upload autoencoder (vaetrain)")
+    except Exception as error:  # noqa: BLE001 - network, auth and Hub errors come in many types
+        raise ConfigError(f"export: pushing '{folder}' to the Hub as '{repo_id}' failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
+    return str(getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}")
+
+
+def _factors(config, statistics: LatentStatistics | None) -> str:
+    if statistics is None:
+        return f"{config.scaling_factor:.6g} / {config.shift_factor} (as configured)"
+    return f"{statistics.scaling_factor:.6g} / {statistics.shift_factor:.6g} (measured on {statistics.count} training images; per channel in latents_mean / latents_std)"
+
+
+def _describe(images: ImageSet) -> str:
+    source = images.source
+    where = "the images bundled with vaetrain" if source.path is None else f"{source.kind} `{source.path}`"
+    extra = f", split {source.split}, column {source.image_column}" if source.kind == "hf" else ""
+    return f"{where}{extra}, {images.resolution} px crops"

@@ -1,0 +1,80 @@
+"""Terms on the latent that the step adds: VA-VAE's alignment (with its adaptive weight), latent noise, and
+EQ-VAE's per-batch draw.
+
+The adaptive weight ||grad of the image terms|| / (||grad of the alignment term|| + 1e-4) at the encoder's
+last layer, clamped to [0, 1e8] (VA-VAE `calculate_adaptive_weight_vf`), needs the image terms' gradient
+at the latent, which only the step's one backward pass produces: a hook on the decoder's input records it,
+and the weight applies from the next update on (the first update trains without the term). The
+reference computes it in the same step by a second autograd pass through the decoder, which DDP and FSDP
+do not allow mid-step; the image terms' gradient here also carries the adversarial term's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vaetrain.losses.alignment import AlignmentConfig, alignment_loss
+from vaetrain.losses.balance import Processes
+from vaetrain.losses.equivariance import EquivarianceConfig, LatentTransform, draw_low_resolution, draw_transform
+from vaetrain.models.autoencoder import EncoderLastLayer
+
+
+class AlignmentTerm:
+    def __init__(self, config: AlignmentConfig, last_layer: EncoderLastLayer) -> None:
+        self.config = config
+        self.last_layer = last_layer
+        self._gradients: dict[str, torch.Tensor] = {}
+
+    def weighted_loss(self, images: torch.Tensor, latents: torch.Tensor, encoder, head) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(weight x loss to add to the backward target, the latent the decoder should read, logs). The decoder
+        must decode (a function of) the returned latent, and `settle` follow the backward pass."""
+        features = encoder(images)
+        loss = alignment_loss(head(latents), features, self.config)
+        if self.config.adaptive:
+            leaf = latents.detach().requires_grad_(True)
+            (gradient,) = torch.autograd.grad(alignment_loss(head(leaf), features, self.config), leaf)
+            self._gradients["alignment"] = self.last_layer.weight_gradient(gradient)
+            weight = self.config.weight * torch.nan_to_num(head.ratio, nan=0.0)
+        else:
+            weight = torch.tensor(self.config.weight, device=latents.device)
+        decoder_input = latents.view_as(latents)
+        if self.config.adaptive and decoder_input.requires_grad:
+            decoder_input.register_hook(self._record_image_gradient)
+        return weight * loss, decoder_input, {"train/alignment": loss.detach(), "train/alignment_weight": weight.detach()}
+
+    def _record_image_gradient(self, gradient: torch.Tensor) -> None:
+        self._gradients["image"] = self.last_layer.weight_gradient(gradient)
+
+    def settle(self, head, processes: Processes | None) -> None:
+        """After the backward pass: the two gradients become the ratio in `head.ratio` (averaged over
+        processes first; every process calls this at the same point)."""
+        image, alignment = self._gradients.pop("image", None), self._gradients.pop("alignment", None)
+        if image is None or alignment is None:
+            return
+        if processes is not None:
+            image, alignment = processes.mean(image), processes.mean(alignment)
+        ratio = torch.linalg.vector_norm(image) / (torch.linalg.vector_norm(alignment) + 1e-4)
+        head.ratio.copy_(ratio.clamp(0.0, 1e8).detach())
+
+
+def noisy_latents(latents: torch.Tensor, max_sigma: float) -> torch.Tensor:
+    """What the decoder reads under `loss.latent_noise`: z + sigma x std(z) x eps, sigma ~ U(0, max_sigma)
+    per image and std(z) the batch's (detached), so the noise is relative to the latent's own scale (the
+    units a diffusion model's output errors are in once latents are normalised)."""
+    if max_sigma <= 0:
+        return latents
+    sigma = torch.rand(latents.shape[0], 1, 1, 1, device=latents.device) * max_sigma
+    return latents + sigma * latents.detach().std() * torch.randn_like(latents)
+
+
+def draw_equivariance(config: EquivarianceConfig, images: torch.Tensor, factor: int) -> tuple[LatentTransform | None, torch.Tensor]:
+    """EQ-VAE's draw for one micro-batch: a latent transform, or else perhaps the batch downscaled."""
+    if config.probability == 0:
+        return None, images
+    transform = draw_transform(config, (images.shape[-2] // factor, images.shape[-1] // factor), factor)
+    if transform is None:
+        size = draw_low_resolution(config, images.shape[-2:], factor)
+        if size is not None:
+            images = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False).to(images.dtype)
+    return transform, images
