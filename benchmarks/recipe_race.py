@@ -27,25 +27,25 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-MARKERS = ("<!-- recipe-race:start -->", "<!-- recipe-race:end -->")
-GRADNORM = ["--model.loss.balance=gradnorm", "--model.loss.reconstruction_weight=0.001", "--model.loss.disc_weight=1.0", "--model.loss.disc_start_step=0"]
+LPIPS = ["--model.loss.perceptual_weight=1.0"]  # configs/tiny.yaml trains without LPIPS since this race (see RESULTS.md)
+GRADNORM = [*LPIPS, "--model.loss.balance=gradnorm", "--model.loss.reconstruction_weight=0.001", "--model.loss.disc_weight=1.0", "--model.loss.disc_start_step=0"]
 LOWPASS = ["--model.loss.pooled_reconstruction.weight=1.0", "--model.loss.pooled_reconstruction.factor=2", "--model.loss.pooled_reconstruction.mask=true"]
 RECIPES: dict[str, tuple[str, list[str]]] = {
-    "ldm": ("configs/tiny.yaml as it is: L1 + LPIPS + KL, hinge PatchGAN from step 200, LDM's adaptive weight", []),
-    "ldm_lecam": ("ldm + LeCam 0.1 on the discriminator", ["--model.loss.lecam_weight=0.1"]),
+    "ldm": ("LDM's objective on the tiny model: L1 + LPIPS + KL, hinge PatchGAN from step 200, LDM's adaptive weight", LPIPS),
+    "ldm_lecam": ("ldm + LeCam 0.1 on the discriminator", [*LPIPS, "--model.loss.lecam_weight=0.1"]),
     "ldm_no_lpips": ("ldm without LPIPS (L1 + KL + adaptive PatchGAN): cheaper steps", ["--model.loss.perceptual_weight=0.0"]),
     "gradnorm": ("gradient normalisation (LPIPS 1, L1 0.001, GAN 1), PatchGAN from step 0", GRADNORM),
     "gradnorm_lowpass": ("gradnorm + pooled (2x) flat-region-masked L1 at 1", GRADNORM + LOWPASS),
     "gradnorm_no_lpips": (
         "gradnorm without LPIPS: L1 1, pooled (2x) masked L1 1, GAN 0.1 from step 0",
-        [*GRADNORM[:1], "--model.loss.reconstruction_weight=1.0", "--model.loss.perceptual_weight=0.0", "--model.loss.disc_weight=0.1",
+        [*GRADNORM[:2], "--model.loss.reconstruction_weight=1.0", "--model.loss.perceptual_weight=0.0", "--model.loss.disc_weight=0.1",
          "--model.loss.disc_start_step=0", *LOWPASS],
     ),
     "vqgan_training": (
         "configs/vqgan-training.yaml's recipe on the tiny model: gradnorm (LPIPS 1, pooled masked L1 1, GAN 1), "
         "fixed posterior (0.1, clamp 8, 0.1 mean(mu^2)), VGG16 discriminator (random), thresholded hinge + LeCam 0.1, "
         "AdamW (0.9, 0.95) lr 2^-7/width, conv_in 1e-4, warm-up + cosine",
-        [*GRADNORM[:1], "--model.loss.reconstruction_weight=0.0", "--model.loss.disc_weight=1.0", "--model.loss.disc_start_step=0", *LOWPASS,
+        [*GRADNORM[:2], "--model.loss.reconstruction_weight=0.0", "--model.loss.disc_weight=1.0", "--model.loss.disc_start_step=0", *LOWPASS,
          "--model.autoencoder.posterior=fixed", "--model.autoencoder.posterior_std=0.1", "--model.autoencoder.latent_clamp=8.0",
          "--model.loss.kl_weight=0.1", "--model.discriminator.kind=vgg16", "--model.discriminator.vgg_backbone=random",
          "--model.loss.gan_loss=thresholded_hinge", "--model.loss.lecam_weight=0.1",
@@ -55,7 +55,19 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
          "--model.training.schedule_steps=2000"],
     ),
 }
+EQUIVARIANCE = ["--model.loss.equivariance={probability: 0.5, min_scale: 0.25, max_scale: 0.97, rotate: true, low_resolution_probability: 0.25}"]
 EVALS = (("tiny_imagenet_64", "holdout", 64), ("clothing_64", "clothing", 64), ("clothing_128", "clothing", 128))
+
+
+def recipe(name: str) -> tuple[str, list[str]]:
+    """A named recipe; NAME+eq adds EQ-VAE's equivariance term (its reference settings) to it."""
+    base, _, extra = name.partition("+")
+    if base not in RECIPES or extra not in ("", "eq"):
+        raise KeyError(name)
+    description, overrides = RECIPES[base]
+    if extra == "eq":
+        return f"{base} + EQ-VAE's equivariance term (probability 0.5, scales 8/32..31/32, rotations, low-resolution batches 0.25)", overrides + EQUIVARIANCE
+    return description, overrides
 
 
 def split(data: Path, holdout: int, out: Path) -> tuple[Path, Path]:
@@ -104,13 +116,28 @@ def evaluate(names: list[str], args, holdout: Path) -> dict[str, dict[str, dict]
     return metrics
 
 
+def probe(names: list[str], args, holdout: Path, metrics: dict) -> None:
+    """The diffusability probe on every recipe's exported VAE, on the held-out Tiny-ImageNet images."""
+    out = args.out / "probe"
+    subprocess.run([str(ROOT / ".venv" / "bin" / "vaetrain"), "probe", *[str(args.out / n / "diffusers") for n in names],
+                    "--data.path", str(args.data), "--data.file_list", str(holdout), "--data.resolution", "64",
+                    "--probe-steps", str(args.probe_steps), "--backbones", "random", "--out", str(out)], check=True, cwd=ROOT)
+    for row in json.loads((out / "probe.json").read_text()):
+        metrics[Path(row["model"]).parent.name]["probe"] = {k: row[k] for k in ("probe_validation_loss", "probe_fid", "probe_seconds")}
+
+
 def table(names: list[str], trained: dict, metrics: dict, args) -> str:
+    probed = all("probe" in metrics[n] for n in names)
     header = "| recipe | steps | s/step | " + " | ".join(f"{label} PSNR / SSIM" for label, _, _ in EVALS) + " | LPIPS* (tiny-imagenet) |"
+    header += " probe loss ↓ | probe FID* |" if probed else ""
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for name in sorted(names, key=lambda n: -metrics[n]["tiny_imagenet_64"]["psnr"]):
         steps, seconds = trained[name]["generator_steps"], trained[name]["train_seconds"] or args.seconds
         cells = [f"{metrics[name][label]['psnr']:.2f} / {metrics[name][label]['ssim']:.4f}" for label, _, _ in EVALS]
-        lines.append(f"| `{name}` | {steps} | {seconds / max(steps, 1):.2f} | " + " | ".join(cells) + f" | {metrics[name]['tiny_imagenet_64']['lpips']:.4f} |")
+        line = f"| `{name}` | {steps} | {seconds / max(steps, 1):.2f} | " + " | ".join(cells) + f" | {metrics[name]['tiny_imagenet_64']['lpips']:.4f} |"
+        if probed:
+            line += f" {metrics[name]['probe']['probe_validation_loss']:.4f} | {metrics[name]['probe']['probe_fid']:.1f} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -118,12 +145,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=1800, help="training time per recipe")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "race")
-    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated subset of {','.join(RECIPES)}")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of {','.join(RECIPES)}, each optionally +eq")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "tiny-imagenet-val")
     parser.add_argument("--holdout", type=int, default=1000, help="last images of the sorted list, never trained on")
     parser.add_argument("--clothing", type=Path, default=ROOT.parent / "shared" / "data" / "clothing")
     parser.add_argument("--clothing-images", type=int, default=300)
     parser.add_argument("--no-results", action="store_true", help="do not write benchmarks/RESULTS.md")
+    parser.add_argument("--probe-steps", type=int, default=0, help="also run the diffusability probe with this many steps (0: no)")
+    parser.add_argument("--section", default="recipe-race", help="the RESULTS.md section to write (its own markers)")
+    parser.add_argument("--title", default="Recipe race (issue 11)")
     args = parser.parse_args()
     for folder in (args.data, args.clothing):
         if not folder.is_dir():
@@ -131,12 +161,14 @@ def main() -> None:
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     names = [n.strip() for n in args.recipes.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(RECIPES))
+    unknown = [name for name in names if not _known(name)]
     if unknown:
         sys.exit(f"recipe_race: unknown recipes {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
     train_list, holdout = split(args.data, args.holdout, args.out)
-    trained = {name: train(name, RECIPES[name][1], args, train_list) for name in names}
+    trained = {name: train(name, recipe(name)[1], args, train_list) for name in names}
     metrics = evaluate(names, args, holdout)
+    if args.probe_steps:
+        probe(names, args, holdout, metrics)
     (args.out / "race.json").write_text(json.dumps({"trained": trained, "metrics": metrics}, indent=2))
     markdown = table(names, trained, metrics, args)
     print(markdown)
@@ -144,22 +176,35 @@ def main() -> None:
         write_results(markdown, names, args)
 
 
+def _known(name: str) -> bool:
+    try:
+        recipe(name)
+    except KeyError:
+        return False
+    return True
+
+
 def write_results(markdown: str, names: list[str], args) -> None:
+    markers = (f"<!-- {args.section}:start -->", f"<!-- {args.section}:end -->")
     command = f".venv/bin/python benchmarks/recipe_race.py --seconds {args.seconds} --recipes {','.join(names)}"
+    command += f" --probe-steps {args.probe_steps} --section {args.section}" if args.probe_steps else ""
     machine = f"{platform.machine()} {platform.processor() or 'cpu'}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    recipes = "\n".join(f"- `{name}`: {RECIPES[name][0]}" for name in names)
+    recipes = "\n".join(f"- `{name}`: {recipe(name)[0]}" for name in names)
+    probe_note = (f" The probe: the same tiny diffusion transformer trained {args.probe_steps} steps (rectified flow) on each VAE's "
+                  "latents of the held-out images; its validation loss (lower: easier latents) and *FID of 64 decoded samples on a random "
+                  "Inception (plumbing only).") if args.probe_steps else ""
     section = (
-        f"{MARKERS[0]}\n## Recipe race (issue 11)\n\nCommand: `{command}`. Machine: {machine}; no GPU; precision as `fit` picks "
+        f"{markers[0]}\n## {args.title}\n\nCommand: `{command}`. Machine: {machine}; no GPU; precision as `fit` picks "
         f"(bf16-mixed where the CPU has native bf16). Each recipe trained {args.seconds} s (Lightning's training timer) on "
         f"{args.data.name} minus its last {args.holdout} sorted files, tiny architecture at 64 px, batch 8, one recipe at a "
         f"time; every result (EMA weights) evaluated on the same held-out images: the {args.holdout} held-out Tiny-ImageNet "
         f"images at 64 px and {args.clothing_images} clothing photos center-cropped at 64 and 128 px (MS-SSIM needs 161 px: "
         f"not reported). *LPIPS runs on a randomly initialised AlexNet (no weights offline): plumbing only, not a quality "
-        f"measure. Sorted by Tiny-ImageNet PSNR.\n\n{markdown}\n\n{recipes}\n{MARKERS[1]}"
+        f"measure. Sorted by Tiny-ImageNet PSNR.{probe_note}\n\n{markdown}\n\n{recipes}\n{markers[1]}"
     )
     text = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
-    if MARKERS[0] in text:
-        start, end = text.index(MARKERS[0]), text.index(MARKERS[1]) + len(MARKERS[1])
+    if markers[0] in text:
+        start, end = text.index(markers[0]), text.index(markers[1]) + len(markers[1])
         text = text[:start] + section + text[end:]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
