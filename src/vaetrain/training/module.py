@@ -255,4 +255,3 @@ class AutoencoderModule(L.LightningModule):
         shown = {"img_per_s", "train/total", "steps/generator"}
         self.log_dict({k: v for k, v in logs.items() if k in shown}, prog_bar=True, batch_size=batch_size)
         self.log_dict({k: v for k, v in logs.items() if k not in shown}, batch_size=batch_size)
-
