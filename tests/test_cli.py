@@ -153,3 +153,29 @@ def test_the_python_api_trains_with_plain_ddp(datamodule):
     trainer = tiny_trainer(max_steps=3, strategy="ddp")
     trainer.fit(module, datamodule)
     assert trainer.strategy._ddp_kwargs["find_unused_parameters"] and module.counters.discriminator_steps == 2
+
+
+def test_distill_from_the_command_line(tmp_path, image_folder):
+    """`vaetrain distill --teacher FOLDER`: a tiny autoencoder trained on the teacher's latents, exported as
+    an AutoencoderTiny folder whose encoder speaks the teacher's scaled latents (scaling_factor 1)."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    teacher = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                            block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, latent_channels=4)
+    teacher.save_pretrained(tmp_path / "teacher")
+    run = tmp_path / "student"
+    preset = str(CONFIGS[[p.name for p in CONFIGS].index("taesd-tiny.yaml")])
+    code = main([
+        "distill", "--teacher", str(tmp_path / "teacher"), "--config", preset, f"--data.path={image_folder}",
+        "--model.autoencoder.architecture={encoder_block_out_channels: [8, 8], decoder_block_out_channels: [8, 8], num_encoder_blocks: [1, 1], num_decoder_blocks: [1, 1]}",
+        *[a for a in SMALL if not a.startswith(("--model.autoencoder", "--model.loss.perceptual"))], f"--trainer.default_root_dir={run}",
+    ])
+    assert code == 0
+    student = AutoencoderTiny.from_pretrained(run / "diffusers")
+    assert student.config.scaling_factor == 1.0 and (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_distill_without_a_teacher_is_one_line(capsys):
+    assert main(["distill", "--config", "configs/taesd.yaml"]) == 2
+    assert "--teacher" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from vaetrain.losses import (
     reconstruction_loss,
 )
 from vaetrain.models import DiscriminatorConfig, PatchDiscriminator, build_autoencoder
-from vaetrain.models.autoencoder import LastLayerInput
+from vaetrain.models.last_layers import LastLayerInput
 
 
 def _forward(seed: int = 0):

@@ -1,4 +1,4 @@
-"""`vaetrain COMMAND ...`: the one command line. `fit` and `validate` are LightningCLI (YAML presets, every
+"""`vaetrain COMMAND ...`: the one command line. `fit` and `validate` are LightningCLI (`distill` is `fit` with a teacher) (YAML presets, every
 key overridable); `eval`, `recon`, `export` and `convert` are argparse front ends of plain functions and
 name the same things the same way (`--data.path`, `--data.resolution`, ...). vaetrain's own errors,
 raised anywhere (DataLoader workers included), end here as one line and a non-zero exit.
@@ -14,6 +14,7 @@ from vaetrain.errors import ConfigError, VaetrainError, one_line
 
 COMMANDS = {
     "fit": "train or fine-tune an autoencoder from a preset (configs/*.yaml; every key can be overridden)",
+    "distill": "train a tiny autoencoder (configs/taesd.yaml) to stand in for a teacher VAE: fit with --teacher MODEL",
     "validate": "run the validation metrics of a preset or checkpoint without training",
     "eval": "measure autoencoders on the same images: OUT/metrics.json, metrics.csv and report.html",
     "recon": "reconstruct image files or folders to PNG, at each image's own size",
@@ -43,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
             from vaetrain.cli.fit import run_lightning
 
             return run_lightning(None if from_command_line else argv)
+        if argv[0] == "distill":
+            from vaetrain.cli.fit import distill_arguments, run_lightning
+
+            arguments = distill_arguments(argv[1:])
+            return 0 if arguments is None else run_lightning(arguments)
         from vaetrain.cli import commands
 
         return getattr(commands, f"run_{argv[0]}")(argv[1:])

@@ -19,6 +19,8 @@ from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metrics import to_uint8
 from vaetrain.evaluation.probe import ProbeConfig, normalisation, train_probe
 from vaetrain.evaluation.reconstruct import resolve_device
+from vaetrain.models.families import decode
+from vaetrain.models.families import encode as encode_latents
 
 PROBE_FILE = "probe.json"
 
@@ -34,7 +36,7 @@ def encode(model, images: ImageSet, max_images: int | None, device: torch.device
     for batch in evaluation_images(images, part="all", max_images=max_images, batch_size=32):
         pixels = images_of(batch).to(device)
         if len(pixels):
-            latents.append((model.encode(pixels).latent_dist.sample(generator=generator) - shift) * scale)
+            latents.append((encode_latents(model, pixels).sample(generator=generator) - shift) * scale)
             originals.append(pixels.cpu())
     if not latents:
         raise ConfigError(f"probe: no usable images in '{images.source.path}'")
@@ -45,7 +47,7 @@ def encode(model, images: ImageSet, max_images: int | None, device: torch.device
 def sample_fid(model, samples: torch.Tensor, originals: torch.Tensor, inception: nn.Module | None) -> tuple[torch.Tensor, float | None]:
     """Decoded samples (in [-1, 1], on CPU) and their FID against the real images (None without Inception)."""
     shift, scale = (t.to(samples.device) for t in normalisation(model.config))
-    decoded = torch.cat([model.decode(chunk / scale + shift).sample.float().clamp(-1, 1).cpu() for chunk in samples.split(32)])
+    decoded = torch.cat([decode(model, chunk / scale + shift).float().clamp(-1, 1).cpu() for chunk in samples.split(32)])
     if inception is None:
         return decoded, None
     fid = FrechetInceptionDistance(feature=inception, normalize=False, input_img_size=(3, 299, 299))

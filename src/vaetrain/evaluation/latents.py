@@ -6,9 +6,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import torch
-from diffusers import AutoencoderKL
+from torch import nn
 
 from vaetrain.losses.terms import kl_divergence
+from vaetrain.models.families import encode
 
 
 HISTOGRAM_BINS = 40
@@ -57,6 +58,7 @@ class LatentAccumulator:
         self.total_sq: torch.Tensor | None = None
         self.elements = self.images = 0
         self.kl_sum = 0.0
+        self.kl_images = 0  # images with a posterior variance (none for deterministic families)
         self.subsamples: list[torch.Tensor] = []
 
     @torch.no_grad()
@@ -69,7 +71,9 @@ class LatentAccumulator:
         self.total_sq = sums_sq if self.total_sq is None else self.total_sq + sums_sq
         self.elements += latents.shape[0] * latents.shape[2] * latents.shape[3]
         self.images += latents.shape[0]
-        self.kl_sum += float(kl_divergence(posterior.mean, posterior.logvar, "mean")) * latents.shape[0]
+        if posterior.logvar is not None:  # deterministic families have no KL: it stays nan
+            self.kl_sum += float(kl_divergence(posterior.mean, posterior.logvar, "mean")) * latents.shape[0]
+            self.kl_images += latents.shape[0]
         per_channel = latents.transpose(0, 1).flatten(1)
         stride = max(1, per_channel.shape[1] // _HISTOGRAM_SAMPLES_PER_BATCH)
         self.subsamples.append(per_channel[:, ::stride].float().cpu())
@@ -88,20 +92,20 @@ class LatentAccumulator:
             channel_mean=channel_mean.tolist(),
             channel_std=channel_var.sqrt().tolist(),
             count=self.images,
-            kl=self.kl_sum / self.images,
+            kl=self.kl_sum / self.kl_images if self.kl_images else float("nan"),
             channel_histograms=[_histogram(values) for values in torch.cat(self.subsamples, dim=1)],
         )
 
 
 @torch.no_grad()
 def measure_latent_statistics(
-    model: AutoencoderKL, batches: Iterable[torch.Tensor], *, sample: bool = True, seed: int = 0
+    model: nn.Module, batches: Iterable[torch.Tensor], *, sample: bool = True, seed: int = 0
 ) -> LatentStatistics:
     """Encodes every batch (images in [-1, 1]) and accumulates its latents."""
     device = next(model.parameters()).device
     accumulator = LatentAccumulator(sample=sample, seed=seed)
     for batch in batches:
-        accumulator.update(model.encode(batch.to(device)).latent_dist)
+        accumulator.update(encode(model, batch.to(device)))
     return accumulator.result()
 
 

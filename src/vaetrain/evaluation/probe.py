@@ -146,7 +146,7 @@ def normalisation(config) -> tuple[torch.Tensor, torch.Tensor]:
     channels = config.latent_channels
     if getattr(config, "latents_mean", None) and getattr(config, "latents_std", None):
         return torch.tensor(config.latents_mean).view(1, channels, 1, 1), 1 / torch.tensor(config.latents_std).view(1, channels, 1, 1)
-    shift = config.shift_factor if config.shift_factor is not None else 0.0
+    shift = getattr(config, "shift_factor", None) or 0.0
     return torch.full((1, channels, 1, 1), float(shift)), torch.full((1, channels, 1, 1), float(config.scaling_factor))
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL
+from torch import nn
 
 from vaetrain.data.decode import BadImage, decode_image
 from vaetrain.data.folder import list_images
 from vaetrain.data.transforms import native_transform
 from vaetrain.errors import ConfigError
-from vaetrain.models.autoencoder import downsampling_factor
+from vaetrain.models.families import decode, downsampling_factor, encode
 
 SEPARATOR_PX = 4
 
@@ -47,7 +47,7 @@ def pad_to_multiple(images: torch.Tensor, factor: int) -> tuple[torch.Tensor, tu
 
 
 @contextmanager
-def tiled(model: AutoencoderKL, config: TilingConfig | None):
+def tiled(model: nn.Module, config: TilingConfig | None):
     """Switches diffusers' tiling on with the given tile size for the duration, then restores the model."""
     if config is None or not config.enabled:
         yield model
@@ -55,6 +55,8 @@ def tiled(model: AutoencoderKL, config: TilingConfig | None):
     factor = downsampling_factor(model)
     if config.tile_size % factor:
         raise ValueError(f"tile_size={config.tile_size} is not divisible by the downsampling factor {factor}")
+    if not all(hasattr(model, name) for name in ("tile_sample_min_size", "tile_latent_min_size", "tile_overlap_factor")):
+        raise ConfigError(f"tiling is not available for {type(model).__name__} (diffusers names its tile sizes differently)")
     saved = (model.use_tiling, model.tile_sample_min_size, model.tile_latent_min_size, model.tile_overlap_factor)
     model.use_tiling = True
     model.tile_sample_min_size = config.tile_size
@@ -67,18 +69,18 @@ def tiled(model: AutoencoderKL, config: TilingConfig | None):
 
 
 @torch.no_grad()
-def encode_decode(model: AutoencoderKL, images: torch.Tensor, tiling: TilingConfig | None = None):
+def encode_decode(model: nn.Module, images: torch.Tensor, tiling: TilingConfig | None = None):
     """(posterior, reconstruction) for images of any size: padded to the downsampling factor, decoded
     from the posterior mode, cropped back to the input's size, in [-1, 1] as the model gives it."""
     height, width = images.shape[-2:]
     padded, _ = pad_to_multiple(images, downsampling_factor(model))
     with tiled(model, tiling):
-        posterior = model.encode(padded).latent_dist
-        decoded = model.decode(posterior.mode()).sample
+        posterior = encode(model, padded)
+        decoded = decode(model, posterior.mode())
     return posterior, decoded[..., :height, :width]
 
 
-def reconstruct(model: AutoencoderKL, images: torch.Tensor, tiling: TilingConfig | None = None) -> torch.Tensor:
+def reconstruct(model: nn.Module, images: torch.Tensor, tiling: TilingConfig | None = None) -> torch.Tensor:
     return encode_decode(model, images, tiling)[1]
 
 
@@ -89,7 +91,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def reconstruct_files(
-    model: AutoencoderKL,
+    model: nn.Module,
     inputs: list[str],
     out_dir: str | Path,
     *,

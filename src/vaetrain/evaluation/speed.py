@@ -8,7 +8,9 @@ import time
 from dataclasses import dataclass
 
 import torch
-from diffusers import AutoencoderKL
+from torch import nn
+
+from vaetrain.models.families import decode, encode
 
 FP16_MAX = float(torch.finfo(torch.float16).max)  # 65504
 
@@ -38,21 +40,21 @@ def _synchronize(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def measure_speed(model: AutoencoderKL, images: torch.Tensor, *, repeats: int = 3) -> SpeedReport:
+def measure_speed(model: nn.Module, images: torch.Tensor, *, repeats: int = 3) -> SpeedReport:
     """Times the model's own encode and decode on `images` (one batch, already on the model's device)."""
     device = images.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    latents = model.encode(images).latent_dist.mode()  # warm-up
-    model.decode(latents)
+    latents = encode(model, images).mode()  # warm-up
+    decode(model, latents)
     timings = {"encode": 0.0, "decode": 0.0}
     for _ in range(repeats):
         _synchronize(device)
         start = time.perf_counter()
-        latents = model.encode(images).latent_dist.mode()
+        latents = encode(model, images).mode()
         _synchronize(device)
         middle = time.perf_counter()
-        model.decode(latents)
+        decode(model, latents)
         _synchronize(device)
         timings["encode"] += middle - start
         timings["decode"] += time.perf_counter() - middle
@@ -65,7 +67,7 @@ def measure_speed(model: AutoencoderKL, images: torch.Tensor, *, repeats: int = 
 
 
 @torch.no_grad()
-def check_fp16_decode(model: AutoencoderKL, latents: torch.Tensor) -> Fp16Report:
+def check_fp16_decode(model: nn.Module, latents: torch.Tensor) -> Fp16Report:
     """Decodes `latents` with a float16 copy of the model, watching every module's output."""
     half = copy.deepcopy(model).half().eval()  # (`.to(dtype)` makes diffusers warn about fp32 modules it has none of)
     largest = torch.zeros((), dtype=torch.float32, device=latents.device)
@@ -81,10 +83,10 @@ def check_fp16_decode(model: AutoencoderKL, latents: torch.Tensor) -> Fp16Report
             largest = torch.maximum(largest, magnitude)
 
     handles = [module.register_forward_hook(watch) for module in half.decoder.modules()]
-    if half.post_quant_conv is not None:
+    if getattr(half, "post_quant_conv", None) is not None:
         handles.append(half.post_quant_conv.register_forward_hook(watch))
     try:
-        half.decode(latents.to(torch.float16))
+        decode(half, latents.to(torch.float16))
     finally:
         for handle in handles:
             handle.remove()

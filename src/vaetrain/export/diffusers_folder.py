@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from diffusers import AutoencoderKL
+from torch import nn
 
 from vaetrain.data.loading import ImageSet, evaluation_images, images_of
 from vaetrain.data.sources import Part
@@ -21,18 +21,19 @@ LATENT_STATISTICS_FILE = "latent_statistics.json"
 
 
 def save_diffusers_folder(
-    model: AutoencoderKL, out_dir: str | Path, statistics: LatentStatistics | None, files: dict[str, str] | None = None
+    model: nn.Module, out_dir: str | Path, statistics: LatentStatistics | None, files: dict[str, str] | None = None, *, set_scale: bool = True
 ) -> Path:
     """Writes `config.json` + `diffusion_pytorch_model.safetensors` (+ latent statistics, + `files`, e.g. the
     model card) atomically.
 
     `scaling_factor` = 1/std and `shift_factor` = mean of the measured latents, so a diffusion pipeline
     that reads them (SD: scale only; SD3/Flux: shift and scale) gets unit-variance latents; per-channel
-    pipelines read `latents_mean`/`latents_std`.
+    pipelines read `latents_mean`/`latents_std`. `set_scale` False (a distilled student, whose latents are
+    its teacher's scaled latents by construction) keeps the config's factors and only writes the statistics file.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    if statistics is not None:
+    if statistics is not None and set_scale:
         model.register_to_config(
             scaling_factor=statistics.scaling_factor, shift_factor=statistics.shift_factor,
             latents_mean=statistics.channel_mean, latents_std=statistics.channel_std,
@@ -53,7 +54,7 @@ def save_diffusers_folder(
 
 
 def export_model(
-    model: AutoencoderKL,
+    model: nn.Module,
     out_dir: str | Path,
     images: ImageSet | None,
     *,
@@ -78,7 +79,8 @@ def export_model(
     if validation is not None:
         facts.metrics = measure_reconstruction(model, *validation)
     card = model_card(model, statistics, facts)
-    return save_diffusers_folder(model.cpu(), out_dir, statistics, {"README.md": card})
+    distilled = bool(facts.settings.get("loss", {}).get("distillation", {}).get("teacher"))
+    return save_diffusers_folder(model.cpu(), out_dir, statistics, {"README.md": card}, set_scale=not distilled)
 
 
 def export_checkpoint(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffusers import AutoencoderKL
+from torch import nn
 
 from vaetrain.errors import ConfigError
 from vaetrain.export.diffusers_folder import save_diffusers_folder
@@ -16,14 +16,14 @@ from vaetrain.training.checkpoint import autoencoder_from_checkpoint, is_vaetrai
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
 
 
-def load_autoencoder(reference: str | Path, *, use_ema: bool = True) -> AutoencoderKL:
+def load_autoencoder(reference: str | Path, *, use_ema: bool = True) -> nn.Module:
     """A vaetrain `.ckpt` (EMA weights when present, unless `use_ema` is False), a diffusers folder, an
     LDM/SD VAE file (`.ckpt`/`.safetensors`), or a Hub id (downloaded by diffusers unless cached). In eval
     mode, fp32."""
     path = Path(reference).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ConfigError(f"'{path}' is a folder without config.json, not a diffusers AutoencoderKL folder")
+            raise ConfigError(f"'{path}' is a folder without config.json, not a diffusers autoencoder folder")
         return load_pretrained_autoencoder(path)
     if path.suffix in CHECKPOINT_SUFFIXES:
         if not path.is_file():

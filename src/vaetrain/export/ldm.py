@@ -85,6 +85,8 @@ def ldm_to_diffusers(state_dict: dict[str, torch.Tensor], config: dict | None = 
 
 def diffusers_to_ldm(model: AutoencoderKL) -> dict[str, torch.Tensor]:
     """The model's weights under LDM's names and shapes (attention projections as 1x1 convolutions)."""
+    if not isinstance(model, AutoencoderKL):
+        raise ConfigError(f"the LDM format holds AutoencoderKL weights only, not {type(model).__name__}")
     config = model.config
     if config.norm_num_groups != LDM_GROUP_NORM_GROUPS:
         raise ConfigError(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL
+from torch import nn
 
 from vaetrain.data.loading import ImageSet, evaluation_images, images_of
 from vaetrain.data.sources import Part
@@ -15,7 +15,7 @@ from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics
 from vaetrain.evaluation.metrics import ReconstructionMetrics
 from vaetrain.evaluation.reconstruct import reconstruct
-from vaetrain.models.autoencoder import downsampling_factor
+from vaetrain.models.families import downsampling_factor, family_of
 
 
 @dataclass
@@ -29,7 +29,7 @@ class CardFacts:
 
 
 @torch.no_grad()
-def measure_reconstruction(model: AutoencoderKL, images: ImageSet, part: Part, max_images: int = 64) -> dict | None:
+def measure_reconstruction(model: nn.Module, images: ImageSet, part: Part, max_images: int = 64) -> dict | None:
     """PSNR and SSIM of the model's reconstructions of up to `max_images` images of `part` (None: no images)."""
     metrics, count = ReconstructionMetrics(sync_on_compute=False), 0  # rank 0 alone exports
     device = next(model.parameters()).device
@@ -44,17 +44,22 @@ def measure_reconstruction(model: AutoencoderKL, images: ImageSet, part: Part, m
     return {"psnr": values["psnr"], "ssim": values["ssim"], "images": count, "resolution": images.resolution, "part": part}
 
 
-def model_card(model: AutoencoderKL, statistics: LatentStatistics | None, facts: CardFacts) -> str:
+def model_card(model: nn.Module, statistics: LatentStatistics | None, facts: CardFacts) -> str:
     config, factor = model.config, downsampling_factor(model)
     loss = facts.settings.get("loss", {})
     recipe = ", ".join(f"{k} {loss[k]}" for k in ("balance", "gan_loss", "reconstruction", "perceptual_weight", "kl_weight") if k in loss)
     posterior = facts.settings.get("autoencoder", {}).get("posterior", "learned")
-    data = facts.training_images
+    data, family = facts.training_images, family_of(model)
+    teacher = loss.get("distillation", {}).get("teacher")
+    if family.deterministic:
+        posterior = f"deterministic: `vae.encode(images).{'latents' if family.name == 'tiny' else 'latent'}` is the latent"
+    else:
+        posterior = "fixed variance: latent_dist.mean is the latent, latent_dist.std ~3e-7" if posterior == "fixed" else "diagonal Gaussian (mean, log-variance)"
     rows = [
-        ("architecture", f"AutoencoderKL, block_out_channels {list(config.block_out_channels)}, layers_per_block {config.layers_per_block}"),
+        ("architecture", family.describe(model)),
         ("latent", f"{config.latent_channels} channels at 1/{factor} of the image side: {config.latent_channels} x H/{factor} x W/{factor}"),
-        ("posterior", "fixed variance: latent_dist.mean is the latent, latent_dist.std ~3e-7" if posterior == "fixed" else "diagonal Gaussian (mean, log-variance)"),
-        ("scaling_factor / shift_factor", _factors(config, statistics)),
+        ("posterior", posterior),
+        ("scaling_factor / shift_factor", f"{config.scaling_factor} / 0: distilled from `{teacher}`, its latents are the teacher's scaled latents" if teacher else _factors(config, statistics)),
         ("training", (f"{facts.steps} generator steps" if facts.steps is not None else "unknown steps") + (f"; {recipe}" if recipe else "")),
         ("data", _describe(data) if data else "not recorded"),
     ]
@@ -78,13 +83,18 @@ tags:
 {table}
 
 ```python
-from diffusers import AutoencoderKL
-
-vae = AutoencoderKL.from_pretrained("path/or/repo")
-latents = vae.encode(images).latent_dist.sample()  # images in [-1, 1]
-latents = (latents - vae.config.shift_factor) * vae.config.scaling_factor  # what a diffusion model sees
+{_usage(family)}
 ```
 """
+
+
+def _usage(family) -> str:
+    sample = "latent_dist.sample()" if not family.deterministic else "latents" if family.name == "tiny" else "latent"
+    return f"""from diffusers import {family.class_name}
+
+vae = {family.class_name}.from_pretrained("path/or/repo")
+latents = vae.encode(images).{sample}  # images in [-1, 1]
+latents = (latents - (vae.config.get("shift_factor") or 0)) * vae.config.scaling_factor  # what a diffusion model sees"""
 
 
 def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, api=None) -> str:
@@ -103,7 +113,7 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, api=
 
 def _factors(config, statistics: LatentStatistics | None) -> str:
     if statistics is None:
-        return f"{config.scaling_factor:.6g} / {config.shift_factor} (as configured)"
+        return f"{config.scaling_factor:.6g} / {config.get('shift_factor') or 0} (as configured)"
     return f"{statistics.scaling_factor:.6g} / {statistics.shift_factor:.6g} (measured on {statistics.count} training images; per channel in latents_mean / latents_std)"
 
 

@@ -19,6 +19,7 @@ from torch import nn
 from vaetrain.errors import ConfigError
 from vaetrain.losses.alignment import AlignmentConfig
 from vaetrain.losses.balance import Processes, adaptive_gan_weight, gradnorm
+from vaetrain.losses.distillation import DistillationConfig
 from vaetrain.losses.equivariance import EquivarianceConfig
 from vaetrain.losses.gan import GanLossKind, generator_adversarial_loss
 from vaetrain.losses.perceptual import Backbone, PerceptualNetwork
@@ -91,6 +92,8 @@ class LossConfig:
     """VA-VAE: align the (projected) latent with a frozen vision encoder's patch features."""
     latent_noise: float = 0.0
     """The decoder reads z + sigma x std(z) x eps, sigma ~ U(0, latent_noise) per image (0: off)."""
+    distillation: DistillationConfig = field(default_factory=DistillationConfig)
+    """Imitate a teacher VAE (`vaetrain distill`): encoder to its scaled latents, decoder from them."""
 
     def __post_init__(self) -> None:
         pooled = self.pooled_reconstruction

@@ -1,28 +1,40 @@
-"""The autoencoder is diffusers' AutoencoderKL itself, so an export is the trained module, bit for bit."""
+"""The autoencoder is a diffusers class itself (AutoencoderKL, AutoencoderTiny or AutoencoderDC: see
+`models.families`), so an export is the trained module, bit for bit."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
-from diffusers import AutoencoderKL
+from torch import nn
 
 from vaetrain.errors import ConfigError
+from vaetrain.models.families import FAMILIES, downsampling_factor, family_of, family_of_config, family_of_folder
+
+__all__ = ["AutoencoderConfig", "build_autoencoder", "downsampling_factor"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    """Architecture of a new AutoencoderKL, or where to load a pretrained one from, and its posterior.
+    """Architecture of a new autoencoder, or where to load a pretrained one from, and its posterior.
 
-    Defaults are Stable Diffusion 1.x's f8c4 autoencoder. When `pretrained` is set (a local diffusers
+    Defaults are Stable Diffusion 1.x's f8c4 AutoencoderKL. When `pretrained` is set (a local diffusers
     folder or a Hugging Face Hub id), the architecture fields are ignored and the stored config is used.
     """
+
+    family: Literal["kl", "tiny", "dc"] = "kl"
+    """kl: AutoencoderKL (SD's VAE); tiny: AutoencoderTiny (TAESD, usually distilled: `vaetrain distill`);
+    dc: AutoencoderDC (deep compression, f32/f64). A pretrained folder's own class wins."""
+    architecture: dict | None = None
+    """More of the diffusers class's own config fields (e.g. AutoencoderTiny's `encoder_block_out_channels`,
+    AutoencoderDC's `encoder_block_types`); the fields below that name the same thing take precedence where
+    the class has them (block_out_channels, layers_per_block, norm_num_groups and mid_block_add_attention are
+    AutoencoderKL's only)."""
 
     block_out_channels: list[int] = field(default_factory=lambda: [128, 256, 512, 512])
     """Channels of each resolution level; n levels downsample by 2^(n-1)."""
@@ -53,49 +65,59 @@ class AutoencoderConfig:
     """The fixed posterior's relative noise (vqgan-training: 0.1 in v0.2, 0 at HEAD)."""
     latent_clamp: float | None = None
     """Clamp the encoder's mean to [-latent_clamp, latent_clamp] in training (vqgan-training --do_clamp: 8)."""
+    trainable: list[str] | None = None
+    """Only parameters whose names start with one of these prefixes train (e.g. DC-AE's phases:
+    [decoder.up_blocks.0, decoder.norm_out, decoder.conv_out]); None: all (subject to train_encoder)."""
 
     def __post_init__(self) -> None:
+        if self.family != "kl" and self.posterior == "fixed":
+            raise ConfigError(f"model.autoencoder.posterior: the {self.family} family is deterministic already; leave it 'learned' (unused)")
+        if self.family != "kl" and self.pretrained is None and any(
+            getattr(self, name) != default for name, default in (("norm_num_groups", 32), ("mid_block_add_attention", True))
+        ):
+            raise ConfigError(f"model.autoencoder.norm_num_groups / mid_block_add_attention are AutoencoderKL's; for {self.family} use model.autoencoder.architecture")
+        if self.trainable is not None and not self.trainable:
+            raise ConfigError("model.autoencoder.trainable must name at least one parameter prefix (or be null for all)")
         if self.posterior_std < 0:
             raise ConfigError(f"model.autoencoder.posterior_std must be >= 0, got {self.posterior_std}")
         if self.latent_clamp is not None and self.latent_clamp <= 0:
             raise ConfigError(f"model.autoencoder.latent_clamp must be positive, got {self.latent_clamp}")
 
 
-def build_autoencoder(config: AutoencoderConfig) -> AutoencoderKL:
-    """A new or pretrained AutoencoderKL, with gradient checkpointing and encoder freezing applied."""
+def build_autoencoder(config: AutoencoderConfig) -> nn.Module:
+    """A new or pretrained autoencoder of the configured family, with gradient checkpointing, encoder
+    freezing and `trainable` applied."""
     if config.pretrained:
         model = _load_pretrained(config.pretrained, config.subfolder)
     else:
-        levels = len(config.block_out_channels)
-        if any(c % config.norm_num_groups for c in config.block_out_channels):
-            raise ConfigError(
-                f"model.autoencoder.block_out_channels {config.block_out_channels} must all be divisible by "
-                f"model.autoencoder.norm_num_groups={config.norm_num_groups}"
-            )
-        model = AutoencoderKL(
-            in_channels=config.in_channels,
-            out_channels=config.out_channels,
-            down_block_types=("DownEncoderBlock2D",) * levels,
-            up_block_types=("UpDecoderBlock2D",) * levels,
-            block_out_channels=tuple(config.block_out_channels),
-            layers_per_block=config.layers_per_block,
-            latent_channels=config.latent_channels,
-            norm_num_groups=config.norm_num_groups,
-            mid_block_add_attention=config.mid_block_add_attention,
-        )
+        try:
+            model = FAMILIES[config.family].build(config)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"model.autoencoder.architecture does not fit {FAMILIES[config.family].class_name}: {_first_line(error)}") from error
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     if not config.train_encoder:
         freeze_encoder(model)
+    if config.trainable is not None:
+        train_only(model, config.trainable)
     return model
 
 
-def autoencoder_from_state(config: dict, state_dict: dict[str, torch.Tensor]) -> AutoencoderKL:
-    """A fresh fp32 AutoencoderKL from diffusers' config holding exactly these weights (contiguous, whatever
-    layout, compilation or sharding trained them), in eval mode."""
-    model = AutoencoderKL.from_config(config)
-    model.load_state_dict(state_dict, strict=True)
-    return model.float().eval()
+def train_only(model: nn.Module, prefixes: list[str]) -> None:
+    """Freezes every parameter whose name starts with none of `prefixes` (each must match something)."""
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name in names):
+            raise ConfigError(f"model.autoencoder.trainable: no parameter of {type(model).__name__} starts with '{prefix}'")
+    for name, parameter in model.named_parameters():
+        if not any(name.startswith(prefix) for prefix in prefixes):
+            parameter.requires_grad_(False)
+
+
+def autoencoder_from_state(config: dict, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """A fresh fp32 autoencoder (the family its config names) from diffusers' config holding exactly these
+    weights (contiguous, whatever layout, compilation or sharding trained them), in eval mode."""
+    return family_of_config(config).from_state(config, state_dict)
 
 
 LOGVAR_FLOOR = -30.0  # diffusers' DiagonalGaussianDistribution clamps the log-variance to [-30, 20]
@@ -115,85 +137,19 @@ def with_deterministic_posterior(state_dict: dict[str, torch.Tensor], latent_cha
     return weights
 
 
-def load_pretrained_autoencoder(source: str | Path, subfolder: str | None = None) -> AutoencoderKL:
-    """diffusers' `from_pretrained` of a folder or Hub id, in eval mode. `low_cpu_mem_usage=False`: without
-    `accelerate` diffusers would otherwise print installation advice on every load."""
-    return AutoencoderKL.from_pretrained(source, subfolder=subfolder, low_cpu_mem_usage=False).eval()
+def load_pretrained_autoencoder(source: str | Path, subfolder: str | None = None) -> nn.Module:
+    """diffusers' `from_pretrained` of a folder (any family, by its config's `_class_name`) or a Hub id
+    (AutoencoderKL), in eval mode."""
+    return family_of_folder(source, subfolder).load(source, subfolder)
 
 
-def freeze_encoder(model: AutoencoderKL) -> None:
+def freeze_encoder(model: nn.Module) -> None:
     """Stops gradients into the encoder half, so a decoder fine-tune keeps the latent space unchanged."""
-    for module in (model.encoder, model.quant_conv):
-        if module is not None:
-            module.requires_grad_(False)
+    for module in family_of(model).encoder_modules(model):
+        module.requires_grad_(False)
 
 
-class LastLayerInput:
-    """Keeps the input of the decoder's last convolution from the latest forward with gradients on, so the
-    adaptive GAN weight can compute that layer's weight gradient directly (`torch.nn.grad.conv2d_weight`)
-    instead of by autograd through the autoencoder, which DDP, FSDP and compiled graphs do not allow
-    mid-step. The reconstruction is that convolution's output."""
-
-    def __init__(self, model: AutoencoderKL) -> None:
-        self.conv = model.decoder.conv_out
-        self.value: torch.Tensor | None = None
-        self.conv.register_forward_pre_hook(self._keep)
-
-    def _keep(self, module, args) -> None:
-        if torch.is_grad_enabled():
-            self.value = args[0]
-
-    def take_weight_gradient(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Maps d loss / d reconstruction to d loss / d weight, for the latest forward (then forgets it)."""
-        conv, conv_input, self.value = self.conv, self.value, None
-        if conv_input is None:
-            raise RuntimeError("LastLayerInput: no forward with gradients since the last call")
-
-        def weight_gradient(grad_output: torch.Tensor) -> torch.Tensor:
-            return torch.nn.grad.conv2d_weight(
-                conv_input.float(), conv.weight.shape, grad_output.float(), conv.stride, conv.padding, conv.dilation, conv.groups
-            )
-
-        return weight_gradient
-
-
-class EncoderLastLayer:
-    """The encoder's twin of `LastLayerInput`: keeps the input of the encoder's last convolution from the
-    latest forward with gradients on, and maps a gradient at the posterior mean to that convolution's weight
-    gradient (through quant_conv's mean rows; the log-variance path's share is left out: zero for a fixed
-    posterior, small when the posterior's std is). VA-VAE weighs its alignment term by gradient norms there."""
-
-    def __init__(self, model: AutoencoderKL) -> None:
-        self.model = model
-        self.value: torch.Tensor | None = None
-        model.encoder.conv_out.register_forward_pre_hook(self._keep)
-
-    def _keep(self, module, args) -> None:
-        if torch.is_grad_enabled():
-            self.value = args[0].detach()
-
-    def weight_gradient(self, grad_mean: torch.Tensor) -> torch.Tensor:
-        if self.value is None:
-            raise RuntimeError("EncoderLastLayer: no encoder forward with gradients yet")
-        conv, quant = self.model.encoder.conv_out, self.model.quant_conv
-        channels = grad_mean.shape[1]
-        grad_moments = grad_mean.float()
-        if quant is not None:
-            weight = quant.weight.full_tensor() if hasattr(quant.weight, "full_tensor") else quant.weight
-            grad_moments = torch.einsum("oc,bohw->bchw", weight[:channels, :, 0, 0].float(), grad_moments)
-        else:
-            grad_moments = torch.cat([grad_moments, torch.zeros_like(grad_moments)], dim=1)
-        return torch.nn.grad.conv2d_weight(
-            self.value.float(), conv.weight.shape, grad_moments, conv.stride, conv.padding, conv.dilation, conv.groups
-        )
-
-
-def downsampling_factor(model: AutoencoderKL) -> int:
-    """How many pixels one latent element spans along each side (8 for SD's f8 autoencoders)."""
-    return 2 ** (len(model.config.block_out_channels) - 1)
-
-
-def _load_pretrained(source: str, subfolder: str | None) -> AutoencoderKL:
+def _load_pretrained(source: str, subfolder: str | None) -> nn.Module:
     path = Path(source).expanduser()
     if path.exists():
         try:

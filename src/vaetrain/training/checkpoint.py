@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL
+from torch import nn
 
 from vaetrain.data.loading import ImageSet
 from vaetrain.errors import ConfigError
@@ -59,7 +59,8 @@ class RunRecord:
             "gradient_checkpointing": module.autoencoder.is_gradient_checkpointing, "memory": module.memory_plan or None,
         }
         settings = {name: asdict(getattr(module, f"{name}_config")) for name in configs}
-        return cls(module.counters, dict(module.autoencoder.config), settings, data, plan, capture_rng())
+        autoencoder_config = dict(module.autoencoder.config) | {"_class_name": type(module.autoencoder).__name__}
+        return cls(module.counters, autoencoder_config, settings, data, plan, capture_rng())
 
     def write_into(self, checkpoint: dict[str, Any]) -> None:
         section = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("counters", "rng")}
@@ -123,7 +124,7 @@ def autoencoder_weights(state_dict: dict[str, torch.Tensor], *, use_ema: bool = 
     return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
-def autoencoder_from_checkpoint(path: str | Path, *, use_ema: bool = True) -> tuple[AutoencoderKL, RunRecord]:
+def autoencoder_from_checkpoint(path: str | Path, *, use_ema: bool = True) -> tuple[nn.Module, RunRecord]:
     """The checkpoint's autoencoder (fp32, eval mode) and its record; a fixed posterior's log-variance pinned
     as the export callback pins it."""
     checkpoint, record = load_checkpoint(path)
@@ -133,7 +134,7 @@ def autoencoder_from_checkpoint(path: str | Path, *, use_ema: bool = True) -> tu
     return autoencoder_from_state(record.autoencoder_config, weights), record
 
 
-FROZEN_PREFIXES = ("perceptual.", "val_metrics.", "alignment_encoder.")  # LPIPS, rFID's Inception, the alignment's encoder
+FROZEN_PREFIXES = ("perceptual.", "val_metrics.", "alignment_encoder.", "teacher.")  # LPIPS, rFID's Inception, the alignment's encoder, the teacher
 
 
 def keep_frozen_networks_out(module: torch.nn.Module) -> None:

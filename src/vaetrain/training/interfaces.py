@@ -25,6 +25,7 @@ class GanNetworks(Protocol):
     lecam_anchors: LeCamAnchors | None
     alignment_encoder: nn.Module | None
     alignment_projection: nn.Module | None
+    teacher: nn.Module | None  # the VAE being distilled (frozen), or None
 
 
 class Engine(Protocol):

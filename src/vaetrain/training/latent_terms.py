@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from vaetrain.losses.alignment import AlignmentConfig, alignment_loss
 from vaetrain.losses.balance import Processes
 from vaetrain.losses.equivariance import EquivarianceConfig, LatentTransform, draw_low_resolution, draw_transform
-from vaetrain.models.autoencoder import EncoderLastLayer
+from vaetrain.models.last_layers import EncoderLastLayer
 
 
 class AlignmentTerm:

@@ -25,12 +25,15 @@ from torch import nn
 from vaetrain.losses.gan import LeCamAnchors
 from vaetrain.losses.objective import LossConfig
 from vaetrain.losses.perceptual import build_perceptual_loss
-from vaetrain.models.autoencoder import AutoencoderConfig, build_autoencoder, downsampling_factor, with_deterministic_posterior
+from vaetrain.errors import ConfigError
+from vaetrain.models.autoencoder import AutoencoderConfig, build_autoencoder, load_pretrained_autoencoder, with_deterministic_posterior
+from vaetrain.models.families import downsampling_factor, family_of
 from vaetrain.models.discriminator import DiscriminatorConfig, build_discriminator, synchronise_batch_norm
 from vaetrain.models.ema import EMAConfig, build_ema
 from vaetrain.models.feature_encoders import AlignmentHead, build_feature_encoder
 from vaetrain.training.checkpoint_io import AtomicCheckpointIO
 from vaetrain.training.checkpoint import RunRecord, keep_frozen_networks_out, restore_rng
+from vaetrain.training.distillation import check_student, freeze_teacher
 from vaetrain.training.config import GanOptimizers, SpeedConfig, TrainingConfig, accumulation_for
 from vaetrain.training.engines import LightningEngine
 from vaetrain.training.optim import build_optimizer, build_scheduler, lr_multiplier, parameter_groups
@@ -43,7 +46,8 @@ from vaetrain.training.validation import ValidationConfig, ValidationMetrics
 
 
 class AutoencoderModule(L.LightningModule):
-    """Trains an AutoencoderKL (+ PatchGAN) with reconstruction + LPIPS + KL + adversarial losses."""
+    """Trains an autoencoder of any family (+ PatchGAN) with reconstruction + LPIPS + KL + adversarial losses,
+    or distils a teacher VAE into one (`loss.distillation`)."""
 
     def __init__(
         self,
@@ -58,10 +62,12 @@ class AutoencoderModule(L.LightningModule):
         perceptual: nn.Module | None = None,
         inception: nn.Module | None = None,
         alignment_encoder: nn.Module | None = None,
+        teacher: nn.Module | None = None,
     ) -> None:
         """Each block is a frozen config (shared defaults are safe). `perceptual` injects an LPIPS-like module
         (images, images) -> per-image distance, `inception` rFID's feature network, `alignment_encoder` the
-        alignment term's frozen patch-feature encoder (with a `feature_dim`), e.g. in tests."""
+        alignment term's frozen patch-feature encoder (with a `feature_dim`), `teacher` the VAE to distil
+        (else loaded from `loss.distillation.teacher`), e.g. in tests."""
         super().__init__()
         self.automatic_optimization = False
         self.autoencoder_config = autoencoder
@@ -84,6 +90,12 @@ class AutoencoderModule(L.LightningModule):
         if self.loss_config.alignment.weight > 0:  # the projection is trained with the autoencoder, never exported
             self.alignment_encoder = alignment_encoder or build_feature_encoder(self.loss_config.alignment.encoder)
             self.alignment_projection = AlignmentHead(self.autoencoder.config.latent_channels, self.alignment_encoder.feature_dim)
+        self.teacher = None
+        if teacher is not None or self.loss_config.distillation.teacher:
+            teacher = teacher or load_pretrained_autoencoder(self.loss_config.distillation.teacher, self.loss_config.distillation.subfolder)
+            self.teacher = freeze_teacher(teacher)
+            check_student(self.autoencoder, self.teacher)
+        self._check_family_terms()
         settings = StepSettings.from_configs(autoencoder, training, optimizer)
         self.gan_step = GanStep(self, self.loss_config, self.ema_config, settings)  # after the EMA copy: its hook stays off it
         self.engine = LightningEngine(self)
@@ -104,6 +116,13 @@ class AutoencoderModule(L.LightningModule):
     @property
     def accumulate(self) -> int:
         return self.gan_step.accumulate
+
+    def _check_family_terms(self) -> None:
+        """Terms that need what only some set-ups have, refused in one line."""
+        if self.alignment_projection is not None and family_of(self.autoencoder).name != "kl":
+            raise ConfigError("model.loss.alignment needs the kl family (its adaptive weight reads AutoencoderKL's encoder conv_out and quant_conv)")
+        if self.teacher is not None and self.loss_config.equivariance.probability > 0:
+            raise ConfigError("model.loss.equivariance does not apply while distilling (model.loss.distillation.teacher): the latents are the teacher's")
 
     @property
     def downsampling_factor(self) -> int:
@@ -148,7 +167,9 @@ class AutoencoderModule(L.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Deterministic reconstruction (posterior mode) with the inference weights."""
-        return self.inference_autoencoder()(images, sample_posterior=False).sample
+        model = self.inference_autoencoder()
+        family = family_of(model)
+        return family.decode(model, family.encode(model, images).mode())
 
     # ----------------------------------------------------------------------------------------- Lightning
     def setup(self, stage: str) -> None:
@@ -187,7 +208,7 @@ class AutoencoderModule(L.LightningModule):
 
     def configure_optimizers(self):
         configs = (self.optimizer_config.generator, self.optimizer_config.discriminator)
-        scale, width = self._lr_scale(), self.autoencoder.config.block_out_channels[0]
+        scale, width = self._lr_scale(), family_of(self.autoencoder).width(self.autoencoder)
         generator = list(self.autoencoder.named_parameters())
         if self.alignment_projection is not None:
             generator += [(f"alignment_projection.{n}", p) for n, p in self.alignment_projection.named_parameters()]

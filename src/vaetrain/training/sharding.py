@@ -12,6 +12,8 @@ from torch import nn
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
+from vaetrain.models.families import family_of
+
 
 def is_sharded(module: nn.Module) -> bool:
     return any(isinstance(p, DTensor) for p in module.parameters())
@@ -19,21 +21,16 @@ def is_sharded(module: nn.Module) -> bool:
 
 def shard_autoencoder(autoencoder: nn.Module, mesh) -> None:
     """One FSDP unit per encoder/decoder block (parameters gathered only while the block runs) inside one
-    root each for the encoder, the decoder and the two 1x1 convolutions. The AutoencoderKL itself is not
-    wrapped: training calls its `encode`/`decode`, whose outputs (a posterior object) would hide tensors
-    from FSDP's backward hooks; its four children are called through `forward` and return tensors.
-    Roots reshard after forward too (FSDP2 keeps a root's weights gathered by default, which after an
-    inference forward would leave the EMA copy unsharded beside the sharded weights it averages)."""
-    for half in (autoencoder.encoder, autoencoder.decoder):
-        blocks = list(getattr(half, "down_blocks", [])) + list(getattr(half, "up_blocks", [])) + [half.mid_block]
-        for block in blocks:
-            fully_shard(block, mesh=mesh, reshard_after_forward=True)
-        fully_shard(half, mesh=mesh, reshard_after_forward=True)
-    for conv in (autoencoder.quant_conv, autoencoder.post_quant_conv):
-        if conv is not None:
-            fully_shard(conv, mesh=mesh, reshard_after_forward=True)
+    root each for the encoder, the decoder and (AutoencoderKL) the two 1x1 convolutions: the family's
+    `shard_units`. The autoencoder itself is not wrapped: training calls its `encode`/`decode`, whose
+    outputs (a posterior object) would hide tensors from FSDP's backward hooks; its children are called
+    through `forward` and return tensors. Roots reshard after forward too (FSDP2 keeps a root's weights
+    gathered by default, which after an inference forward would leave the EMA copy unsharded beside the
+    sharded weights it averages)."""
+    for unit in family_of(autoencoder).shard_units(autoencoder):
+        fully_shard(unit, mesh=mesh, reshard_after_forward=True)
     if any(not isinstance(p, DTensor) for p in autoencoder.parameters()):
-        raise RuntimeError("shard_autoencoder: parameters outside encoder, decoder and the 1x1 convolutions")
+        raise RuntimeError("shard_autoencoder: parameters outside the family's shard units")
 
 
 def shard(module: nn.Module, mesh) -> None:

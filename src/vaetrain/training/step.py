@@ -21,12 +21,15 @@ import torch
 from torch import nn
 
 from vaetrain.losses.balance import Processes
+from vaetrain.losses.distillation import encoder_distillation_loss
 from vaetrain.losses.gan import discriminator_loss, lecam_penalty, r1_penalty
 from vaetrain.losses.equivariance import LatentTransform
 from vaetrain.losses.objective import LossConfig, gan_ramp, generator_loss
-from vaetrain.models.autoencoder import EncoderLastLayer, LastLayerInput, downsampling_factor
+from vaetrain.models.families import downsampling_factor, family_of
+from vaetrain.models.last_layers import EncoderLastLayer, LastLayerInput
 from vaetrain.models.ema import EMAConfig
 from vaetrain.training.guard import StepCounters, UpdateGuard
+from vaetrain.training.distillation import TeacherTargets
 from vaetrain.training.interfaces import Engine, GanNetworks, Network, Phase
 from vaetrain.training.latent_terms import AlignmentTerm, draw_equivariance, noisy_latents
 
@@ -37,7 +40,6 @@ class StepSettings:
 
     accumulate: int = 1
     gan_updates: Literal["both", "alternate"] = "both"
-    train_encoder: bool = True
     posterior: Literal["learned", "fixed"] = "learned"
     posterior_std: float = 0.1  # the fixed posterior's relative noise
     latent_clamp: float | None = None
@@ -48,7 +50,7 @@ class StepSettings:
     def from_configs(cls, autoencoder, training, optimizers) -> StepSettings:
         """From the module's config blocks (`AutoencoderConfig`, `TrainingConfig`, `GanOptimizers`)."""
         return cls(
-            accumulate=training.accumulate_grad_batches, gan_updates=training.gan_updates, train_encoder=autoencoder.train_encoder,
+            accumulate=training.accumulate_grad_batches, gan_updates=training.gan_updates,
             posterior=autoencoder.posterior, posterior_std=autoencoder.posterior_std, latent_clamp=autoencoder.latent_clamp,
             clip_norm={"generator": optimizers.generator.gradient_clip_norm, "discriminator": optimizers.discriminator.gradient_clip_norm},
             max_consecutive_skips=training.max_consecutive_skips,
@@ -82,7 +84,10 @@ class GanStep:
         self.last_layer = LastLayerInput(networks.autoencoder)
         self.guard = UpdateGuard(settings.clip_norm, settings.max_consecutive_skips)
         self.last_latents: torch.Tensor | None = None  # the latest batch's posterior means, for histograms
+        self.family = family_of(networks.autoencoder)
         self.factor = downsampling_factor(networks.autoencoder)
+        teacher = getattr(networks, "teacher", None)
+        self.teacher = TeacherTargets(loss.distillation, teacher) if teacher is not None else None
         alignment = loss.alignment
         self.alignment = AlignmentTerm(alignment, EncoderLastLayer(networks.autoencoder)) if alignment.weight > 0 else None
         self._power_iteration_window = -1
@@ -140,13 +145,17 @@ class GanStep:
         (the fixed posterior is vqgan-training's `DiagonalGaussian`, ae.py: z = mu * (1 + std * eps)), add
         the alignment term while gradients are on, add latent noise, transform (EQ-VAE) and decode."""
         autoencoder, settings = self.networks.autoencoder, self.settings
-        with torch.set_grad_enabled(torch.is_grad_enabled() and settings.train_encoder):
-            posterior = autoencoder.encode(images).latent_dist
+        if self.teacher is not None:
+            return self._distill(images)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self._encoder_trains()):
+            posterior = self.family.encode(autoencoder, images)
         mean = posterior.mean.float()
         if settings.latent_clamp is not None:
             mean = mean.clamp(-settings.latent_clamp, settings.latent_clamp)
         noise = torch.randn_like(mean) if self.loss.sample_posterior else None
-        if settings.posterior == "fixed":
+        if posterior.logvar is None:  # a deterministic family
+            logvar, latents = None, mean
+        elif settings.posterior == "fixed":
             logvar, latents = None, mean if noise is None else mean * (1 + settings.posterior_std * noise)
         else:
             logvar = posterior.logvar.float()
@@ -159,7 +168,23 @@ class GanStep:
         target = images
         if transform is not None:
             latents, target = transform.latents(latents), transform.images(images, self.factor)
-        return Reconstruction(target, autoencoder.decode(latents).sample, mean, logvar, extra, logs)
+        return Reconstruction(target, self.family.decode(autoencoder, latents), mean, logvar, extra, logs)
+
+    def _distill(self, images: torch.Tensor) -> Reconstruction:
+        """`losses.distillation`: the student decodes the teacher's scaled latents (with latent noise if
+        asked); its encoder, while it trains, adds the weighted squared error to them."""
+        teacher, student, config = self.networks.teacher, self.networks.autoencoder, self.loss.distillation
+        latents, raw = self.teacher.latents(teacher, images)
+        target = images if config.decoder_target == "image" else self.teacher.images(teacher, raw).to(images.dtype)
+        extra, logs = None, {}
+        if config.encoder_weight > 0 and torch.is_grad_enabled() and self._encoder_trains():
+            encoder_loss = encoder_distillation_loss(self.family.encode(student, images).mean, latents)
+            extra, logs = config.encoder_weight * encoder_loss, {"train/distill_encoder": encoder_loss.detach()}
+        decoded = self.family.decode(student, noisy_latents(latents, self.loss.latent_noise))
+        return Reconstruction(target, decoded, latents, None, extra, logs)
+
+    def _encoder_trains(self) -> bool:
+        return any(p.requires_grad for m in self.family.encoder_modules(self.networks.autoencoder) for p in m.parameters())
 
     def prepare_gradients(self, network: Network) -> None:
         """Called by the engine after unscaling, before `network`'s optimizer steps (see `UpdateGuard`)."""

@@ -1,0 +1,94 @@
+"""What every autoencoder family provides (see the package docstring)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Posterior:
+    """The encoder's output: a diagonal Gaussian (`logvar` set, AutoencoderKL) or a point (`logvar` None,
+    the deterministic families). Same reading interface as diffusers' DiagonalGaussianDistribution."""
+
+    mean: torch.Tensor
+    logvar: torch.Tensor | None = None
+
+    @property
+    def std(self) -> torch.Tensor:
+        return torch.zeros_like(self.mean) if self.logvar is None else torch.exp(0.5 * self.logvar)
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.logvar is None:
+            return self.mean
+        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.std * noise
+
+
+class Family:
+    """One diffusers autoencoder class. Subclasses set `name`, `class_name` and override what differs."""
+
+    name: ClassVar[str]
+    class_name: ClassVar[str]
+    deterministic: ClassVar[bool] = True
+    """No posterior variance: `posterior`, `posterior_std` and the KL term do not apply."""
+
+    def model_class(self) -> type:
+        import diffusers
+
+        return getattr(diffusers, self.class_name)
+
+    def build(self, config) -> nn.Module:
+        """A new model from an `AutoencoderConfig` (its `architecture` dict passes diffusers' own fields)."""
+        raise NotImplementedError
+
+    def encode(self, model: nn.Module, images: torch.Tensor) -> Posterior:
+        raise NotImplementedError
+
+    def decode(self, model: nn.Module, latents: torch.Tensor) -> torch.Tensor:
+        return model.decode(latents).sample
+
+    def last_conv(self, model: nn.Module) -> nn.Conv2d:
+        """The decoder's last convolution: the reconstruction is an affine function of its output."""
+        return model.decoder.conv_out
+
+    def downsampling_factor(self, model: nn.Module) -> int:
+        raise NotImplementedError
+
+    def width(self, model: nn.Module) -> int:
+        """The base channel width (`lr_scale: width` divides by it)."""
+        raise NotImplementedError
+
+    def encoder_modules(self, model: nn.Module) -> list[nn.Module]:
+        """What a decoder-only fine-tune freezes."""
+        return [model.encoder]
+
+    def shard_units(self, model: nn.Module) -> list[nn.Module]:
+        """FSDP units, innermost first; their union must hold every parameter."""
+        units = []
+        for half in (model.encoder, model.decoder):
+            units += [*getattr(half, "down_blocks", []), *getattr(half, "up_blocks", [])]
+            units += [half.mid_block] if getattr(half, "mid_block", None) is not None else []
+            units.append(half)
+        return units
+
+    def describe(self, model: nn.Module) -> str:
+        """One line for the model card."""
+        return self.class_name
+
+    def from_state(self, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> nn.Module:
+        """A fresh fp32 model from diffusers' config holding exactly these weights, in eval mode."""
+        model = self.model_class().from_config({k: v for k, v in config.items() if k != "_class_name"})
+        model.load_state_dict(state_dict, strict=True)
+        return model.float().eval()
+
+    def load(self, source: str | Path, subfolder: str | None = None) -> nn.Module:
+        """diffusers' `from_pretrained`, in eval mode (`low_cpu_mem_usage=False`: no `accelerate` advice)."""
+        return self.model_class().from_pretrained(source, subfolder=subfolder, low_cpu_mem_usage=False).eval()

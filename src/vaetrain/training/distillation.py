@@ -1,0 +1,47 @@
+"""The step's distillation part (see `losses.distillation`): the frozen teacher's scaled latents (the
+student decoder's input and the student encoder's target) and, when asked, its decode of them (the
+student decoder's target). The teacher is a network of the module, so it moves with it between devices;
+it is frozen, in eval mode, and never checkpointed."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vaetrain.errors import ConfigError
+from vaetrain.losses.distillation import DistillationConfig, scaled_latents
+from vaetrain.models.families import family_of
+
+
+def freeze_teacher(teacher: nn.Module) -> nn.Module:
+    teacher.requires_grad_(False)
+    return teacher.eval()
+
+
+def check_student(student: nn.Module, teacher: nn.Module) -> None:
+    """The student must read and write the teacher's latents: same channels and downsampling factor."""
+    student_family, teacher_family = family_of(student), family_of(teacher)
+    pairs = (("latent_channels", student.config.latent_channels, teacher.config.latent_channels),
+             ("downsampling factor", student_family.downsampling_factor(student), teacher_family.downsampling_factor(teacher)))
+    for name, mine, theirs in pairs:
+        if mine != theirs:
+            raise ConfigError(f"model.loss.distillation.teacher has {name} {theirs}, the student (model.autoencoder) {mine}; they must match")
+
+
+class TeacherTargets:
+    def __init__(self, config: DistillationConfig, teacher: nn.Module) -> None:
+        self.config = config
+        self.family = family_of(teacher)
+        self.scaling_factor = float(teacher.config.get("scaling_factor") or 1.0)
+        self.shift_factor = teacher.config.get("shift_factor")
+
+    @torch.no_grad()
+    def latents(self, teacher: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the teacher's scaled latents, its raw posterior mean), fp32, without a graph."""
+        mean = self.family.encode(teacher, images).mean.float()
+        return scaled_latents(mean, self.scaling_factor, self.shift_factor), mean
+
+    @torch.no_grad()
+    def images(self, teacher: nn.Module, raw_latents: torch.Tensor) -> torch.Tensor:
+        """The teacher's decode of its own latents, clamped to the image range."""
+        return self.family.decode(teacher, raw_latents.to(next(teacher.parameters()).dtype)).float().clamp(-1, 1)
