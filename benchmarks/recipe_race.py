@@ -78,14 +78,16 @@ def split(data: Path, holdout: int, out: Path) -> tuple[Path, Path]:
     return train, held
 
 
-def train(name: str, overrides: list[str], args, train_list: Path) -> dict:
+def train(name: str, overrides: list[str], args, train_list: Path, config: str = "configs/tiny.yaml") -> dict:
+    """`vaetrain fit` of `config` + `overrides` for `args.seconds` of training time into OUT/NAME (skipped when
+    done; resumed when interrupted); returns its steps and times."""
     run = args.out / name
     done = run / "done.json"
     if done.is_file():
         return json.loads(done.read_text())
     resume = ["--ckpt_path=last"] if (run / "checkpoints" / "last.ckpt").is_file() else []
     command = [
-        str(ROOT / ".venv" / "bin" / "vaetrain"), "fit", "--config", "configs/tiny.yaml", f"--data.path={args.data}",
+        str(ROOT / ".venv" / "bin" / "vaetrain"), "fit", "--config", config, f"--data.path={args.data}",
         f"--data.file_list={train_list}", "--data.val_size=16", "--trainer.limit_val_batches=0", "--trainer.max_steps=-1",
         f"--trainer.max_time=00:00:{args.seconds // 60:02d}:{args.seconds % 60:02d}", f"--trainer.default_root_dir={run}",
         "--trainer.enable_progress_bar=false", "--checkpoint.every_n_train_steps=500", "--grid.every_n_steps=500",
@@ -202,6 +204,11 @@ def write_results(markdown: str, names: list[str], args) -> None:
         f"not reported). *LPIPS runs on a randomly initialised AlexNet (no weights offline): plumbing only, not a quality "
         f"measure. Sorted by Tiny-ImageNet PSNR.{probe_note}\n\n{markdown}\n\n{recipes}\n{markers[1]}"
     )
+    replace_section(section, markers)
+
+
+def replace_section(section: str, markers: tuple[str, str]) -> None:
+    """Writes `section` (starting and ending with `markers`) into RESULTS.md in place of its previous version."""
     text = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
     if markers[0] in text:
         start, end = text.index(markers[0]), text.index(markers[1]) + len(markers[1])

@@ -107,8 +107,9 @@ def test_plain_strategy_names_become_what_the_module_needs(tmp_path, image_folde
 def test_help_lists_every_command(capsys):
     assert main(["--help"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
-    assert listed == ["fit", "validate", "eval", "recon", "probe", "export", "convert"]
-    for command in listed[2:]:  # and each answers its own --help
+    assert listed == ["fit", "validate", "distill", "eval", "recon", "probe", "export", "convert"]
+    assert main(["distill", "--help"]) == 0 and "--teacher" in capsys.readouterr().out
+    for command in listed[3:]:  # and each answers its own --help
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
@@ -179,3 +180,15 @@ def test_distill_from_the_command_line(tmp_path, image_folder):
 def test_distill_without_a_teacher_is_one_line(capsys):
     assert main(["distill", "--config", "configs/taesd.yaml"]) == 2
     assert "--teacher" in capsys.readouterr().err
+
+
+def test_the_cpu_dc_ae_preset_trains_and_exports_from_the_command_line(tmp_path, image_folder):
+    from diffusers import AutoencoderDC
+
+    preset = str(CONFIGS[[p.name for p in CONFIGS].index("dc-ae-tiny.yaml")])
+    small = [a for a in SMALL if not a.startswith(("--model.autoencoder", "--data.resolution"))]
+    code = main(["fit", "--config", preset, f"--data.path={image_folder}", "--data.resolution=64", *small,
+                 f"--trainer.default_root_dir={tmp_path / 'run'}"])
+    assert code == 0
+    model = AutoencoderDC.from_pretrained(tmp_path / "run" / "diffusers")
+    assert model.config.latent_channels == 32 and model.config.scaling_factor != 1.0  # measured at export

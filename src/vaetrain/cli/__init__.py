@@ -14,8 +14,8 @@ from vaetrain.errors import ConfigError, VaetrainError, one_line
 
 COMMANDS = {
     "fit": "train or fine-tune an autoencoder from a preset (configs/*.yaml; every key can be overridden)",
-    "distill": "train a tiny autoencoder (configs/taesd.yaml) to stand in for a teacher VAE: fit with --teacher MODEL",
     "validate": "run the validation metrics of a preset or checkpoint without training",
+    "distill": "train a tiny autoencoder (configs/taesd.yaml) to stand in for a teacher VAE: fit with --teacher MODEL",
     "eval": "measure autoencoders on the same images: OUT/metrics.json, metrics.csv and report.html",
     "recon": "reconstruct image files or folders to PNG, at each image's own size",
     "probe": "how easily a diffusion model learns each VAE's latents: same small DiT, same budget, validation loss",

@@ -55,17 +55,31 @@ def tiled(model: nn.Module, config: TilingConfig | None):
     factor = downsampling_factor(model)
     if config.tile_size % factor:
         raise ValueError(f"tile_size={config.tile_size} is not divisible by the downsampling factor {factor}")
-    if not all(hasattr(model, name) for name in ("tile_sample_min_size", "tile_latent_min_size", "tile_overlap_factor")):
-        raise ConfigError(f"tiling is not available for {type(model).__name__} (diffusers names its tile sizes differently)")
-    saved = (model.use_tiling, model.tile_sample_min_size, model.tile_latent_min_size, model.tile_overlap_factor)
-    model.use_tiling = True
-    model.tile_sample_min_size = config.tile_size
-    model.tile_latent_min_size = config.tile_size // factor
-    model.tile_overlap_factor = config.overlap
+    names = _TILE_ATTRIBUTES.get(type(model).__name__)
+    if names is None:  # AutoencoderTiny tiles every image once tiling is on, however small: it runs whole
+        yield model
+        return
+    saved = {name: getattr(model, name) for name in names}
+    side, latent_side = config.tile_size, config.tile_size // factor
+    stride = max(factor, round(side * (1 - config.overlap)) // factor * factor)
+    if "tile_sample_min_size" in names:  # AutoencoderKL: one size and an overlap factor
+        values = (True, side, latent_side, config.overlap)
+    else:  # AutoencoderDC: sizes and strides per axis
+        values = (True, side, side, stride, stride, latent_side, latent_side)
+    for name, value in zip(names, values):
+        setattr(model, name, value)
     try:
         yield model
     finally:
-        model.use_tiling, model.tile_sample_min_size, model.tile_latent_min_size, model.tile_overlap_factor = saved
+        for name, value in saved.items():
+            setattr(model, name, value)
+
+
+_TILE_ATTRIBUTES = {
+    "AutoencoderKL": ("use_tiling", "tile_sample_min_size", "tile_latent_min_size", "tile_overlap_factor"),
+    "AutoencoderDC": ("use_tiling", "tile_sample_min_height", "tile_sample_min_width", "tile_sample_stride_height",
+                      "tile_sample_stride_width", "tile_latent_min_height", "tile_latent_min_width"),
+}
 
 
 @torch.no_grad()

@@ -34,10 +34,9 @@ def save_diffusers_folder(
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     if statistics is not None and set_scale:
-        model.register_to_config(
-            scaling_factor=statistics.scaling_factor, shift_factor=statistics.shift_factor,
-            latents_mean=statistics.channel_mean, latents_std=statistics.channel_std,
-        )
+        values = dict(scaling_factor=statistics.scaling_factor, shift_factor=statistics.shift_factor,
+                      latents_mean=statistics.channel_mean, latents_std=statistics.channel_std)
+        model.register_to_config(**{k: v for k, v in values.items() if k in model.config})  # what the class reads back
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         model.save_pretrained(staging, safe_serialization=True)
@@ -75,7 +74,7 @@ def export_model(
     facts.training_images = facts.training_images or images
     trained_at = facts.training_images.resolution if facts.training_images is not None else None
     if isinstance(trained_at, int):  # diffusers' tiling threshold: tiles of the size it was trained at
-        model.register_to_config(sample_size=trained_at)
+        model.register_to_config(**({"sample_size": trained_at} if "sample_size" in model.config else {}))
     if validation is not None:
         facts.metrics = measure_reconstruction(model, *validation)
     card = model_card(model, statistics, facts)

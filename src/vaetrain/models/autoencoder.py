@@ -95,6 +95,8 @@ def build_autoencoder(config: AutoencoderConfig) -> nn.Module:
         except (TypeError, ValueError) as error:
             raise ConfigError(f"model.autoencoder.architecture does not fit {FAMILIES[config.family].class_name}: {_first_line(error)}") from error
     if config.gradient_checkpointing:
+        if not family_of(model).gradient_checkpointing:
+            raise ConfigError(f"model.autoencoder.gradient_checkpointing is not available for {type(model).__name__} (models/families)")
         model.enable_gradient_checkpointing()
     if not config.train_encoder:
         freeze_encoder(model)

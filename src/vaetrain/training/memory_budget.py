@@ -26,6 +26,7 @@ import torch
 from torch.distributed.tensor import DTensor
 
 from vaetrain.errors import ConfigError
+from vaetrain.models.families import family_of
 from vaetrain.training.checkpoint import capture_rng, restore_rng
 from vaetrain.training.engines import ProbeEngine
 from vaetrain.training.memory_plan import Probe, ProbeResult, parse_memory_size, plan_memory
@@ -105,6 +106,8 @@ class StepProbe:
 
     def __call__(self, micro_batch: int, checkpointing: bool) -> ProbeResult:
         module = self.module
+        if checkpointing and not family_of(module.autoencoder).gradient_checkpointing:
+            return ProbeResult(None)  # not available for this family: never planned
         peak, seconds = None, float("nan")
         with restored_afterwards(module, self.trainer):
             module.set_gradient_checkpointing(checkpointing)

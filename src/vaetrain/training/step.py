@@ -14,24 +14,22 @@ generator and discriminator optimizer steps, micro-batches, samples of all proce
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 from torch import nn
 
 from vaetrain.losses.balance import Processes
-from vaetrain.losses.distillation import encoder_distillation_loss
 from vaetrain.losses.gan import discriminator_loss, lecam_penalty, r1_penalty
 from vaetrain.losses.equivariance import LatentTransform
 from vaetrain.losses.objective import LossConfig, gan_ramp, generator_loss
-from vaetrain.models.families import downsampling_factor, family_of
-from vaetrain.models.last_layers import EncoderLastLayer, LastLayerInput
+from vaetrain.models.last_layers import LastLayerInput
 from vaetrain.models.ema import EMAConfig
 from vaetrain.training.guard import StepCounters, UpdateGuard
-from vaetrain.training.distillation import TeacherTargets
+from vaetrain.training.forward import AutoencoderForward, Reconstruction
 from vaetrain.training.interfaces import Engine, GanNetworks, Network, Phase
-from vaetrain.training.latent_terms import AlignmentTerm, draw_equivariance, noisy_latents
+from vaetrain.training.latent_terms import draw_equivariance
 
 
 @dataclass(frozen=True)
@@ -57,19 +55,6 @@ class StepSettings:
         )
 
 
-@dataclass
-class Reconstruction:
-    """One forward: the images the reconstruction is compared with (transformed like the latent under
-    EQ-VAE), the reconstruction, the posterior, and what the latent terms add."""
-
-    target: torch.Tensor
-    images: torch.Tensor
-    mean: torch.Tensor
-    logvar: torch.Tensor | None
-    extra_loss: torch.Tensor | None = None
-    logs: dict = field(default_factory=dict)
-
-
 class GanStep:
     """See the module docstring. `accumulate` (micro-batches per update) is run-time state: a memory plan
     or a global batch size sets it, the configs stay as given."""
@@ -84,12 +69,8 @@ class GanStep:
         self.last_layer = LastLayerInput(networks.autoencoder)
         self.guard = UpdateGuard(settings.clip_norm, settings.max_consecutive_skips)
         self.last_latents: torch.Tensor | None = None  # the latest batch's posterior means, for histograms
-        self.family = family_of(networks.autoencoder)
-        self.factor = downsampling_factor(networks.autoencoder)
-        teacher = getattr(networks, "teacher", None)
-        self.teacher = TeacherTargets(loss.distillation, teacher) if teacher is not None else None
-        alignment = loss.alignment
-        self.alignment = AlignmentTerm(alignment, EncoderLastLayer(networks.autoencoder)) if alignment.weight > 0 else None
+        self.forward = AutoencoderForward(networks, loss, settings)
+        self.factor = self.forward.factor
         self._power_iteration_window = -1
 
     def snapshot(self) -> tuple:
@@ -141,50 +122,7 @@ class GanStep:
         return logs
 
     def reconstruct(self, images: torch.Tensor, transform: LatentTransform | None = None) -> Reconstruction:
-        """Encode (without a graph when the encoder is frozen), clamp the mean if asked, sample or take the mean
-        (the fixed posterior is vqgan-training's `DiagonalGaussian`, ae.py: z = mu * (1 + std * eps)), add
-        the alignment term while gradients are on, add latent noise, transform (EQ-VAE) and decode."""
-        autoencoder, settings = self.networks.autoencoder, self.settings
-        if self.teacher is not None:
-            return self._distill(images)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self._encoder_trains()):
-            posterior = self.family.encode(autoencoder, images)
-        mean = posterior.mean.float()
-        if settings.latent_clamp is not None:
-            mean = mean.clamp(-settings.latent_clamp, settings.latent_clamp)
-        noise = torch.randn_like(mean) if self.loss.sample_posterior else None
-        if posterior.logvar is None:  # a deterministic family
-            logvar, latents = None, mean
-        elif settings.posterior == "fixed":
-            logvar, latents = None, mean if noise is None else mean * (1 + settings.posterior_std * noise)
-        else:
-            logvar = posterior.logvar.float()
-            latents = mean if noise is None else mean + torch.exp(0.5 * logvar) * noise
-        extra, logs = None, {}
-        if self.alignment is not None and torch.is_grad_enabled():
-            networks = self.networks
-            extra, latents, logs = self.alignment.weighted_loss(images, latents, networks.alignment_encoder, networks.alignment_projection)
-        latents = noisy_latents(latents, self.loss.latent_noise)
-        target = images
-        if transform is not None:
-            latents, target = transform.latents(latents), transform.images(images, self.factor)
-        return Reconstruction(target, self.family.decode(autoencoder, latents), mean, logvar, extra, logs)
-
-    def _distill(self, images: torch.Tensor) -> Reconstruction:
-        """`losses.distillation`: the student decodes the teacher's scaled latents (with latent noise if
-        asked); its encoder, while it trains, adds the weighted squared error to them."""
-        teacher, student, config = self.networks.teacher, self.networks.autoencoder, self.loss.distillation
-        latents, raw = self.teacher.latents(teacher, images)
-        target = images if config.decoder_target == "image" else self.teacher.images(teacher, raw).to(images.dtype)
-        extra, logs = None, {}
-        if config.encoder_weight > 0 and torch.is_grad_enabled() and self._encoder_trains():
-            encoder_loss = encoder_distillation_loss(self.family.encode(student, images).mean, latents)
-            extra, logs = config.encoder_weight * encoder_loss, {"train/distill_encoder": encoder_loss.detach()}
-        decoded = self.family.decode(student, noisy_latents(latents, self.loss.latent_noise))
-        return Reconstruction(target, decoded, latents, None, extra, logs)
-
-    def _encoder_trains(self) -> bool:
-        return any(p.requires_grad for m in self.family.encoder_modules(self.networks.autoencoder) for p in m.parameters())
+        return self.forward(images, transform)
 
     def prepare_gradients(self, network: Network) -> None:
         """Called by the engine after unscaling, before `network`'s optimizer steps (see `UpdateGuard`)."""
@@ -216,8 +154,8 @@ class GanStep:
         )
         target = output.backward_target if result.extra_loss is None else output.backward_target + result.extra_loss
         engine.backward(target / self.accumulate)
-        if self.alignment is not None:
-            self.alignment.settle(self.networks.alignment_projection, processes)
+        if self.forward.alignment is not None:
+            self.forward.alignment.settle(self.networks.alignment_projection, processes)
         logs = {f"train/{name}": value for name, value in output.terms.items()} | result.logs
         logs["train/latent_mean"] = mean.detach().mean()
         logs["train/latent_std"] = mean.detach().std()

@@ -39,6 +39,8 @@ class Family:
     class_name: ClassVar[str]
     deterministic: ClassVar[bool] = True
     """No posterior variance: `posterior`, `posterior_std` and the KL term do not apply."""
+    gradient_checkpointing: ClassVar[bool] = True
+    """diffusers' gradient checkpointing computes the same function (the memory budget may switch it on)."""
 
     def model_class(self) -> type:
         import diffusers

@@ -11,6 +11,7 @@ from vaetrain.models.families.base import Family, Posterior
 class DCFamily(Family):
     name = "dc"
     class_name = "AutoencoderDC"
+    gradient_checkpointing = False  # diffusers' AutoencoderDC does not support it
 
     def build(self, config) -> nn.Module:
         from diffusers import AutoencoderDC
