@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from vaetrain.errors import ConfigError
+from vaetrain.models.inflate import inflate_channels
 from vaetrain.models.families import FAMILIES, downsampling_factor, family_of, family_of_config, family_of_folder
 
 __all__ = ["AutoencoderConfig", "build_autoencoder", "downsampling_factor"]
@@ -43,9 +44,11 @@ class AutoencoderConfig:
     latent_channels: int = 4
     """Channels of the latent."""
     in_channels: int = 3
-    """Image channels in."""
+    """Image channels in. With a 3-channel `pretrained` model, other values inflate its first convolution
+    (models/inflate.py: 1 = sum of the RGB filters, extra channels = their mean)."""
     out_channels: int = 3
-    """Image channels out."""
+    """Image channels out (AutoencoderDC: equal to in_channels). With a 3-channel `pretrained` model, other
+    values inflate its last convolution (1 = mean of the RGB rows, extra channels = their mean)."""
     norm_num_groups: int = 32
     """GroupNorm groups (LDM: 32)."""
     mid_block_add_attention: bool = True
@@ -89,6 +92,8 @@ def build_autoencoder(config: AutoencoderConfig) -> nn.Module:
     freezing and `trainable` applied."""
     if config.pretrained:
         model = _load_pretrained(config.pretrained, config.subfolder)
+        if (config.in_channels, config.out_channels) != (3, 3) and model.config.in_channels == 3:
+            model = inflate_channels(model, config.in_channels, config.out_channels)  # models/inflate.py's rule
     else:
         try:
             model = FAMILIES[config.family].build(config)

@@ -121,6 +121,11 @@ class AutoencoderModule(L.LightningModule):
         """Terms that need what only some set-ups have, refused in one line."""
         if self.alignment_projection is not None and family_of(self.autoencoder).name != "kl":
             raise ConfigError("model.loss.alignment needs the kl family (its adaptive weight reads AutoencoderKL's encoder conv_out and quant_conv)")
+        channels = self.autoencoder.config.get("out_channels") or self.autoencoder.config.in_channels
+        if self.discriminator_config.in_channels != channels:
+            raise ConfigError(f"model.discriminator.in_channels={self.discriminator_config.in_channels}, but the autoencoder writes {channels} channels")
+        if self.perceptual is not None and self.loss_config.perceptual_weight > 0 and channels != 3:
+            raise ConfigError(f"model.loss.perceptual_weight: LPIPS is defined on RGB and the autoencoder writes {channels} channels; set it to 0")
         if self.teacher is not None and self.loss_config.equivariance.probability > 0:
             raise ConfigError("model.loss.equivariance does not apply while distilling (model.loss.distillation.teacher): the latents are the teacher's")
 

@@ -61,6 +61,16 @@ class Family:
         """The decoder's last convolution: the reconstruction is an affine function of its output."""
         return model.decoder.conv_out
 
+    def set_last_conv(self, model: nn.Module, conv: nn.Conv2d) -> None:
+        model.decoder.conv_out = conv
+
+    def first_conv(self, model: nn.Module) -> nn.Conv2d:
+        """The encoder's first convolution: the only layer that reads image channels."""
+        return model.encoder.conv_in
+
+    def set_first_conv(self, model: nn.Module, conv: nn.Conv2d) -> None:
+        model.encoder.conv_in = conv
+
     def downsampling_factor(self, model: nn.Module) -> int:
         raise NotImplementedError
 

@@ -33,6 +33,15 @@ class TinyFamily(Family):
     def last_conv(self, model) -> nn.Conv2d:
         return model.decoder.layers[-1]
 
+    def set_last_conv(self, model, conv: nn.Conv2d) -> None:
+        model.decoder.layers[-1] = conv
+
+    def first_conv(self, model) -> nn.Conv2d:
+        return model.encoder.layers[0]
+
+    def set_first_conv(self, model, conv: nn.Conv2d) -> None:
+        model.encoder.layers[0] = conv
+
     def downsampling_factor(self, model) -> int:
         return 2 ** (len(model.config.encoder_block_out_channels) - 1)
 
