@@ -97,6 +97,15 @@ def test_nothing_fits_is_one_clear_error():
 
 
 
+
+def test_a_family_without_checkpointing_is_never_planned_with_it():
+    probe = model_probe(static_gib=2, gib_per_image=1)
+    plan = plan_memory(probe, 8 * GiB, images_per_process=8, headroom=0.1, checkpointing_available=False)
+    assert not plan.gradient_checkpointing and plan.micro_batch == 4 and plan.accumulate == 2
+    assert not any(checkpointing for _, checkpointing in probe.calls)
+    with pytest.raises(ConfigError, match=r"even micro-batch 1 needs 10\.00 GiB"):
+        plan_memory(model_probe(static_gib=9, gib_per_image=1), 8 * GiB, images_per_process=8, headroom=0.1, checkpointing_available=False)
+
 def test_budget_callback_sets_micro_batch_checkpointing_and_accumulation(datamodule):
     """A fit with an injected probe: the run trains with the plan, and each generator step still sees the
     configured global batch (2 x 4 accumulation = 8 images)."""

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vaetrain.errors import ConfigError
-from vaetrain.losses.distillation import DistillationConfig, scaled_latents
+from vaetrain.losses.distillation import scaled_latents
 from vaetrain.models.families import family_of
 
 
@@ -29,8 +29,7 @@ def check_student(student: nn.Module, teacher: nn.Module) -> None:
 
 
 class TeacherTargets:
-    def __init__(self, config: DistillationConfig, teacher: nn.Module) -> None:
-        self.config = config
+    def __init__(self, teacher: nn.Module) -> None:
         self.family = family_of(teacher)
         self.scaling_factor = float(teacher.config.get("scaling_factor") or 1.0)
         self.shift_factor = teacher.config.get("shift_factor")

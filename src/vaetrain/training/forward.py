@@ -39,7 +39,7 @@ class AutoencoderForward:
         self.family = family_of(networks.autoencoder)
         self.factor = downsampling_factor(networks.autoencoder)
         teacher = getattr(networks, "teacher", None)
-        self.teacher = TeacherTargets(loss.distillation, teacher) if teacher is not None else None
+        self.teacher = TeacherTargets(teacher) if teacher is not None else None
         alignment = loss.alignment
         self.alignment = AlignmentTerm(alignment, EncoderLastLayer(networks.autoencoder)) if alignment.weight > 0 else None
 

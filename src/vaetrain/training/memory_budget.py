@@ -87,7 +87,9 @@ class MemoryBudget(L.Callback):
         global_batch = datamodule.batch_size * module.accumulate * world
         shape = (3, *max(datamodule.buckets or [(datamodule.resolution,) * 2], key=lambda hw: hw[0] * hw[1]))
         probe = self.probe or StepProbe(module, trainer, self.reader or CudaMemoryReader(), shape, self.probe_steps)
-        plan = trainer.strategy.broadcast(plan_memory(probe, budget, global_batch // world, self.headroom), src=0)
+        plan = trainer.strategy.broadcast(plan_memory(
+            probe, budget, global_batch // world, self.headroom, checkpointing_available=family_of(module.autoencoder).gradient_checkpointing
+        ), src=0)
         datamodule.batch_size = plan.micro_batch
         module.set_gradient_checkpointing(plan.gradient_checkpointing)
         module.gan_step.accumulate = plan.accumulate
@@ -106,8 +108,6 @@ class StepProbe:
 
     def __call__(self, micro_batch: int, checkpointing: bool) -> ProbeResult:
         module = self.module
-        if checkpointing and not family_of(module.autoencoder).gradient_checkpointing:
-            return ProbeResult(None)  # not available for this family: never planned
         peak, seconds = None, float("nan")
         with restored_afterwards(module, self.trainer):
             module.set_gradient_checkpointing(checkpointing)

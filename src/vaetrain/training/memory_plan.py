@@ -59,7 +59,9 @@ class MemoryPlan:
         )
 
 
-def plan_memory(probe: Probe, budget_bytes: int, images_per_process: int, headroom: float = 0.1) -> MemoryPlan:
+def plan_memory(
+    probe: Probe, budget_bytes: int, images_per_process: int, headroom: float = 0.1, *, checkpointing_available: bool = True
+) -> MemoryPlan:
     """The fastest measured (micro-batch, checkpointing) whose peak stays under (1 - headroom) x budget.
 
     Micro-batches are the divisors of `images_per_process` (the global batch over the processes), so
@@ -67,12 +69,13 @@ def plan_memory(probe: Probe, budget_bytes: int, images_per_process: int, headro
     are tried upward until one does not fit; checkpointing is tried only when, without it, the whole
     per-process batch does not fit in one micro-batch. Among the fitting ones the highest measured
     images/second wins; within 5 % of it, no checkpointing, then the larger micro-batch.
+    `checkpointing_available` False (a family diffusers cannot checkpoint): never tried.
     """
     limit = budget_bytes * (1.0 - headroom)
     candidates = [m for m in range(1, images_per_process + 1) if images_per_process % m == 0]
     fitting: list[MemoryPlan] = []
     smallest_need: int | None = None
-    for checkpointing in (False, True):
+    for checkpointing in (False, True) if checkpointing_available else (False,):
         for micro_batch in candidates:
             result = probe(micro_batch, checkpointing)
             if result.peak_bytes is not None and micro_batch == 1:
@@ -93,7 +96,7 @@ def plan_memory(probe: Probe, budget_bytes: int, images_per_process: int, headro
     if not fitting:
         need = f"{smallest_need / 2**30:.2f} GiB" if smallest_need else "more than the device has"
         raise ConfigError(
-            f"memory.max_memory: even micro-batch 1 with gradient checkpointing needs {need}, over "
+            f"memory.max_memory: even micro-batch 1{' with gradient checkpointing' if checkpointing_available else ''} needs {need}, over "
             f"{limit / 2**30:.2f} GiB ({budget_bytes / 2**30:.2f} GiB less {headroom:.0%} headroom); lower "
             "data.resolution or use a smaller model"
         )

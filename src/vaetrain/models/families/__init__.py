@@ -29,11 +29,7 @@ FAMILIES: dict[str, Family] = {family.name: family() for family in (KLFamily, Ti
 
 def family_of(model: nn.Module) -> Family:
     """The family of a built autoencoder (by class name, so a compiled or wrapped copy works too)."""
-    name = type(getattr(model, "_orig_mod", model)).__name__
-    for family in FAMILIES.values():
-        if family.class_name == name:
-            return family
-    raise ConfigError(f"{name} is not an autoencoder family vaetrain knows ({', '.join(f.class_name for f in FAMILIES.values())})")
+    return _by_class_name(type(getattr(model, "_orig_mod", model)).__name__)
 
 
 def family_of_config(config: dict[str, Any]) -> Family:
@@ -42,6 +38,10 @@ def family_of_config(config: dict[str, Any]) -> Family:
     name = config.get("_class_name")
     if name is None:
         name = "AutoencoderTiny" if "latent_magnitude" in config else "AutoencoderDC" if "encoder_block_types" in config else "AutoencoderKL"
+    return _by_class_name(name)
+
+
+def _by_class_name(name: str) -> Family:
     for family in FAMILIES.values():
         if family.class_name == name:
             return family
@@ -58,11 +58,6 @@ def family_of_folder(folder: str | Path, subfolder: str | None = None) -> Family
         return family_of_config(json.loads(config.read_text()))
     except json.JSONDecodeError as error:
         raise ConfigError(f"'{config}' is not valid JSON: {error}") from error
-
-
-def load_autoencoder_folder(source: str | Path, subfolder: str | None = None) -> nn.Module:
-    """Any family's diffusers folder (or Hub id), recognised by `_class_name`, in eval mode."""
-    return family_of_folder(source, subfolder).load(source, subfolder)
 
 
 def encode(model: nn.Module, images: torch.Tensor) -> Posterior:

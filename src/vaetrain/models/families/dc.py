@@ -28,8 +28,7 @@ class DCFamily(Family):
         return model.config.encoder_block_out_channels[0]
 
     def shard_units(self, model) -> list[nn.Module]:
-        units = [*model.encoder.down_blocks, model.encoder, *model.decoder.up_blocks, model.decoder]
-        return units
+        return [*model.encoder.down_blocks, model.encoder, *model.decoder.up_blocks, model.decoder]
 
     def describe(self, model) -> str:
         config = model.config
