@@ -192,3 +192,21 @@ def test_the_cpu_dc_ae_preset_trains_and_exports_from_the_command_line(tmp_path,
     assert code == 0
     model = AutoencoderDC.from_pretrained(tmp_path / "run" / "diffusers")
     assert model.config.latent_channels == 32 and model.config.scaling_factor != 1.0  # measured at export
+
+
+def test_fit_on_six_band_16_bit_tiffs_with_a_resolution_schedule_from_the_command_line(tmp_path):
+    from tests.data.pixel_images import write_multiband_tiffs
+
+    write_multiband_tiffs(tmp_path / "tiles", 8, bands=6, size=40)
+    beyond_rgb = [
+        f"--data.path={tmp_path / 'tiles'}", "--data.channels=6", "--data.bit_depth=16", "--data.normalization=percentile",
+        "--data.display_channels=[3,2,1]", "--data.resolution_schedule=[[1,48]]", "--data.val_size=2",
+        "--model.autoencoder.in_channels=6", "--model.autoencoder.out_channels=6", "--model.loss.perceptual_channels=each",
+    ]
+    assert _fit(tmp_path / "run", *beyond_rgb) == 0
+    exported = tmp_path / "run" / "diffusers"
+    assert AutoencoderKL.from_pretrained(exported).config.in_channels == 6
+    assert (exported / "pixel_format.json").is_file() and (tmp_path / "run" / "reconstructions" / "step_0000002.png").is_file()
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert [p["resolution"] for p in checkpoint["vaetrain"]["plan"]["resolution_phases"]] == [32, 48]
+    assert checkpoint["vaetrain"]["data"]["pixels"]["display"] == [3, 2, 1]

@@ -55,12 +55,15 @@ def test_pretrained_folder_is_inflated_on_load_and_the_export_reloads(tmp_path):
         inflate_channels(tiny, 2, 2)
 
 
-def test_a_six_channel_run_needs_a_six_channel_discriminator_and_no_lpips():
+def test_a_six_channel_run_needs_a_six_channel_discriminator_and_lpips_triplets_or_none():
     from tests.conftest import tiny_module
 
-    with pytest.raises(ConfigError, match="discriminator.in_channels=3"):
-        tiny_module(autoencoder={"in_channels": 6, "out_channels": 6}, loss={"perceptual_weight": 0.0})
+    with pytest.raises(ConfigError, match="discriminator.in_channels=3"):  # an explicit mismatch; the default follows
+        tiny_module(autoencoder={"in_channels": 6, "out_channels": 6}, discriminator={"in_channels": 3}, loss={"perceptual_weight": 0.0})
     with pytest.raises(ConfigError, match="LPIPS is defined on RGB"):
         tiny_module(autoencoder={"in_channels": 6, "out_channels": 6}, discriminator={"in_channels": 6})
     module = tiny_module(autoencoder={"in_channels": 6, "out_channels": 6}, discriminator={"in_channels": 6}, loss={"perceptual_weight": 0.0})
     assert module(torch.rand(1, 6, 16, 16)).shape == (1, 6, 16, 16)
+    assert tiny_module(autoencoder={"in_channels": 6, "out_channels": 6}, loss={"perceptual_weight": 0.0}).discriminator(torch.rand(1, 6, 32, 32)).ndim == 4
+    with_triplets = tiny_module(autoencoder={"in_channels": 6, "out_channels": 6}, loss={"perceptual_channels": "each"})
+    assert with_triplets.perceptual(torch.rand(2, 6, 32, 32), torch.rand(2, 6, 32, 32)).shape == (2,)

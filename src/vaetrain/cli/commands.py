@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from vaetrain.data.loading import ImageSet
+from vaetrain.data.pixels import PixelFormat
 from vaetrain.data.sources import SourceSpec
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.diffusability import run_probe as probe_models
@@ -22,7 +23,7 @@ from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.reconstruct import TilingConfig, reconstruct_files
 from vaetrain.evaluation.results import METRICS
 from vaetrain.export.diffusers_folder import export_checkpoint
-from vaetrain.export.formats import convert, load_autoencoder
+from vaetrain.export.formats import convert, load_autoencoder, recorded_pixel_format
 from vaetrain.export.model_card import push_to_hub
 
 MODEL_HELP = "vaetrain .ckpt, diffusers folder, LDM/SD .ckpt/.safetensors or Hub id"
@@ -50,11 +51,14 @@ def _image_options(parser: argparse.ArgumentParser, *, path_help: str, resolutio
     group.add_argument("--data.num_workers", dest="data_num_workers", type=int, default=0)
 
 
-def _image_set(args: argparse.Namespace, resolution: int | str) -> ImageSet | None:
+def _image_set(args: argparse.Namespace, resolution: int | str, models: list[str] = ()) -> ImageSet | None:
+    """The images named on the command line, read as the first of `models` that records how (its pixel
+    format: channels, bit depth, normalisation), else as 8-bit RGB."""
     if args.data_path is None:
         return None
     spec = SourceSpec(args.data_path, args.data_source, args.data_split, args.data_image_column, args.data_file_list)
-    return ImageSet(spec, resolution=resolution)
+    pixels = next((p for p in map(recorded_pixel_format, models) if p is not None), PixelFormat())
+    return ImageSet(spec, resolution=resolution, pixels=pixels)
 
 
 def _tiling_options(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +84,7 @@ def run_eval(argv: list[str]) -> int:
     _probe_options(parser)
     _tiling_options(parser)
     args = parser.parse_args(argv)
-    images = _image_set(args, 256 if args.data_resolution is None else args.data_resolution)
+    images = _image_set(args, 256 if args.data_resolution is None else args.data_resolution, args.models)
     if images is None:
         raise ConfigError("eval: --data.path is required (the images to evaluate on)")
     options = EvalOptions(
@@ -139,7 +143,7 @@ def run_probe(argv: list[str]) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-ema", action="store_true", help="a checkpoint's trained weights instead of its EMA")
     args = parser.parse_args(argv)
-    images = _image_set(args, 256 if args.data_resolution is None else args.data_resolution)
+    images = _image_set(args, 256 if args.data_resolution is None else args.data_resolution, args.models)
     if images is None:
         raise ConfigError("probe: --data.path is required (the images to encode)")
     load = lambda reference: load_autoencoder(reference, use_ema=not args.no_ema)  # noqa: E731
@@ -162,7 +166,8 @@ def run_recon(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     model = load_autoencoder(args.model, use_ema=not args.no_ema)
     tiling = TilingConfig(tile_size=args.tile_size, enabled=not args.no_tiling)
-    written, bad = reconstruct_files(model, args.inputs, args.out, side_by_side=args.side_by_side, tiling=tiling, device=args.device)
+    pixels = recorded_pixel_format(args.model)  # the model's training format (8-bit RGB when none is recorded)
+    written, bad = reconstruct_files(model, args.inputs, args.out, side_by_side=args.side_by_side, tiling=tiling, device=args.device, pixels=pixels)
     print(f"wrote {written} reconstructions to {args.out}" + (f"; {len(bad)} unusable files skipped" if bad else ""))
     for name, reason in bad:
         print(f"vaetrain recon: skipped {name}: {reason}", file=sys.stderr)

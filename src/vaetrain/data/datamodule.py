@@ -17,7 +17,9 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from vaetrain.data.dataset import SampleDecoder, build_decoder
 from vaetrain.data.decode import DEFAULT_MAX_PIXELS
 from vaetrain.data.loading import ImageSet, default_num_workers, image_loader, open_source
+from vaetrain.data.pixels import Normalization, PixelFormat, measure_bounds
 from vaetrain.data.quality import BadFileTracker
+from vaetrain.data.schedule import Phase, PhasedStream, schedule_phases
 from vaetrain.data.sources import Part, SourceKind, SourceSpec, StreamLayout
 from vaetrain.data.transforms import CropPolicy, bucket_transform
 from vaetrain.errors import ConfigError
@@ -37,6 +39,11 @@ class ImageDataModule(L.LightningDataModule):
     are measured in steps. Bad files are replaced by the next record, logged once and counted (`data/*`
     metrics); more than `max_bad_fraction` of the samples seen stops the run. `small_images` says what
     happens to images whose short side is below `resolution`.
+
+    `channels`, `bit_depth`, `normalization`, `value_range`, `percentiles` and `display_channels` make the
+    `PixelFormat` (data/pixels.py): 1, 3, 4 or N channels, 8 or 16 bits, fixed-range or percentile
+    normalisation; percentiles are measured on up to `normalization_images` training images at start-up
+    and kept in the checkpoint, so a resumed run, `eval` and the export normalise identically.
     """
 
     def __init__(
@@ -65,8 +72,24 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int | None = None,
         prefetch_factor: int | None = None,
         seed: int = 0,
+        channels: int = 3,
+        bit_depth: int = 8,
+        normalization: Normalization = "range",
+        value_range: tuple[float, float] | None = None,
+        percentiles: tuple[float, float] = (0.5, 99.5),
+        normalization_images: int = 256,
+        display_channels: tuple[int, int, int] | None = None,
+        resolution_schedule: list[tuple[int, int]] | None = None,
     ) -> None:
         super().__init__()
+        self.pixels = PixelFormat(
+            channels, bit_depth, normalization, tuple(value_range) if value_range else None, tuple(percentiles),
+            display=tuple(display_channels) if display_channels else None,
+        )
+        self.normalization_images = normalization_images
+        self.resolution_schedule = [tuple(entry) for entry in resolution_schedule] if resolution_schedule else None
+        self.phase_batch_sizes: list[int] | None = None  # per phase, when a memory budget plans them
+        schedule_phases(resolution, self.resolution_schedule)  # bad entries fail here, in one line
         if resolution <= 0:
             raise ConfigError(f"data.resolution must be positive, got {resolution}")
         if batch_size <= 0:
@@ -77,6 +100,8 @@ class ImageDataModule(L.LightningDataModule):
         self.buckets = [tuple(b) for b in buckets] if buckets else None
         if self.buckets and not self.source.supports_buckets:
             raise ConfigError(f"data.buckets: not supported for {self.source.spec.kind} sources (image sizes are unknown before reading)")
+        if resolution_schedule and (buckets or not self.source.supports_buckets):
+            raise ConfigError("data.resolution_schedule: needs square crops from a folder or Hugging Face dataset (not buckets, not shards)")
         self.path = path
         self.resolution = resolution
         self.batch_size = batch_size  # the micro-batch; a memory budget may change it for the run
@@ -96,30 +121,49 @@ class ImageDataModule(L.LightningDataModule):
 
     def describe(self) -> ImageSet:
         """What a checkpoint records of this data: the source and how evaluation decodes it."""
-        return ImageSet(self.source.spec, self.resolution, self.background, self.max_image_pixels)
+        return ImageSet(self.source.spec, self.resolution, self.background, self.max_image_pixels, self.pixels)
 
     def describe_validation(self) -> tuple[ImageSet, str]:
         """The validation images as evaluation reads them, and which part of their source."""
         if self.val_source is not None:
-            return ImageSet(self.val_source.spec, self.resolution, self.background, self.max_image_pixels), "all"
+            return ImageSet(self.val_source.spec, self.resolution, self.background, self.max_image_pixels, self.pixels), "all"
         return self.describe(), "val"
+
+    def phases(self) -> list[Phase]:
+        """The training phases: `resolution` from step 0, then each `resolution_schedule` entry."""
+        return schedule_phases(self.resolution, self.resolution_schedule, self.phase_batch_sizes, self.batch_size)
+
+    def training_sides(self) -> list[int]:
+        """Every side a training crop has (all phases, all buckets)."""
+        return [phase.resolution for phase in self.phases()] + [side for bucket in self.buckets or [] for side in bucket]
 
     def check_resolution(self, factor: int) -> None:
         """Fails early when the autoencoder cannot reconstruct at this size."""
         for height, width in self.buckets or []:
             if height % factor or width % factor:
                 raise ConfigError(f"data.buckets: [{height}, {width}] is not divisible by the downsampling factor {factor}")
-        if self.resolution % factor:
-            raise ConfigError(
-                f"data.resolution={self.resolution} is not divisible by the autoencoder's downsampling factor "
-                f"{factor}; use a multiple of {factor} (e.g. {max(factor, self.resolution // factor * factor)})"
-            )
+        for phase in self.phases():
+            if phase.resolution % factor:
+                key = "data.resolution" if phase.start_step == 0 else f"data.resolution_schedule (step {phase.start_step})"
+                raise ConfigError(
+                    f"{key}={phase.resolution} is not divisible by the autoencoder's downsampling factor "
+                    f"{factor}; use a multiple of {factor} (e.g. {max(factor, phase.resolution // factor * factor)})"
+                )
 
     def prepare_split(self) -> None:
         """Lists the collections and splits them (one-line errors for missing files, columns, shards)."""
         self.source.prepare()
         if self.val_source is not None:
             self.val_source.prepare()
+        if not self.pixels.measured:
+            self.pixels = measure_bounds(self.pixels, self._raw_training_images())
+
+    def _raw_training_images(self):
+        """Raw values of up to `normalization_images` evenly spaced training images (bad files left out)."""
+        decoder = SampleDecoder(lambda raw: raw, replace(self.decoder(train=False).options, min_short_side=None))
+        for sample in self.source.images("train", decoder, max_items=self.normalization_images):
+            if sample["image"] is not None:
+                yield sample["image"]
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_split()
@@ -128,10 +172,10 @@ class ImageDataModule(L.LightningDataModule):
         """Resume after `samples_seen` images of all processes together (restored from a checkpoint)."""
         self.start_sample = samples_seen
 
-    def decoder(self, *, train: bool) -> SampleDecoder:
+    def decoder(self, *, train: bool, resolution: int | None = None) -> SampleDecoder:
         return build_decoder(
-            self.resolution, train=train, crop=self.crop, flip=self.flip, small_images=self.small_images,
-            background=self.background, max_pixels=self.max_image_pixels,
+            resolution or self.resolution, train=train, crop=self.crop, flip=self.flip, small_images=self.small_images,
+            background=self.background, max_pixels=self.max_image_pixels, pixels=self.pixels,
         )
 
     def samples(self, part: Part, *, train: bool, max_items: int | None = None, rank: int = 0, world_size: int = 1) -> Dataset | IterableDataset:
@@ -146,8 +190,23 @@ class ImageDataModule(L.LightningDataModule):
             batch_size=self.batch_size, seed=self.seed, rank=rank, world_size=world_size, start_sample=self.start_sample,
             readers=self.num_workers, shuffle_buffer=self.shuffle_buffer,
         )
+        if self.resolution_schedule:
+            return image_loader(self._phased_stream(layout), None, self.num_workers, self.prefetch_factor)
         stream = self.source.train_samples(self.decoder(train=True), layout, self._bucket_decoders())
         return image_loader(stream, self.batch_size, self.num_workers, self.prefetch_factor)
+
+    def _phased_stream(self, layout: StreamLayout) -> PhasedStream:
+        """One stream per phase (its crop size and micro-batch) in global sample positions (data/schedule.py);
+        G = micro-batch x the module's accumulation x processes at the start of phase 0."""
+        trainer = self._trainer_or_none()
+        accumulate = getattr(trainer.lightning_module, "accumulate", 1) if trainer is not None else 1
+        phases = self.phases()
+        samples_per_step = phases[0].micro_batch * accumulate * layout.world_size
+        streams = [
+            self.source.train_samples(self.decoder(train=True, resolution=phase.resolution), replace(layout, batch_size=phase.micro_batch, start_sample=0))
+            for phase in phases
+        ]
+        return PhasedStream(streams, phases, samples_per_step, rank=layout.rank, world_size=layout.world_size, start_sample=self.start_sample)
 
     def val_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world_size()
@@ -180,19 +239,22 @@ class ImageDataModule(L.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         tracker = self.tracker
-        return {"bad": tracker.bad, "seen": tracker.seen, "skipped_small": tracker.skipped_small} | self.source.state_dict()
+        counts = {"bad": tracker.bad, "seen": tracker.seen, "skipped_small": tracker.skipped_small}
+        return counts | {"pixels": self.pixels.as_dict()} | self.source.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.tracker.bad = int(state_dict.get("bad", 0))
         self.tracker.seen = int(state_dict.get("seen", 0))
         self.tracker.skipped_small = int(state_dict.get("skipped_small", 0))
+        if "pixels" in state_dict:  # the bounds the run measured when it started, whatever the data holds now
+            self.pixels = PixelFormat.from_dict(state_dict["pixels"])
         self.source.load_state_dict(state_dict)
 
     def _bucket_decoders(self):
         if not self.buckets:
             return None
         options = replace(self.decoder(train=True).options, min_short_side=None)
-        return [(h, w, SampleDecoder(bucket_transform(h, w, flip=self.flip), options)) for h, w in self.buckets]
+        return [(h, w, SampleDecoder(bucket_transform(h, w, flip=self.flip, pixels=self.pixels), options)) for h, w in self.buckets]
 
     def _trainer_or_none(self):
         try:

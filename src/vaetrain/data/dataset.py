@@ -11,7 +11,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from vaetrain.data.arrays import NPY_MAGIC, read_pixels, read_rgb8
 from vaetrain.data.decode import DEFAULT_MAX_PIXELS, BadImage, decode_image
+from vaetrain.data.pixels import PixelFormat
 from vaetrain.data.records import RecordSource
 from vaetrain.data.transforms import CropPolicy, decodes_at_reduced_size, image_transform, native_transform
 from vaetrain.errors import ConfigError
@@ -20,12 +22,14 @@ from vaetrain.errors import ConfigError
 @dataclass
 class DecodeOptions:
     """`min_short_side`: draft-decode JPEGs down to this short side. `skip_smaller_than`: images with a
-    shorter short side are skipped (counted) instead of upscaled."""
+    shorter short side are skipped (counted) instead of upscaled. `pixels`: channels, bit depth and
+    normalisation (8-bit RGB by default)."""
 
     min_short_side: int | None = None
     skip_smaller_than: int | None = None
     background: tuple[int, int, int] = (255, 255, 255)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    pixels: PixelFormat = PixelFormat()
 
 
 class SampleDecoder:
@@ -38,16 +42,31 @@ class SampleDecoder:
     def __call__(self, data: bytes | Path, name: str) -> dict:
         options = self.options
         try:
-            image = decode_image(
-                data, min_short_side=options.min_short_side, background=options.background, max_pixels=options.max_pixels
-            )
-            if options.skip_smaller_than and min(image.size) < options.skip_smaller_than:
+            image = self.read(data)
+            size = image.size if isinstance(image, Image.Image) else image.shape[-2:]
+            if options.skip_smaller_than and min(size) < options.skip_smaller_than:
                 return {"image": None, "bad": [], "small": 1}
             return {"image": self.transform(image), "bad": [], "small": 0}
         except BadImage as error:
             return {"image": None, "bad": [(name, str(error))], "small": 0}
         except (OSError, ValueError, RuntimeError) as error:  # unreadable file, broken transform input
             return {"image": None, "bad": [(name, f"{type(error).__name__}: {error}")], "small": 0}
+
+    def read(self, data: bytes | Path) -> Image.Image | torch.Tensor:
+        """8-bit RGB: a PIL image (a .npy array converted); any other format: raw values (`read_pixels`)."""
+        options = self.options
+        if not options.pixels.is_rgb8:
+            return read_pixels(data, options.pixels, options.max_pixels)
+        if _head(data).startswith(NPY_MAGIC):
+            return read_rgb8(data, options.max_pixels)
+        return decode_image(data, min_short_side=options.min_short_side, background=options.background, max_pixels=options.max_pixels)
+
+
+def _head(data: bytes | Path) -> bytes:
+    if isinstance(data, bytes):
+        return data[:8]
+    with open(data, "rb") as handle:
+        return handle.read(8)
 
 
 def build_decoder(
@@ -59,18 +78,21 @@ def build_decoder(
     small_images: Literal["upscale", "skip"] = "upscale",
     background: tuple[int, int, int] = (255, 255, 255),
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    pixels: PixelFormat = PixelFormat(),
 ) -> SampleDecoder:
     """Decode + transform: training augments by the `crop` policy; evaluation resizes the short side and
     center-crops (published tables' convention), or keeps each image whole when `resolution` is "native"."""
     if resolution == "native":
-        return SampleDecoder(native_transform(), DecodeOptions(background=background, max_pixels=max_pixels))
+        return SampleDecoder(native_transform(pixels), DecodeOptions(background=background, max_pixels=max_pixels, pixels=pixels))
     options = DecodeOptions(
         min_short_side=resolution if decodes_at_reduced_size(train, crop) else None,
         skip_smaller_than=resolution if train and small_images == "skip" else None,
         background=background,
         max_pixels=max_pixels,
+        pixels=pixels,
     )
-    return SampleDecoder(image_transform(resolution, train=train, flip=flip, crop=crop if train else "resize_crop"), options)
+    transform = image_transform(resolution, train=train, flip=flip, crop=crop if train else "resize_crop", pixels=pixels)
+    return SampleDecoder(transform, options)
 
 
 def merge_reports(unusable: dict, into: dict) -> dict:

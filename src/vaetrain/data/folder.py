@@ -10,7 +10,7 @@ from vaetrain.errors import ConfigError
 
 T = TypeVar("T")
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".npy"})
 
 
 def sample_images_dir() -> Path:

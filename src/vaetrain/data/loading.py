@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from vaetrain.data.dataset import build_decoder, collate_samples
 from vaetrain.data.decode import DEFAULT_MAX_PIXELS
+from vaetrain.data.pixels import PixelFormat
 from vaetrain.data.record_source import RecordImages
 from vaetrain.data.shard_source import ShardImages
 from vaetrain.data.sources import ImageSource, Part, SourceSpec
@@ -36,6 +37,9 @@ class ImageSet:
     resolution: int | Literal["native"] = 256
     background: tuple[int, int, int] = (255, 255, 255)
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    pixels: PixelFormat = field(default_factory=PixelFormat)
+    """Channels, bit depth and normalisation (with measured percentile bounds): the run's, so evaluation
+    normalises exactly as training did."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +47,7 @@ class ImageSet:
             "resolution": self.resolution,
             "background": list(self.background),
             "max_image_pixels": self.max_image_pixels,
+            "pixels": self.pixels.as_dict(),
         }
 
     @classmethod
@@ -52,6 +57,7 @@ class ImageSet:
             resolution=values.get("resolution") or 256,
             background=tuple(values.get("background", (255, 255, 255))),
             max_image_pixels=values.get("max_image_pixels", DEFAULT_MAX_PIXELS),
+            pixels=PixelFormat.from_dict(values.get("pixels")),
         )
 
 
@@ -62,7 +68,7 @@ def evaluation_images(
     `max_images` evenly spaced images of `part`. Batches are dicts; `images_of` takes the tensor out and
     `batch["bad"]` lists the files that could not be used."""
     source = open_source(images.source)
-    decoder = build_decoder(images.resolution, background=images.background, max_pixels=images.max_image_pixels)
+    decoder = build_decoder(images.resolution, background=images.background, max_pixels=images.max_image_pixels, pixels=images.pixels)
     dataset = source.images(part, decoder, max_items=max_images)
     return image_loader(dataset, 1 if images.resolution == "native" else batch_size, num_workers)
 

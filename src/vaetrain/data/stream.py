@@ -70,7 +70,11 @@ class ResumableImageStream(IterableDataset):
 
     def index_at(self, position: int) -> int:
         """The dataset index at this rank's stream position."""
-        epoch, offset = divmod(self.global_position(position), len(self.dataset))  # type: ignore[arg-type]
+        return self.index_at_global(self.global_position(position))
+
+    def index_at_global(self, position: int) -> int:
+        """The dataset index at a position of the stream of all ranks together."""
+        epoch, offset = divmod(position, len(self.dataset))  # type: ignore[arg-type]
         if epoch != self._epoch:
             generator = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + epoch)
             self._order = torch.randperm(len(self.dataset), generator=generator)  # type: ignore[arg-type]
@@ -78,7 +82,12 @@ class ResumableImageStream(IterableDataset):
         return int(self._order[offset])
 
     def sample_at(self, position: int) -> dict:
-        index = self.index_at(position)
+        return self.sample_at_global(self.global_position(position))
+
+    def sample_at_global(self, position: int) -> dict:
+        """The sample at a global position: its record by the epoch's permutation, its crop and flip seeded by
+        the position (so it is the same whichever rank, worker or batch layout reads it)."""
+        index = self.index_at_global(position)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * _SEED_STRIDE + self.global_position(position)) % 2**63)
+            torch.manual_seed((self.seed * _SEED_STRIDE + position) % 2**63)
             return self.dataset[index]

@@ -13,8 +13,29 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from vaetrain.data.pixels import PixelFormat
+
 CropPolicy = Literal["random_crop", "center_crop", "resize_crop"]
 _TO_SIGNED_FLOAT = (v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]))
+
+
+class Normalise(torch.nn.Module):
+    """Raw values (a float (C, H, W) tensor from `arrays.read_pixels`) -> [-1, 1] by the pixel format."""
+
+    def __init__(self, pixels: PixelFormat) -> None:
+        super().__init__()
+        self.pixels = pixels
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.pixels.normalise(image)
+
+
+def _framed(geometry: list[torch.nn.Module], pixels: PixelFormat) -> v2.Compose:
+    """8-bit RGB: PIL -> uint8 tensor, geometry, [-1, 1] (uint8 resizing is fast). Other formats arrive as
+    raw float tensors: geometry, then the format's normalisation."""
+    if pixels.is_rgb8:
+        return v2.Compose([v2.PILToTensor(), *geometry, *_TO_SIGNED_FLOAT])
+    return v2.Compose([*geometry, Normalise(pixels)])
 
 
 class ResizeIfSmaller(torch.nn.Module):
@@ -52,7 +73,9 @@ class ShortSideSquareCrop(torch.nn.Module):
         )
 
 
-def image_transform(resolution: int, *, train: bool, flip: bool = True, crop: CropPolicy = "random_crop") -> v2.Compose:
+def image_transform(
+    resolution: int, *, train: bool, flip: bool = True, crop: CropPolicy = "random_crop", pixels: PixelFormat = PixelFormat()
+) -> v2.Compose:
     """Training follows `crop`: `random_crop` / `center_crop` cut at native scale (upscaling only images
     that are too small), `resize_crop` resizes the short side to `resolution` and then crops randomly.
     Validation always resizes the short side and center-crops (the convention of published tables)."""
@@ -66,12 +89,12 @@ def image_transform(resolution: int, *, train: bool, flip: bool = True, crop: Cr
         geometry = [ResizeIfSmaller(resolution), v2.RandomCrop(resolution)]
     if train and flip:
         geometry.append(v2.RandomHorizontalFlip())
-    return v2.Compose([v2.PILToTensor(), *geometry, *_TO_SIGNED_FLOAT])
+    return _framed(geometry, pixels)
 
 
-def native_transform() -> v2.Compose:
+def native_transform(pixels: PixelFormat = PixelFormat()) -> v2.Compose:
     """The whole image at its own size (evaluation at native resolution pads it later)."""
-    return v2.Compose([v2.PILToTensor(), *_TO_SIGNED_FLOAT])
+    return _framed([], pixels)
 
 
 def decodes_at_reduced_size(train: bool, crop: CropPolicy) -> bool:
@@ -93,9 +116,9 @@ class ResizeToCover(torch.nn.Module):
         return TF.resize(image, list(size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
 
 
-def bucket_transform(height: int, width: int, *, flip: bool = True) -> v2.Compose:
+def bucket_transform(height: int, width: int, *, flip: bool = True, pixels: PixelFormat = PixelFormat()) -> v2.Compose:
     """Training transform of one aspect-ratio bucket: cover height x width, then a random crop of it."""
     geometry: list[torch.nn.Module] = [ResizeToCover(height, width), v2.RandomCrop((height, width))]
     if flip:
         geometry.append(v2.RandomHorizontalFlip())
-    return v2.Compose([v2.PILToTensor(), *geometry, *_TO_SIGNED_FLOAT])
+    return _framed(geometry, pixels)

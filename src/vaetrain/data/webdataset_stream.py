@@ -19,7 +19,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from vaetrain.data.dataset import merge_reports
 from vaetrain.errors import ConfigError
 
-IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp")
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "npy")
 _SEED_STRIDE = 1_000_003
 
 
@@ -129,7 +129,7 @@ class WebDatasetStream(IterableDataset):
             key = f"{url}:{sample.get('__key__', '?')}"
             data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
             if data is None:
-                yield {"image": None, "bad": [(key, "no image (jpg/png/webp/bmp) in the sample")], "small": 0}
+                yield {"image": None, "bad": [(key, "no image (jpg/png/webp/bmp/tif/npy) in the sample")], "small": 0}
                 continue
             yield self.decode(data, key) | {"name": key}
         for error in errors:

@@ -15,6 +15,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchvision.utils import make_grid, save_image
 
 from vaetrain.data.loading import ImageSet, evaluation_images, images_of
+from vaetrain.data.pixels import PixelFormat
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metrics import to_uint8
 from vaetrain.evaluation.probe import ProbeConfig, normalisation, train_probe
@@ -44,15 +45,19 @@ def encode(model, images: ImageSet, max_images: int | None, device: torch.device
 
 
 @torch.no_grad()
-def sample_fid(model, samples: torch.Tensor, originals: torch.Tensor, inception: nn.Module | None) -> tuple[torch.Tensor, float | None]:
-    """Decoded samples (in [-1, 1], on CPU) and their FID against the real images (None without Inception)."""
+def sample_fid(
+    model, samples: torch.Tensor, originals: torch.Tensor, inception: nn.Module | None, pixels: PixelFormat | None = None
+) -> tuple[torch.Tensor, float | None]:
+    """Decoded samples (in [-1, 1], on CPU) and their FID against the real images (None without Inception),
+    on the display channels of `pixels` (Inception reads 8-bit RGB)."""
+    pixels = pixels or PixelFormat()
     shift, scale = (t.to(samples.device) for t in normalisation(model.config))
     decoded = torch.cat([decode(model, chunk / scale + shift).float().clamp(-1, 1).cpu() for chunk in samples.split(32)])
     if inception is None:
         return decoded, None
     fid = FrechetInceptionDistance(feature=inception, normalize=False, input_img_size=(3, 299, 299))
-    fid.update(to_uint8((originals.float().clamp(-1, 1) + 1) / 2), real=True)
-    fid.update(to_uint8((decoded + 1) / 2), real=False)
+    fid.update(to_uint8(pixels.to_display(originals)), real=True)
+    fid.update(to_uint8(pixels.to_display(decoded)), real=False)
     return decoded, float(fid.compute())
 
 
@@ -82,9 +87,9 @@ def run_probe(
                "probe_seconds": round(result.seconds, 1), "probe_latent_shape": list(result.latent_shape), "probe_images": len(latents),
                "probe_model_size": config.model_size, "probe_steps": config.steps, "probe_fid": None, "probe_backbones": backbones}
         if result.samples is not None:
-            decoded, row["probe_fid"] = sample_fid(model, result.samples, originals, inception)
+            decoded, row["probe_fid"] = sample_fid(model, result.samples, originals, inception, images.pixels)
             grid = out_dir / f"probe_samples_{index}.png"
-            save_image(make_grid((decoded[:64] + 1) / 2, nrow=8, padding=2, pad_value=1.0), grid)
+            save_image(make_grid(images.pixels.to_display(decoded[:64]), nrow=8, padding=2, pad_value=1.0), grid)
             row["probe_samples"] = grid.name
         rows.append(row)
     (out_dir / PROBE_FILE).write_text(json.dumps(rows, indent=2) + "\n")

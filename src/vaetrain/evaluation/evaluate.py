@@ -26,6 +26,7 @@ from vaetrain.evaluation.reconstruct import TilingConfig, encode_decode, pad_to_
 from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.results import METRICS, ModelResult
 from vaetrain.evaluation.speed import check_fp16_decode, measure_speed
+from vaetrain.losses.perceptual import for_channels
 from vaetrain.models.autoencoder import downsampling_factor
 
 
@@ -79,14 +80,20 @@ def evaluate_model(reference: str, model: nn.Module, images: ImageSet, options: 
     """One pass over the images: reconstructions feed the metrics, posteriors the latent statistics."""
     device = resolve_device(options.device)
     model = model.to(device)
-    resolution = images.resolution
+    resolution, pixels = images.resolution, images.pixels
     if resolution != "native" and resolution % downsampling_factor(model):
         raise ConfigError(f"--data.resolution {resolution} is not divisible by {reference}'s downsampling factor {downsampling_factor(model)}")
+    if model.config.in_channels != pixels.channels:
+        raise ConfigError(f"{reference} reads {model.config.in_channels} channels, but the images are read as {pixels.channels} (data.channels)")
     metrics = ReconstructionMetrics(
         ms_ssim="ms_ssim" in options.metrics,
         fid_features=networks.inception if "rfid" in options.metrics else None,
+        pixels=pixels,
     ).to(device)
-    lpips = networks.lpips.to(device) if networks.lpips is not None and "lpips" in options.metrics else None
+    lpips_channels = None if pixels.channels in (1, 3) else "each"  # N channels: each one replicated to RGB, averaged
+    lpips = networks.lpips if networks.lpips is not None and "lpips" in options.metrics else None
+    lpips = for_channels(lpips, pixels.channels, lpips_channels, key="eval LPIPS")
+    lpips = lpips.to(device) if lpips is not None else None
     latents = LatentAccumulator(sample=True)
     samples: list[dict] = []
     speed = fp16 = None
@@ -129,6 +136,12 @@ def evaluate_model(reference: str, model: nn.Module, images: ImageSet, options: 
         "resolution": resolution,
         "device": device.type,
         "lpips_network": options.lpips_network if lpips is not None else None,
+        "lpips_channels": lpips_channels or ("replicated" if pixels.channels == 1 else "rgb"),
+        "psnr_channels": [computed[f"psnr_c{c}"] for c in range(pixels.channels)],
+        "ssim_channels": [computed[f"ssim_c{c}"] for c in range(pixels.channels)],
+        "channels": pixels.channels,
+        "bit_depth": pixels.bit_depth,
+        "display_channels": pixels.display_channels(),
         "backbones": options.backbones,
         "bad_files": len(bad_files),
     }

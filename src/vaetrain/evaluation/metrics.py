@@ -10,13 +10,15 @@ import math
 
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.image import (
     FrechetInceptionDistance,
     MultiScaleStructuralSimilarityIndexMeasure,
     PeakSignalNoiseRatio,
 )
 from torchmetrics.functional.image import structural_similarity_index_measure
+
+from vaetrain.data.pixels import PixelFormat
 
 SSIM_KERNEL = 11  # Gaussian window, sigma 1.5 (Wang et al. 2004)
 SSIM_BORDER = (SSIM_KERNEL - 1) // 2
@@ -35,15 +37,24 @@ class ReconstructionMetrics(nn.Module):
     lowers small images' SSIM by several hundredths). MS-SSIM uses the standard 5 scales, so it needs images of at least 161 px: for smaller
     ones it is not computed (None) rather than computed on fewer scales and not comparable. rFID is
     the FID between the originals and their reconstructions (2048-d Inception pool features).
+
+    Images are compared in the data's own units (`pixels`: raw values / the bit depth's peak), so a 16-bit
+    image's PSNR uses 65535 as the peak whatever its normalisation; `psnr_channels` / `ssim_channels` are the
+    per-channel means (PSNR per image and channel), `psnr` is over all channels together.
     """
 
-    def __init__(self, *, ms_ssim: bool = False, fid_features: nn.Module | None = None, sync_on_compute: bool = True) -> None:
+    def __init__(
+        self, *, ms_ssim: bool = False, fid_features: nn.Module | None = None, sync_on_compute: bool = True, pixels: PixelFormat | None = None
+    ) -> None:
         """`sync_on_compute=False`: this process's images only, for code that runs on one rank of a
         distributed run (the export's model card), where a collective would wait for the others forever."""
         super().__init__()
+        self.pixels = pixels or PixelFormat()
         sync = {"sync_on_compute": sync_on_compute}
         self.psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean", **sync)
         self.ssim = MeanMetric(**sync)
+        self.psnr_channels = ChannelMean(**sync)
+        self.ssim_channels = ChannelMean(**sync)
         self.ms_ssim = MultiScaleStructuralSimilarityIndexMeasure(data_range=1.0, kernel_size=MS_SSIM_KERNEL, **sync) if ms_ssim else None
         self.ms_ssim_too_small = 0
         self.lpips = MeanMetric(**sync)
@@ -61,24 +72,29 @@ class ReconstructionMetrics(nn.Module):
             self._update(target, reconstruction, lpips)
 
     def _update(self, target: torch.Tensor, reconstruction: torch.Tensor, lpips: torch.Tensor | None) -> None:
-        target01 = ((target.float() + 1) / 2).clamp(0, 1)
-        reconstruction01 = (reconstruction.float().clamp(-1, 1) + 1) / 2
+        target01, reconstruction01 = self.pixels.to_unit(target), self.pixels.to_unit(reconstruction)
         self.psnr.update(reconstruction01, target01)
-        self.ssim.update(_ssim_per_image(reconstruction01, target01))
-        if self.ms_ssim is not None:
+        ssim = _ssim_per_image_and_channel(reconstruction01, target01)
+        self.ssim.update(ssim.mean(dim=1))
+        self.ssim_channels.update(ssim)
+        mse = (reconstruction01 - target01).square().mean(dim=(2, 3)).clamp_min(1e-20)
+        self.psnr_channels.update(-10 * torch.log10(mse))
+        if self.ms_ssim is not None and target.shape[1] in (1, 3):  # torchmetrics' MS-SSIM: gray or RGB
             if min(target.shape[-2:]) >= MS_SSIM_MIN_SIDE:
                 self.ms_ssim.update(reconstruction01, target01)
             else:
                 self.ms_ssim_too_small += len(target)
         if lpips is not None:
             self.lpips.update(lpips.float())
-        if self.fid is not None:
-            self.fid.update(to_uint8(target01), real=True)  # the Inception takes 8-bit images, as saved files are
-            self.fid.update(to_uint8(reconstruction01), real=False)
+        if self.fid is not None:  # the Inception takes 8-bit RGB, as saved files are: the display channels
+            self.fid.update(to_uint8(self.pixels.to_display(target)), real=True)
+            self.fid.update(to_uint8(self.pixels.to_display(reconstruction)), real=False)
 
     def compute(self) -> dict[str, float | None]:
         """Plain floats; None for a metric that was not asked for or could not be computed."""
         values: dict[str, float | None] = {"psnr": float(self.psnr.compute()), "ssim": float(self.ssim.compute())}
+        values |= {f"psnr_c{c}": v for c, v in enumerate(self.psnr_channels.compute().reshape(-1).tolist())}
+        values |= {f"ssim_c{c}": v for c, v in enumerate(self.ssim_channels.compute().reshape(-1).tolist())}
         if self.ms_ssim is not None:
             values["ms_ssim"] = float(self.ms_ssim.compute()) if self.ms_ssim_too_small == 0 else None
         values["lpips"] = float(self.lpips.compute()) if self.lpips.update_count else None
@@ -87,7 +103,7 @@ class ReconstructionMetrics(nn.Module):
         return {k: (None if v is not None and math.isnan(v) else v) for k, v in values.items()}
 
     def reset(self) -> None:
-        for metric in (self.psnr, self.ssim, self.ms_ssim, self.lpips, self.fid):
+        for metric in (self.psnr, self.ssim, self.psnr_channels, self.ssim_channels, self.ms_ssim, self.lpips, self.fid):
             if metric is not None:
                 metric.reset()
         self.ms_ssim_too_small = 0
@@ -98,9 +114,29 @@ def to_uint8(images01: torch.Tensor) -> torch.Tensor:
     return (images01 * 255).round().to(torch.uint8)
 
 
-def _ssim_per_image(reconstruction01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
+class ChannelMean(Metric):
+    """The mean over images of a (images, channels) value: one mean per channel, summed across processes."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", default=torch.zeros(0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, values: torch.Tensor) -> None:
+        sums = values.double().sum(dim=0)
+        self.total = sums if self.total.numel() == 0 else self.total + sums
+        self.count += len(values)
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count.clamp_min(1)
+
+
+def _ssim_per_image_and_channel(reconstruction01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
+    """(images, channels): each channel's SSIM map averaged where the window fits."""
     _, ssim_map = structural_similarity_index_measure(
         reconstruction01, target01, data_range=1.0, kernel_size=SSIM_KERNEL, sigma=1.5, return_full_image=True
     )
     inside = ssim_map[..., SSIM_BORDER:-SSIM_BORDER, SSIM_BORDER:-SSIM_BORDER]
-    return inside.flatten(1).mean(dim=1)
+    return inside.flatten(2).mean(dim=2)

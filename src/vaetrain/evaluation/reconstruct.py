@@ -12,13 +12,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaetrain.data.decode import BadImage, decode_image
+from vaetrain.data.dataset import build_decoder
 from vaetrain.data.folder import list_images
-from vaetrain.data.transforms import native_transform
+from vaetrain.data.pixels import PixelFormat
 from vaetrain.errors import ConfigError
 from vaetrain.models.families import decode, downsampling_factor, encode
 
@@ -112,33 +113,48 @@ def reconstruct_files(
     side_by_side: bool = False,
     tiling: TilingConfig | None = None,
     device: str = "auto",
+    pixels: PixelFormat | None = None,
 ) -> tuple[int, list[tuple[str, str]]]:
     """Writes OUT/<name>.png for each image, at its own size (a folder keeps its layout below OUT; a file
     keeps its name), optionally input | reconstruction; returns how many were written and the unusable
-    files with their reasons."""
+    files with their reasons. Images read as `pixels` (the model's training format); other than 8-bit RGB,
+    the reconstruction is OUT/<name>.tif in the data's own units and dtype (channels first), and the
+    side-by-side picture OUT/<name>.png shows the display channels."""
     from torchvision.utils import save_image
 
+    pixels = pixels or PixelFormat()
     pairs = _inputs(inputs)
     target = resolve_device(device)
     model = model.to(target)
-    transform = native_transform()
+    decoder = build_decoder("native", pixels=pixels)
     out_dir = Path(out_dir)
     written, bad = 0, []
     for file, relative in pairs:
-        try:
-            image = transform(decode_image(file)).unsqueeze(0).to(target)
-        except (BadImage, OSError) as error:
-            bad.append((str(file), str(error)))
+        sample = decoder(file, str(file))
+        if sample["image"] is None:
+            bad += sample["bad"]
             continue
+        image = sample["image"].unsqueeze(0).to(target)
         picture = reconstruct(model, image, tiling).float().clamp(-1, 1)
-        if side_by_side:
-            gap = torch.ones(1, 3, image.shape[2], SEPARATOR_PX, device=target)
-            picture = torch.cat([image, gap, picture], dim=3)
         path = out_dir / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_image((picture + 1) / 2, path)
+        if not pixels.is_rgb8:
+            _write_raw(pixels, picture[0], path.with_suffix(".tif"))
+        if side_by_side:
+            gap = torch.ones(1, 3, image.shape[2], SEPARATOR_PX, device=target)
+            save_image(torch.cat([pixels.to_display(image), gap, pixels.to_display(picture)], dim=3), path)
+        elif pixels.is_rgb8:
+            save_image((picture + 1) / 2, path)
         written += 1
     return written, bad
+
+
+def _write_raw(pixels: PixelFormat, image: torch.Tensor, path: Path) -> None:
+    import tifffile
+
+    dtype = np.uint8 if pixels.bit_depth == 8 else np.uint16
+    raw = pixels.denormalise(image).round().cpu().numpy().astype(dtype)
+    tifffile.imwrite(path, raw, photometric="minisblack", planarconfig="separate")
 
 
 def _inputs(paths: list[str]) -> list[tuple[Path, Path]]:

@@ -117,6 +117,16 @@ def _metrics_table(results: list[ModelResult]) -> str:
         f"LPIPS with {first.get('lpips_network') or '—'}; rFID between originals and reconstructions; KL per latent "
         "element; scaling_factor = 1/std and shift_factor = mean of posterior samples.",
     ]
+    if first.get("channels", 3) != 3 or first.get("bit_depth", 8) != 8:
+        per_channel = "; ".join(
+            f"{_name(r.values['model'])}: PSNR " + ", ".join(f"c{c} {v:.2f}" for c, v in enumerate(r.values.get("psnr_channels") or []))
+            + " / SSIM " + ", ".join(f"c{c} {v:.3f}" for c, v in enumerate(r.values.get("ssim_channels") or []))
+            for r in results
+        )
+        notes.append(
+            f"{first['channels']} channels, {first['bit_depth']}-bit: PSNR and SSIM in the data's own units (peak {2 ** first['bit_depth'] - 1}); "
+            f"LPIPS {first.get('lpips_channels')}. Per channel: {per_channel}."
+        )
     if first.get("backbones") == "random":
         notes.append("LPIPS and rFID use randomly initialised networks here: not comparable with published numbers.")
     errors = sorted({error for result in results for error in result.errors})
@@ -148,6 +158,17 @@ def _difference(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.T
     return diff.clamp(0, 255).to(torch.uint8)
 
 
+def _views(values: dict, channels: int) -> list[tuple[str, list[int]]]:
+    """What each sample shows: RGB as it is, 1 channel gray; N channels the false-colour display triplet,
+    then every channel on its own (gray)."""
+    if channels == 3 and values.get("display_channels", [0, 1, 2]) == [0, 1, 2]:
+        return [("", [0, 1, 2])]
+    if channels == 1:
+        return [("", [0, 0, 0])]
+    triplet = values.get("display_channels") or [0, 1, 2]
+    return [(f"channels {triplet} as RGB", triplet)] + [(f"channel {c}", [c, c, c]) for c in range(channels)]
+
+
 def _samples(results: list[ModelResult]) -> str:
     count = min(len(result.samples) for result in results)
     header = "<tr><td>original</td>" + "".join(
@@ -156,15 +177,17 @@ def _samples(results: list[ModelResult]) -> str:
     rows = []
     for index in range(count):
         original = results[0].samples[index]["original"]
-        full = [_png(original)]
-        zoomed = [_png(_zoom(original))]
-        for result in results:
-            reconstruction = result.samples[index]["reconstruction"]
-            difference = _difference(original, reconstruction)
-            full += [_png(reconstruction), _png(difference)]
-            zoomed += [_png(_zoom(reconstruction)), _png(_zoom(difference))]
-        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in full) + "</tr>")
-        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in zoomed) + "</tr>")
+        for label, view in _views(results[0].values, original.shape[0]):
+            caption = f"<tr><td colspan='{1 + 2 * len(results)}'>{html.escape(label)}</td></tr>" if label else ""
+            full = [_png(original[view])]
+            zoomed = [_png(_zoom(original[view]))]
+            for result in results:
+                reconstruction = result.samples[index]["reconstruction"][view]
+                difference = _difference(original[view], reconstruction)
+                full += [_png(reconstruction), _png(difference)]
+                zoomed += [_png(_zoom(reconstruction)), _png(_zoom(difference))]
+            rows.append(caption + "<tr>" + "".join(f"<td>{cell}</td>" for cell in full) + "</tr>")
+            rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in zoomed) + "</tr>")
     note = f"<p class='note'>Second row of each sample: the central 1/{ZOOM} of the image, enlarged {ZOOM}x.</p>"
     return f"<h2>Reconstructions</h2>{note}<table class='samples'>{header}{''.join(rows)}</table>"
 

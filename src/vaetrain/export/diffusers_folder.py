@@ -11,6 +11,7 @@ from pathlib import Path
 from torch import nn
 
 from vaetrain.data.loading import ImageSet, evaluation_images, images_of
+from vaetrain.data.pixels import PIXEL_FORMAT_FILE
 from vaetrain.data.sources import Part
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics, measure_latent_statistics
@@ -78,8 +79,12 @@ def export_model(
     if validation is not None:
         facts.metrics = measure_reconstruction(model, *validation)
     card = model_card(model, statistics, facts)
+    files = {"README.md": card}
+    pixels = facts.training_images.pixels if facts.training_images is not None else None
+    if pixels is not None and not pixels.is_rgb8:  # how images become the model's inputs (data/pixels.py)
+        files[PIXEL_FORMAT_FILE] = json.dumps(pixels.as_dict(), indent=2) + "\n"
     distilled = bool(facts.settings.get("loss", {}).get("distillation", {}).get("teacher"))
-    return save_diffusers_folder(model.cpu(), out_dir, statistics, {"README.md": card}, set_scale=not distilled)
+    return save_diffusers_folder(model.cpu(), out_dir, statistics, files, set_scale=not distilled)
 
 
 def export_checkpoint(
@@ -97,6 +102,8 @@ def export_checkpoint(
     model, record = autoencoder_from_checkpoint(checkpoint, use_ema=use_ema)
     facts = CardFacts(steps=record.counters.generator_steps, settings=record.settings, training_images=record.image_set())
     if images is not None:
+        if facts.training_images is not None:  # other images, read as the model was trained to read them
+            images = replace(images, pixels=facts.training_images.pixels)
         return export_model(model, out_dir, images, part="all", max_images=max_images, validation=(images, "all"), facts=facts)
     images = record.image_set()
     if images is None:

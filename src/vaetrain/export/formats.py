@@ -7,11 +7,12 @@ from pathlib import Path
 
 from torch import nn
 
+from vaetrain.data.pixels import PixelFormat, read_pixel_format
 from vaetrain.errors import ConfigError
 from vaetrain.export.diffusers_folder import save_diffusers_folder
 from vaetrain.export.ldm import diffusers_to_ldm, ldm_to_diffusers, read_ldm_state_dict, write_ldm_checkpoint
 from vaetrain.models.autoencoder import load_pretrained_autoencoder
-from vaetrain.training.checkpoint import autoencoder_from_checkpoint, is_vaetrain_checkpoint
+from vaetrain.training.checkpoint import autoencoder_from_checkpoint, is_vaetrain_checkpoint, load_checkpoint
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
 
@@ -37,6 +38,18 @@ def load_autoencoder(reference: str | Path, *, use_ema: bool = True) -> nn.Modul
         return load_pretrained_autoencoder(str(reference))
     except Exception as error:  # noqa: BLE001 - hub, network and format errors
         raise ConfigError(f"model '{reference}': cannot load from the Hub ({type(error).__name__}: {error})") from error
+
+
+def recorded_pixel_format(reference: str | Path) -> PixelFormat | None:
+    """How a model's training read images (channels, bit depth, normalisation with its measured bounds): a
+    vaetrain checkpoint's record or an exported folder's `pixel_format.json`; None where neither says."""
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        return read_pixel_format(path)
+    if path.suffix == ".ckpt" and path.is_file() and is_vaetrain_checkpoint(path):
+        images = load_checkpoint(path)[1].image_set()
+        return images.pixels if images is not None else None
+    return None
 
 
 def convert(reference: str | Path, out: str | Path, *, prefix: str = "", use_ema: bool = True) -> Path:

@@ -31,7 +31,7 @@ class CardFacts:
 @torch.no_grad()
 def measure_reconstruction(model: nn.Module, images: ImageSet, part: Part, max_images: int = 64) -> dict | None:
     """PSNR and SSIM of the model's reconstructions of up to `max_images` images of `part` (None: no images)."""
-    metrics, count = ReconstructionMetrics(sync_on_compute=False), 0  # rank 0 alone exports
+    metrics, count = ReconstructionMetrics(sync_on_compute=False, pixels=images.pixels), 0  # rank 0 alone exports
     device = next(model.parameters()).device
     for batch in evaluation_images(images, part=part, max_images=max_images):
         batch_images = images_of(batch).to(device)
@@ -42,6 +42,16 @@ def measure_reconstruction(model: nn.Module, images: ImageSet, part: Part, max_i
         return None
     values = metrics.compute()
     return {"psnr": values["psnr"], "ssim": values["ssim"], "images": count, "resolution": images.resolution, "part": part}
+
+
+def _pixels(pixels) -> str:
+    """How images become the model's input; `pixel_format.json` beside this card holds the same."""
+    if pixels.normalization == "percentile":
+        scale = f"each channel's {pixels.percentiles[0]}-{pixels.percentiles[1]} percentiles (low {list(pixels.low)}, high {list(pixels.high)}) -> [-1, 1], clipped"
+    else:
+        low, high = pixels.value_range or (0, int(pixels.peak))
+        scale = f"[{low}, {high}] -> [-1, 1]"
+    return f"{pixels.channels} channels, {pixels.bit_depth}-bit; {scale} (`pixel_format.json`, `vaetrain.data.pixels.PixelFormat`)"
 
 
 def model_card(model: nn.Module, statistics: LatentStatistics | None, facts: CardFacts) -> str:
@@ -63,6 +73,8 @@ def model_card(model: nn.Module, statistics: LatentStatistics | None, facts: Car
         ("training", (f"{facts.steps} generator steps" if facts.steps is not None else "unknown steps") + (f"; {recipe}" if recipe else "")),
         ("data", _describe(data) if data else "not recorded"),
     ]
+    if data is not None and not data.pixels.is_rgb8:
+        rows.append(("pixels", _pixels(data.pixels)))
     if facts.metrics:
         m = facts.metrics
         rows.append(("reconstruction", f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} on {m['images']} {m['part']} images at {m['resolution']} px (measured at export)"))

@@ -22,7 +22,7 @@ from vaetrain.losses.balance import Processes, adaptive_gan_weight, gradnorm
 from vaetrain.losses.distillation import DistillationConfig
 from vaetrain.losses.equivariance import EquivarianceConfig
 from vaetrain.losses.gan import GanLossKind, generator_adversarial_loss
-from vaetrain.losses.perceptual import Backbone, PerceptualNetwork
+from vaetrain.losses.perceptual import Backbone, PerceptualNetwork, TripletSetting
 from vaetrain.losses.terms import PixelLoss, Reduction, kl_divergence, latent_penalty, pooled_reconstruction_loss, reconstruction_loss
 
 
@@ -56,6 +56,9 @@ class LossConfig:
     """LPIPS backbone: vgg (LDM), alex or squeeze."""
     perceptual_backbone: Backbone = "pretrained"
     """pretrained: ImageNet weights (needs the file); random: untrained, for offline runs and tests."""
+    perceptual_channels: TripletSetting = None
+    """Images that are not RGB: the channel triplets LPIPS compares, averaged (e.g. [[0, 1, 2], [3, 4, 5]]),
+    or `each` (every channel replicated to RGB); null: RGB as it is, 1 channel replicated."""
     pooled_reconstruction: PooledReconstruction = field(default_factory=PooledReconstruction)
     """The low-pass (pooled, optionally flat-region-masked) reconstruction term."""
     kl_weight: float = 1e-6

@@ -3,7 +3,7 @@ VGG16 one of vqgan-training (`vgg_discriminator`), chosen by `DiscriminatorConfi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -29,14 +29,20 @@ class DiscriminatorConfig:
     norm: DiscriminatorNorm = "spectral_group"
     """PatchGAN normalisation; spectral_group is per-sample, so batch size 1 and DDP need no syncing
     (LDM used batch; it becomes SyncBatchNorm on several GPUs)."""
-    in_channels: int = 3
-    """Image channels (PatchGAN)."""
+    in_channels: int | None = None
+    """Image channels (PatchGAN); null: the autoencoder's output channels."""
     vgg_backbone: Literal["pretrained", "random"] = "pretrained"
     """vgg16: start from torchvision's ImageNet VGG16 (needs the file) or from random weights (offline)."""
 
 
-def build_discriminator(config: DiscriminatorConfig) -> nn.Module:
+def build_discriminator(config: DiscriminatorConfig, channels: int = 3) -> nn.Module:
+    """The configured discriminator for images of `channels` channels (an explicit `in_channels` must match)."""
+    if config.in_channels is not None and config.in_channels != channels:
+        raise ConfigError(f"model.discriminator.in_channels={config.in_channels}, but the autoencoder writes {channels} channels")
+    config = replace(config, in_channels=channels)
     if config.kind == "vgg16":
+        if channels != 3:
+            raise ConfigError(f"model.discriminator.kind=vgg16 reads RGB (ImageNet VGG16); the images have {channels} channels: use patchgan")
         return VGGDiscriminator(config)
     return PatchDiscriminator(config)
 
@@ -51,7 +57,7 @@ class PatchDiscriminator(nn.Module):
         channels = [config.base_channels * min(2**i, 8) for i in range(config.num_layers + 1)]
 
         layers: list[nn.Module] = [
-            _conv(config.in_channels, channels[0], stride=2, spectral=spectral, bias=True),
+            _conv(config.in_channels or 3, channels[0], stride=2, spectral=spectral, bias=True),
             nn.LeakyReLU(0.2, inplace=True),
         ]
         for i in range(1, config.num_layers + 1):

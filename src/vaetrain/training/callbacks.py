@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torchvision.utils import make_grid, save_image
 
+from vaetrain.data.pixels import PixelFormat
 from vaetrain.errors import ConfigError
 
 
@@ -51,8 +52,9 @@ class ReconstructionGrid(L.Callback):
         pl_module.train(was_training)
         if not trainer.is_global_zero:
             return None
-        pairs = torch.stack([images.float(), reconstructions], dim=1).flatten(0, 1)  # input, recon, input, ...
-        grid = make_grid((pairs + 1) / 2, nrow=2 * min(4, len(images)), padding=2, pad_value=1.0)
+        pixels = getattr(trainer.datamodule, "pixels", PixelFormat())  # N channels: the display triplet
+        pairs = torch.stack([pixels.to_display(images), pixels.to_display(reconstructions)], dim=1).flatten(0, 1)  # input, recon, ...
+        grid = make_grid(pairs, nrow=2 * min(4, len(images)), padding=2, pad_value=1.0)
         path = Path(trainer.default_root_dir) / "reconstructions" / f"step_{self._last_written:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image(grid, path)

@@ -58,6 +58,8 @@ class RunRecord:
             "micro_batch": getattr(datamodule, "batch_size", None), "accumulate": module.accumulate, "processes": module.trainer.world_size,
             "gradient_checkpointing": module.autoencoder.is_gradient_checkpointing, "memory": module.memory_plan or None,
         }
+        if getattr(datamodule, "resolution_schedule", None):  # where the crop size changes (data/schedule.py)
+            plan["resolution_phases"] = [phase.as_dict() for phase in datamodule.phases()]
         settings = {name: asdict(getattr(module, f"{name}_config")) for name in configs}
         autoencoder_config = dict(module.autoencoder.config) | {"_class_name": type(module.autoencoder).__name__}
         return cls(module.counters, autoencoder_config, settings, data, plan, capture_rng())

@@ -19,9 +19,11 @@ def freeze_teacher(teacher: nn.Module) -> nn.Module:
 
 
 def check_student(student: nn.Module, teacher: nn.Module) -> None:
-    """The student must read and write the teacher's latents: same channels and downsampling factor."""
+    """The student must read the teacher's images and read and write its latents: same image and latent
+    channels, same downsampling factor."""
     student_family, teacher_family = family_of(student), family_of(teacher)
-    pairs = (("latent_channels", student.config.latent_channels, teacher.config.latent_channels),
+    pairs = (("in_channels", student.config.in_channels, teacher.config.in_channels),
+             ("latent_channels", student.config.latent_channels, teacher.config.latent_channels),
              ("downsampling factor", student_family.downsampling_factor(student), teacher_family.downsampling_factor(teacher)))
     for name, mine, theirs in pairs:
         if mine != theirs:

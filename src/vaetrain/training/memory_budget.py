@@ -25,6 +25,7 @@ import lightning as L
 import torch
 from torch.distributed.tensor import DTensor
 
+from vaetrain.data.schedule import phase_at_step
 from vaetrain.errors import ConfigError
 from vaetrain.models.families import family_of
 from vaetrain.training.checkpoint import capture_rng, restore_rng
@@ -71,6 +72,9 @@ class MemoryBudget(L.Callback):
         self.reader = reader
         self.probe: Probe | None = None
         self.plan = None
+        self.phase_plans: list = []
+        self.phase_starts: list[int] = [0]
+        self._applied: int | None = None
 
     def check(self, device: torch.device) -> None:
         """Fails early (before any run folder is written) on a bad size or a device it cannot measure."""
@@ -80,23 +84,50 @@ class MemoryBudget(L.Callback):
                 raise ConfigError(f"memory.max_memory measures CUDA memory; this run is on {device.type} (set data.batch_size instead)")
 
     def on_fit_start(self, trainer: L.Trainer, module) -> None:
+        """Plans every training phase (one, or one per `data.resolution_schedule` entry) before training starts,
+        so a budget nothing fits fails now, not at the change; the first phase's plan is applied here, each
+        later one at the step its phase starts (`on_train_batch_start`)."""
         if self.max_memory is None:
             return
         self.check(trainer.strategy.root_device)
         budget, datamodule, world = parse_memory_size(self.max_memory), trainer.datamodule, trainer.world_size
         global_batch = datamodule.batch_size * module.accumulate * world
-        shape = (3, *max(datamodule.buckets or [(datamodule.resolution,) * 2], key=lambda hw: hw[0] * hw[1]))
-        probe = self.probe or StepProbe(module, trainer, self.reader or CudaMemoryReader(), shape, self.probe_steps)
-        plan = trainer.strategy.broadcast(plan_memory(
-            probe, budget, global_batch // world, self.headroom, checkpointing_available=family_of(module.autoencoder).gradient_checkpointing
-        ), src=0)
-        datamodule.batch_size = plan.micro_batch
-        module.set_gradient_checkpointing(plan.gradient_checkpointing)
-        module.gan_step.accumulate = plan.accumulate
-        module.memory_plan = {"max_memory": self.max_memory} | plan.as_dict()
-        self.plan = plan
+        scheduled = bool(getattr(datamodule, "resolution_schedule", None))
+        sides = [(p.resolution, p.resolution) for p in datamodule.phases()] if scheduled else [
+            max(datamodule.buckets or [(datamodule.resolution,) * 2], key=lambda hw: hw[0] * hw[1])]
+        channels = module.autoencoder.config.in_channels
+        plans = []
+        for side in sides:
+            probe = self.probe or StepProbe(module, trainer, self.reader or CudaMemoryReader(), (channels, *side), self.probe_steps)
+            plans.append(trainer.strategy.broadcast(plan_memory(
+                probe, budget, global_batch // world, self.headroom, checkpointing_available=family_of(module.autoencoder).gradient_checkpointing
+            ), src=0))
+        datamodule.batch_size = plans[0].micro_batch
+        if scheduled:
+            datamodule.phase_batch_sizes = [plan.micro_batch for plan in plans]
+            self.phase_starts = [phase.start_step for phase in datamodule.phases()]
+        self.phase_plans, self._applied = plans, None
+        self._apply(module, 0)
+        module.memory_plan = {"max_memory": self.max_memory} | plans[0].as_dict()
+        if scheduled:
+            module.memory_plan["phases"] = [{"start_step": s, "resolution": side[0]} | p.as_dict() for s, side, p in zip(self.phase_starts, sides, plans)]
+        self.plan = plans[0]
         if trainer.is_global_zero:
-            print(f"vaetrain: memory.max_memory {self.max_memory}: {plan.describe(budget)}", file=sys.stderr)
+            for index, plan in enumerate(plans):
+                where = f" (from step {self.phase_starts[index]}, {sides[index][0]} px)" if scheduled else ""
+                print(f"vaetrain: memory.max_memory {self.max_memory}{where}: {plan.describe(budget)}", file=sys.stderr)
+
+    def on_train_batch_start(self, trainer: L.Trainer, module, batch, batch_idx: int) -> None:
+        """At the first micro-batch of a phase's first step (or of a resumed run): that phase's plan."""
+        if len(self.phase_plans) > 1:
+            self._apply(module, phase_at_step(self.phase_starts, module.counters.generator_steps))
+
+    def _apply(self, module, index: int) -> None:
+        if index != self._applied:
+            plan = self.phase_plans[index]
+            module.set_gradient_checkpointing(plan.gradient_checkpointing)
+            module.gan_step.accumulate = plan.accumulate
+            self._applied = index
 
 
 class StepProbe:

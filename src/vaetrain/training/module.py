@@ -24,7 +24,7 @@ from torch import nn
 
 from vaetrain.losses.gan import LeCamAnchors
 from vaetrain.losses.objective import LossConfig
-from vaetrain.losses.perceptual import build_perceptual_loss
+from vaetrain.losses.perceptual import build_perceptual_loss, channel_triplets, for_channels
 from vaetrain.errors import ConfigError
 from vaetrain.models.autoencoder import AutoencoderConfig, build_autoencoder, load_pretrained_autoencoder, with_deterministic_posterior
 from vaetrain.models.families import downsampling_factor, family_of
@@ -37,7 +37,7 @@ from vaetrain.training.distillation import check_student, freeze_teacher
 from vaetrain.training.config import GanOptimizers, SpeedConfig, TrainingConfig, accumulation_for
 from vaetrain.training.engines import LightningEngine
 from vaetrain.training.optim import build_optimizer, build_scheduler, lr_multiplier, parameter_groups
-from vaetrain.training.preflight import check_image_sizes
+from vaetrain.training.preflight import check_channels, check_image_sizes
 from vaetrain.training.sharding import full_state_dict, is_sharded, shard, shard_autoencoder
 from vaetrain.training.guard import StepCounters
 from vaetrain.training.step import GanStep, StepSettings
@@ -80,11 +80,13 @@ class AutoencoderModule(L.LightningModule):
         self.validation_config = validation
 
         self.autoencoder = build_autoencoder(self.autoencoder_config)
-        self.discriminator = build_discriminator(self.discriminator_config)
+        channels = self.image_channels
+        self.discriminator = build_discriminator(self.discriminator_config, channels)
         self.lecam_anchors = LeCamAnchors() if self.loss_config.lecam_weight > 0 else None
         if perceptual is None and self.loss_config.perceptual_weight > 0:
+            channel_triplets(channels, self.loss_config.perceptual_channels)  # a missing setting fails before VGG loads
             perceptual = build_perceptual_loss(self.loss_config.perceptual_network, self.loss_config.perceptual_backbone)
-        self.perceptual = perceptual
+        self.perceptual = for_channels(perceptual, channels, self.loss_config.perceptual_channels)
         self.ema = build_ema(self.autoencoder, self.ema_config.decay) if self.ema_config.enabled else None
         self.alignment_encoder = self.alignment_projection = None
         if self.loss_config.alignment.weight > 0:  # the projection is trained with the autoencoder, never exported
@@ -121,13 +123,15 @@ class AutoencoderModule(L.LightningModule):
         """Terms that need what only some set-ups have, refused in one line."""
         if self.alignment_projection is not None and family_of(self.autoencoder).name != "kl":
             raise ConfigError("model.loss.alignment needs the kl family (its adaptive weight reads AutoencoderKL's encoder conv_out and quant_conv)")
-        channels = self.autoencoder.config.get("out_channels") or self.autoencoder.config.in_channels
-        if self.discriminator_config.in_channels != channels:
-            raise ConfigError(f"model.discriminator.in_channels={self.discriminator_config.in_channels}, but the autoencoder writes {channels} channels")
-        if self.perceptual is not None and self.loss_config.perceptual_weight > 0 and channels != 3:
-            raise ConfigError(f"model.loss.perceptual_weight: LPIPS is defined on RGB and the autoencoder writes {channels} channels; set it to 0")
+        if self.alignment_projection is not None and self.autoencoder.config.in_channels != 3:
+            raise ConfigError(f"model.loss.alignment: its vision encoder reads RGB; the images have {self.autoencoder.config.in_channels} channels")
         if self.teacher is not None and self.loss_config.equivariance.probability > 0:
             raise ConfigError("model.loss.equivariance does not apply while distilling (model.loss.distillation.teacher): the latents are the teacher's")
+
+    @property
+    def image_channels(self) -> int:
+        """Channels the autoencoder writes (and the discriminator and LPIPS read)."""
+        return self.autoencoder.config.get("out_channels") or self.autoencoder.config.in_channels
 
     @property
     def downsampling_factor(self) -> int:
@@ -195,8 +199,9 @@ class AutoencoderModule(L.LightningModule):
             self.gan_step.accumulate = accumulation_for(self.training_config.global_batch_size, self.trainer.world_size, datamodule.batch_size)
 
     def check_data(self, datamodule) -> None:
-        """Fails early, in one line, when the images cannot be trained at their size (see `preflight`)."""
+        """Fails early, in one line, when the images cannot be trained at their size or channel count (see `preflight`)."""
         check_image_sizes(datamodule, self.downsampling_factor, self.discriminator_config, self.loss_config)
+        check_channels(datamodule, self.autoencoder.config.in_channels, self.image_channels)
 
     def configure_model(self) -> None:
         """Under `fsdp2` (a device mesh exists): shard the autoencoder block by block, the discriminator and
@@ -239,6 +244,12 @@ class AutoencoderModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """After the precision plugin unscaled the gradients: norms, skipping and clipping see true values."""
         self.gan_step.prepare_gradients("generator" if optimizer is self.optimizers()[0].optimizer else "discriminator")
+
+    def on_validation_start(self) -> None:
+        """The data's pixel format as the run has it now (percentile bounds restored from a checkpoint)."""
+        pixels = getattr(getattr(self.trainer, "datamodule", None), "pixels", None)
+        if pixels is not None:
+            self.val_metrics.use_pixels(pixels)
 
     def validation_step(self, images: torch.Tensor, batch_idx: int) -> None:
         if images.numel() == 0:  # every image of the batch was a bad file (counted when listed)

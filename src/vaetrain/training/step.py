@@ -64,21 +64,35 @@ class GanStep:
         self.loss = loss
         self.ema = ema
         self.settings = settings
-        self.accumulate = settings.accumulate
         self.counters = StepCounters()
+        self.accumulate = settings.accumulate
         self.last_layer = LastLayerInput(networks.autoencoder)
         self.guard = UpdateGuard(settings.clip_norm, settings.max_consecutive_skips)
         self.last_latents: torch.Tensor | None = None  # the latest batch's posterior means, for histograms
         self.forward = AutoencoderForward(networks, loss, settings)
         self.factor = self.forward.factor
-        self._power_iteration_window = -1
+        self._power_iteration_window: tuple[int, int] = (-1, -1)
+
+    @property
+    def accumulate(self) -> int:
+        return self._accumulate
+
+    @accumulate.setter
+    def accumulate(self, micro_batches: int) -> None:
+        """Set between updates (a plan at start-up, a resolution phase's plan at its first step): accumulated
+        batches are counted from the micro-batch where it was set."""
+        self._accumulate, self._window_origin = micro_batches, self.counters.micro_batches
+
+    def _window(self) -> tuple[int, int]:
+        """(where the current accumulation setting began, the accumulated batch's number since then)."""
+        return self._window_origin, (self.counters.micro_batches - self._window_origin) // self._accumulate
 
     def snapshot(self) -> tuple:
         """The step's own state, for `restore` after steps that must leave no trace (the memory probe)."""
-        return (replace(self.counters), self.accumulate, self._power_iteration_window, self.guard.skipping)
+        return (replace(self.counters), self._accumulate, self._window_origin, self._power_iteration_window, self.guard.skipping)
 
     def restore(self, snapshot: tuple) -> None:
-        counters, self.accumulate, self._power_iteration_window, self.guard.skipping = snapshot
+        counters, self._accumulate, self._window_origin, self._power_iteration_window, self.guard.skipping = snapshot
         self.counters = replace(counters)
         self.guard.norms = {}
 
@@ -95,7 +109,7 @@ class GanStep:
         """One micro-batch; returns detached values to log. `full_objective`: both networks and the GAN term
         whatever the counters say (the memory probe measures the most expensive step)."""
         counters = self.counters
-        closes_window = (counters.micro_batches + 1) % self.accumulate == 0
+        closes_window = (counters.micro_batches - self._window_origin + 1) % self._accumulate == 0
         phase = "both" if full_objective else self.phase()
         transform, images = draw_equivariance(self.loss.equivariance, images, self.factor)
         logs: dict[str, torch.Tensor] = {}
@@ -204,7 +218,7 @@ class GanStep:
         """Spectral norm advances once per accumulated batch (on the window's first discriminator forward),
         so 1 process x 4 micro-batches and 2 processes x 2 train alike."""
         discriminator = self.networks.discriminator
-        window = self.counters.micro_batches // self.accumulate
+        window = self._window()
         discriminator.set_power_iteration(discriminator.training and window != self._power_iteration_window)
         self._power_iteration_window = window
 

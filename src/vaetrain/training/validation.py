@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from vaetrain.data.pixels import PixelFormat
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metrics import ReconstructionMetrics
 from vaetrain.evaluation.networks import build_inception
@@ -38,6 +39,12 @@ class ValidationMetrics(nn.Module):
             inception = build_inception(config.inception_backbone)
         self.rfid = ReconstructionMetrics(fid_features=inception) if config.rfid_every_n else None
         self.validations = 0
+
+    def use_pixels(self, pixels: PixelFormat) -> None:
+        """Compare images in the data's own units (bit depth, normalisation: `ReconstructionMetrics`)."""
+        for metrics in (self.metrics, self.rfid):
+            if metrics is not None:
+                metrics.pixels = pixels
 
     def update(self, images: torch.Tensor, reconstruction: torch.Tensor, lpips: torch.Tensor | None) -> None:
         self.metrics.update(images, reconstruction, lpips)
