@@ -151,3 +151,13 @@ def test_grayscale_and_rgba_8_bit_images_keep_their_channels(tmp_path):
     images = ImageSet(SourceSpec(str(tmp_path)), resolution=8, pixels=PixelFormat(channels=4))
     (batch,) = list(evaluation_images(images))
     assert batch["image"].shape == (1, 4, 8, 8)
+
+
+def test_npy_arrays_in_an_8_bit_rgb_collection_read_as_rgb_or_count_as_bad(tmp_path):
+    array = np.random.default_rng(0).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    np.save(tmp_path / "a.npy", array)
+    np.save(tmp_path / "b.npy", array.astype(np.uint16))
+    decoder = build_decoder("native")
+    expected = torch.from_numpy(np.moveaxis(array, -1, 0).astype(np.float32)) / 127.5 - 1
+    assert torch.allclose(decoder(tmp_path / "a.npy", "a")["image"], expected, atol=1e-6)
+    assert decoder(tmp_path / "b.npy", "b")["bad"] == [("b", "uint16 data where data.bit_depth=8 expects uint8")]

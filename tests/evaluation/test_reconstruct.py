@@ -47,6 +47,7 @@ def test_pad_to_multiple_then_crop_keeps_the_size():
     assert reconstruct(model, tiny).shape == tiny.shape
 
 
+@pytest.mark.slow  # 22 s on 2 cores (a 2000 x 3000 image); the seam measure's own test stays in the default suite
 def test_tiled_reconstruction_of_a_large_image_stays_under_the_cap_without_seams():
     result = probe(2000, 3000, overlap=0.25)
     assert result["shape"] == [1, 3, 2000, 3000]

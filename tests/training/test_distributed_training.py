@@ -49,6 +49,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch_then_resume_
     assert changed
 
 
+@pytest.mark.slow  # 27 s of real processes; the default suite keeps DDP's own equivalence test (make test-slow runs this)
 def test_gradnorm_with_two_processes_matches_one_process(tmp_path):
     """Gradient normalisation's norm is the global batch's (`losses.balance.global_norm`), so 2 processes x
     micro-batch 2 train like 1 process x 4, GAN and all."""
@@ -62,7 +63,7 @@ def test_gradnorm_with_two_processes_matches_one_process(tmp_path):
     assert worst < 1e-5, f"largest weight difference {worst}"
 
 
-@pytest.mark.parametrize("victim", [0, 1])
+@pytest.mark.parametrize("victim", [pytest.param(0, marks=pytest.mark.slow), 1])  # killing rank 1 stays in the default suite
 def test_a_killed_process_makes_the_run_exit_nonzero_within_the_timeout(tmp_path, victim):
     folder = tmp_path / "images"
     write_images(folder, 14)
@@ -134,6 +135,7 @@ def test_fsdp_two_processes_match_one_export_and_resume_sharded_or_not(tmp_path)
     assert any(not torch.equal(resumed_one["state"][k], sharded["state"][k]) for k in sharded["state"] if k.startswith("autoencoder."))
 
 
+@pytest.mark.slow  # 38 s; the budget's planning on CPU is covered by test_memory_budget.py in the default suite
 def test_memory_plan_under_fsdp_is_measured_on_the_sharded_model(tmp_path):
     """`vaetrain fit --trainer.strategy fsdp2 --memory.max_memory ...` on 2 CPU processes: the probe runs after
     the module is sharded, so the peak it plans with (here: the parameter bytes a process holds, read by an

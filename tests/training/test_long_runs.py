@@ -71,7 +71,7 @@ def test_sigterm_saves_stops_and_the_resumed_run_ends_like_an_uninterrupted_one(
         assert torch.equal(value, actual[key]), key
 
 
-@pytest.mark.parametrize("moment", ["mid-write", "between-writes"])
+@pytest.mark.parametrize("moment", ["mid-write", pytest.param("between-writes", marks=pytest.mark.slow)])  # mid-write is the harder case
 def test_a_kill_at_any_moment_leaves_an_intact_checkpoint_that_resumes(tmp_path, folder, moment):
     markers = tmp_path / "markers"
     markers.mkdir()
