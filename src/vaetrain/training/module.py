@@ -14,6 +14,7 @@ Settings say which counter they use:
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -261,7 +262,11 @@ class AutoencoderModule(L.LightningModule):
         self.val_metrics.update(images, reconstruction, lpips)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute_and_reset(), prog_bar=True, sync_dist=False)
+        """All metrics are logged; the per-channel ones (val/psnr_c0, ...) stay out of the progress bar."""
+        values = self.val_metrics.compute_and_reset()
+        per_channel = {k: v for k, v in values.items() if re.search(r"_c\d+$", k)}
+        self.log_dict({k: v for k, v in values.items() if k not in per_channel}, prog_bar=True, sync_dist=False)
+        self.log_dict(per_channel, sync_dist=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         RunRecord.from_module(self, getattr(self.trainer, "datamodule", None)).write_into(checkpoint)

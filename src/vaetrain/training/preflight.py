@@ -13,7 +13,7 @@ def check_image_sizes(datamodule, downsampling_factor: int, discriminator: Discr
     """The autoencoder's factor divides every training size; the VGG16 discriminator's 16 does too; the
     flat-region mask's blur fits inside the pooled images."""
     datamodule.check_resolution(downsampling_factor)
-    sides = [datamodule.resolution] + datamodule.training_sides()
+    sides = datamodule.training_sides()
     if discriminator.kind == "vgg16" and any(side % PATCH for side in sides):
         raise ConfigError(f"model.discriminator.kind=vgg16 needs image sides divisible by {PATCH}; data.resolution is {datamodule.resolution}")
     pooled = loss.pooled_reconstruction
