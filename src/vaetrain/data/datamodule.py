@@ -19,7 +19,7 @@ from vaetrain.data.decode import DEFAULT_MAX_PIXELS
 from vaetrain.data.loading import ImageSet, default_num_workers, image_loader, open_source
 from vaetrain.data.pixels import Normalization, PixelFormat, measure_bounds
 from vaetrain.data.quality import BadFileTracker
-from vaetrain.data.schedule import Phase, PhasedStream, schedule_phases
+from vaetrain.data.schedule import Phase, phased_stream, schedule_phases
 from vaetrain.data.sources import Part, SourceKind, SourceSpec, StreamLayout
 from vaetrain.data.transforms import CropPolicy, bucket_transform
 from vaetrain.errors import ConfigError
@@ -190,23 +190,13 @@ class ImageDataModule(L.LightningDataModule):
             batch_size=self.batch_size, seed=self.seed, rank=rank, world_size=world_size, start_sample=self.start_sample,
             readers=self.num_workers, shuffle_buffer=self.shuffle_buffer,
         )
-        if self.resolution_schedule:
-            return image_loader(self._phased_stream(layout), None, self.num_workers, self.prefetch_factor)
+        if self.resolution_schedule:  # G = phase 0's micro-batch x the module's accumulation x processes
+            trainer = self._trainer_or_none()
+            accumulate = getattr(trainer.lightning_module, "accumulate", 1) if trainer is not None else 1
+            stream = phased_stream(self.source, lambda side: self.decoder(train=True, resolution=side), self.phases(), layout, accumulate)
+            return image_loader(stream, None, self.num_workers, self.prefetch_factor)
         stream = self.source.train_samples(self.decoder(train=True), layout, self._bucket_decoders())
         return image_loader(stream, self.batch_size, self.num_workers, self.prefetch_factor)
-
-    def _phased_stream(self, layout: StreamLayout) -> PhasedStream:
-        """One stream per phase (its crop size and micro-batch) in global sample positions (data/schedule.py);
-        G = micro-batch x the module's accumulation x processes at the start of phase 0."""
-        trainer = self._trainer_or_none()
-        accumulate = getattr(trainer.lightning_module, "accumulate", 1) if trainer is not None else 1
-        phases = self.phases()
-        samples_per_step = phases[0].micro_batch * accumulate * layout.world_size
-        streams = [
-            self.source.train_samples(self.decoder(train=True, resolution=phase.resolution), replace(layout, batch_size=phase.micro_batch, start_sample=0))
-            for phase in phases
-        ]
-        return PhasedStream(streams, phases, samples_per_step, rank=layout.rank, world_size=layout.world_size, start_sample=self.start_sample)
 
     def val_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world_size()

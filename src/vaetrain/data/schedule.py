@@ -13,10 +13,13 @@ import itertools
 import math
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 
 from torch.utils.data import IterableDataset, get_worker_info
 
+from vaetrain.data.dataset import SampleDecoder
+from vaetrain.data.sources import ImageSource, StreamLayout
 from vaetrain.data.stream import ResumableImageStream
 from vaetrain.errors import ConfigError
 
@@ -50,6 +53,15 @@ def schedule_phases(resolution: int, schedule: list[tuple[int, int]] | None, mic
 def phase_at_step(starts: list[int], step: int) -> int:
     """The index of the phase (by its start steps) that generator step `step` trains in."""
     return max(k for k, start in enumerate(starts) if start <= step)
+
+
+def phased_stream(source: ImageSource, decoder_at: Callable[[int], SampleDecoder], phases: list[Phase], layout: StreamLayout, accumulate: int) -> PhasedStream:
+    """This process's training stream over all phases: one record stream per phase (its crop size from
+    `decoder_at(resolution)`, its micro-batch), read in global sample positions from `layout.start_sample`;
+    G = phase 0's micro-batch x `accumulate` x processes."""
+    samples_per_step = phases[0].micro_batch * accumulate * layout.world_size
+    streams = [source.train_samples(decoder_at(p.resolution), replace(layout, batch_size=p.micro_batch, start_sample=0)) for p in phases]
+    return PhasedStream(streams, phases, samples_per_step, rank=layout.rank, world_size=layout.world_size, start_sample=layout.start_sample)
 
 
 class PhasedStream(IterableDataset):
