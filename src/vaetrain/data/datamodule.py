@@ -44,6 +44,40 @@ class ImageDataModule(L.LightningDataModule):
     `PixelFormat` (data/pixels.py): 1, 3, 4 or N channels, 8 or 16 bits, fixed-range or percentile
     normalisation; percentiles are measured on up to `normalization_images` training images at start-up
     and kept in the checkpoint, so a resumed run, `eval` and the export normalise identically.
+
+    Args:
+        path: A folder of images (recursive), a Hugging Face dataset (saved folder, parquet/arrow folder or Hub id) or a shard pattern; null: the bundled samples.
+        source: auto (inferred from path), folder, hf or webdataset.
+        resolution: Training crop side (phase 0 of a resolution_schedule) and the validation size.
+        batch_size: Micro-batch per process.
+        crop: random_crop (native scale), center_crop, or resize_crop (short side to resolution, then a random square).
+        buckets: [[height, width], ...]: non-square training crops, each image in the bucket nearest its aspect ratio.
+        small_images: upscale or skip (counted) images whose short side is below resolution.
+        flip: Random horizontal flips in training.
+        val_size: Validation part: a count of evenly spaced files (or shards), or a fraction below 1.
+        val_path: A separate validation collection (any kind); then every image of path trains.
+        val_source: Kind of val_path (as source).
+        val_split: Hugging Face split of val_path.
+        val_batch_size: Validation batch (default batch_size).
+        file_list: txt (one path a line) or csv selecting part of a folder.
+        split: Hugging Face split.
+        image_column: Hugging Face column holding the images.
+        shuffle_buffer: WebDataset shuffle buffer (samples).
+        background: RGB that transparent images are composited on (8-bit RGB format).
+        max_image_pixels: Larger images are bad files (decompression bombs).
+        max_bad_fraction: Stop when more than this fraction of the samples seen were bad.
+        bad_fraction_min_samples: The fraction is taken over at least this many samples.
+        num_workers: Loader workers (default: cores - 1, at most 8).
+        prefetch_factor: Batches each worker prepares ahead.
+        seed: Seed of the training order, crops and flips.
+        channels: Image channels: 1, 3 (RGB), 4 (RGBA, alpha kept) or any N (multi-band TIFF, .npy).
+        bit_depth: 8 or 16 (uint16 PNG, TIFF, .npy read without loss); a file of another depth is a bad file.
+        normalization: range (value_range -> [-1, 1]) or percentile (each channel's measured percentiles -> [-1, 1], clipped).
+        value_range: range: the raw [low, high] of every channel (default [0, 2^bit_depth - 1]).
+        percentiles: percentile: the lower and upper percentile measured per channel on the training images.
+        normalization_images: Training images the percentiles are measured on (evenly spaced).
+        display_channels: Channels shown as R, G, B in grids and reports (default: gray for 1 channel, else 0, 1, 2).
+        resolution_schedule: [[step, resolution], ...]: training crops change size at these generator steps.
     """
 
     def __init__(
