@@ -82,7 +82,7 @@ class PixelFormat:
         return self.normalization == "range" or (self.low is not None and self.high is not None)
 
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel raw (low, high) as (C, 1, 1) float64-exact float32 tensors."""
+        """Per-channel raw (low, high) as (C, 1, 1) float32 tensors."""
         if self.normalization == "percentile":
             if not self.measured:
                 raise ConfigError("data.normalization=percentile: bounds not measured yet (measure_bounds on the training images)")

@@ -1,0 +1,105 @@
+"""Fixed-range against percentile normalisation on 12-bit data stored in 16-bit files (how CT scanners write).
+
+    .venv/bin/python benchmarks/normalization.py [--steps 600] [--images 600] [--out runs/normalization]
+
+Generates `--images` synthetic CT slices (tests' generator, 64 px, values 0..~3800 in uint16 PNG), sorted by
+name: the last 100 are held out. Each variant trains the tiny preset (1 channel, L1 + KL + adaptive PatchGAN,
+no LPIPS) for the same number of generator steps on the rest, then `vaetrain eval` measures the held-out
+slices with the format its checkpoint recorded. PSNR is in the data's own units with 65535 as the peak (the
+bit depth's), so 12-bit data reads ~24 dB higher than against 4095; the comparison between variants is what
+counts. `vaetrain eval` compares with the *normalised* targets, which percentile normalisation clips to its
+bounds; `psnr_vs_raw_files` compares the denormalised reconstructions with the files' own values, so what a
+normalisation clips away counts as error too (and `clip_only_psnr` is the error of clipping alone).
+`--eval-only` re-measures existing runs. Prints one JSON line and writes OUT/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.data.pixel_images import ct_slice  # noqa: E402
+from vaetrain.data.arrays import read_pixels  # noqa: E402
+from vaetrain.evaluation.reconstruct import reconstruct  # noqa: E402
+from vaetrain.export.formats import load_autoencoder, recorded_pixel_format  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {
+    "range_0_65535": [],  # the 16-bit default: the whole uint16 range -> [-1, 1]
+    "percentile_0.5_99.5": ["--data.normalization=percentile"],
+    "range_0_4095": ["--data.value_range=[0, 4095]"],  # the user states the scanner's 12 bits
+}
+
+
+def write_slices(folder: Path, count: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        path = folder / f"slice_{i:04d}.png"
+        if not path.exists():
+            Image.fromarray(ct_slice(64, seed=i) // 16).save(path)  # 12-bit values in a 16-bit file
+
+
+@torch.no_grad()
+def raw_psnr(checkpoint: Path, files: list[Path]) -> tuple[float, float]:
+    """(mean PSNR of the reconstructions against the files' raw values, of clipping alone), peak 65535."""
+    model, pixels = load_autoencoder(checkpoint), recorded_pixel_format(checkpoint)
+    low, high = (b.flatten() for b in pixels.bounds())
+    model_db, clip_db = [], []
+    for file in files:
+        raw = read_pixels(file, pixels, 10**9).double()
+        restored = pixels.denormalise(reconstruct(model, pixels.normalise(raw)[None]).float())[0].double()
+        clipped = raw.clamp(float(low[0]), float(high[0]))
+        for values, into in ((restored, model_db), (clipped, clip_db)):
+            into.append(10 * np.log10(65535.0**2 / max(float((values - raw).square().mean()), 1e-20)))
+    return float(np.mean(model_db)), float(np.mean(clip_db))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--images", type=int, default=600)
+    parser.add_argument("--out", default=str(ROOT / "runs" / "normalization"))
+    parser.add_argument("--eval-only", action="store_true", help="measure the runs already in OUT")
+    args = parser.parse_args()
+    out = Path(args.out)
+    slices = out / "slices"
+    write_slices(slices, args.images)
+    names = sorted(p.name for p in slices.glob("*.png"))
+    (out / "train.txt").write_text("\n".join(names[:-100]) + "\n")
+    (out / "held_out.txt").write_text("\n".join(names[-100:]) + "\n")
+    vaetrain = [sys.executable, "-m", "vaetrain.cli"]
+    results = {}
+    for name, extra in VARIANTS.items():
+        run = out / name
+        start = time.perf_counter()
+        if not args.eval_only:
+            subprocess.run([*vaetrain, "fit", "--config", str(ROOT / "configs" / "tiny.yaml"), f"--data.path={slices}",
+                            f"--data.file_list={out / 'train.txt'}", "--data.channels=1", "--data.bit_depth=16", "--data.val_size=8",
+                            "--model.autoencoder.in_channels=1", "--model.autoencoder.out_channels=1", f"--trainer.max_steps={args.steps}",
+                            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={run}", *extra], check=True)
+        seconds = time.perf_counter() - start if not args.eval_only else None
+        subprocess.run([*vaetrain, "eval", str(run / "checkpoints" / "last.ckpt"), f"--data.path={slices}",
+                        f"--data.file_list={out / 'held_out.txt'}", "--data.resolution=64", "--metrics=psnr,ssim",
+                        f"--out={run / 'eval'}"], check=True)
+        (row,) = json.loads((run / "eval" / "metrics.json").read_text())
+        vs_raw, clip_only = raw_psnr(run / "checkpoints" / "last.ckpt", [slices / n for n in names[-100:]])
+        results[name] = {"psnr_peak_65535": round(row["psnr"], 2), "ssim": round(row["ssim"], 4), "psnr_vs_raw_files": round(vs_raw, 2),
+                         "clip_only_psnr": round(clip_only, 2), "train_seconds": round(seconds) if seconds is not None else None}
+    line = {"benchmark": "normalization", "machine": platform.processor() or platform.machine(), "steps": args.steps,
+            "train_images": len(names) - 100, "held_out": 100, "results": results}
+    (out / "results.json").write_text(json.dumps(line, indent=2) + "\n")
+    print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()
