@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import io
 import struct
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-from vaetrain.data.decode import BadImage, _open, decode_image
+from vaetrain.data.decode import BadImage, decode_image, load_image
 from vaetrain.data.pixels import PixelFormat
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -125,14 +124,7 @@ def _read_pillow(data: bytes, pixel_format: PixelFormat, max_pixels: int) -> np.
     """8-bit images become L, RGB or RGBA for 1, 3 or 4 channels (alpha kept); 16-bit grayscale stays 16-bit."""
     if pixel_format.bit_depth == 8 and pixel_format.channels == 3:
         return np.asarray(decode_image(data, max_pixels=max_pixels)).transpose(2, 0, 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = _open(io.BytesIO(data), max_pixels)
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError) as error:
-            raise BadImage(f"truncated or corrupt image data ({error})") from error
-    image = ImageOps.exif_transpose(image)
+    image = load_image(data, max_pixels=max_pixels)
     if image.mode.startswith("I;16") or image.mode == "I":
         array = np.asarray(image)
         if image.mode == "I" and array.size and (array.min() < 0 or array.max() > 65535):

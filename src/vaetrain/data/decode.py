@@ -34,6 +34,11 @@ def decode_image(
     `min_short_side` lets JPEGs decode at a reduced size (Pillow's draft mode, a power-of-two
     downscale in the decoder) as long as the short side stays at least that long.
     """
+    return to_rgb(load_image(source, min_short_side=min_short_side, max_pixels=max_pixels), background)
+
+
+def load_image(source: bytes | str | Path, *, min_short_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The decoded image in its own mode (EXIF orientation applied), or `BadImage` with the reason."""
     if isinstance(source, bytes):
         if not source:
             raise BadImage("empty file")
@@ -53,8 +58,7 @@ def decode_image(
                 image.load()
             except (OSError, SyntaxError, ValueError) as error:
                 raise BadImage(f"truncated or corrupt image data ({error})") from error
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image, background)
+            return ImageOps.exif_transpose(image)
     finally:
         stream.close()
 

@@ -93,7 +93,8 @@ class MemoryBudget(L.Callback):
         budget, datamodule, world = parse_memory_size(self.max_memory), trainer.datamodule, trainer.world_size
         global_batch = datamodule.batch_size * module.accumulate * world
         scheduled = bool(getattr(datamodule, "resolution_schedule", None))
-        sides = [(p.resolution, p.resolution) for p in datamodule.phases()] if scheduled else [
+        phases = datamodule.phases() if scheduled else []
+        sides = [(p.resolution, p.resolution) for p in phases] if scheduled else [
             max(datamodule.buckets or [(datamodule.resolution,) * 2], key=lambda hw: hw[0] * hw[1])]
         channels = module.autoencoder.config.in_channels
         plans = []
@@ -105,7 +106,7 @@ class MemoryBudget(L.Callback):
         datamodule.batch_size = plans[0].micro_batch
         if scheduled:
             datamodule.phase_batch_sizes = [plan.micro_batch for plan in plans]
-            self.phase_starts = [phase.start_step for phase in datamodule.phases()]
+            self.phase_starts = [phase.start_step for phase in phases]
         self.phase_plans, self._applied = plans, None
         self._apply(module, 0)
         module.memory_plan = {"max_memory": self.max_memory} | plans[0].as_dict()
