@@ -161,3 +161,11 @@ def test_npy_arrays_in_an_8_bit_rgb_collection_read_as_rgb_or_count_as_bad(tmp_p
     expected = torch.from_numpy(np.moveaxis(array, -1, 0).astype(np.float32)) / 127.5 - 1
     assert torch.allclose(decoder(tmp_path / "a.npy", "a")["image"], expected, atol=1e-6)
     assert decoder(tmp_path / "b.npy", "b")["bad"] == [("b", "uint16 data where data.bit_depth=8 expects uint8")]
+
+
+def test_a_fixed_value_range_maps_its_ends_to_minus_one_and_one_and_clips_beyond():
+    pixels = PixelFormat(channels=1, bit_depth=16, value_range=(0, 4095))
+    raw = torch.tensor([0.0, 4095 / 2, 4095.0, 9000.0]).view(1, 1, 4)
+    assert pixels.normalise(raw).flatten().tolist() == pytest.approx([-1.0, 0.0, 1.0, 1.0])
+    assert pixels.denormalise(pixels.normalise(raw)).flatten().tolist() == pytest.approx([0.0, 4095 / 2, 4095.0, 4095.0])
+    assert pixels.peak == 65535 and not pixels.is_rgb8 and PixelFormat(value_range=(0, 255)).is_rgb8
