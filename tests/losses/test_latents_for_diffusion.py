@@ -110,6 +110,7 @@ def test_alignment_adaptive_weight_is_the_gradient_norm_ratio_at_the_encoders_la
     (image_grad_z,) = torch.autograd.grad(image_loss, latents, retain_graph=True)
     (alignment_grad_z,) = torch.autograd.grad(alignment_loss(head(latents), encoder(images), term.config), latents, retain_graph=True)
     (image_loss + extra).backward()
+    term.observe(loss_scale=1.0, accumulate=1)
     term.settle(head, None)
     expected = last.weight_gradient(image_grad_z).norm() / (last.weight_gradient(alignment_grad_z).norm() + 1e-4)
     assert head.ratio.item() == pytest.approx(expected.item(), rel=1e-4)
@@ -124,7 +125,8 @@ def test_latent_noise_is_relative_to_the_latents_scale():
     assert torch.equal(noisy_latents(z, 0.0), z)
     noise = noisy_latents(z, 0.5) - z
     per_image = noise.flatten(1).std(dim=1) / z.std()
-    assert 0.0 <= per_image.min() and per_image.max() < 0.5 * 1.6  # sigma ~ U(0, 0.5) of the latent std
+    # sigma ~ U(0, 0.5) of the latent std, per image: some images get almost none, none gets much more than 0.5
+    assert per_image.min() < 0.02 and 0.4 < per_image.max() < 0.5 * 1.6
     assert per_image.mean().item() == pytest.approx(0.25, abs=0.03)
     assert math.isfinite(float(noise.sum()))
 

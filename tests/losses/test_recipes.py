@@ -91,13 +91,21 @@ def test_lecam_anchors_and_penalty():
     """Anchors: EMA (decay 0.9) of the mean logits, from 0; penalty: mean((D(x) - a_fake)^2) + mean((D(x_hat) - a_real)^2)."""
     anchors = LeCamAnchors()
     real, fake = torch.tensor([1.0, 3.0]), torch.tensor([-1.0, -2.0])
-    anchors.update(real.mean(), fake.mean(), decay=0.9)
+    anchors.observe(real, fake, share=1.0)
+    assert (anchors.real.item(), anchors.fake.item()) == (0.0, 0.0)  # nothing moves before the update is known finite
+    anchors.commit(decay=0.9)
     assert (anchors.real.item(), anchors.fake.item()) == pytest.approx((0.2, -0.15))
-    anchors.update(real.mean(), fake.mean(), decay=0.9)
+    for half in range(2):  # two micro-batches of one accumulated batch: one move, by the batch's mean
+        anchors.observe(real[half : half + 1], fake[half : half + 1], share=0.5)
+    anchors.commit(decay=0.9)
     assert (anchors.real.item(), anchors.fake.item()) == pytest.approx((0.9 * 0.2 + 0.1 * 2.0, 0.9 * -0.15 + 0.1 * -1.5))
     by_hand = ((1 - anchors.fake) ** 2 + (3 - anchors.fake) ** 2) / 2 + ((-1 - anchors.real) ** 2 + (-2 - anchors.real) ** 2) / 2
     assert lecam_penalty(real, fake, anchors.real, anchors.fake).item() == pytest.approx(by_hand.item())
     assert set(anchors.state_dict()) == {"real", "fake"}  # saved in checkpoints
+    anchors.observe(real * float("nan"), fake, share=1.0)
+    anchors.discard()  # a skipped update's logits never reach the anchors
+    anchors.commit(decay=0.9)
+    assert torch.isfinite(anchors.real) and torch.isfinite(anchors.fake)
 
 
 def test_r1_penalty_is_the_squared_input_gradient_norm():

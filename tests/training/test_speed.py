@@ -96,8 +96,10 @@ def test_default_precision_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     assert default_precision("auto") == "32-true"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: not including_emulation or True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # Ampere and later
     assert default_precision("gpu") == "bf16-mixed"
     assert default_precision("cpu") == "32-true"  # a CPU run on a GPU machine asks the CPU
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)  # pre-Ampere: emulated only
+    assert default_precision("auto") == "32-true"  # fp32, never emulated bf16, never fp16 by itself
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
-    assert default_precision("auto") == "32-true"  # pre-Ampere: fp32, never fp16 by itself
+    assert default_precision("auto") == "32-true"

@@ -1,6 +1,8 @@
 """The one GAN step: gradient routing, skipped non-finite updates, clipping, the EMA formula, and the
 memory probe running exactly the training step."""
 
+import math
+
 import lightning as L
 import pytest
 import torch
@@ -44,12 +46,14 @@ class PoisonDiscriminator(L.Callback):
 
 
 class Snapshots(L.Callback):
+    """After each batch: both networks' weights and every Adam moment and step count, flattened."""
+
     def __init__(self) -> None:
-        self.rows: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+        self.rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        states = sum(len(o.state) for o in trainer.optimizers)
-        self.rows.append((_flat(module.autoencoder), _flat(module.discriminator), states))
+        moments = [v.detach().flatten().float().clone() for o in trainer.optimizers for s in o.state.values() for v in s.values() if torch.is_tensor(v)]
+        self.rows.append((_flat(module.autoencoder), _flat(module.discriminator), torch.cat(moments)))
 
 
 def test_nonfinite_update_is_skipped_and_counted(datamodule):
@@ -60,7 +64,7 @@ def test_nonfinite_update_is_skipped_and_counted(datamodule):
     (g1, d1, _), (g2, d2, states2), (g3, d3, states3), (g4, d4, states4) = snapshots.rows
     assert not torch.equal(g1, g2) and not torch.equal(d1, d2)  # steps 1-2 trained
     assert torch.equal(g2, g3) and torch.equal(g3, g4) and torch.equal(d2, d3) and torch.equal(d3, d4)
-    assert states2 == states3 == states4  # Adam's state untouched by the skipped updates
+    assert torch.equal(states2, states3) and torch.equal(states3, states4)  # Adam's moments and step counts untouched
     assert all(torch.isfinite(p).all() for p in module.parameters())
     assert (module.counters.generator_steps, module.counters.skipped_updates, module.counters.consecutive_skips) == (4, 2, 2)
 
@@ -180,3 +184,61 @@ def test_the_memory_probe_runs_exactly_the_training_step(datamodule):
     assert trained.state.keys() == probed.state.keys()
     for key, value in trained.state.items():
         assert torch.equal(value, probed.state[key]), key
+
+
+def _alignment_weight_after_one_update(accumulate: int, scaler: torch.amp.GradScaler | None = None) -> float:
+    """VA-VAE's adaptive weight measured on one accumulated batch of 4 images, split into `accumulate`
+    micro-batches, through a loss scaler or none (no GAN term: the image terms are per-image sums)."""
+    from vaetrain.losses.alignment import AlignmentConfig
+
+    module = tiny_module(loss={"alignment": AlignmentConfig(weight=0.1, encoder="random-small"), "disc_start_step": 10**6, "sample_posterior": False})
+    step = module.gan_step
+    step.accumulate = accumulate
+    trained = [p for p in module.autoencoder.parameters()] + list(module.alignment_projection.parameters())
+    engine = PlainEngine(step, {"generator": torch.optim.SGD(trained, lr=0.0)}, scaler)
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    for chunk in images.chunk(accumulate):
+        step(chunk, engine)
+    assert step.counters.generator_steps == 1
+    return float(module.alignment_projection.ratio)
+
+
+def test_alignment_weight_does_not_depend_on_accumulation_or_the_loss_scale():
+    """hustvl/LightningDiT `calculate_adaptive_weight_vf` on the global batch's unscaled losses: the same with
+    1 x 4 images, 2 x 2 images, and under a GradScaler at 2^16 (the backward sees loss x 2^16 / k)."""
+    one = _alignment_weight_after_one_update(1)
+    assert one > 0
+    assert _alignment_weight_after_one_update(2) == pytest.approx(one, rel=1e-5)
+    assert _alignment_weight_after_one_update(1, torch.amp.GradScaler("cpu", init_scale=2.0**16)) == pytest.approx(one, rel=1e-5)
+    assert _alignment_weight_after_one_update(2, torch.amp.GradScaler("cpu", init_scale=2.0**16)) == pytest.approx(one, rel=1e-5)
+
+
+class PoisonOneMicroBatch(L.Callback):
+    """Micro-batch `index` (counted from 0) gets NaN discriminator logits; the others are untouched."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def on_fit_start(self, trainer, module):
+        module.discriminator.register_forward_hook(lambda m, i, out: out * float("nan") if module.counters.micro_batches == self.index else out)
+
+
+class Anchors(L.Callback):
+    def __init__(self) -> None:
+        self.rows: list[tuple[float, float]] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.rows.append((float(module.lecam_anchors.real), float(module.lecam_anchors.fake)))
+
+
+def test_a_nan_batch_does_not_reach_the_lecam_anchors(datamodule):
+    """LeCam's anchors move after a finite discriminator update only, once per optimizer step: a NaN batch
+    in the middle of an accumulated batch is skipped with its window, and the run goes on with finite anchors."""
+    module = tiny_module(loss={"disc_start_step": 0, "lecam_weight": 0.1}, training={"accumulate_grad_batches": 2})
+    anchors = Anchors()
+    tiny_trainer(max_steps=4, callbacks=[PoisonOneMicroBatch(index=3), anchors]).fit(module, datamodule)
+    assert (module.counters.generator_steps, module.counters.skipped_updates) == (4, 1)
+    assert all(math.isfinite(value) for row in anchors.rows for value in row)
+    moved = [i for i in range(1, len(anchors.rows)) if anchors.rows[i] != anchors.rows[i - 1]]
+    assert moved == [1, 5, 7]  # micro-batches 1, 3, 5 and 7 close windows; the window of 3 was skipped
+    assert anchors.rows[0] == (0.0, 0.0) and anchors.rows[1] != (0.0, 0.0)

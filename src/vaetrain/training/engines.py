@@ -53,6 +53,10 @@ class LightningEngine:
     def mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.module.trainer.strategy.reduce(tensor, reduce_op="mean")
 
+    def loss_scale(self) -> float:
+        scaler = getattr(self.module.trainer.precision_plugin, "scaler", None)
+        return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+
     def _optimizer(self, network: Network):
         return self.module.optimizers()[_INDEX[network]]
 
@@ -68,14 +72,21 @@ class ProbeEngine(LightningEngine):
 
 
 class PlainEngine:
+    """`scaler`: a `torch.amp.GradScaler` the backward passes and optimizer steps go through, as Lightning's
+    fp16 precision plugin does (unscale, `prepare_gradients`, step, update); needs the optimizers."""
+
     world_size = 1
 
-    def __init__(self, step: GanStep, optimizers: dict[str, torch.optim.Optimizer] | None = None) -> None:
+    def __init__(self, step: GanStep, optimizers: dict[str, torch.optim.Optimizer] | None = None, scaler: torch.amp.GradScaler | None = None) -> None:
         self.step = step
         self.optimizers = optimizers or {}
+        self.scaler = scaler
 
     def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def loss_scale(self) -> float:
+        return float(self.scaler.get_scale()) if self.scaler is not None else 1.0
 
     @contextmanager
     def accumulating(self, network: Network, sync: bool):
@@ -85,9 +96,16 @@ class PlainEngine:
             yield
 
     def optimizer_step(self, network: Network) -> None:
+        if self.scaler is None:
+            self.step.prepare_gradients(network)
+            if network in self.optimizers:
+                self.optimizers[network].step()
+            return
+        optimizer = self.optimizers[network]
+        self.scaler.unscale_(optimizer)
         self.step.prepare_gradients(network)
-        if network in self.optimizers:
-            self.optimizers[network].step()
+        self.scaler.step(optimizer)
+        self.scaler.update()
 
     def zero_grad(self, network: Network) -> None:
         modules = {"generator": self.step.networks.autoencoder, "discriminator": self.step.networks.discriminator}

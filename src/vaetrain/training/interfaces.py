@@ -44,3 +44,6 @@ class Engine(Protocol):
     def zero_grad(self, network: Network) -> None: ...
 
     def mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor: ...
+
+    def loss_scale(self) -> float:
+        """The factor `backward` multiplies losses by (a loss scaler's scale under fp16; else 1)."""

@@ -2,11 +2,16 @@
 EQ-VAE's per-batch draw.
 
 The adaptive weight ||grad of the image terms|| / (||grad of the alignment term|| + 1e-4) at the encoder's
-last layer, clamped to [0, 1e8] (VA-VAE `calculate_adaptive_weight_vf`), needs the image terms' gradient
-at the latent, which only the step's one backward pass produces: a hook on the decoder's input records it,
-and the weight applies from the next update on (the first update trains without the term). The
-reference computes it in the same step by a second autograd pass through the decoder, which DDP and FSDP
-do not allow mid-step; the image terms' gradient here also carries the adversarial term's.
+last layer, clamped to [0, 1e8] (hustvl/LightningDiT, vavae/ldm/modules/losses/contperceptual.py,
+`calculate_adaptive_weight_vf`), needs the image terms' gradient at the latent, which only the step's one
+backward pass produces: a hook on the decoder's input records it. That backward carries the loss divided by
+the accumulation count and, under fp16, multiplied by the loss scaler's scale; `observe` undoes both, and
+the two gradients are summed over the accumulated batch's micro-batches, so the weight is the one computed
+on the global batch's unscaled losses whatever the memory plan and precision. The weight is set after a
+finite update (`settle`) and applies from the next update on (the first update trains without the term).
+Deviations: the reference computes it in the same step by a second autograd pass through the decoder,
+which DDP and FSDP do not allow mid-step; the image terms' gradient here also carries the adversarial
+term's.
 """
 
 from __future__ import annotations
@@ -21,14 +26,18 @@ from vaetrain.models.last_layers import EncoderLastLayer
 
 
 class AlignmentTerm:
+    """Per micro-batch: `weighted_loss` before the backward, `observe` after it; per accumulated batch:
+    `settle` after a finite update, or `discard` after a skipped one."""
+
     def __init__(self, config: AlignmentConfig, last_layer: EncoderLastLayer) -> None:
         self.config = config
         self.last_layer = last_layer
-        self._gradients: dict[str, torch.Tensor] = {}
+        self._gradients: dict[str, torch.Tensor] = {}  # this micro-batch's, at the encoder's last layer
+        self._window: dict[str, torch.Tensor] = {}  # summed over the accumulated batch, unscaled
 
     def weighted_loss(self, images: torch.Tensor, latents: torch.Tensor, encoder, head) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """(weight x loss to add to the backward target, the latent the decoder should read, logs). The decoder
-        must decode (a function of) the returned latent, and `settle` follow the backward pass."""
+        must decode (a function of) the returned latent, and `observe` follow the backward pass."""
         features = encoder(images)
         loss = alignment_loss(head(latents), features, self.config)
         if self.config.adaptive:
@@ -46,16 +55,32 @@ class AlignmentTerm:
     def _record_image_gradient(self, gradient: torch.Tensor) -> None:
         self._gradients["image"] = self.last_layer.weight_gradient(gradient)
 
-    def settle(self, head, processes: Processes | None) -> None:
-        """After the backward pass: the two gradients become the ratio in `head.ratio` (averaged over
-        processes first; every process calls this at the same point)."""
+    def observe(self, loss_scale: float, accumulate: int) -> None:
+        """After a micro-batch's backward of `loss_scale` x (loss / `accumulate`): adds its share of the global
+        batch's unscaled gradients (each micro-batch's loss is a mean over its images, the global batch's the
+        mean of the `accumulate` micro-batch means)."""
         image, alignment = self._gradients.pop("image", None), self._gradients.pop("alignment", None)
         if image is None or alignment is None:
             return
+        shares = {"image": image / loss_scale, "alignment": alignment / accumulate}
+        self._window = {k: v + self._window[k] if k in self._window else v for k, v in shares.items()}
+
+    def settle(self, head, processes: Processes | None) -> None:
+        """After a finite update: the accumulated batch's two gradients become the ratio in `head.ratio`
+        (averaged over processes first; every process calls this at the same point)."""
+        window, self._window = self._window, {}
+        if not window:
+            return
+        image, alignment = window["image"], window["alignment"]
         if processes is not None:
             image, alignment = processes.mean(image), processes.mean(alignment)
         ratio = torch.linalg.vector_norm(image) / (torch.linalg.vector_norm(alignment) + 1e-4)
-        head.ratio.copy_(ratio.clamp(0.0, 1e8).detach())
+        if bool(torch.isfinite(ratio)):
+            head.ratio.copy_(ratio.clamp(0.0, 1e8).detach())
+
+    def discard(self) -> None:
+        """After a skipped update: the accumulated batch's gradients are forgotten, the weight kept."""
+        self._window = {}
 
 
 def noisy_latents(latents: torch.Tensor, max_sigma: float) -> torch.Tensor:

@@ -95,6 +95,10 @@ class GanStep:
         counters, self._accumulate, self._window_origin, self._power_iteration_window, self.guard.skipping = snapshot
         self.counters = replace(counters)
         self.guard.norms = {}
+        if self.forward.alignment is not None:
+            self.forward.alignment.discard()
+        if self.networks.lecam_anchors is not None:
+            self.networks.lecam_anchors.discard()
 
     def phase(self) -> Phase:
         """Which networks update on the current accumulated batch (fixed for the whole window)."""
@@ -169,7 +173,7 @@ class GanStep:
         target = output.backward_target if result.extra_loss is None else output.backward_target + result.extra_loss
         engine.backward(target / self.accumulate)
         if self.forward.alignment is not None:
-            self.forward.alignment.settle(self.networks.alignment_projection, processes)
+            self.forward.alignment.observe(engine.loss_scale(), self.accumulate)
         logs = {f"train/{name}": value for name, value in output.terms.items()} | result.logs
         logs["train/latent_mean"] = mean.detach().mean()
         logs["train/latent_std"] = mean.detach().std()
@@ -179,9 +183,9 @@ class GanStep:
 
     def discriminator_backward(self, images: torch.Tensor, reconstruction: torch.Tensor, engine: Engine) -> dict[str, torch.Tensor]:
         """The discriminator's half: real and fake in one forward, so norm statistics and spectral-norm updates
-        see both; the fakes are detached here, so this loss never reaches the autoencoder. Plus LeCam (anchors
-        updated with this batch's process-mean logits first, as vqgan-training does) and lazy R1 (every
-        `r1_every` discriminator steps, scaled by it)."""
+        see both; the fakes are detached here, so this loss never reaches the autoencoder. Plus LeCam (towards
+        the anchors of the steps before; this batch's logits move them after a finite update) and lazy R1
+        (every `r1_every` discriminator steps, scaled by it)."""
         self._advance_power_iteration()
         config = self.loss
         r1_due = config.r1_weight > 0 and self.counters.discriminator_steps % config.r1_every == 0
@@ -201,9 +205,7 @@ class GanStep:
         }
         if config.lecam_weight > 0:
             anchors = self.networks.lecam_anchors
-            means = torch.stack([real_logits.detach().mean(), fake_logits.detach().mean()])
-            means = engine.mean_over_processes(means) if engine.world_size > 1 else means
-            anchors.update(means[0], means[1], config.lecam_decay)
+            anchors.observe(real_logits.detach(), fake_logits.detach(), 1.0 / self.accumulate)
             lecam = lecam_penalty(real_logits, fake_logits, anchors.real, anchors.fake)
             loss = loss + config.lecam_weight * lecam
             logs |= {"train/lecam": lecam.detach(), "train/lecam_anchor_real": anchors.real.clone(), "train/lecam_anchor_fake": anchors.fake.clone()}
@@ -229,8 +231,32 @@ class GanStep:
             self.counters.generator_steps += 1
             if not self.guard.skipping:
                 self._update_ema()
+            self._settle_alignment(engine)
         else:
             self.counters.discriminator_steps += 1
+            self._commit_lecam_anchors(engine)
+
+    def _commit_lecam_anchors(self, engine: Engine) -> None:
+        """LeCam's anchors move once per discriminator step, with the accumulated batch's process-mean
+        logits, and only after a finite update (`LeCamAnchors`)."""
+        anchors = self.networks.lecam_anchors
+        if anchors is None or self.loss.lecam_weight == 0:
+            return
+        if self.guard.skipping:
+            anchors.discard()
+        else:
+            anchors.commit(self.loss.lecam_decay, engine.mean_over_processes if engine.world_size > 1 else None)
+
+    def _settle_alignment(self, engine: Engine) -> None:
+        """VA-VAE's adaptive weight from the accumulated batch, once its update was finite (`AlignmentTerm`)."""
+        alignment = self.forward.alignment
+        if alignment is None:
+            return
+        if self.guard.skipping:
+            alignment.discard()
+        else:
+            processes = Processes(engine.world_size, engine.mean_over_processes) if engine.world_size > 1 else None
+            alignment.settle(self.networks.alignment_projection, processes)
 
     def _update_ema(self) -> None:
         ema, config, steps = self.networks.ema, self.ema, self.counters.generator_steps
