@@ -106,6 +106,17 @@ def test_a_family_without_checkpointing_is_never_planned_with_it():
     with pytest.raises(ConfigError, match=r"even micro-batch 1 needs 10\.00 GiB"):
         plan_memory(model_probe(static_gib=9, gib_per_image=1), 8 * GiB, images_per_process=8, headroom=0.1, checkpointing_available=False)
 
+def test_gradient_normalisation_is_never_planned_with_accumulation():
+    """gradnorm normalises each backward's gradient: the planner tries the whole per-process batch only (with
+    checkpointing when needed) and says which setting stops it from accumulating."""
+    probe = model_probe(static_gib=2, gib_per_image=1.2, seconds_per_image=0.1)  # plain: m = 4 fits, 8 does not
+    plan = plan_memory(probe, 8 * GiB, images_per_process=8, headroom=0.1, no_accumulation="model.loss.balance=gradnorm")
+    assert (plan.micro_batch, plan.accumulate, plan.gradient_checkpointing) == (8, 1, True)
+    assert {m for m, _ in probe.calls} == {8}
+    with pytest.raises(ConfigError, match=r"model.loss.balance=gradnorm needs the whole per-process batch \(16 images\)"):
+        plan_memory(model_probe(static_gib=2, gib_per_image=1.2), 8 * GiB, images_per_process=16, headroom=0.1, no_accumulation="model.loss.balance=gradnorm")
+
+
 def test_budget_callback_sets_micro_batch_checkpointing_and_accumulation(datamodule):
     """A fit with an injected probe: the run trains with the plan, and each generator step still sees the
     configured global batch (2 x 4 accumulation = 8 images)."""

@@ -152,3 +152,15 @@ def test_the_alignment_projection_trains_and_is_not_exported(tmp_path, datamodul
     assert any(k.startswith("alignment_projection.") for k in saved) and not any(k.startswith("alignment_encoder.") for k in saved)
     exported = autoencoder_from_state(module.autoencoder.config, module.full_inference_state_dict())  # strict: no extra keys
     assert not any("alignment" in k for k in exported.state_dict())
+
+
+def test_gradient_normalisation_refuses_accumulation(datamodule):
+    """k micro-batches normalised one by one would train sqrt(k) weaker than one batch: refused in one line,
+    whether accumulation is configured or follows from a global batch size."""
+    from vaetrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.loss.balance=gradnorm cannot accumulate gradients \(2 micro-batches"):
+        tiny_module(loss={"balance": "gradnorm"}, training={"accumulate_grad_batches": 2})
+    module = tiny_module(loss={"balance": "gradnorm"}, training={"global_batch_size": 4})  # data.batch_size 2: accumulation 2
+    with pytest.raises(ConfigError, match="gradnorm cannot accumulate"):
+        tiny_trainer(max_steps=1).fit(module, datamodule)

@@ -101,7 +101,8 @@ class MemoryBudget(L.Callback):
         for side in sides:
             probe = self.probe or StepProbe(module, trainer, self.reader or CudaMemoryReader(), (channels, *side), self.probe_steps)
             plans.append(trainer.strategy.broadcast(plan_memory(
-                probe, budget, global_batch // world, self.headroom, checkpointing_available=family_of(module.autoencoder).gradient_checkpointing
+                probe, budget, global_batch // world, self.headroom, checkpointing_available=family_of(module.autoencoder).gradient_checkpointing,
+                no_accumulation="model.loss.balance=gradnorm" if module.loss_config.balance == "gradnorm" else None,
             ), src=0))
         datamodule.batch_size = plans[0].micro_batch
         if scheduled:

@@ -60,7 +60,13 @@ class MemoryPlan:
 
 
 def plan_memory(
-    probe: Probe, budget_bytes: int, images_per_process: int, headroom: float = 0.1, *, checkpointing_available: bool = True
+    probe: Probe,
+    budget_bytes: int,
+    images_per_process: int,
+    headroom: float = 0.1,
+    *,
+    checkpointing_available: bool = True,
+    no_accumulation: str | None = None,
 ) -> MemoryPlan:
     """The fastest measured (micro-batch, checkpointing) whose peak stays under (1 - headroom) x budget.
 
@@ -70,9 +76,13 @@ def plan_memory(
     per-process batch does not fit in one micro-batch. Among the fitting ones the highest measured
     images/second wins; within 5 % of it, no checkpointing, then the larger micro-batch.
     `checkpointing_available` False (a family diffusers cannot checkpoint): never tried.
+    `no_accumulation`: the setting that forbids accumulation (gradient normalisation): only the whole
+    per-process batch is tried, with checkpointing if needed, and a one-line error names the setting.
     """
     limit = budget_bytes * (1.0 - headroom)
     candidates = [m for m in range(1, images_per_process + 1) if images_per_process % m == 0]
+    if no_accumulation is not None:
+        candidates = [images_per_process]
     fitting: list[MemoryPlan] = []
     smallest_need: int | None = None
     for checkpointing in (False, True) if checkpointing_available else (False,):
@@ -93,6 +103,13 @@ def plan_memory(
             )
         if any(plan.micro_batch == images_per_process for plan in fitting):
             break
+    if not fitting and no_accumulation is not None:
+        raise ConfigError(
+            f"memory.max_memory: {no_accumulation} needs the whole per-process batch ({images_per_process} images) in one "
+            f"micro-batch (it normalises each backward pass's gradient, so accumulation would weaken it), and that does not "
+            f"fit {limit / 2**30:.2f} GiB{' even with gradient checkpointing' if checkpointing_available else ''}; lower the "
+            "batch size or data.resolution, or use model.loss.balance adaptive"
+        )
     if not fitting:
         need = f"{smallest_need / 2**30:.2f} GiB" if smallest_need else "more than the device has"
         raise ConfigError(

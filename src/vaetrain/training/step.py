@@ -20,6 +20,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from vaetrain.errors import ConfigError
 from vaetrain.losses.balance import Processes
 from vaetrain.losses.gan import discriminator_loss, lecam_penalty, r1_penalty
 from vaetrain.losses.equivariance import LatentTransform
@@ -80,7 +81,14 @@ class GanStep:
     @accumulate.setter
     def accumulate(self, micro_batches: int) -> None:
         """Set between updates (a plan at start-up, a resolution phase's plan at its first step): accumulated
-        batches are counted from the micro-batch where it was set."""
+        batches are counted from the micro-batch where it was set. Gradient normalisation refuses accumulation:
+        it normalises each backward pass's gradient, so k micro-batches would train it sqrt(k) weaker."""
+        if micro_batches > 1 and self.loss.balance == "gradnorm":
+            raise ConfigError(
+                f"model.loss.balance=gradnorm cannot accumulate gradients ({micro_batches} micro-batches per update, from "
+                "model.training.accumulate_grad_batches or global_batch_size): it normalises each backward pass's gradient, so "
+                "accumulation would weaken it; give each process its whole batch (data.batch_size) or use balance adaptive"
+            )
         self._accumulate, self._window_origin = micro_batches, self.counters.micro_batches
 
     def _window(self) -> tuple[int, int]:
