@@ -5,6 +5,7 @@ import torch
 from tests.conftest import tiny_module, tiny_trainer
 from tests.data.bad_files import BAD, GOOD_BUT_ODD, write_bad_folder
 from vaetrain.data import BadImage, ImageDataModule, TooManyBadFiles, decode_image
+from vaetrain.errors import ConfigError
 
 
 @pytest.fixture
@@ -86,3 +87,32 @@ def test_crop_policies_give_the_resolution(image_folder):
         assert all(dataset[i]["image"].shape == (3, 32, 32) for i in range(len(dataset)))
     center = _datamodule(image_folder, crop="center_crop", flip=False).samples("train", train=True)
     assert torch.equal(center[0]["image"], center[0]["image"])  # deterministic
+
+
+def _mostly_junk_folder(folder, good: int = 2, junk: int = 8):
+    """`junk` files that are not images, sorted first, then `good` real images."""
+    from tests.conftest import write_images
+
+    folder.mkdir(parents=True)
+    for i in range(junk):
+        (folder / f"a_junk_{i:02d}.jpg").write_bytes(b"not a jpeg at all" * (i + 1))
+    for i, path in enumerate(write_images(folder / "tmp", good, sizes=[(40, 40)])):
+        path.rename(folder / f"z_good_{i:02d}{path.suffix}")
+    return folder
+
+
+def test_validation_of_only_bad_files_stops_before_training_naming_them(tmp_path):
+    """80 % junk, the first files junk: the evenly spaced validation picks (files 0 and 5) are all unusable."""
+    datamodule = ImageDataModule(path=str(_mostly_junk_folder(tmp_path / "junk")), resolution=32, batch_size=2, val_size=2, num_workers=0, max_bad_fraction=1.0)
+    module = tiny_module()
+    with pytest.raises(ConfigError, match=r"data.path: none of the 2 validation images is usable \(.*a_junk_00.jpg: .*a_junk_05.jpg"):
+        tiny_trainer(max_steps=2, limit_val_batches=1.0, num_sanity_val_steps=2).fit(module, datamodule)
+    assert module.counters.micro_batches == 0
+
+
+def test_validation_measures_the_usable_images_and_counts_the_others(tmp_path):
+    datamodule = ImageDataModule(path=str(_mostly_junk_folder(tmp_path / "junk")), resolution=32, batch_size=2, val_size=5, num_workers=0, max_bad_fraction=1.0)
+    trainer = tiny_trainer(max_steps=2, limit_val_batches=1.0, num_sanity_val_steps=2, val_check_interval=2)
+    trainer.fit(tiny_module(), datamodule)
+    assert datamodule.tracker.metrics()["data/bad_validation_files"] == 4  # files 0, 2, 4 and 6; file 8 is good
+    assert torch.isfinite(trainer.callback_metrics["val/psnr"])

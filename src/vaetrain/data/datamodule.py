@@ -152,6 +152,7 @@ class ImageDataModule(L.LightningDataModule):
         self.start_sample = 0
         self.tracker = BadFileTracker(max_bad_fraction, bad_fraction_min_samples)
         self._batches_seen = 0
+        self._validation_checked = False  # validation images decoded once at start-up, bad ones left out
 
     def describe(self) -> ImageSet:
         """What a checkpoint records of this data: the source and how evaluation decodes it."""
@@ -201,6 +202,10 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_split()
+        if stage in ("fit", "validate") and not self._validation_checked:
+            source, part, key = (self.val_source, "all", "data.val_path") if self.val_source is not None else (self.source, "val", "data.path")
+            self.tracker.validation_checked(*source.keep_usable(part, self.decoder(train=False)), key)
+            self._validation_checked = True
 
     def set_start_sample(self, samples_seen: int) -> None:
         """Resume after `samples_seen` images of all processes together (restored from a checkpoint)."""

@@ -6,6 +6,8 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
+from torch.utils.data import Dataset, IterableDataset
+
 from vaetrain.errors import ConfigError
 
 log = logging.getLogger("vaetrain.data")
@@ -28,6 +30,7 @@ class BadFileTracker:
     seen: int = 0
     bad: int = 0
     skipped_small: int = 0
+    bad_validation: int = 0  # validation files found unusable at start-up (left out of validation)
     reasons: Counter = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)
 
@@ -56,4 +59,28 @@ class BadFileTracker:
             "data/bad_files": float(len(self.examples)),
             "data/skipped_small": float(self.skipped_small),
             "data/samples_read": float(self.seen),
+            "data/bad_validation_files": float(self.bad_validation),
         }
+
+    def validation_checked(self, usable: int, bad: list[tuple[str, str]], key: str) -> None:
+        """Records the validation images found unusable at start-up (logged once each); none usable among
+        some is a one-line error naming them, before any training."""
+        self.bad_validation = len(bad)
+        shown = "; ".join(f"{name}: {reason}" for name, reason in bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        if bad and usable == 0:
+            raise ConfigError(f"{key}: none of the {len(bad)} validation images is usable ({shown}); fix or remove them, or choose others with data.val_size or data.val_path")
+        if bad:
+            log.warning("%d of %d validation images are unusable and left out of validation: %s", len(bad), usable + len(bad), shown)
+
+
+def scan_usable(samples: Dataset | IterableDataset) -> tuple[list[int], list[tuple[str, str]]]:
+    """(positions of the samples with an image, (name, reason) of those without) of a finite dataset of
+    decoded samples (`DecodedImages` without replacement, or a finite stream)."""
+    items = iter(samples) if isinstance(samples, IterableDataset) else (samples[i] for i in range(len(samples)))
+    usable, bad = [], []
+    for position, sample in enumerate(items):
+        if sample["image"] is not None:
+            usable.append(position)
+        else:
+            bad += sample["bad"] or [(f"sample {position}", "smaller than the crop (data.small_images=skip)")]
+    return usable, bad

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset, DistributedSampler, IterableDataset, Subse
 from vaetrain.data.buckets import BucketPlan, assign_buckets
 from vaetrain.data.dataset import DecodedImages, SampleDecoder
 from vaetrain.data.folder import split_train_val
+from vaetrain.data.quality import scan_usable
 from vaetrain.data.records import FileRecords, RecordSource, folder_files, load_hf_records
 from vaetrain.data.sources import Bucket, Part, SourceSpec, StreamLayout
 from vaetrain.data.stream import ResumableImageStream
@@ -53,6 +54,12 @@ class RecordImages:
             return dataset
         # DistributedSampler's share: padded so every rank runs the same number of (collective) forwards
         return Subset(dataset, list(DistributedSampler(dataset, world_size, rank, shuffle=False)))
+
+    def keep_usable(self, part: Part, decoder: SampleDecoder) -> tuple[int, list[tuple[str, str]]]:
+        usable, bad = scan_usable(DecodedImages(self.records(part), decoder, replace_bad=False))
+        if bad:
+            self._parts[part] = self._parts[part].subset(usable)
+        return len(usable), bad
 
     def train_samples(self, decoder: SampleDecoder, layout: StreamLayout, buckets: list[Bucket] | None = None) -> IterableDataset:
         records = self.records("train")

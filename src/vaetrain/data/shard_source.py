@@ -12,6 +12,7 @@ from typing import Any
 from torch.utils.data import IterableDataset
 
 from vaetrain.data.dataset import SampleDecoder
+from vaetrain.data.quality import scan_usable
 from vaetrain.data.sources import Bucket, Part, SourceSpec, StreamLayout
 from vaetrain.data.webdataset_stream import WebDatasetStream, expand_shards
 from vaetrain.errors import ConfigError
@@ -50,6 +51,10 @@ class ShardImages:
 
     def images(self, part: Part, decoder: SampleDecoder, *, rank: int = 0, world_size: int = 1, max_items: int | None = None) -> IterableDataset:
         return WebDatasetStream(self.urls(part), decoder, seed=0, rank=rank, world_size=world_size, endless=False, max_samples=max_items)
+
+    def keep_usable(self, part: Part, decoder: SampleDecoder) -> tuple[int, list[tuple[str, str]]]:
+        usable, bad = scan_usable(self.images(part, decoder))
+        return len(usable), bad
 
     def train_samples(self, decoder: SampleDecoder, layout: StreamLayout, buckets: list[Bucket] | None = None) -> IterableDataset:
         if buckets:

@@ -114,6 +114,10 @@ class ImageSource(Protocol):
     def train_samples(self, decoder: SampleDecoder, layout: StreamLayout, buckets: list[Bucket] | None = None) -> IterableDataset:
         """The endless, resumable training stream of this process."""
 
+    def keep_usable(self, part: Part, decoder: SampleDecoder) -> tuple[int, list[tuple[str, str]]]:
+        """Decodes every image of `part` once: (usable images, (name, reason) of the others). Record sources
+        then leave the others out of the part; shards cannot, and their bad files stay left out per batch."""
+
     def observe(self, batch: dict) -> None:
         """Records a training batch's resume position (shards); nothing for records."""
 
