@@ -23,6 +23,7 @@ warnings.filterwarnings("ignore", ".*pretrained.*")
 warnings.filterwarnings("ignore", ".*weight enum.*")
 warnings.filterwarnings("ignore", ".*eval mode.*")
 
+_TINY_PATCHGAN = {"base_channels": 8, "num_layers": 2}
 TINY_AUTOENCODER = dict(block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4, latent_channels=4)
 
 
@@ -46,7 +47,7 @@ def tiny_module(
     torch.manual_seed(0)
     return AutoencoderModule(
         autoencoder=tiny_autoencoder_config(**(autoencoder or {})),
-        discriminator=DiscriminatorConfig(**({"base_channels": 8, "num_layers": 2} | (discriminator or {}))),
+        discriminator=DiscriminatorConfig(**(_TINY_PATCHGAN if (discriminator or {}).get("kind") != "vgg16" else {}) | (discriminator or {})),
         loss=LossConfig(**({"perceptual_network": "alex", "perceptual_backbone": "random", "disc_start_step": 1} | (loss or {}))),
         optimizer=GanOptimizers(
             generator=optimizer or OptimizerConfig(lr=1e-3),

@@ -52,3 +52,12 @@ def test_training_on_buckets(tmp_path):
     module = tiny_module()
     tiny_trainer(max_steps=4).fit(module, datamodule)
     assert module.counters.generator_steps == 4
+
+
+def test_a_crop_policy_beside_buckets_is_refused(tmp_path):
+    import pytest
+
+    from vaetrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.crop=center_crop does not apply with data.buckets"):
+        ImageDataModule(path=str(_folder(tmp_path)), buckets=[[32, 32], [32, 48]], crop="center_crop")

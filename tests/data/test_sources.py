@@ -111,3 +111,13 @@ def test_a_separate_validation_source(image_folder, tmp_path):
     assert sum(b["image"].shape[0] for b in batches) == 3
     validation, part = datamodule.describe_validation()
     assert validation.source.path == str(tmp_path / "held_out") and part == "all"
+
+
+def test_file_list_of_a_dataset_or_shards_is_refused(hf_dataset_dir, tmp_path):
+    """A file list selects files of a folder; with another kind of source it would be silently ignored."""
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.png\n")
+    with pytest.raises(ConfigError, match="data.file_list selects files of a folder; .* is a hf source"):
+        ImageDataModule(path=str(hf_dataset_dir), file_list=str(listing))
+    with pytest.raises(ConfigError, match="data.file_list selects files of a folder; .* is a webdataset source"):
+        ImageDataModule(path=str(tmp_path / "shards-{000..003}.tar"), file_list=str(listing))

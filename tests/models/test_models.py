@@ -73,3 +73,32 @@ def test_batch_norm_discriminator_is_synchronised_only_under_data_parallelism():
     assert synchronise_batch_norm(per_sample, 8, "cuda") is per_sample and count(per_sample, torch.nn.SyncBatchNorm) == 0
     with pytest.raises(ConfigError, match="model.discriminator.norm=batch with several processes needs SyncBatchNorm"):
         synchronise_batch_norm(PatchDiscriminator(DiscriminatorConfig(norm="batch")), 2, "cpu")
+
+
+def test_settings_of_the_other_discriminator_are_refused():
+    from vaetrain.models.discriminator import DiscriminatorConfig, build_discriminator
+
+    with pytest.raises(ConfigError, match="model.discriminator.num_layers, model.discriminator.norm: PatchGAN settings, which do not apply with model.discriminator.kind=vgg16"):
+        build_discriminator(DiscriminatorConfig(kind="vgg16", vgg_backbone="random", num_layers=2, norm="batch"))
+    with pytest.raises(ConfigError, match="vgg_backbone=random applies to kind=vgg16 only"):
+        build_discriminator(DiscriminatorConfig(vgg_backbone="random"))
+
+
+def test_architecture_fields_beside_a_pretrained_model_must_agree_with_it(tmp_path):
+    """A pretrained model keeps its architecture: a field that contradicts it is refused in one line, the
+    same values (a base preset under a phase preset) pass."""
+    from dataclasses import replace
+
+    from tests.conftest import tiny_autoencoder_config
+    from vaetrain.models import build_autoencoder
+
+    config = tiny_autoencoder_config()
+    build_autoencoder(config).save_pretrained(tmp_path / "vae")
+    same = replace(config, pretrained=str(tmp_path / "vae"))
+    assert build_autoencoder(same).config.latent_channels == 4
+    with pytest.raises(ConfigError, match=r"model.autoencoder: layers_per_block=3 \(the model has 1\); latent_channels=8 \(the model has 4\) differ from the pretrained"):
+        build_autoencoder(replace(same, latent_channels=8, layers_per_block=3))
+    with pytest.raises(ConfigError, match=r"family=dc \(the model is AutoencoderKL\)"):
+        build_autoencoder(replace(same, family="dc", norm_num_groups=32))
+    with pytest.raises(ConfigError, match=r"down_block_types=\['DownEncoderBlock2D'\] \(the model has"):
+        build_autoencoder(replace(same, architecture={"down_block_types": ["DownEncoderBlock2D"]}))

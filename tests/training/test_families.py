@@ -1,6 +1,8 @@
 """Every autoencoder family trains, resumes exactly, exports and reloads in diffusers with identical outputs;
 DC-AE's phase presets train exactly the parameters they name; distillation's targets are the teacher's."""
 
+import inspect
+import json
 from pathlib import Path
 
 import lightning as L
@@ -73,6 +75,8 @@ def test_family_trains_resumes_exports_and_reloads_identically(tmp_path, image_f
     folder = export_model(model, tmp_path / "export", None, facts=CardFacts(settings={"autoencoder": {}, "loss": {}}))
     reloaded = CLASSES[family].from_pretrained(folder).eval()
     assert type(load_autoencoder(folder)) is CLASSES[family]
+    written = json.loads((folder / "config.json").read_text())  # nothing diffusers would warn about at load
+    assert {k for k in written if not k.startswith("_")} <= set(inspect.signature(CLASSES[family].__init__).parameters)
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         expected = module.eval()(images)

@@ -132,6 +132,8 @@ class ImageDataModule(L.LightningDataModule):
         self.source = open_source(spec)
         self.val_source = open_source(SourceSpec(val_path, val_source, val_split, image_column, val_size=0)) if val_path else None
         self.buckets = [tuple(b) for b in buckets] if buckets else None
+        if self.buckets and crop != "random_crop":
+            raise ConfigError(f"data.crop={crop} does not apply with data.buckets (each image is resized to cover its bucket, then cropped at random); leave it random_crop")
         if self.buckets and not self.source.supports_buckets:
             raise ConfigError(f"data.buckets: not supported for {self.source.spec.kind} sources (image sizes are unknown before reading)")
         if resolution_schedule and (buckets or not self.source.supports_buckets):

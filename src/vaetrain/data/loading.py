@@ -25,6 +25,8 @@ def open_source(spec: SourceSpec) -> ImageSource:
     spec = spec.resolved()
     if spec.kind not in ("folder", "hf", "webdataset"):
         raise ConfigError(f"data.source: unknown kind {spec.kind!r}; use auto, folder, hf or webdataset")
+    if spec.file_list is not None and spec.kind != "folder":
+        raise ConfigError(f"data.file_list selects files of a folder; '{spec.path}' is a {spec.kind} source (select a split or shards instead)")
     return ShardImages(spec) if spec.kind == "webdataset" else RecordImages(spec)
 
 

@@ -16,6 +16,7 @@ from vaetrain.data.sources import Part
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics, measure_latent_statistics
 from vaetrain.export.model_card import CardFacts, measure_reconstruction, model_card
+from vaetrain.models.families import family_of
 from vaetrain.training.checkpoint import autoencoder_from_checkpoint
 
 LATENT_STATISTICS_FILE = "latent_statistics.json"
@@ -41,6 +42,8 @@ def save_diffusers_folder(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         model.save_pretrained(staging, safe_serialization=True)
+        config_file = staging / "config.json"  # only what the class takes back (see `Family.class_fields`)
+        config_file.write_text(json.dumps(family_of(model).class_fields(json.loads(config_file.read_text())), indent=2, sort_keys=True) + "\n")
         if statistics is not None:
             (staging / LATENT_STATISTICS_FILE).write_text(json.dumps(statistics.as_dict(), indent=2) + "\n")
         for name, text in (files or {}).items():

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +27,13 @@ class AutoencoderConfig:
     """Architecture of a new autoencoder, or where to load a pretrained one from, and its posterior.
 
     Defaults are Stable Diffusion 1.x's f8c4 AutoencoderKL. When `pretrained` is set (a local diffusers
-    folder or a Hugging Face Hub id), the architecture fields are ignored and the stored config is used.
+    folder or a Hugging Face Hub id), its stored config is the architecture: an architecture field set to
+    anything else is a one-line error.
     """
 
     family: Literal["kl", "tiny", "dc"] = "kl"
     """kl: AutoencoderKL (SD's VAE); tiny: AutoencoderTiny (TAESD, usually distilled: `vaetrain distill`);
-    dc: AutoencoderDC (deep compression, f32/f64). A pretrained folder's own class wins."""
+    dc: AutoencoderDC (deep compression, f32/f64). With `pretrained`: unset, or the folder's own class."""
     architecture: dict | None = None
     """More of the diffusers class's own config fields (e.g. AutoencoderTiny's `encoder_block_out_channels`,
     AutoencoderDC's `encoder_block_types`); the fields below that name the same thing take precedence where
@@ -54,7 +57,7 @@ class AutoencoderConfig:
     mid_block_add_attention: bool = True
     """Self-attention in the middle blocks."""
     pretrained: str | None = None
-    """A diffusers folder or Hub id to start from (the architecture fields are then ignored)."""
+    """A diffusers folder or Hub id to start from (architecture fields must then be unset or agree with it)."""
     subfolder: str | None = None
     """Subfolder of `pretrained` holding the autoencoder (e.g. vae)."""
     gradient_checkpointing: bool = False
@@ -92,6 +95,7 @@ def build_autoencoder(config: AutoencoderConfig) -> nn.Module:
     freezing and `trainable` applied."""
     if config.pretrained:
         model = _load_pretrained(config.pretrained, config.subfolder)
+        check_against_pretrained(config, model)
         if (config.in_channels, config.out_channels) != (3, 3) and model.config.in_channels == 3:
             model = inflate_channels(model, config.in_channels, config.out_channels)  # models/inflate.py's rule
     else:
@@ -108,6 +112,33 @@ def build_autoencoder(config: AutoencoderConfig) -> nn.Module:
     if config.trainable is not None:
         train_only(model, config.trainable)
     return model
+
+
+_ARCHITECTURE_FIELDS = ("block_out_channels", "layers_per_block", "latent_channels", "norm_num_groups", "mid_block_add_attention")
+
+
+def check_against_pretrained(config: AutoencoderConfig, model: nn.Module) -> None:
+    """A pretrained model keeps its own architecture: an architecture field set (away from its default) to
+    something the loaded model does not have, an `architecture` entry it contradicts, or another `family`
+    than its class, is a one-line error instead of a setting silently ignored. Values equal to the model's
+    (a preset layered under a phase preset) pass."""
+    defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default for f in dataclasses.fields(AutoencoderConfig)}
+    family = family_of(model)
+    given = {name: getattr(config, name) for name in _ARCHITECTURE_FIELDS if _plain(getattr(config, name)) != _plain(defaults[name])}
+    given |= config.architecture or {}
+    wrong = [f"{name}={_plain(value)} (the model has {_plain(model.config.get(name))})" for name, value in given.items() if _plain(value) != _plain(model.config.get(name))]
+    if config.family != defaults["family"] and config.family != family.name:
+        wrong.insert(0, f"family={config.family} (the model is {family.class_name})")
+    if wrong:
+        raise ConfigError(
+            f"model.autoencoder: {'; '.join(wrong)} differ from the pretrained model '{config.pretrained}', which keeps its own "
+            "architecture: leave these unset (in_channels/out_channels inflate a 3-channel model)"
+        )
+
+
+def _plain(value):
+    """Tuples as lists, as a config file writes them, for comparing."""
+    return json.loads(json.dumps(value)) if isinstance(value, (list, tuple, dict)) else value
 
 
 def train_only(model: nn.Module, prefixes: list[str]) -> None:

@@ -41,9 +41,14 @@ def build_discriminator(config: DiscriminatorConfig, channels: int = 3) -> nn.Mo
         raise ConfigError(f"model.discriminator.in_channels={config.in_channels}, but the autoencoder writes {channels} channels")
     config = replace(config, in_channels=channels)
     if config.kind == "vgg16":
+        patchgan = [f"model.discriminator.{name}" for name in ("base_channels", "num_layers", "norm") if getattr(config, name) != getattr(DiscriminatorConfig, name)]
+        if patchgan:
+            raise ConfigError(f"{', '.join(patchgan)}: PatchGAN settings, which do not apply with model.discriminator.kind=vgg16")
         if channels != 3:
             raise ConfigError(f"model.discriminator.kind=vgg16 reads RGB (ImageNet VGG16); the images have {channels} channels: use patchgan")
         return VGGDiscriminator(config)
+    if config.vgg_backbone != DiscriminatorConfig.vgg_backbone:
+        raise ConfigError(f"model.discriminator.vgg_backbone={config.vgg_backbone} applies to kind=vgg16 only; the discriminator is {config.kind}")
     return PatchDiscriminator(config)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -95,9 +96,15 @@ class Family:
         """One line for the model card."""
         return self.class_name
 
+    def class_fields(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The entries of a diffusers config that the class's constructor takes (and diffusers' own `_` keys):
+        diffusers registers some others (AutoencoderTiny's `block_out_channels`) and warns about them at every load."""
+        accepted = set(inspect.signature(self.model_class().__init__).parameters)
+        return {k: v for k, v in config.items() if k.startswith("_") or k in accepted}
+
     def from_state(self, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> nn.Module:
         """A fresh fp32 model from diffusers' config holding exactly these weights, in eval mode."""
-        model = self.model_class().from_config({k: v for k, v in config.items() if k != "_class_name"})
+        model = self.model_class().from_config({k: v for k, v in self.class_fields(dict(config)).items() if k != "_class_name"})
         model.load_state_dict(state_dict, strict=True)
         return model.float().eval()
 
