@@ -48,6 +48,7 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
         [*GRADNORM[:2], "--model.loss.reconstruction_weight=0.0", "--model.loss.disc_weight=1.0", "--model.loss.disc_start_step=0", *LOWPASS,
          "--model.autoencoder.posterior=fixed", "--model.autoencoder.posterior_std=0.1", "--model.autoencoder.latent_clamp=8.0",
          "--model.loss.kl_weight=0.1", "--model.discriminator.kind=vgg16", "--model.discriminator.vgg_backbone=random",
+         "--model.discriminator.base_channels=64", "--model.discriminator.num_layers=3",  # tiny.yaml's PatchGAN fields back to unset
          "--model.loss.gan_loss=thresholded_hinge", "--model.loss.lecam_weight=0.1",
          "--model.optimizer.generator={name: adamw, lr: 0.0078125, lr_scale: width, conv_in_lr: 1.0e-4, betas: [0.9, 0.95], "
          "weight_decay: 1.0e-3, scheduler: cosine, warmup_steps: 200}",
