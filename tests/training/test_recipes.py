@@ -72,15 +72,24 @@ def test_setting_trains_and_resumes_exactly(tmp_path, image_folder, name):
 
 
 def test_width_scaled_lr_and_its_own_conv_in_lr():
-    """vqgan-training's optimizer_G: lr / base width for everything but the encoder's conv_in (its own lr)."""
+    """vqgan-training's optimizer_G: lr / base width for everything but the parameters with "conv_in" in their
+    names, the encoder's and the decoder's input convolutions (their own lr); refused for AutoencoderTiny."""
     module = tiny_module(optimizer=OptimizerConfig(name="adamw", lr=0.08, lr_scale="width", conv_in_lr=1e-4), discriminator_optimizer=OptimizerConfig())
     module.trainer = tiny_trainer(max_steps=1)
     (generator, _), _ = module.configure_optimizers()
     main, conv_in = generator.param_groups
     assert main["lr"] == pytest.approx(0.08 / 8) and conv_in["lr"] == 1e-4  # tiny width: block_out_channels[0] = 8
     names = {id(p): n for n, p in module.autoencoder.named_parameters()}
-    assert {names[id(p)] for p in conv_in["params"]} == {"encoder.conv_in.weight", "encoder.conv_in.bias"}
-    assert len(main["params"]) + 2 == len(list(module.autoencoder.parameters()))
+    assert {names[id(p)] for p in conv_in["params"]} == {n for n in names.values() if "conv_in" in n} == {
+        "encoder.conv_in.weight", "encoder.conv_in.bias", "decoder.conv_in.weight", "decoder.conv_in.bias"}
+    assert len(main["params"]) + 4 == len(list(module.autoencoder.parameters()))
+    from tests.training.test_families import TINY
+    from vaetrain.errors import ConfigError
+
+    tiny = tiny_module(autoencoder=TINY, optimizer=OptimizerConfig(lr=0.08, conv_in_lr=1e-4), discriminator_optimizer=OptimizerConfig())
+    tiny.trainer = tiny_trainer(max_steps=1)
+    with pytest.raises(ConfigError, match="conv_in_lr: this autoencoder family has no conv_in layers"):
+        tiny.configure_optimizers()
 
 
 def test_scale_lr_is_ldms_global_batch_rule(datamodule):

@@ -219,12 +219,13 @@ class AutoencoderModule(L.LightningModule):
 
     def configure_optimizers(self):
         configs = (self.optimizer_config.generator, self.optimizer_config.discriminator)
-        scale, width = self._lr_scale(), family_of(self.autoencoder).width(self.autoencoder)
+        family = family_of(self.autoencoder)
+        scale, width = self._lr_scale(), family.width(self.autoencoder)
         generator = list(self.autoencoder.named_parameters())
         if self.alignment_projection is not None:
             generator += [(f"alignment_projection.{n}", p) for n, p in self.alignment_projection.named_parameters()]
         named = (generator, list(self.discriminator.named_parameters()))
-        groups = [parameter_groups(parameters, config, width, scale) for parameters, config in zip(named, configs)]
+        groups = [parameter_groups(named[0], configs[0], width, scale, family.conv_in_prefixes), parameter_groups(named[1], configs[1], width, scale)]
         optimizers = [build_optimizer(g, c) for g, c in zip(groups, configs)]
         horizon = self.training_config.schedule_steps or max(self.trainer.max_steps, 1)
         schedulers = [{"scheduler": build_scheduler(o, c, horizon), "interval": "step"} for o, c in zip(optimizers, configs)]

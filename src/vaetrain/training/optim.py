@@ -36,9 +36,10 @@ class OptimizerConfig:
     """Linear warm-up steps of the schedule."""
     lr_scale: Literal["none", "width"] = "none"
     """width: lr divided by the autoencoder's base width (block_out_channels[0]) for every parameter but the
-    encoder's input convolution (vqgan-training's optimizer_G: `learning_rate_vae / vae_ch`). Generator only."""
+    input convolutions under conv_in_lr (vqgan-training's optimizer_G: `learning_rate_vae / vae_ch`). Generator only."""
     conv_in_lr: float | None = None
-    """Learning rate of the encoder's input convolution (vqgan-training: 1e-4); None: as the rest. Generator only."""
+    """Learning rate of the encoder's and the decoder's input convolutions (vqgan-training's `"conv_in" in n`:
+    1e-4); None: as the rest. Generator only; refused for families without such layers (AutoencoderTiny)."""
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -47,17 +48,26 @@ class OptimizerConfig:
             raise ConfigError(f"model.optimizer.*.gradient_clip_norm must be positive or null, got {self.gradient_clip_norm}")
 
 
-def parameter_groups(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], config: OptimizerConfig, width: int, scale: float = 1.0) -> list[dict]:
+def parameter_groups(
+    named_parameters: Iterable[tuple[str, torch.nn.Parameter]],
+    config: OptimizerConfig,
+    width: int,
+    scale: float = 1.0,
+    conv_in: tuple[str, ...] = ("encoder.conv_in.", "decoder.conv_in."),
+) -> list[dict]:
     """The trainable parameters in groups with their learning rates: `lr * scale` (divided by `width` under
-    `lr_scale: width`), and `conv_in_lr` for the encoder's input convolution when set."""
+    `lr_scale: width`), and `conv_in_lr` for the input convolutions (names starting with a `conv_in`
+    prefix: the family's `conv_in_prefixes`) when set."""
+    if config.conv_in_lr is not None and not conv_in:
+        raise ConfigError("model.optimizer.generator.conv_in_lr: this autoencoder family has no conv_in layers (vqgan-training's rule names AutoencoderKL's); leave it null")
     lr = config.lr * scale / (width if config.lr_scale == "width" else 1)
-    main, conv_in = [], []
+    main, inputs = [], []
     for name, parameter in named_parameters:
         if parameter.requires_grad:
-            (conv_in if config.conv_in_lr is not None and name.startswith("encoder.conv_in.") else main).append(parameter)
+            (inputs if config.conv_in_lr is not None and name.startswith(conv_in) else main).append(parameter)
     groups = [{"params": main, "lr": lr}]
-    if conv_in:
-        groups.append({"params": conv_in, "lr": config.conv_in_lr})
+    if inputs:
+        groups.append({"params": inputs, "lr": config.conv_in_lr})
     return groups
 
 

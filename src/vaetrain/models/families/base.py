@@ -40,6 +40,8 @@ class Family:
     class_name: ClassVar[str]
     deterministic: ClassVar[bool] = True
     """No posterior variance: `posterior`, `posterior_std` and the KL term do not apply."""
+    conv_in_prefixes: ClassVar[tuple[str, ...]] = ("encoder.conv_in.", "decoder.conv_in.")
+    """The input convolutions of encoder and decoder (vqgan-training's `"conv_in" in n`, `conv_in_lr`)."""
     gradient_checkpointing: ClassVar[bool] = True
     """diffusers' gradient checkpointing computes the same function (the memory budget may switch it on)."""
 

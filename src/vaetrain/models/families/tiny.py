@@ -18,6 +18,7 @@ class TinyFamily(Family):
     name = "tiny"
     class_name = "AutoencoderTiny"
     gradient_checkpointing = False  # see the module docstring
+    conv_in_prefixes = ()  # numbered layers only
 
     def build(self, config) -> nn.Module:
         from diffusers import AutoencoderTiny
