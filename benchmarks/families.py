@@ -30,6 +30,7 @@ from vaetrain.data.sources import SourceSpec
 from vaetrain.evaluation.metrics import ReconstructionMetrics
 from vaetrain.models.autoencoder import load_pretrained_autoencoder
 from vaetrain.models.families import decode, encode
+from vaetrain.models.latent_space import pipeline_normalize
 
 RUNS = {
     "kl": ("configs/tiny.yaml", "AutoencoderKL f8c4 (configs/tiny.yaml: L1 + KL + adaptive PatchGAN from step 200)", []),
@@ -40,7 +41,6 @@ RUNS = {
 @torch.no_grad()
 def student_against_teacher(teacher_dir: Path, student_dir: Path, data: Path, holdout: Path, repeats: int) -> dict:
     teacher, student = load_pretrained_autoencoder(teacher_dir), load_pretrained_autoencoder(student_dir)
-    scale, shift = teacher.config.scaling_factor, teacher.config.shift_factor or 0.0
     images = ImageSet(SourceSpec(path=str(data), file_list=str(holdout)), resolution=64)
     metrics = {name: ReconstructionMetrics(sync_on_compute=False) for name in ("teacher", "student", "student_vs_teacher")}
     batch_latents = None
@@ -49,13 +49,13 @@ def student_against_teacher(teacher_dir: Path, student_dir: Path, data: Path, ho
         if not len(pixels):
             continue
         raw = encode(teacher, pixels).mode()
-        by_teacher, by_student = decode(teacher, raw).clamp(-1, 1), decode(student, (raw - shift) * scale).clamp(-1, 1)
+        by_teacher, by_student = decode(teacher, raw).clamp(-1, 1), decode(student, pipeline_normalize(teacher.config, raw)).clamp(-1, 1)
         metrics["teacher"].update(pixels, by_teacher)
         metrics["student"].update(pixels, by_student)
         metrics["student_vs_teacher"].update(by_teacher, by_student)
         batch_latents = raw if batch_latents is None or len(raw) > len(batch_latents) else batch_latents
     times = {}
-    for name, model, latents in (("teacher", teacher, batch_latents), ("student", student, (batch_latents - shift) * scale)):
+    for name, model, latents in (("teacher", teacher, batch_latents), ("student", student, pipeline_normalize(teacher.config, batch_latents))):
         decode(model, latents)  # warm-up
         samples = []
         for _ in range(repeats):

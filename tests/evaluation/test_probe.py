@@ -46,3 +46,30 @@ def test_probe_and_eval_probe_from_the_command_line(tmp_path, image_folder):
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert all("probe_validation_loss" in row and "psnr" in row for row in metrics)
     assert "<h2>Diffusability</h2>" in (tmp_path / "eval" / "report.html").read_text()
+
+
+def test_every_vae_is_standardised_alike_whatever_its_config_says(image_folder):
+    """Two copies of one VAE, one exported with per-channel fields and one with a global scale (or a third
+    party's arbitrary scaling_factor), give the probe the same latents: statistics of the probe's own images,
+    per channel, not the config's fields."""
+    from diffusers import AutoencoderKL
+
+    from tests.conftest import tiny_autoencoder_config
+    from vaetrain.data import ImageSet, SourceSpec
+    from vaetrain.evaluation.diffusability import encode
+    from vaetrain.models import build_autoencoder
+
+    torch.manual_seed(0)
+    first = build_autoencoder(tiny_autoencoder_config()).eval()
+    second = AutoencoderKL.from_config(first.config)
+    second.load_state_dict(first.state_dict())
+    first.register_to_config(scaling_factor=0.18215, shift_factor=None)
+    second.register_to_config(scaling_factor=1.0, latents_mean=[5.0, -5.0, 1.0, 0.0], latents_std=[0.1, 3.0, 1.0, 7.0])
+    images = ImageSet(SourceSpec(path=str(image_folder)), resolution=32)
+    a, originals, _ = encode(first, images, None, torch.device("cpu"), seed=0)
+    b, _, _ = encode(second.eval(), images, None, torch.device("cpu"), seed=0)
+    torch.testing.assert_close(a, b)
+    per_channel = a.transpose(0, 1).flatten(1)
+    torch.testing.assert_close(per_channel.mean(dim=1), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(per_channel.std(dim=1, correction=0), torch.ones(4), atol=1e-5, rtol=0)
+    assert len(a) == len(originals) == 12

@@ -22,7 +22,8 @@ def test_export_writes_a_model_card_with_what_a_user_needs(tmp_path, checkpoint)
     card = (tmp_path / "out" / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: diffusers\ntags:\n")
     assert "| latent | 4 channels at 1/2 of the image side" in card and "| training | 3 generator steps; balance adaptive" in card
-    assert "scaling_factor / shift_factor" in card and "measured on 10 training images" in card
+    assert "| latent normalisation | `scale_shift`: scaling_factor" in card and "measured on 10 training images" in card
+    assert "latents = (latents - (vae.config.shift_factor or 0)) * vae.config.scaling_factor" in card
     assert "PSNR" in card and "on 2 val images at 32 px" in card  # the run's own validation images, measured at export
 
 

@@ -142,7 +142,7 @@ def _student(teacher, **distillation):
     return AutoencoderModule(autoencoder=tiny_autoencoder_config(**TINY), loss=loss, teacher=teacher)
 
 
-def test_distillation_targets_are_the_teachers_scaled_latents():
+def test_distillation_targets_are_the_latents_the_teachers_pipeline_sees():
     teacher = _teacher()
     module = _student(teacher)
     images = torch.rand(2, 3, 16, 16) * 2 - 1
@@ -156,6 +156,14 @@ def test_distillation_targets_are_the_teachers_scaled_latents():
     assert torch.allclose(result.extra_loss, 2.0 * ((student_latents - scaled) ** 2).mean(), rtol=1e-5)
     assert torch.equal(result.target, images)
     assert result.extra_loss.requires_grad and not any(p.requires_grad for p in module.teacher.parameters())
+
+    # an SDXL-style teacher: its pipeline reads (z - latents_mean) * scaling_factor / latents_std per channel
+    sdxl_like = _teacher(scaling_factor=0.13)
+    sdxl_like.register_to_config(latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[2.0, 1.0, 0.5, 4.0])
+    with torch.no_grad():
+        mean, std = torch.tensor([0.1, -0.2, 0.3, 0.0]).view(1, 4, 1, 1), torch.tensor([2.0, 1.0, 0.5, 4.0]).view(1, 4, 1, 1)
+        expected = (sdxl_like.encode(images).latent_dist.mean - mean) * 0.13 / std
+    assert torch.allclose(_student(sdxl_like).gan_step.reconstruct(images).mean, expected, atol=1e-6)
 
     decoded_target = _student(teacher, decoder_target="teacher").gan_step.reconstruct(images).target
     with torch.no_grad():

@@ -25,6 +25,7 @@ from vaetrain.evaluation.results import METRICS
 from vaetrain.export.diffusers_folder import export_checkpoint
 from vaetrain.export.formats import convert, load_autoencoder, recorded_pixel_format
 from vaetrain.export.model_card import push_to_hub
+from vaetrain.models.latent_space import CONVENTIONS
 
 MODEL_HELP = "vaetrain .ckpt, diffusers folder, LDM/SD .ckpt/.safetensors or Hub id"
 
@@ -181,12 +182,15 @@ def run_export(argv: list[str]) -> int:
     _image_options(parser, path_help="images to measure the latent scale on (default: the training images the checkpoint records)",
                    resolution_help="center-crop size (default: the training resolution, else 256)", max_images=256)
     parser.add_argument("--no-ema", action="store_true", help="export the trained weights, not the EMA")
+    parser.add_argument("--latents", choices=sorted(CONVENTIONS), default=None,
+                        help="latent normalisation fields to write: " + "; ".join(f"{k}: {v}" for k, v in CONVENTIONS.items()) + " (default: the architecture's)")
     parser.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to this Hugging Face model repo (owner/name)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     args = parser.parse_args(argv)
     images = _image_set(args, args.data_resolution or 256)
     out = export_checkpoint(
-        args.checkpoint, args.out, images=images, resolution=args.data_resolution, max_images=args.data_max_images, use_ema=not args.no_ema
+        args.checkpoint, args.out, images=images, resolution=args.data_resolution, max_images=args.data_max_images, use_ema=not args.no_ema,
+        latents=args.latents,
     )
     print(f"exported {args.checkpoint} -> {out}")
     if args.push_to_hub:

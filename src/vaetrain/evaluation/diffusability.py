@@ -1,5 +1,7 @@
 """`vaetrain probe` (and `eval --probe`): every VAE's latents get the same diffusion probe (see `probe`); the
-samples are decoded and compared with the real images by FID. Writes OUT/probe.json and a sample grid per
+samples are decoded and compared with the real images by FID. Every VAE's latents are standardised alike,
+per channel by statistics of the probe's own images (`probe.standardisation`), whatever its config's
+scaling fields say, so the losses compare across any VAEs (vaetrain's exports and third-party ones). Writes OUT/probe.json and a sample grid per
 model, and adds the figures to OUT/metrics.json's rows when `eval` wrote one there."""
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from vaetrain.data.loading import ImageSet, evaluation_images, images_of
 from vaetrain.data.pixels import PixelFormat
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metrics import to_uint8
-from vaetrain.evaluation.probe import ProbeConfig, normalisation, train_probe
+from vaetrain.evaluation.probe import ProbeConfig, standardisation, train_probe
 from vaetrain.evaluation.reconstruct import resolve_device
 from vaetrain.models.families import decode
 from vaetrain.models.families import encode as encode_latents
@@ -27,31 +29,34 @@ PROBE_FILE = "probe.json"
 
 
 @torch.no_grad()
-def encode(model, images: ImageSet, max_images: int | None, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(normalised latent samples, the images in [-1, 1]) of up to `max_images` images at a fixed size."""
+def encode(model, images: ImageSet, max_images: int | None, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """(latent samples standardised per channel by their own statistics, the images in [-1, 1], the
+    (shift, scale) that standardised them) of up to `max_images` images at a fixed size."""
     if images.resolution == "native":
         raise ConfigError("probe: --data.resolution must be a number of pixels (every latent needs the same shape)")
     generator = torch.Generator(device=device).manual_seed(seed)
-    shift, scale = (t.to(device) for t in normalisation(model.config))
     latents, originals = [], []
     for batch in evaluation_images(images, part="all", max_images=max_images, batch_size=32):
         pixels = images_of(batch).to(device)
         if len(pixels):
-            latents.append((encode_latents(model, pixels).sample(generator=generator) - shift) * scale)
+            latents.append(encode_latents(model, pixels).sample(generator=generator))
             originals.append(pixels.cpu())
     if not latents:
         raise ConfigError(f"probe: no usable images in '{images.source.path}'")
-    return torch.cat(latents), torch.cat(originals)
+    latents = torch.cat(latents)
+    shift, scale = standardisation(latents)
+    return (latents - shift) * scale, torch.cat(originals), (shift, scale)
 
 
 @torch.no_grad()
 def sample_fid(
-    model, samples: torch.Tensor, originals: torch.Tensor, inception: nn.Module | None, pixels: PixelFormat | None = None
+    model, samples: torch.Tensor, originals: torch.Tensor, inception: nn.Module | None, standardised: tuple, pixels: PixelFormat | None = None
 ) -> tuple[torch.Tensor, float | None]:
-    """Decoded samples (in [-1, 1], on CPU) and their FID against the real images (None without Inception),
-    on the display channels of `pixels` (Inception reads 8-bit RGB)."""
+    """Decoded samples (in [-1, 1], on CPU; `standardised`: the (shift, scale) `encode` applied) and their
+    FID against the real images (None without Inception), on the display channels of `pixels` (Inception
+    reads 8-bit RGB)."""
     pixels = pixels or PixelFormat()
-    shift, scale = (t.to(samples.device) for t in normalisation(model.config))
+    shift, scale = (t.to(samples.device) for t in standardised)
     decoded = torch.cat([decode(model, chunk / scale + shift).float().clamp(-1, 1).cpu() for chunk in samples.split(32)])
     if inception is None:
         return decoded, None
@@ -80,14 +85,14 @@ def run_probe(
     rows = []
     for index, reference in enumerate(models):
         model = load_model(reference).to(target).eval()
-        latents, originals = encode(model, images, max_images, target, config.seed)
+        latents, originals, standardised = encode(model, images, max_images, target, config.seed)
         print(f"vaetrain probe: {reference}: {len(latents)} latents {tuple(latents.shape[1:])}, {config.steps} steps", file=sys.stderr)
         result = train_probe(latents, config, progress=_progress(config.steps))
         row = {"model": str(reference), "probe_validation_loss": result.validation_loss, "probe_curve": result.curve,
                "probe_seconds": round(result.seconds, 1), "probe_latent_shape": list(result.latent_shape), "probe_images": len(latents),
-               "probe_model_size": config.model_size, "probe_steps": config.steps, "probe_fid": None, "probe_backbones": backbones}
+               "probe_model_size": config.model_size, "probe_steps": config.steps, "probe_normalisation": "per channel, on the probe's images", "probe_fid": None, "probe_backbones": backbones}
         if result.samples is not None:
-            decoded, row["probe_fid"] = sample_fid(model, result.samples, originals, inception, images.pixels)
+            decoded, row["probe_fid"] = sample_fid(model, result.samples, originals, inception, standardised, images.pixels)
             grid = out_dir / f"probe_samples_{index}.png"
             save_image(make_grid(images.pixels.to_display(decoded[:64]), nrow=8, padding=2, pad_value=1.0), grid)
             row["probe_samples"] = grid.name

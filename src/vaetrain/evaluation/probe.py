@@ -140,14 +140,13 @@ def sample(model, config: ProbeConfig, shape: tuple[int, ...], device) -> torch.
     return x
 
 
-def normalisation(config) -> tuple[torch.Tensor, torch.Tensor]:
-    """(shift, scale) per channel that an exported VAE's config asks for: latents_mean/latents_std when
-    present (per channel), else shift_factor/scaling_factor: normalised = (z - shift) * scale."""
-    channels = config.latent_channels
-    if getattr(config, "latents_mean", None) and getattr(config, "latents_std", None):
-        return torch.tensor(config.latents_mean).view(1, channels, 1, 1), 1 / torch.tensor(config.latents_std).view(1, channels, 1, 1)
-    shift = getattr(config, "shift_factor", None) or 0.0
-    return torch.full((1, channels, 1, 1), float(shift)), torch.full((1, channels, 1, 1), float(config.scaling_factor))
+def standardisation(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift, scale) per channel with (z - shift) * scale of zero mean and unit variance over `latents`
+    (N, C, h, w): the probe normalises every VAE's latents alike, by statistics of its own images, whatever
+    fields the VAE's config holds, so its losses compare across any VAEs."""
+    flat = latents.double().transpose(0, 1).flatten(1)
+    shift, std = flat.mean(dim=1), flat.std(dim=1, correction=0).clamp_min(1e-12)
+    return shift.view(1, -1, 1, 1).to(latents.dtype), (1 / std).view(1, -1, 1, 1).to(latents.dtype)
 
 
 def hard_version(latents: torch.Tensor, seed: int = 0) -> torch.Tensor:

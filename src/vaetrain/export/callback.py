@@ -10,17 +10,28 @@ import lightning as L
 from vaetrain.export.diffusers_folder import export_model
 from vaetrain.export.model_card import CardFacts
 from vaetrain.models.autoencoder import autoencoder_from_state
+from vaetrain.models.latent_space import LatentConvention
 
 
 class ExportDiffusers(L.Callback):
     """At the end of `fit`, writes RUN/<dirname> as a diffusers folder (EMA weights when EMA is on), with
-    `scaling_factor`/`shift_factor` measured on up to `latent_statistics_images` training images: the same
-    export `vaetrain export` makes of the final checkpoint."""
+    the latent normalisation measured on up to `latent_statistics_images` training images: the same export
+    `vaetrain export` makes of the final checkpoint.
 
-    def __init__(self, dirname: str = "diffusers", latent_statistics_images: int = 256, enabled: bool = True) -> None:
+    Args:
+        dirname: Folder under the run's root directory.
+        latent_statistics_images: Training images the latent normalisation is measured on.
+        enabled: False: no export at the end of fit.
+        latents: Latent normalisation convention the export writes: scale_shift (SD/SD3/FLUX: scaling_factor and
+            shift_factor) or per_channel (SDXL-style latents_mean/latents_std, AutoencoderKL only); null: the
+            architecture's default (see vaetrain.models.latent_space).
+    """
+
+    def __init__(self, dirname: str = "diffusers", latent_statistics_images: int = 256, enabled: bool = True, latents: LatentConvention | None = None) -> None:
         self.dirname = dirname
         self.latent_statistics_images = latent_statistics_images
         self.enabled = enabled
+        self.latents = latents
         self.path: Path | None = None
 
     def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
@@ -36,4 +47,4 @@ class ExportDiffusers(L.Callback):
         settings = {name: asdict(getattr(pl_module, f"{name}_config")) for name in ("autoencoder", "loss")}
         facts = CardFacts(steps=pl_module.counters.generator_steps, settings=settings)
         out = Path(trainer.default_root_dir) / self.dirname
-        self.path = export_model(model, out, images, part="train", max_images=self.latent_statistics_images, validation=validation, facts=facts)
+        self.path = export_model(model, out, images, part="train", max_images=self.latent_statistics_images, validation=validation, facts=facts, latents=self.latents)

@@ -16,6 +16,7 @@ from vaetrain.evaluation.latents import LatentStatistics
 from vaetrain.evaluation.metrics import ReconstructionMetrics
 from vaetrain.evaluation.reconstruct import reconstruct
 from vaetrain.models.families import downsampling_factor, family_of
+from vaetrain.models.latent_space import CONVENTIONS, convention_of
 
 
 @dataclass
@@ -69,7 +70,7 @@ def model_card(model: nn.Module, statistics: LatentStatistics | None, facts: Car
         ("architecture", family.describe(model)),
         ("latent", f"{config.latent_channels} channels at 1/{factor} of the image side: {config.latent_channels} x H/{factor} x W/{factor}"),
         ("posterior", posterior),
-        ("scaling_factor / shift_factor", f"{config.scaling_factor} / 0: distilled from `{teacher}`, its latents are the teacher's scaled latents" if teacher else _factors(config, statistics)),
+        ("latent normalisation", f"scaling_factor {config.scaling_factor}: distilled from `{teacher}`, its latents are the latents the teacher's pipeline feeds its diffusion model" if teacher else _factors(config, statistics)),
         ("training", (f"{facts.steps} generator steps" if facts.steps is not None else "unknown steps") + (f"; {recipe}" if recipe else "")),
         ("data", _describe(data) if data else "not recorded"),
     ]
@@ -95,18 +96,19 @@ tags:
 {table}
 
 ```python
-{_usage(family)}
+{_usage(family, config)}
 ```
 """
 
 
-def _usage(family) -> str:
+def _usage(family, config) -> str:
     sample = "latent_dist.sample()" if not family.deterministic else "latents" if family.name == "tiny" else "latent"
-    return f"""from diffusers import {family.class_name}
+    return f"""import torch
+from diffusers import {family.class_name}
 
 vae = {family.class_name}.from_pretrained("path/or/repo")
 latents = vae.encode(images).{sample}  # images in [-1, 1]
-latents = (latents - (vae.config.get("shift_factor") or 0)) * vae.config.scaling_factor  # what a diffusion model sees"""
+{_normalise_line(family, config)}"""
 
 
 def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, api=None) -> str:
@@ -124,9 +126,22 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, api=
 
 
 def _factors(config, statistics: LatentStatistics | None) -> str:
-    if statistics is None:
-        return f"{config.scaling_factor:.6g} / {config.get('shift_factor') or 0} (as configured)"
-    return f"{statistics.scaling_factor:.6g} / {statistics.shift_factor:.6g} (measured on {statistics.count} training images; per channel in latents_mean / latents_std)"
+    convention = convention_of(config)
+    if convention == "per_channel":
+        fields = f"latents_mean {[round(v, 4) for v in config.latents_mean]}, latents_std {[round(v, 4) for v in config.latents_std]}, scaling_factor {config.scaling_factor:.6g}"
+    else:
+        fields = f"scaling_factor {config.scaling_factor:.6g}, shift_factor {config.get('shift_factor') or 0:.6g}"
+    measured = "as configured" if statistics is None else f"measured on {statistics.count} training images"
+    return f"`{convention}`: {fields} ({measured}); pipelines computing {CONVENTIONS[convention]} see zero-mean, unit-variance latents"
+
+
+def _normalise_line(family, config) -> str:
+    """The pipeline's own formula for this config's convention (`models.latent_space`)."""
+    if convention_of(config) == "per_channel":
+        return ("mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (vae.config.latents_mean, vae.config.latents_std))\n"
+                "latents = (latents - mean) * vae.config.scaling_factor / std  # what an SDXL-style pipeline's diffusion model sees")
+    shift = "(latents - (vae.config.shift_factor or 0))" if "shift_factor" in config else "latents"
+    return f"latents = {shift} * vae.config.scaling_factor  # what the diffusion model sees (SD3/FLUX formula)"
 
 
 def _describe(images: ImageSet) -> str:

@@ -1,9 +1,9 @@
 """Distilling a teacher autoencoder into a student (TAESD-style tiny autoencoders, whose training code was
 never published; madebyollin/taesd README: "TAESD's encoder outputs match the teacher's scaled latents").
 
-The student's encoder learns the teacher's scaled latents, `(teacher mean - shift_factor) x scaling_factor`
-(diffusers' convention: what a diffusion pipeline feeds the VAE's decoder after dividing back), by mean
-squared error; the student's decoder reads those same teacher latents (detached) and is trained with the
+The student's encoder learns the latents the teacher's diffusion pipeline sees (the teacher's mean through
+the formula its config asks for, `models.latent_space.pipeline_normalize`: (z - shift_factor) x
+scaling_factor, or SDXL-style per channel with `latents_mean`/`latents_std`), by mean squared error; the student's decoder reads those same teacher latents (detached) and is trained with the
 step's image terms and GAN against the image (or the teacher's own decode of them). So an AutoencoderTiny
 student (scaling_factor 1, shift 0) drops into a pipeline in the teacher's place.
 """
@@ -36,11 +36,6 @@ class DistillationConfig:
     def __post_init__(self) -> None:
         if self.encoder_weight < 0:
             raise ConfigError(f"model.loss.distillation.encoder_weight must be >= 0, got {self.encoder_weight}")
-
-
-def scaled_latents(mean: torch.Tensor, scaling_factor: float, shift_factor: float | None) -> torch.Tensor:
-    """diffusers' scaled latents: (z - shift_factor) x scaling_factor (shift None: 0)."""
-    return (mean - (shift_factor or 0.0)) * scaling_factor
 
 
 def encoder_distillation_loss(student_latents: torch.Tensor, teacher_latents: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""The step's distillation part (see `losses.distillation`): the frozen teacher's scaled latents (the
-student decoder's input and the student encoder's target) and, when asked, its decode of them (the
+"""The step's distillation part (see `losses.distillation`): the latents the teacher's pipeline feeds its
+diffusion model (`models.latent_space.pipeline_normalize` of the teacher's config: the student decoder's
+input and the student encoder's target) and, when asked, its decode of them (the
 student decoder's target). The teacher is a network of the module, so it moves with it between devices;
 it is frozen, in eval mode, and never checkpointed."""
 
@@ -9,8 +10,8 @@ import torch
 from torch import nn
 
 from vaetrain.errors import ConfigError
-from vaetrain.losses.distillation import scaled_latents
 from vaetrain.models.families import family_of
+from vaetrain.models.latent_space import pipeline_normalize
 
 
 def freeze_teacher(teacher: nn.Module) -> nn.Module:
@@ -33,14 +34,12 @@ def check_student(student: nn.Module, teacher: nn.Module) -> None:
 class TeacherTargets:
     def __init__(self, teacher: nn.Module) -> None:
         self.family = family_of(teacher)
-        self.scaling_factor = float(teacher.config.get("scaling_factor") or 1.0)
-        self.shift_factor = teacher.config.get("shift_factor")
 
     @torch.no_grad()
     def latents(self, teacher: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the teacher's scaled latents, its raw posterior mean), fp32, without a graph."""
+        """(the teacher's normalised latents, its raw posterior mean), fp32, without a graph."""
         mean = self.family.encode(teacher, images).mean.float()
-        return scaled_latents(mean, self.scaling_factor, self.shift_factor), mean
+        return pipeline_normalize(teacher.config, mean), mean
 
     @torch.no_grad()
     def images(self, teacher: nn.Module, raw_latents: torch.Tensor) -> torch.Tensor:

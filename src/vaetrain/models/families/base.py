@@ -40,6 +40,8 @@ class Family:
     class_name: ClassVar[str]
     deterministic: ClassVar[bool] = True
     """No posterior variance: `posterior`, `posterior_std` and the KL term do not apply."""
+    latent_conventions: ClassVar[tuple[str, ...]] = ("scale_shift",)
+    """The latent normalisations (`models.latent_space`) its config can hold, the architecture's default first."""
     conv_in_prefixes: ClassVar[tuple[str, ...]] = ("encoder.conv_in.", "decoder.conv_in.")
     """The input convolutions of encoder and decoder (vqgan-training's `"conv_in" in n`, `conv_in_lr`)."""
     gradient_checkpointing: ClassVar[bool] = True

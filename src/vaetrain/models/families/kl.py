@@ -13,6 +13,8 @@ class KLFamily(Family):
     class_name = "AutoencoderKL"
     deterministic = False
 
+    latent_conventions = ("scale_shift", "per_channel")  # SD/SD3/FLUX's by default; SDXL-style per channel on request
+
     def build(self, config) -> nn.Module:
         from diffusers import AutoencoderKL
 
