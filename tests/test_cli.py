@@ -226,3 +226,22 @@ def test_fit_on_six_band_16_bit_tiffs_with_a_resolution_schedule_from_the_comman
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert [p["resolution"] for p in checkpoint["vaetrain"]["plan"]["resolution_phases"]] == [32, 48]
     assert checkpoint["vaetrain"]["data"]["pixels"]["display"] == [3, 2, 1]
+
+
+def test_presets_that_name_a_reference_carry_its_values():
+    """zelaki/eqvae's eqvae_config.yaml (batch 10, accumulate_grad_batches 2, base lr 4.5e-6 scaled by LDM's
+    rule) and TAESD's author's description (madebyollin/taesd #2, #11: conditional GAN on the latents, mostly
+    adversarial, LPIPS below the adversarial weight, Adam 3e-4 (0.9, 0.9) amsgrad, batch 16)."""
+    import yaml
+
+    presets = {p.name: yaml.safe_load(p.read_text()) for p in CONFIGS}
+    eq = presets["sd-vae-eq-finetune.yaml"]
+    assert eq["model"]["training"]["accumulate_grad_batches"] == 2 and eq["data"]["batch_size"] == 10
+    assert eq["model"]["optimizer"]["scale_lr"] is True and eq["model"]["optimizer"]["generator"]["lr"] == 4.5e-6
+    for name in ("taesd.yaml", "taef16.yaml"):
+        model = presets[name]["model"]
+        assert model["discriminator"]["condition_on_latents"] is True and presets[name]["data"]["batch_size"] == 16
+        for network in ("generator", "discriminator"):
+            assert model["optimizer"][network] == {"name": "adam", "lr": 3.0e-4, "betas": [0.9, 0.9], "amsgrad": True}
+        loss = model["loss"]
+        assert loss["balance"] == "fixed" and loss["reconstruction"] == "l2" and loss["perceptual_weight"] < loss["disc_weight"]

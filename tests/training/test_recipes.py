@@ -173,3 +173,11 @@ def test_gradient_normalisation_refuses_accumulation(datamodule):
     module = tiny_module(loss={"balance": "gradnorm"}, training={"global_batch_size": 4})  # data.batch_size 2: accumulation 2
     with pytest.raises(ConfigError, match="gradnorm cannot accumulate"):
         tiny_trainer(max_steps=1).fit(module, datamodule)
+
+
+def test_amsgrad_reaches_the_optimizer():
+    from vaetrain.training.optim import build_optimizer
+
+    weight = torch.nn.Parameter(torch.zeros(2))
+    assert build_optimizer([{"params": [weight], "lr": 3e-4}], OptimizerConfig(lr=3e-4, betas=(0.9, 0.9), amsgrad=True)).defaults["amsgrad"] is True
+    assert build_optimizer([{"params": [weight], "lr": 3e-4}], OptimizerConfig()).defaults["amsgrad"] is False

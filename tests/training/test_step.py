@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer
-from vaetrain.errors import TrainingDiverged
+from vaetrain.errors import ConfigError, TrainingDiverged
 from vaetrain.training.checkpoint import load_checkpoint
 from vaetrain.training.engines import PlainEngine
 from vaetrain.training.memory_budget import probe_step
@@ -242,3 +242,24 @@ def test_a_nan_batch_does_not_reach_the_lecam_anchors(datamodule):
     moved = [i for i in range(1, len(anchors.rows)) if anchors.rows[i] != anchors.rows[i - 1]]
     assert moved == [1, 5, 7]  # micro-batches 1, 3, 5 and 7 close windows; the window of 3 was skipped
     assert anchors.rows[0] == (0.0, 0.0) and anchors.rows[1] != (0.0, 0.0)
+
+
+def test_a_latent_conditioned_discriminator_reads_the_decoded_latents(datamodule):
+    """TAESD's conditional GAN: the discriminator sees the image and the latent the decoder decoded (its
+    first layer has image + latent channels), in both halves of the step, and the run trains."""
+    module = tiny_module(loss={"disc_start_step": 0}, discriminator={"condition_on_latents": True})
+    assert module.discriminator.layers[0].in_channels == 3 + 4
+    seen = []
+    module.discriminator.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["condition"].shape), with_kwargs=True)
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    result = module.gan_step.reconstruct(images)
+    real, _ = module.discriminator(images, condition=result.mean.detach()), None
+    other = module.discriminator(images, condition=torch.zeros_like(result.mean))
+    assert not torch.equal(real, other)  # the logits depend on the condition
+    tiny_trainer(max_steps=2).fit(module, datamodule)
+    assert (4, 4, 16, 16) in seen and (2, 4, 16, 16) in seen  # discriminator half (real + fake), generator half
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    with pytest.raises(ConfigError, match="condition_on_latents does not apply with model.loss.equivariance"):
+        from vaetrain.losses.equivariance import EquivarianceConfig
+
+        tiny_module(discriminator={"condition_on_latents": True}, loss={"equivariance": EquivarianceConfig(probability=0.5)})

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -33,15 +34,19 @@ class DiscriminatorConfig:
     """Image channels (PatchGAN); null: the autoencoder's output channels."""
     vgg_backbone: Literal["pretrained", "random"] = "pretrained"
     """vgg16: start from torchvision's ImageNet VGG16 (needs the file) or from random weights (offline)."""
+    condition_on_latents: bool = False
+    """PatchGAN: also read the latent the decoder decoded (nearest-upsampled to the image, concatenated to
+    its channels), a conditional GAN as TAESD's decoder was trained (madebyollin/taesd issue #2)."""
 
 
-def build_discriminator(config: DiscriminatorConfig, channels: int = 3) -> nn.Module:
-    """The configured discriminator for images of `channels` channels (an explicit `in_channels` must match)."""
+def build_discriminator(config: DiscriminatorConfig, channels: int = 3, latent_channels: int | None = None) -> nn.Module:
+    """The configured discriminator for images of `channels` channels (an explicit `in_channels` must match),
+    conditioned on latents of `latent_channels` channels when the config asks for it."""
     if config.in_channels is not None and config.in_channels != channels:
         raise ConfigError(f"model.discriminator.in_channels={config.in_channels}, but the autoencoder writes {channels} channels")
     config = replace(config, in_channels=channels)
     if config.kind == "vgg16":
-        patchgan = [f"model.discriminator.{name}" for name in ("base_channels", "num_layers", "norm") if getattr(config, name) != getattr(DiscriminatorConfig, name)]
+        patchgan = [f"model.discriminator.{name}" for name in ("base_channels", "num_layers", "norm", "condition_on_latents") if getattr(config, name) != getattr(DiscriminatorConfig, name)]
         if patchgan:
             raise ConfigError(f"{', '.join(patchgan)}: PatchGAN settings, which do not apply with model.discriminator.kind=vgg16")
         if channels != 3:
@@ -49,20 +54,23 @@ def build_discriminator(config: DiscriminatorConfig, channels: int = 3) -> nn.Mo
         return VGGDiscriminator(config)
     if config.vgg_backbone != DiscriminatorConfig.vgg_backbone:
         raise ConfigError(f"model.discriminator.vgg_backbone={config.vgg_backbone} applies to kind=vgg16 only; the discriminator is {config.kind}")
-    return PatchDiscriminator(config)
+    if config.condition_on_latents and not latent_channels:
+        raise ValueError("build_discriminator: condition_on_latents needs the latent channels")
+    return PatchDiscriminator(config, latent_channels if config.condition_on_latents else 0)
 
 
 class PatchDiscriminator(nn.Module):
     """Maps an image to a grid of real/fake logits, one per overlapping patch (70x70 at 3 layers)."""
 
-    def __init__(self, config: DiscriminatorConfig | None = None) -> None:
+    def __init__(self, config: DiscriminatorConfig | None = None, condition_channels: int = 0) -> None:
         super().__init__()
         self.config = config = config or DiscriminatorConfig()
+        self.condition_channels = condition_channels
         spectral = config.norm in ("spectral", "spectral_group")
         channels = [config.base_channels * min(2**i, 8) for i in range(config.num_layers + 1)]
 
         layers: list[nn.Module] = [
-            _conv(config.in_channels or 3, channels[0], stride=2, spectral=spectral, bias=True),
+            _conv((config.in_channels or 3) + condition_channels, channels[0], stride=2, spectral=spectral, bias=True),
             nn.LeakyReLU(0.2, inplace=True),
         ]
         for i in range(1, config.num_layers + 1):
@@ -76,7 +84,13 @@ class PatchDiscriminator(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.apply(_init_weights)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of `images`; a conditioned discriminator also reads `condition` (latents, per image)."""
+        if self.condition_channels:
+            if condition is None:
+                raise ValueError("PatchDiscriminator: conditioned on latents, but no condition was given")
+            condition = F.interpolate(condition.to(images.dtype), size=images.shape[-2:], mode="nearest")
+            images = torch.cat([images, condition], dim=1)
         return self.layers(images)
 
     def set_power_iteration(self, enabled: bool) -> None:

@@ -37,8 +37,8 @@ class VGGDiscriminator(nn.Module):
         self.slices = nn.ModuleList(nn.Sequential(*features[start:end]) for start, end in _TAPS)
         self.heads = nn.ModuleList(_head(layers) for layers in _HEADS)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(batch, patches) logits."""
+    def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, patches) logits (never conditioned: `condition` is PatchGAN's, refused for this kind)."""
         features = (images - self.shift) / self.scale
         logits = 0
         for layers, head in zip(self.slices, self.heads):

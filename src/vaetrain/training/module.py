@@ -82,7 +82,7 @@ class AutoencoderModule(L.LightningModule):
 
         self.autoencoder = build_autoencoder(self.autoencoder_config)
         channels = self.image_channels
-        self.discriminator = build_discriminator(self.discriminator_config, channels)
+        self.discriminator = build_discriminator(self.discriminator_config, channels, self.autoencoder.config.latent_channels)
         self.lecam_anchors = LeCamAnchors() if self.loss_config.lecam_weight > 0 else None
         if perceptual is None and self.loss_config.perceptual_weight > 0:
             channel_triplets(channels, self.loss_config.perceptual_channels)  # a missing setting fails before VGG loads
@@ -126,6 +126,8 @@ class AutoencoderModule(L.LightningModule):
             raise ConfigError("model.loss.alignment needs the kl family (its adaptive weight reads AutoencoderKL's encoder conv_out and quant_conv)")
         if self.alignment_projection is not None and self.autoencoder.config.in_channels != 3:
             raise ConfigError(f"model.loss.alignment: its vision encoder reads RGB; the images have {self.autoencoder.config.in_channels} channels")
+        if self.discriminator_config.condition_on_latents and self.loss_config.equivariance.probability > 0:
+            raise ConfigError("model.discriminator.condition_on_latents does not apply with model.loss.equivariance (the decoded latents are transformed)")
         if self.teacher is not None and self.loss_config.equivariance.probability > 0:
             raise ConfigError("model.loss.equivariance does not apply while distilling (model.loss.distillation.teacher): the latents are the teacher's")
 

@@ -26,6 +26,8 @@ class OptimizerConfig:
     """Adam's (beta1, beta2); vqgan-training: (0.9, 0.95)."""
     eps: float = 1e-8
     """Adam's epsilon."""
+    amsgrad: bool = False
+    """AMSGrad's running maximum of the second moment (TAESD's author: Adam 3e-4, betas (0.9, 0.9), amsgrad)."""
     weight_decay: float = 0.0
     """Weight decay (vqgan-training: 1e-3 with adamw)."""
     gradient_clip_norm: float | None = None
@@ -87,7 +89,7 @@ def build_optimizer(groups: list[dict], config: OptimizerConfig) -> torch.optim.
     parameters = [p for group in groups for p in group["params"]]
     optimizer_class = torch.optim.AdamW if config.name == "adamw" else torch.optim.Adam
     fused = bool(parameters) and all(p.device.type == "cuda" for p in parameters)
-    return optimizer_class(groups, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay, fused=fused or None)
+    return optimizer_class(groups, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay, amsgrad=config.amsgrad, fused=fused or None)
 
 
 def build_scheduler(

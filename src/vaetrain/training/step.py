@@ -15,6 +15,7 @@ generator and discriminator optimizer steps, micro-batches, samples of all proce
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Literal
 
 import torch
@@ -138,7 +139,7 @@ class GanStep:
                 with torch.no_grad():
                     result = self.reconstruct(images, transform)
             with engine.accumulating("discriminator", sync=closes_window):
-                logs |= self.discriminator_backward(result.target, result.images, engine)
+                logs |= self.discriminator_backward(result.target, result.images, engine, self._condition(result))
             if closes_window:
                 self._update("discriminator", engine)
         if closes_window:
@@ -173,10 +174,10 @@ class GanStep:
         use_gan = gan_factor > 0
         if use_gan:
             self._advance_power_iteration()
+        critic = partial(self.networks.discriminator, condition=self._condition(result)) if use_gan else None
         output = generator_loss(
             result.target, result.images, mean, logvar, config=self.loss, perceptual=self.networks.perceptual,
-            last_layer_grad=last_layer_grad, discriminator=self.networks.discriminator if use_gan else None, processes=processes,
-            gan_factor=gan_factor,
+            last_layer_grad=last_layer_grad, discriminator=critic, processes=processes, gan_factor=gan_factor,
         )
         target = output.backward_target if result.extra_loss is None else output.backward_target + result.extra_loss
         engine.backward(target / self.accumulate)
@@ -189,7 +190,14 @@ class GanStep:
             logs["train/posterior_std"] = torch.exp(0.5 * logvar.detach()).mean()
         return result, logs
 
-    def discriminator_backward(self, images: torch.Tensor, reconstruction: torch.Tensor, engine: Engine) -> dict[str, torch.Tensor]:
+    def _condition(self, result: Reconstruction) -> torch.Tensor | None:
+        """What a latent-conditioned discriminator reads beside the image: the latent the decoder decoded
+        (the posterior mean, or the teacher's latents when distilling), without a graph."""
+        return result.mean.detach() if getattr(self.networks.discriminator, "condition_channels", 0) else None
+
+    def discriminator_backward(
+        self, images: torch.Tensor, reconstruction: torch.Tensor, engine: Engine, condition: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """The discriminator's half: real and fake in one forward, so norm statistics and spectral-norm updates
         see both; the fakes are detached here, so this loss never reaches the autoencoder. Plus LeCam (towards
         the anchors of the steps before; this batch's logits move them after a finite update) and lazy R1
@@ -198,7 +206,8 @@ class GanStep:
         config = self.loss
         r1_due = config.r1_weight > 0 and self.counters.discriminator_steps % config.r1_every == 0
         real = images.detach().requires_grad_(True) if r1_due else images
-        logits = self.networks.discriminator(torch.cat([real, reconstruction.detach().to(images.dtype)]))
+        both = torch.cat([condition, condition]) if condition is not None else None
+        logits = self.networks.discriminator(torch.cat([real, reconstruction.detach().to(images.dtype)]), condition=both)
         real_logits, fake_logits = logits.float().chunk(2)
         loss = discriminator_loss(real_logits, fake_logits, config.gan_loss)
         logs = {
