@@ -19,6 +19,7 @@ from torch import nn
 from vaetrain.data.loading import ImageSet
 from vaetrain.errors import ConfigError
 from vaetrain.models.autoencoder import autoencoder_from_state, with_deterministic_posterior
+from vaetrain.training.networks import frozen_prefixes
 from vaetrain.training.sharding import is_sharded
 from vaetrain.training.guard import StepCounters
 
@@ -136,12 +137,11 @@ def autoencoder_from_checkpoint(path: str | Path, *, use_ema: bool = True) -> tu
     return autoencoder_from_state(record.autoencoder_config, weights), record
 
 
-FROZEN_PREFIXES = ("perceptual.", "val_metrics.", "alignment_encoder.", "teacher.")  # LPIPS, rFID's Inception, the alignment's encoder, the teacher
-
 
 def keep_frozen_networks_out(module: torch.nn.Module) -> None:
-    """Frozen evaluation networks (LPIPS `perceptual.*`, rFID's Inception under `val_metrics.*`) are rebuilt
-    at start-up, not stored in every checkpoint (VGG16 is 58 MB), and never loaded from one. Exception:
+    """Frozen networks (`networks.NETWORKS`' role `frozen`: LPIPS, rFID's Inception under `val_metrics.*`, the
+    alignment's encoder, the teacher) are rebuilt at start-up, not stored in every checkpoint (VGG16 is
+    58 MB), and never loaded from one. Exception:
     FSDP's loader insists on every tensor of the model, so sharded runs store them (and, resuming sharded,
     load them back)."""
     module.register_state_dict_post_hook(_drop_frozen_keys)
@@ -150,7 +150,7 @@ def keep_frozen_networks_out(module: torch.nn.Module) -> None:
 
 
 def _remove_frozen_keys(state_dict, prefix: str) -> None:
-    for key in [k for k in state_dict if k.startswith(tuple(prefix + p for p in FROZEN_PREFIXES))]:
+    for key in [k for k in state_dict if k.startswith(tuple(prefix + p for p in frozen_prefixes()))]:
         del state_dict[key]
 
 
@@ -165,7 +165,7 @@ def _skip_stored_frozen_keys(module, state_dict, prefix, *args) -> None:
 
 def _ignore_missing_frozen_keys(module, incompatible_keys) -> None:
     missing = incompatible_keys.missing_keys
-    missing[:] = [k for k in missing if not k.startswith(FROZEN_PREFIXES)]
+    missing[:] = [k for k in missing if not k.startswith(frozen_prefixes())]
 
 
 def capture_rng() -> dict[str, Any]:

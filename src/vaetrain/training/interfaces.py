@@ -1,5 +1,6 @@
-"""What the GAN step needs from the world around it: the networks it trains and an engine that runs its
-backward passes and optimizer steps (see `training.engines`)."""
+"""What the GAN step needs from the world around it: an engine that runs its backward passes and optimizer
+steps (see `training.engines`). The networks it trains are a module with an attribute (or None) for every
+member of `training.networks.NETWORKS` (the LightningModule is one)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,10 @@ from contextlib import AbstractContextManager
 from typing import Literal, Protocol
 
 import torch
-from torch import nn
 
-from vaetrain.losses.gan import LeCamAnchors
 
 Network = Literal["generator", "discriminator"]
 Phase = Literal["generator", "discriminator", "both"]
-
-
-class GanNetworks(Protocol):
-    """The networks the step trains (the LightningModule is one)."""
-
-    autoencoder: nn.Module
-    discriminator: nn.Module
-    perceptual: nn.Module | None
-    ema: nn.Module | None
-    lecam_anchors: LeCamAnchors | None
-    alignment_encoder: nn.Module | None
-    alignment_projection: nn.Module | None
-    teacher: nn.Module | None  # the VAE being distilled (frozen), or None
 
 
 class Engine(Protocol):

@@ -30,6 +30,7 @@ from vaetrain.errors import ConfigError
 from vaetrain.models.families import family_of
 from vaetrain.training.checkpoint import capture_rng, restore_rng
 from vaetrain.training.engines import ProbeEngine
+from vaetrain.training.networks import networks_with
 from vaetrain.training.memory_plan import Probe, ProbeResult, parse_memory_size, plan_memory
 
 
@@ -180,7 +181,7 @@ def probe_step(module, images: torch.Tensor) -> dict[str, torch.Tensor]:
 def restored_afterwards(module, trainer: L.Trainer):
     """Steps run inside leave no trace: weights and buffers (local shards under FSDP) copied back,
     gradients and optimizer states dropped, the step's counters, the RNG and checkpointing restored."""
-    networks = [n for n in (module.autoencoder, module.discriminator, module.ema, module.lecam_anchors, module.alignment_projection) if n is not None]
+    networks = networks_with(module, "probe_restore")
     tensors = [t for n in networks for t in (*n.parameters(), *n.buffers())]
     saved = [_local(t).detach().to("cpu", copy=True) for t in tensors]
     step_state, rng, checkpointing = module.gan_step.snapshot(), capture_rng(), module.autoencoder.is_gradient_checkpointing

@@ -37,6 +37,7 @@ from vaetrain.training.checkpoint import RunRecord, keep_frozen_networks_out, re
 from vaetrain.training.distillation import check_student, freeze_teacher
 from vaetrain.training.config import GanOptimizers, SpeedConfig, TrainingConfig, accumulation_for
 from vaetrain.training.engines import LightningEngine
+from vaetrain.training.networks import compile_units, networks_with, trainable_parameters
 from vaetrain.training.optim import build_optimizer, build_scheduler, lr_multiplier, parameter_groups
 from vaetrain.training.preflight import check_channels, check_image_sizes
 from vaetrain.training.sharding import full_state_dict, is_sharded, shard, shard_autoencoder
@@ -142,17 +143,16 @@ class AutoencoderModule(L.LightningModule):
 
     def _compile_networks(self) -> None:
         """Compiles the networks' forwards in place (`nn.Module.compile`), so parameter names, state dicts
-        and checkpoints are the same as without compiling. The EMA copy is not compiled."""
-        for network in (self.autoencoder.encoder, self.autoencoder.decoder, self.discriminator, self.perceptual):
-            if network is not None:
-                network.compile(dynamic=False)
+        and checkpoints are the same as without compiling (`networks.NETWORKS`: role `compile`)."""
+        for network in networks_with(self, "compile"):
+            for unit in compile_units(network):
+                unit.compile(dynamic=False)
 
     def set_channels_last(self, enabled: bool) -> None:
         """Stores the convolution networks' weights (and, from then on, each batch) as NHWC or NCHW."""
         self._memory_format = torch.channels_last if enabled else torch.contiguous_format
-        for network in (self.autoencoder, self.discriminator, self.perceptual, self.ema):
-            if network is not None:
-                network.to(memory_format=self._memory_format)
+        for network in networks_with(self, "channels_last"):
+            network.to(memory_format=self._memory_format)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Recompute the autoencoder's activations in backward (less memory, ~30 % more compute); the
@@ -207,27 +207,25 @@ class AutoencoderModule(L.LightningModule):
         check_channels(datamodule, self.autoencoder.config.in_channels, self.image_channels)
 
     def configure_model(self) -> None:
-        """Under `fsdp2` (a device mesh exists): shard the autoencoder block by block, the discriminator and
-        the EMA copy over all processes. Other strategies leave the module as it is."""
+        """Under `fsdp2` (a device mesh exists): shard the networks `networks.NETWORKS` marks (autoencoders block
+        by block) over all processes. Other strategies leave the module as it is."""
         mesh = self.device_mesh
         if mesh is None or is_sharded(self.autoencoder):
             return
-        shard_autoencoder(self.autoencoder, mesh["data_parallel"])
-        shard(self.discriminator, mesh["data_parallel"])
-        if self.alignment_projection is not None:
-            shard(self.alignment_projection, mesh["data_parallel"])
-        if self.ema is not None:
-            shard_autoencoder(self.ema.module, mesh["data_parallel"])
+        for network in networks_with(self, "shard_blocks"):
+            shard_autoencoder(getattr(network, "module", network), mesh["data_parallel"])  # the EMA's AveragedModel holds one
+        for network in networks_with(self, "shard"):
+            shard(network, mesh["data_parallel"])
 
     def configure_optimizers(self):
         configs = (self.optimizer_config.generator, self.optimizer_config.discriminator)
         family = family_of(self.autoencoder)
         scale, width = self._lr_scale(), family.width(self.autoencoder)
-        generator = list(self.autoencoder.named_parameters())
-        if self.alignment_projection is not None:
-            generator += [(f"alignment_projection.{n}", p) for n, p in self.alignment_projection.named_parameters()]
-        named = (generator, list(self.discriminator.named_parameters()))
-        groups = [parameter_groups(named[0], configs[0], width, scale, family.conv_in_prefixes), parameter_groups(named[1], configs[1], width, scale)]
+        conv_in = tuple(f"autoencoder.{prefix}" for prefix in family.conv_in_prefixes)
+        groups = [
+            parameter_groups(trainable_parameters(self, "generator"), configs[0], width, scale, conv_in),
+            parameter_groups(trainable_parameters(self, "discriminator"), configs[1], width, scale),
+        ]
         optimizers = [build_optimizer(g, c) for g, c in zip(groups, configs)]
         horizon = self.training_config.schedule_steps or max(self.trainer.max_steps, 1)
         schedulers = [{"scheduler": build_scheduler(o, c, horizon), "interval": "step"} for o, c in zip(optimizers, configs)]

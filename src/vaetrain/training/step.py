@@ -30,7 +30,8 @@ from vaetrain.models.last_layers import LastLayerInput
 from vaetrain.models.ema import EMAConfig
 from vaetrain.training.guard import StepCounters, UpdateGuard
 from vaetrain.training.forward import AutoencoderForward, Reconstruction
-from vaetrain.training.interfaces import Engine, GanNetworks, Network, Phase
+from vaetrain.training.interfaces import Engine, Network, Phase
+from vaetrain.training.networks import trainable_parameters
 from vaetrain.training.latent_terms import draw_equivariance
 
 
@@ -61,7 +62,7 @@ class GanStep:
     """See the module docstring. `accumulate` (micro-batches per update) is run-time state: a memory plan
     or a global batch size sets it, the configs stay as given."""
 
-    def __init__(self, networks: GanNetworks, loss: LossConfig, ema: EMAConfig, settings: StepSettings) -> None:
+    def __init__(self, networks: nn.Module, loss: LossConfig, ema: EMAConfig, settings: StepSettings) -> None:
         self.networks = networks
         self.loss = loss
         self.ema = ema
@@ -156,11 +157,7 @@ class GanStep:
         self.guard.prepare(network, self._parameters(network))
 
     def _parameters(self, network: Network) -> list[nn.Parameter]:
-        if network == "generator":
-            projection = self.networks.alignment_projection
-            extra = list(projection.parameters()) if projection is not None else []
-            return [p for p in self.networks.autoencoder.parameters() if p.requires_grad] + extra
-        return list(self.networks.discriminator.parameters())
+        return [parameter for _, parameter in trainable_parameters(self.networks, network)]
 
     def generator_backward(self, images: torch.Tensor, transform: LatentTransform | None, gan_factor: float, engine: Engine):
         """The autoencoder's half of a micro-batch: its loss's gradient accumulated into its weights, the
