@@ -1,5 +1,4 @@
 import torch
-from torch.utils.data import DataLoader
 
 from tests.conftest import tiny_module, tiny_trainer, write_images
 from vaetrain.data import ImageDataModule

@@ -8,7 +8,7 @@ import torch
 from diffusers import AutoencoderKL
 from PIL import Image
 
-from tests.conftest import TINY_AUTOENCODER, write_images
+from tests.conftest import TINY_AUTOENCODER
 from vaetrain.cli import main
 from vaetrain.data import ImageSet, SourceSpec, evaluation_images, images_of
 from vaetrain.evaluation import measure_latent_statistics, reconstruct

@@ -1,6 +1,5 @@
 import pytest
 import torch
-from diffusers import AutoencoderKL
 
 from tests.conftest import tiny_autoencoder_config
 from vaetrain.errors import ConfigError

@@ -25,7 +25,7 @@ from vaetrain.training.checkpoint import (
 )
 from vaetrain.training.memory_budget import MemoryBudget
 from vaetrain.training.memory_plan import ProbeResult
-from vaetrain.training.guard import StepCounters
+from vaetrain.training.checkpoint import StepCounters
 
 V1 = Path(__file__).parents[1] / "fixtures" / "checkpoint_v1.ckpt"
 V1_ARCHITECTURE = dict(autoencoder={"block_out_channels": [4, 8], "norm_num_groups": 2}, discriminator={"base_channels": 4, "num_layers": 1})

@@ -17,7 +17,6 @@ from torch.utils.data import Dataset, IterableDataset
 
 from vaetrain.data.dataset import SampleDecoder
 from vaetrain.data.folder import sample_images_dir
-from vaetrain.errors import ConfigError
 
 SourceKind = Literal["auto", "folder", "hf", "webdataset"]
 Part = Literal["train", "val", "all"]

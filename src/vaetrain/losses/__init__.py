@@ -1,14 +1,13 @@
-"""Losses as pure functions returning tensors or dataclasses: the image terms (`terms`), their balancing
-(`balance`: LDM's adaptive weight, vqgan-training's gradient normalisation), the GAN losses and
-discriminator regularisers (`gan`), the whole generator objective (`objective`) and the frozen LPIPS
-network (`perceptual`).
+"""Losses as pure functions returning tensors or dataclasses: the image terms (`terms`), the GAN losses and
+discriminator regularisers (`gan`), the whole objective of both networks with its balancing (`objective`:
+LDM's adaptive weight, vqgan-training's gradient normalisation), its settings (`config`) and the frozen
+LPIPS network (`perceptual`).
 
 May import: `vaetrain.errors` and third-party packages only (never models, data, evaluation, training,
 export or the command line).
 """
 
 from vaetrain.errors import PretrainedWeightsUnavailable
-from vaetrain.losses.balance import GradNorm, Processes, adaptive_gan_weight, global_norm, gradnorm
 from vaetrain.losses.gan import (
     GanLossKind,
     LeCamAnchors,
@@ -17,7 +16,18 @@ from vaetrain.losses.gan import (
     lecam_penalty,
     r1_penalty,
 )
-from vaetrain.losses.objective import GeneratorLossOutput, LossConfig, PooledReconstruction, generator_loss, image_terms
+from vaetrain.losses.config import LossConfig, PooledReconstruction
+from vaetrain.losses.objective import (
+    GeneratorLossOutput,
+    GradNorm,
+    Processes,
+    adaptive_gan_weight,
+    discriminator_objective,
+    generator_loss,
+    global_norm,
+    gradnorm,
+    image_terms,
+)
 from vaetrain.losses.perceptual import PerceptualLoss, build_perceptual_loss
 from vaetrain.losses.terms import (
     flat_region_mask,
@@ -40,6 +50,7 @@ __all__ = [
     "adaptive_gan_weight",
     "build_perceptual_loss",
     "discriminator_loss",
+    "discriminator_objective",
     "flat_region_mask",
     "generator_adversarial_loss",
     "generator_loss",

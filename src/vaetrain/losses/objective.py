@@ -1,118 +1,90 @@
-"""The autoencoder's objective: image terms (reconstruction, LPIPS, pooled reconstruction) and the
-adversarial term on the reconstruction, balanced LDM's way (adaptive weight) or vqgan-training's
-(gradient normalisation), plus a latent regulariser (KL, or mean(mu^2) for a fixed-variance posterior).
+"""The autoencoder's whole objective, as taming-transformers keeps it in one module: the generator's image
+terms (reconstruction, LPIPS, pooled reconstruction) and adversarial term on the reconstruction, balanced
+LDM's way (adaptive weight) or vqgan-training's (gradient normalisation), plus a latent regulariser (KL, or
+mean(mu^2) for a fixed-variance posterior); and the discriminator's (GAN loss + LeCam + lazy R1).
 
 A "mean" weight equals a "sum" weight times latent_elements / pixel_elements (c / (3 f^2) per image):
 LDM's 1e-6 at f8c4 is 1e-6 * 4 / 192 = 2.1e-8 under "mean". Mixing a mean reconstruction with a summed
 KL (as some trainers do) silently multiplies the KL weight by 3*H*W, e.g. 196,608 at 256 px.
+
+Balancing works on gradients with respect to the reconstruction (see `generator_loss`). Under data
+parallelism `Processes` averages the statistics over processes so that N processes compute what one
+process would on the global batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from torch import nn
 
-from vaetrain.errors import ConfigError
-from vaetrain.losses.alignment import AlignmentConfig
-from vaetrain.losses.balance import Processes, adaptive_gan_weight, gradnorm
-from vaetrain.losses.distillation import DistillationConfig
-from vaetrain.losses.equivariance import EquivarianceConfig
-from vaetrain.losses.gan import GanLossKind, generator_adversarial_loss
-from vaetrain.losses.perceptual import Backbone, PerceptualNetwork, TripletSetting
-from vaetrain.losses.terms import PixelLoss, Reduction, kl_divergence, latent_penalty, pooled_reconstruction_loss, reconstruction_loss
-
+from vaetrain.losses.config import LossConfig
+from vaetrain.losses.gan import LeCamAnchors, discriminator_loss, generator_adversarial_loss, lecam_penalty, r1_penalty
+from vaetrain.losses.terms import kl_divergence, latent_penalty, pooled_reconstruction_loss, reconstruction_loss
 
 @dataclass(frozen=True)
-class PooledReconstruction:
-    """vqgan-training's low-pass reconstruction term (see `terms.pooled_reconstruction_loss`)."""
+class Processes:
+    """The data-parallel processes: how many, and how to average a tensor over them."""
 
-    weight: float = 0.0
-    """Weight of the pooled term; 0 switches it off (vqgan-training v0.2: 0.5)."""
-    factor: int = 4
-    """Area-downsampling factor of input and reconstruction before comparing them (v0.2: 4; HEAD: 16)."""
-    kind: PixelLoss = "l1"
-    """l1 (the reference) or l2 (squared error)."""
-    mask: bool = False
-    """Compare flat regions only: multiply by the reference's flat-region mask of the pooled input."""
+    count: int
+    mean: Callable[[torch.Tensor], torch.Tensor]
 
 
-@dataclass(frozen=True)
-class LossConfig:
-    """Every term's weight and how the terms are balanced. Step settings count generator optimizer steps."""
+def adaptive_gan_weight(
+    nll_grad: torch.Tensor,
+    adversarial_grad: torch.Tensor,
+    last_layer_grad: Callable[[torch.Tensor], torch.Tensor],
+    max_weight: float,
+    processes: Processes | None = None,
+) -> torch.Tensor:
+    """||d nll / d W|| / (||d adv / d W|| + 1e-4) at the decoder's last layer W, clamped to [0, max_weight]
+    (LDM, ldm/modules/losses/contperceptual.py, `calculate_adaptive_weight`).
 
-    reconstruction: PixelLoss = "l1"
-    """Pixel loss: l1 or l2 (squared error)."""
-    reduction: Reduction = "mean"
-    """mean: averages (weights independent of size); sum: LDM's per-image sums (LDM's kl_weight 1e-6 means the same)."""
-    reconstruction_weight: float = 1.0
-    """Weight of the pixel loss (under gradnorm: the norm its gradient is scaled to; vqgan-training: 0.001)."""
-    perceptual_weight: float = 1.0
-    """Weight of LPIPS; 0 switches it off (and saves its forward and backward)."""
-    perceptual_network: PerceptualNetwork = "vgg"
-    """LPIPS backbone: vgg (LDM), alex or squeeze."""
-    perceptual_backbone: Backbone = "pretrained"
-    """pretrained: ImageNet weights (needs the file); random: untrained, for offline runs and tests."""
-    perceptual_channels: TripletSetting = None
-    """Images that are not RGB: the channel triplets LPIPS compares, averaged (e.g. [[0, 1, 2], [3, 4, 5]]),
-    or `each` (every channel replicated to RGB); null: RGB as it is, 1 channel replicated."""
-    pooled_reconstruction: PooledReconstruction = field(default_factory=PooledReconstruction)
-    """The low-pass (pooled, optionally flat-region-masked) reconstruction term."""
-    kl_weight: float = 1e-6
-    """Weight of the KL term, or of mean(mu^2) with a fixed-variance posterior (vqgan-training: 0.1)."""
-    sample_posterior: bool = True
-    """Decode a posterior sample (or, fixed posterior, mu with multiplicative noise); false: the mean."""
-    gan_loss: GanLossKind = "hinge"
-    """hinge (LDM); vanilla or non_saturating (BCE); thresholded_hinge (generator: relu(D(x) - D(x̂) - gan_margin), discriminator: BCE)."""
-    gan_margin: float = 0.1
-    """Margin of thresholded_hinge."""
-    disc_weight: float = 0.5
-    """Weight of the adversarial term (adaptive: times the adaptive weight; gradnorm: its gradient's norm)."""
-    disc_start_step: int = 50001
-    """Generator step at which the discriminator starts training."""
-    disc_warmup_steps: int = 0
-    """The discriminator trains alone this many steps from disc_start_step, then the adversarial weight ramps
-    linearly from 0 to 1 over as many steps (0: the whole term at disc_start_step, LDM's step change)."""
-    balance: Literal["adaptive", "fixed", "gradnorm"] = "adaptive"
-    """adaptive: LDM's adaptive GAN weight; fixed: disc_weight as it is; gradnorm: every term's gradient
-    w.r.t. the reconstruction scaled to its weight (vqgan-training)."""
-    adaptive_weight_max: float = 1e4
-    """Upper clamp of the adaptive weight (LDM: 1e4)."""
-    lecam_weight: float = 0.0
-    """Weight of LeCam regularisation of the discriminator; 0 switches it off (vqgan-training: 0.1)."""
-    lecam_decay: float = 0.9
-    """Decay of LeCam's anchors (moving averages of the mean real and fake logits)."""
-    r1_weight: float = 0.0
-    """R1 gradient penalty gamma on real images; 0 switches it off."""
-    r1_every: int = 16
-    """R1 is computed every this many discriminator steps and scaled by it (lazy regularisation)."""
-    equivariance: EquivarianceConfig = field(default_factory=EquivarianceConfig)
-    """EQ-VAE: decode downscaled and rotated latents, compared with the images transformed alike."""
-    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
-    """VA-VAE: align the (projected) latent with a frozen vision encoder's patch features."""
-    latent_noise: float = 0.0
-    """The decoder reads z + sigma x std(z) x eps, sigma ~ U(0, latent_noise) per image (0: off)."""
-    distillation: DistillationConfig = field(default_factory=DistillationConfig)
-    """Imitate a teacher VAE (`vaetrain distill`): encoder to its scaled latents, decoder from them."""
+    Takes the two losses' gradients w.r.t. the reconstruction and maps each to W's gradient with
+    `last_layer_grad` (the convolution's weight gradient computed directly, so no autograd pass runs
+    through a DDP-, FSDP- or compile-wrapped autoencoder). In fp32. With several processes the two
+    W-gradients are averaged over them first: the weight one process would compute on the global batch.
+    """
+    grads = [last_layer_grad(g.float()).float() for g in (nll_grad, adversarial_grad)]
+    if processes is not None:
+        grads = [processes.mean(g) for g in grads]
+    nll_norm, adversarial_norm = (torch.linalg.vector_norm(g) for g in grads)
+    return (nll_norm / (adversarial_norm + 1e-4)).clamp(0.0, max_weight).detach()
 
-    def __post_init__(self) -> None:
-        pooled = self.pooled_reconstruction
-        if pooled.factor < 1:
-            raise ConfigError(f"model.loss.pooled_reconstruction.factor must be >= 1, got {pooled.factor}")
-        if self.disc_warmup_steps < 0:
-            raise ConfigError(f"model.loss.disc_warmup_steps must be >= 0, got {self.disc_warmup_steps}")
-        if not 0.0 <= self.lecam_decay < 1.0:
-            raise ConfigError(f"model.loss.lecam_decay must be in [0, 1), got {self.lecam_decay}")
-        if self.latent_noise < 0:
-            raise ConfigError(f"model.loss.latent_noise must be >= 0, got {self.latent_noise}")
-        if self.r1_every < 1:
-            raise ConfigError(f"model.loss.r1_every must be >= 1, got {self.r1_every}")
-        for name in ("reconstruction_weight", "perceptual_weight", "kl_weight", "disc_weight", "lecam_weight", "r1_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"model.loss.{name} must be >= 0, got {getattr(self, name)}")
+
+def global_norm(tensor: torch.Tensor, processes: Processes | None = None) -> torch.Tensor:
+    """The L2 norm of a per-sample tensor over the whole global batch. Each process holds the gradient of
+    its own batch mean, P times the global mean's gradient on its samples, so the global norm is
+    sqrt(mean over processes of ||g_p||^2 / P)."""
+    squared = tensor.float().pow(2).sum()
+    if processes is None or processes.count == 1:
+        return squared.sqrt()
+    return (processes.mean(squared) / processes.count).sqrt()
+
+
+class GradNorm(torch.autograd.Function):
+    """Identity forward; backward scales the incoming gradient to L2 norm `weight` (vqgan-training
+    vae_trainer.py, `GradNormFunction`, HEAD 379fe36: `weight * g / (||g|| + 1e-8)` with the norm over
+    the whole tensor). Deviation: the reference averages the per-process norms over processes, which
+    makes the normaliser depend on how the batch is split; `global_norm` gives every process the norm of
+    the global batch's gradient, so 2 processes train like 1."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: float, processes: Processes | None) -> torch.Tensor:
+        ctx.weight, ctx.processes = weight, processes
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        norm = global_norm(grad_output, ctx.processes)
+        return ctx.weight * grad_output / (norm + 1e-8), None, None
+
+
+def gradnorm(x: torch.Tensor, weight: float = 1.0, processes: Processes | None = None) -> torch.Tensor:
+    """`x` unchanged, but the gradient that flows back through it has L2 norm `weight`."""
+    return GradNorm.apply(x, weight, processes)
 
 
 @dataclass
@@ -218,3 +190,28 @@ def generator_loss(
     terms["total"] = total
     backward_target = (reconstruction.float() * total_gradient).sum() + config.kl_weight * regulariser
     return GeneratorLossOutput(backward_target=backward_target, total=total, terms=terms)
+
+
+def discriminator_objective(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, config: LossConfig, anchors: LeCamAnchors | None = None, r1_images: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The discriminator's loss on one batch's logits and the values to log: the GAN loss, + LeCam towards
+    `anchors` (when `lecam_weight` > 0), + lazy R1 on `r1_images` (the real images the real logits were
+    computed from with gradients, when R1 is due: gamma / 2 x `r1_every`, StyleGAN2's lazy regularisation)."""
+    loss = discriminator_loss(real_logits, fake_logits, config.gan_loss)
+    real, fake = real_logits.detach(), fake_logits.detach()
+    real_accuracy, fake_accuracy = (real > 0).float().mean(), (fake < 0).float().mean()
+    logs = {
+        "train/discriminator": loss.detach(), "train/logits_real": real.mean(), "train/logits_fake_d": fake.mean(),
+        "train/discriminator_accuracy": (real_accuracy + fake_accuracy) / 2, "train/discriminator_accuracy_real": real_accuracy,
+        "train/discriminator_accuracy_fake": fake_accuracy, "train/logit_gap": real.mean() - fake.mean(),
+    }
+    if config.lecam_weight > 0:
+        lecam = lecam_penalty(real_logits, fake_logits, anchors.real, anchors.fake)
+        loss = loss + config.lecam_weight * lecam
+        logs |= {"train/lecam": lecam.detach(), "train/lecam_anchor_real": anchors.real.clone(), "train/lecam_anchor_fake": anchors.fake.clone()}
+    if r1_images is not None:
+        r1 = r1_penalty(real_logits, r1_images)
+        loss = loss + 0.5 * config.r1_weight * config.r1_every * r1
+        logs["train/r1"] = r1.detach()
+    return loss, logs

@@ -83,3 +83,26 @@ def accumulation_for(global_batch_size: int, world_size: int, micro_batch: int) 
             f"data.batch_size {micro_batch} = {per_step}"
         )
     return global_batch_size // per_step
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """What the step needs to know beyond the loss and EMA configs."""
+
+    accumulate: int = 1
+    gan_updates: Literal["both", "alternate"] = "both"
+    posterior: Literal["learned", "fixed"] = "learned"
+    posterior_std: float = 0.1  # the fixed posterior's relative noise
+    latent_clamp: float | None = None
+    clip_norm: dict[str, float | None] | None = None  # per network; None: no clipping
+    max_consecutive_skips: int = 10
+
+    @classmethod
+    def from_configs(cls, autoencoder, training, optimizers) -> StepSettings:
+        """From the module's config blocks (`AutoencoderConfig`, `TrainingConfig`, `GanOptimizers`)."""
+        return cls(
+            accumulate=training.accumulate_grad_batches, gan_updates=training.gan_updates,
+            posterior=autoencoder.posterior, posterior_std=autoencoder.posterior_std, latent_clamp=autoencoder.latent_clamp,
+            clip_norm={"generator": optimizers.generator.gradient_clip_norm, "discriminator": optimizers.discriminator.gradient_clip_norm},
+            max_consecutive_skips=training.max_consecutive_skips,
+        )

@@ -23,26 +23,20 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
-from vaetrain.losses.gan import LeCamAnchors
-from vaetrain.losses.objective import LossConfig
-from vaetrain.losses.perceptual import build_perceptual_loss, channel_triplets, for_channels
-from vaetrain.errors import ConfigError
-from vaetrain.models.autoencoder import AutoencoderConfig, build_autoencoder, load_pretrained_autoencoder, with_deterministic_posterior
+from vaetrain.losses.config import LossConfig
+from vaetrain.models.autoencoder import AutoencoderConfig, with_deterministic_posterior
 from vaetrain.models.families import downsampling_factor, family_of
-from vaetrain.models.discriminator import DiscriminatorConfig, build_discriminator, synchronise_batch_norm
-from vaetrain.models.ema import EMAConfig, build_ema
-from vaetrain.models.feature_encoders import AlignmentHead, build_feature_encoder
+from vaetrain.models.discriminator import DiscriminatorConfig, synchronise_batch_norm
+from vaetrain.models.ema import EMAConfig
 from vaetrain.training.checkpoint_io import AtomicCheckpointIO
-from vaetrain.training.checkpoint import RunRecord, keep_frozen_networks_out, restore_rng
-from vaetrain.training.distillation import check_student, freeze_teacher
-from vaetrain.training.config import GanOptimizers, SpeedConfig, TrainingConfig, accumulation_for
+from vaetrain.training.checkpoint import RunRecord, StepCounters, keep_frozen_networks_out, restore_rng
+from vaetrain.training.config import GanOptimizers, SpeedConfig, StepSettings, TrainingConfig, accumulation_for
 from vaetrain.training.engines import LightningEngine
-from vaetrain.training.networks import compile_units, networks_with, trainable_parameters
-from vaetrain.training.optim import build_optimizer, build_scheduler, lr_multiplier, parameter_groups
-from vaetrain.training.preflight import check_channels, check_image_sizes
+from vaetrain.training.networks import build_networks, compile_units, networks_with
+from vaetrain.training.optim import gan_optimizers, lr_multiplier
+from vaetrain.training.preflight import check_channels, check_image_sizes, check_terms
 from vaetrain.training.sharding import full_state_dict, is_sharded, shard, shard_autoencoder
-from vaetrain.training.guard import StepCounters
-from vaetrain.training.step import GanStep, StepSettings
+from vaetrain.training.step import GanStep
 from vaetrain.training.strategies import prepare_strategy
 from vaetrain.training.validation import ValidationConfig, ValidationMetrics
 
@@ -81,25 +75,8 @@ class AutoencoderModule(L.LightningModule):
         self.speed_config = speed
         self.validation_config = validation
 
-        self.autoencoder = build_autoencoder(self.autoencoder_config)
-        channels = self.image_channels
-        self.discriminator = build_discriminator(self.discriminator_config, channels, self.autoencoder.config.latent_channels)
-        self.lecam_anchors = LeCamAnchors() if self.loss_config.lecam_weight > 0 else None
-        if perceptual is None and self.loss_config.perceptual_weight > 0:
-            channel_triplets(channels, self.loss_config.perceptual_channels)  # a missing setting fails before VGG loads
-            perceptual = build_perceptual_loss(self.loss_config.perceptual_network, self.loss_config.perceptual_backbone)
-        self.perceptual = for_channels(perceptual, channels, self.loss_config.perceptual_channels)
-        self.ema = build_ema(self.autoencoder, self.ema_config.decay) if self.ema_config.enabled else None
-        self.alignment_encoder = self.alignment_projection = None
-        if self.loss_config.alignment.weight > 0:  # the projection is trained with the autoencoder, never exported
-            self.alignment_encoder = alignment_encoder or build_feature_encoder(self.loss_config.alignment.encoder)
-            self.alignment_projection = AlignmentHead(self.autoencoder.config.latent_channels, self.alignment_encoder.feature_dim)
-        self.teacher = None
-        if teacher is not None or self.loss_config.distillation.teacher:
-            teacher = teacher or load_pretrained_autoencoder(self.loss_config.distillation.teacher, self.loss_config.distillation.subfolder)
-            self.teacher = freeze_teacher(teacher)
-            check_student(self.autoencoder, self.teacher)
-        self._check_family_terms()
+        build_networks(self, perceptual=perceptual, alignment_encoder=alignment_encoder, teacher=teacher)
+        check_terms(self)
         settings = StepSettings.from_configs(autoencoder, training, optimizer)
         self.gan_step = GanStep(self, self.loss_config, self.ema_config, settings)  # after the EMA copy: its hook stays off it
         self.engine = LightningEngine(self)
@@ -120,17 +97,6 @@ class AutoencoderModule(L.LightningModule):
     @property
     def accumulate(self) -> int:
         return self.gan_step.accumulate
-
-    def _check_family_terms(self) -> None:
-        """Terms that need what only some set-ups have, refused in one line."""
-        if self.alignment_projection is not None and family_of(self.autoencoder).name != "kl":
-            raise ConfigError("model.loss.alignment needs the kl family (its adaptive weight reads AutoencoderKL's encoder conv_out and quant_conv)")
-        if self.alignment_projection is not None and self.autoencoder.config.in_channels != 3:
-            raise ConfigError(f"model.loss.alignment: its vision encoder reads RGB; the images have {self.autoencoder.config.in_channels} channels")
-        if self.discriminator_config.condition_on_latents and self.loss_config.equivariance.probability > 0:
-            raise ConfigError("model.discriminator.condition_on_latents does not apply with model.loss.equivariance (the decoded latents are transformed)")
-        if self.teacher is not None and self.loss_config.equivariance.probability > 0:
-            raise ConfigError("model.loss.equivariance does not apply while distilling (model.loss.distillation.teacher): the latents are the teacher's")
 
     @property
     def image_channels(self) -> int:
@@ -218,18 +184,7 @@ class AutoencoderModule(L.LightningModule):
             shard(network, mesh["data_parallel"])
 
     def configure_optimizers(self):
-        configs = (self.optimizer_config.generator, self.optimizer_config.discriminator)
-        family = family_of(self.autoencoder)
-        scale, width = self._lr_scale(), family.width(self.autoencoder)
-        conv_in = tuple(f"autoencoder.{prefix}" for prefix in family.conv_in_prefixes)
-        groups = [
-            parameter_groups(trainable_parameters(self, "generator"), configs[0], width, scale, conv_in),
-            parameter_groups(trainable_parameters(self, "discriminator"), configs[1], width, scale),
-        ]
-        optimizers = [build_optimizer(g, c) for g, c in zip(groups, configs)]
-        horizon = self.training_config.schedule_steps or max(self.trainer.max_steps, 1)
-        schedulers = [{"scheduler": build_scheduler(o, c, horizon), "interval": "step"} for o, c in zip(optimizers, configs)]
-        return optimizers, schedulers
+        return gan_optimizers(self, self._lr_scale())
 
     def _lr_scale(self) -> float:
         """`model.optimizer.scale_lr`: LDM's accumulate x processes x micro-batch (the global batch)."""
@@ -285,16 +240,8 @@ class AutoencoderModule(L.LightningModule):
         if self._last_batch_time is not None:
             logs["img_per_s"] = batch_size * self.trainer.world_size / max(now - self._last_batch_time, 1e-9)
         self._last_batch_time = now
-        counters, optimizers = self.counters, self.optimizers()
-        logs |= {f"train/grad_norm_{network}": norm for network, norm in self.gan_step.guard.norms.items()}
-        logs |= {
-            "lr/generator": optimizers[0].param_groups[0]["lr"],
-            "lr/discriminator": optimizers[1].param_groups[0]["lr"],
-            "steps/generator": float(counters.generator_steps),
-            "steps/discriminator": float(counters.discriminator_steps),
-            "steps/samples": float(counters.samples_seen),
-            "train/skipped_updates": float(counters.skipped_updates),
-        }
+        optimizers = self.optimizers()
+        logs |= {"lr/generator": optimizers[0].param_groups[0]["lr"], "lr/discriminator": optimizers[1].param_groups[0]["lr"]}
         shown = {"img_per_s", "train/total", "steps/generator"}
         self.log_dict({k: v for k, v in logs.items() if k in shown}, prog_bar=True, batch_size=batch_size)
         self.log_dict({k: v for k, v in logs.items() if k not in shown}, batch_size=batch_size)

@@ -18,6 +18,14 @@ from typing import Literal
 
 from torch import nn
 
+from vaetrain.losses.gan import LeCamAnchors
+from vaetrain.losses.perceptual import build_perceptual_loss, channel_triplets, for_channels
+from vaetrain.models.autoencoder import build_autoencoder, load_pretrained_autoencoder
+from vaetrain.models.discriminator import build_discriminator
+from vaetrain.models.ema import build_ema
+from vaetrain.models.feature_encoders import AlignmentHead, build_feature_encoder
+from vaetrain.training.forward import check_student, freeze_teacher
+
 Role = Literal["generator", "discriminator", "frozen", "shard_blocks", "shard", "channels_last", "compile", "probe_restore"]
 
 
@@ -77,3 +85,26 @@ def compile_units(network: nn.Module) -> list[nn.Module]:
     `encode`/`decode`, not `forward`), else the network itself."""
     halves = [getattr(network, half, None) for half in ("encoder", "decoder")]
     return [half for half in halves if half is not None] or [network]
+
+
+def build_networks(module: nn.Module, *, perceptual: nn.Module | None, alignment_encoder: nn.Module | None, teacher: nn.Module | None) -> None:
+    """Sets every member of `NETWORKS` on the module from its config blocks (None where its term is off);
+    injected networks (`perceptual`, `alignment_encoder`, `teacher`) replace the configured ones."""
+    loss = module.loss_config
+    module.autoencoder = autoencoder = build_autoencoder(module.autoencoder_config)
+    channels, latent_channels = module.image_channels, autoencoder.config.latent_channels
+    module.discriminator = build_discriminator(module.discriminator_config, channels, latent_channels)
+    module.lecam_anchors = LeCamAnchors() if loss.lecam_weight > 0 else None
+    if perceptual is None and loss.perceptual_weight > 0:
+        channel_triplets(channels, loss.perceptual_channels)  # a missing setting fails before VGG loads
+        perceptual = build_perceptual_loss(loss.perceptual_network, loss.perceptual_backbone)
+    module.perceptual = for_channels(perceptual, channels, loss.perceptual_channels)
+    module.ema = build_ema(autoencoder, module.ema_config.decay) if module.ema_config.enabled else None
+    module.alignment_encoder = module.alignment_projection = None
+    if loss.alignment.weight > 0:
+        module.alignment_encoder = alignment_encoder or build_feature_encoder(loss.alignment.encoder)
+        module.alignment_projection = AlignmentHead(latent_channels, module.alignment_encoder.feature_dim)
+    module.teacher = None
+    if teacher is not None or loss.distillation.teacher:
+        module.teacher = freeze_teacher(teacher or load_pretrained_autoencoder(loss.distillation.teacher, loss.distillation.subfolder))
+        check_student(autoencoder, module.teacher)

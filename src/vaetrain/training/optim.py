@@ -11,6 +11,8 @@ import torch
 from diffusers.optimization import get_scheduler
 
 from vaetrain.errors import ConfigError
+from vaetrain.models.families import family_of
+from vaetrain.training.networks import trainable_parameters
 
 
 @dataclass(frozen=True)
@@ -102,3 +104,21 @@ def build_scheduler(
         num_warmup_steps=config.warmup_steps,
         num_training_steps=max(total_steps, config.warmup_steps + 1),
     )
+
+
+def gan_optimizers(module, scale: float) -> tuple[list[torch.optim.Optimizer], list[dict]]:
+    """Lightning's `configure_optimizers` for the module: the generator's and the discriminator's optimizers
+    over their networks' trainable parameters (`training.networks`: roles `generator`, `discriminator`), with
+    their learning-rate groups and step schedules (`scale`: `model.optimizer.scale_lr`'s multiplier)."""
+    configs = (module.optimizer_config.generator, module.optimizer_config.discriminator)
+    family = family_of(module.autoencoder)
+    width = family.width(module.autoencoder)
+    conv_in = tuple(f"autoencoder.{prefix}" for prefix in family.conv_in_prefixes)
+    groups = [
+        parameter_groups(trainable_parameters(module, "generator"), configs[0], width, scale, conv_in),
+        parameter_groups(trainable_parameters(module, "discriminator"), configs[1], width, scale),
+    ]
+    optimizers = [build_optimizer(g, c) for g, c in zip(groups, configs)]
+    horizon = module.training_config.schedule_steps or max(module.trainer.max_steps, 1)
+    schedulers = [{"scheduler": build_scheduler(o, c, horizon), "interval": "step"} for o, c in zip(optimizers, configs)]
+    return optimizers, schedulers

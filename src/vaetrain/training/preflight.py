@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from vaetrain.errors import ConfigError
-from vaetrain.losses.objective import LossConfig
+from vaetrain.losses.config import LossConfig
 from vaetrain.losses.terms import FLAT_MASK_BLUR
 from vaetrain.models.discriminator import DiscriminatorConfig
+from vaetrain.models.families import family_of
 from vaetrain.models.vgg_discriminator import PATCH
 
 
@@ -32,3 +33,16 @@ def check_channels(datamodule, in_channels: int, out_channels: int) -> None:
             f"data.channels={channels}, but the autoencoder reads {in_channels} and writes {out_channels} channels; "
             f"set model.autoencoder.in_channels and out_channels to {channels}"
         )
+
+
+def check_terms(module) -> None:
+    """Terms that need what only some set-ups have, refused in one line (the module's networks are built)."""
+    loss, autoencoder = module.loss_config, module.autoencoder
+    if module.alignment_projection is not None and family_of(autoencoder).name != "kl":
+        raise ConfigError("model.loss.alignment needs the kl family (its adaptive weight reads AutoencoderKL's encoder conv_out and quant_conv)")
+    if module.alignment_projection is not None and autoencoder.config.in_channels != 3:
+        raise ConfigError(f"model.loss.alignment: its vision encoder reads RGB; the images have {autoencoder.config.in_channels} channels")
+    if module.discriminator_config.condition_on_latents and loss.equivariance.probability > 0:
+        raise ConfigError("model.discriminator.condition_on_latents does not apply with model.loss.equivariance (the decoded latents are transformed)")
+    if module.teacher is not None and loss.equivariance.probability > 0:
+        raise ConfigError("model.loss.equivariance does not apply while distilling (model.loss.distillation.teacher): the latents are the teacher's")

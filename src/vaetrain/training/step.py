@@ -1,12 +1,17 @@
 """One GAN update of an autoencoder: the step that training, the memory probe and the benchmarks share.
 
+The update reads in three files, top to bottom: this one (the order of things), `training.forward` (the
+autoencoder's forward with the terms on the latent) and `losses.objective` (both networks' losses).
+
 `GanStep(images, engine)` processes one micro-batch: draw EQ-VAE's transform, reconstruct (posterior
 sample, alignment term, latent noise), generator backward (image terms + KL + adversarial, balanced),
 discriminator backward on the detached reconstruction (+ LeCam, R1), and, when the micro-batch closes an
-accumulation window, both optimizer steps, the EMA update and the counters. How a backward or an optimizer step runs is the `Engine`'s business (Lightning's
-precision plugin and strategy in training, plain PyTorch for FLOP counting); what is computed is this
-file's. The engine calls `prepare_gradients` after unscaling and before each optimizer step: it measures
-the gradient norm, skips a non-finite update and clips.
+accumulation window, both optimizer steps, the EMA update, the buffers computed from the window (VA-VAE's
+weight, LeCam's anchors) and the counters. How a backward or an optimizer step runs is the `Engine`'s
+business (Lightning's precision plugin and strategy in training, plain PyTorch for FLOP counting); what is
+computed is this file's. The engine calls `prepare_gradients` after unscaling and before each optimizer
+step: the `UpdateGuard` measures the gradient norm, skips a non-finite update and clips; nothing buffered
+takes a value from a skipped window.
 
 Counters (see the module docstring of `training.module` for which setting uses which):
 generator and discriminator optimizer steps, micro-batches, samples of all processes, skipped updates.
@@ -14,48 +19,24 @@ generator and discriminator optimizer steps, micro-batches, samples of all proce
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
-from typing import Literal
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
-from vaetrain.errors import ConfigError
-from vaetrain.losses.balance import Processes
-from vaetrain.losses.gan import discriminator_loss, lecam_penalty, r1_penalty
+from vaetrain.errors import ConfigError, TrainingDiverged
+from vaetrain.losses.config import LossConfig
 from vaetrain.losses.equivariance import LatentTransform
-from vaetrain.losses.objective import LossConfig, gan_ramp, generator_loss
-from vaetrain.models.last_layers import LastLayerInput
+from vaetrain.losses.objective import Processes, discriminator_objective, gan_ramp, generator_loss
 from vaetrain.models.ema import EMAConfig
-from vaetrain.training.guard import StepCounters, UpdateGuard
-from vaetrain.training.forward import AutoencoderForward, Reconstruction
+from vaetrain.models.last_layers import LastLayerInput
+from vaetrain.training.checkpoint import StepCounters
+from vaetrain.training.config import StepSettings
+from vaetrain.training.forward import AutoencoderForward, Reconstruction, draw_equivariance
 from vaetrain.training.interfaces import Engine, Network, Phase
 from vaetrain.training.networks import trainable_parameters
-from vaetrain.training.latent_terms import draw_equivariance
-
-
-@dataclass(frozen=True)
-class StepSettings:
-    """What the step needs to know beyond the loss and EMA configs."""
-
-    accumulate: int = 1
-    gan_updates: Literal["both", "alternate"] = "both"
-    posterior: Literal["learned", "fixed"] = "learned"
-    posterior_std: float = 0.1  # the fixed posterior's relative noise
-    latent_clamp: float | None = None
-    clip_norm: dict[str, float | None] | None = None  # per network; None: no clipping
-    max_consecutive_skips: int = 10
-
-    @classmethod
-    def from_configs(cls, autoencoder, training, optimizers) -> StepSettings:
-        """From the module's config blocks (`AutoencoderConfig`, `TrainingConfig`, `GanOptimizers`)."""
-        return cls(
-            accumulate=training.accumulate_grad_batches, gan_updates=training.gan_updates,
-            posterior=autoencoder.posterior, posterior_std=autoencoder.posterior_std, latent_clamp=autoencoder.latent_clamp,
-            clip_norm={"generator": optimizers.generator.gradient_clip_norm, "discriminator": optimizers.discriminator.gradient_clip_norm},
-            max_consecutive_skips=training.max_consecutive_skips,
-        )
 
 
 class GanStep:
@@ -147,7 +128,11 @@ class GanStep:
             self.guard.end_window(self.counters)
         counters.micro_batches += 1
         counters.samples_seen += images.shape[0] * engine.world_size
-        return logs
+        logs |= {f"train/grad_norm_{network}": norm for network, norm in self.guard.norms.items()}  # before clipping
+        return logs | {
+            "steps/generator": float(counters.generator_steps), "steps/discriminator": float(counters.discriminator_steps),
+            "steps/samples": float(counters.samples_seen), "train/skipped_updates": float(counters.skipped_updates),
+        }
 
     def reconstruct(self, images: torch.Tensor, transform: LatentTransform | None = None) -> Reconstruction:
         return self.forward(images, transform)
@@ -206,27 +191,10 @@ class GanStep:
         both = torch.cat([condition, condition]) if condition is not None else None
         logits = self.networks.discriminator(torch.cat([real, reconstruction.detach().to(images.dtype)]), condition=both)
         real_logits, fake_logits = logits.float().chunk(2)
-        loss = discriminator_loss(real_logits, fake_logits, config.gan_loss)
-        logs = {
-            "train/discriminator": loss.detach(),
-            "train/logits_real": real_logits.detach().mean(),
-            "train/logits_fake_d": fake_logits.detach().mean(),
-        }
-        real_accuracy, fake_accuracy = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
-        logs |= {
-            "train/discriminator_accuracy": (real_accuracy + fake_accuracy) / 2, "train/discriminator_accuracy_real": real_accuracy,
-            "train/discriminator_accuracy_fake": fake_accuracy, "train/logit_gap": real_logits.detach().mean() - fake_logits.detach().mean(),
-        }
-        if config.lecam_weight > 0:
-            anchors = self.networks.lecam_anchors
+        anchors = self.networks.lecam_anchors if config.lecam_weight > 0 else None
+        if anchors is not None:
             anchors.observe(real_logits.detach(), fake_logits.detach(), 1.0 / self.accumulate)
-            lecam = lecam_penalty(real_logits, fake_logits, anchors.real, anchors.fake)
-            loss = loss + config.lecam_weight * lecam
-            logs |= {"train/lecam": lecam.detach(), "train/lecam_anchor_real": anchors.real.clone(), "train/lecam_anchor_fake": anchors.fake.clone()}
-        if r1_due:
-            r1 = r1_penalty(real_logits, real)
-            loss = loss + 0.5 * config.r1_weight * config.r1_every * r1
-            logs["train/r1"] = r1.detach()
+        loss, logs = discriminator_objective(real_logits, fake_logits, config, anchors, real if r1_due else None)
         engine.backward(loss / self.accumulate)
         return logs
 
@@ -239,40 +207,77 @@ class GanStep:
         self._power_iteration_window = window
 
     def _update(self, network: Network, engine: Engine) -> None:
+        """`network`'s optimizer step, then what is computed from the accumulated batch, only if its update
+        was finite (a skipped window leaves no value in any buffer): the EMA, VA-VAE's weight (generator),
+        LeCam's anchors with the process-mean logits, once per discriminator step."""
         engine.optimizer_step(network)
         engine.zero_grad(network)
+        finite = not self.guard.skipping
+        processes = Processes(engine.world_size, engine.mean_over_processes) if engine.world_size > 1 else None
         if network == "generator":
             self.counters.generator_steps += 1
-            if not self.guard.skipping:
+            if finite:
                 self._update_ema()
-            self._settle_alignment(engine)
+            if (alignment := self.forward.alignment) is not None:
+                alignment.settle(self.networks.alignment_projection, processes) if finite else alignment.discard()
         else:
             self.counters.discriminator_steps += 1
-            self._commit_lecam_anchors(engine)
-
-    def _commit_lecam_anchors(self, engine: Engine) -> None:
-        """LeCam's anchors move once per discriminator step, with the accumulated batch's process-mean
-        logits, and only after a finite update (`LeCamAnchors`)."""
-        anchors = self.networks.lecam_anchors
-        if anchors is None or self.loss.lecam_weight == 0:
-            return
-        if self.guard.skipping:
-            anchors.discard()
-        else:
-            anchors.commit(self.loss.lecam_decay, engine.mean_over_processes if engine.world_size > 1 else None)
-
-    def _settle_alignment(self, engine: Engine) -> None:
-        """VA-VAE's adaptive weight from the accumulated batch, once its update was finite (`AlignmentTerm`)."""
-        alignment = self.forward.alignment
-        if alignment is None:
-            return
-        if self.guard.skipping:
-            alignment.discard()
-        else:
-            processes = Processes(engine.world_size, engine.mean_over_processes) if engine.world_size > 1 else None
-            alignment.settle(self.networks.alignment_projection, processes)
+            if (anchors := self.networks.lecam_anchors) is not None:
+                anchors.commit(self.loss.lecam_decay, processes and processes.mean) if finite else anchors.discard()
 
     def _update_ema(self) -> None:
         ema, config, steps = self.networks.ema, self.ema, self.counters.generator_steps
         if ema is not None and steps >= config.start_step and (steps - config.start_step) % config.every_n_steps == 0:
             ema.update_parameters(self.networks.autoencoder)
+
+
+class UpdateGuard:
+    """`prepare` runs after unscaling, before a network's optimizer steps: it records the gradient norm; a
+    non-finite one (or any in a window whose generator update was already skipped) drops the gradients, so
+    the optimizer leaves weights and moments unchanged; otherwise it clips to the network's norm, if set.
+    `end_window` counts a skipped window and raises after `max_consecutive_skips` in a row."""
+
+    def __init__(self, clip_norm: dict[str, float | None] | None, max_consecutive_skips: int) -> None:
+        self.clip_norm = clip_norm or {}
+        self.max_consecutive_skips = max_consecutive_skips
+        self.norms: dict[str, torch.Tensor] = {}
+        self.skipping = False
+
+    def prepare(self, network: str, parameters: list[nn.Parameter]) -> None:
+        parameters = [p for p in parameters if p.grad is not None]
+        norm = total_norm(parameters)
+        self.norms[network] = norm.detach()
+        if self.skipping or not bool(torch.isfinite(norm)):
+            self.skipping = True
+            for parameter in parameters:
+                parameter.grad = None
+            return
+        clip = self.clip_norm.get(network)
+        if clip:
+            torch.nn.utils.clip_grads_with_norm_(parameters, clip, norm)
+
+    def end_window(self, counters: StepCounters) -> None:
+        if not self.skipping:
+            counters.consecutive_skips = 0
+            return
+        self.skipping = False
+        counters.skipped_updates += 1
+        counters.consecutive_skips += 1
+        if counters.consecutive_skips >= self.max_consecutive_skips:
+            norms = ", ".join(f"{k} {float(v):.3g}" for k, v in self.norms.items())
+            raise TrainingDiverged(
+                f"{counters.consecutive_skips} updates in a row had non-finite gradients (norms: {norms}) and were "
+                f"skipped, at generator step {counters.generator_steps}; the last checkpoint holds the last good "
+                "weights (lower the learning rate, set model.optimizer.*.gradient_clip_norm, or use 32-bit precision; "
+                "model.training.max_consecutive_skips sets the limit)"
+            )
+
+
+def total_norm(parameters: list[nn.Parameter]) -> torch.Tensor:
+    """The L2 norm of all gradients together in fp32; under FSDP2 over all shards (every process gets it)."""
+    if not parameters:
+        return torch.zeros(())
+    norm = torch.nn.utils.get_total_norm([p.grad for p in parameters], foreach=True)
+    if isinstance(norm, DTensor):
+        norm = norm.full_tensor()
+    return norm.float()
