@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 import torch
-
 from recipe_race import EVALS, ROOT, evaluate, replace_section, split, train
-from vaetrain.data.loading import ImageSet, evaluation_images, images_of
-from vaetrain.data.sources import SourceSpec
+
+from vaetrain.data.image_sets import ImageSet, evaluation_images, images_of
+from vaetrain.data.sources.spec import SourceSpec
 from vaetrain.evaluation.metrics import ReconstructionMetrics
 from vaetrain.models.autoencoder import load_pretrained_autoencoder
 from vaetrain.models.families import decode, encode

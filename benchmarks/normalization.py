@@ -29,7 +29,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.data.pixel_images import ct_slice  # noqa: E402
-from vaetrain.data.arrays import read_pixels  # noqa: E402
+from vaetrain.data.decoding.arrays import read_pixels  # noqa: E402
 from vaetrain.evaluation.reconstruct import reconstruct  # noqa: E402
 from vaetrain.export.formats import load_autoencoder, recorded_pixel_format  # noqa: E402
 

@@ -21,9 +21,9 @@ import json
 import platform
 import resource
 import statistics
-from dataclasses import replace
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L

@@ -16,8 +16,8 @@ from vaetrain.losses import LossConfig, build_perceptual_loss
 from vaetrain.models import AutoencoderConfig, DiscriminatorConfig, EMAConfig
 from vaetrain.training.config import GanOptimizers, SpeedConfig, TrainingConfig
 from vaetrain.training.module import AutoencoderModule
-from vaetrain.training.validation import ValidationConfig
 from vaetrain.training.optim import OptimizerConfig
+from vaetrain.training.validation import ValidationConfig
 
 warnings.filterwarnings("ignore", ".*pretrained.*")
 warnings.filterwarnings("ignore", ".*weight enum.*")

@@ -2,9 +2,9 @@ import torch
 
 from tests.conftest import tiny_module, tiny_trainer, write_images
 from vaetrain.data import ImageDataModule
-from vaetrain.data.buckets import BucketPlan, assign_buckets
-from vaetrain.data.records import FileRecords
-from vaetrain.data.folder import list_images
+from vaetrain.data.sources.folders import list_images
+from vaetrain.data.sources.records import FileRecords
+from vaetrain.data.streams.buckets import BucketPlan, assign_buckets
 
 BUCKETS = [(48, 48), (40, 64), (64, 40)]
 

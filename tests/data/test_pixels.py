@@ -9,11 +9,11 @@ import torch
 
 from tests.data.pixel_images import ct_slice, multispectral, write_ct_pngs, write_multiband_tiffs, write_rgb16_png
 from vaetrain.data import ImageDataModule
-from vaetrain.data.arrays import read_pixels
-from vaetrain.data.dataset import build_decoder
-from vaetrain.data.loading import ImageSet, evaluation_images
-from vaetrain.data.pixels import PixelFormat, measure_bounds
-from vaetrain.data.sources import SourceSpec
+from vaetrain.data.decoding.arrays import read_pixels
+from vaetrain.data.decoding.pixels import PixelFormat, measure_bounds
+from vaetrain.data.decoding.samples import build_decoder
+from vaetrain.data.image_sets import ImageSet, evaluation_images
+from vaetrain.data.sources.spec import SourceSpec
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metrics import ReconstructionMetrics
 from vaetrain.losses.perceptual import ChannelTriplets, channel_triplets

@@ -12,8 +12,8 @@ from tests.conftest import TINY_AUTOENCODER
 from vaetrain.data import ImageSet, SourceSpec
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate
 from vaetrain.evaluation.networks import build_inception
-from vaetrain.export import load_autoencoder
 from vaetrain.evaluation.report import read_scalars
+from vaetrain.export import load_autoencoder
 from vaetrain.models import AutoencoderConfig, build_autoencoder
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -83,3 +83,15 @@ def test_report_plots_the_curves_of_a_training_run(tmp_path):
 
     page = _training_curves(tmp_path / "run")
     assert page.count("<polyline") == 2
+
+
+def test_the_report_shows_the_channels_the_grids_show():
+    """One display rule (`display_triplet`): the report's first view of a sample is the triplet the training
+    grids show, for every channel count (2 channels used to be shown as channels 0, 1, 2 here)."""
+    from vaetrain.data.decoding.pixels import PixelFormat
+    from vaetrain.evaluation.report import _views
+
+    for channels, display in ((1, None), (2, None), (3, None), (4, None), (6, (3, 2, 1))):
+        pixels = PixelFormat(channels=channels, display=display)
+        values = {"display_channels": list(display) if display else None}
+        assert _views(values, channels)[0][1] == pixels.display_channels(), channels

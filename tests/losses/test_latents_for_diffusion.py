@@ -10,8 +10,8 @@ from tests.conftest import tiny_autoencoder_config
 from vaetrain.losses.alignment import AlignmentConfig, alignment_loss
 from vaetrain.losses.equivariance import EquivarianceConfig, LatentTransform, draw_low_resolution, draw_transform
 from vaetrain.models import build_autoencoder
-from vaetrain.models.last_layers import EncoderLastLayer
 from vaetrain.models.feature_encoders import AlignmentHead, RandomFeatures
+from vaetrain.models.last_layers import EncoderLastLayer
 from vaetrain.training.forward import AlignmentTerm, noisy_latents
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import tifffile
 import pytest
+import tifffile
 import torch
 from diffusers import AutoencoderKL
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tests.conftest import tiny_module, tiny_trainer
 from tests.data.pixel_images import write_multiband_tiffs
 from vaetrain.data import ImageDataModule
-from vaetrain.data.pixels import PIXEL_FORMAT_FILE, PixelFormat
+from vaetrain.data.decoding.pixels import PIXEL_FORMAT_FILE, PixelFormat
 from vaetrain.errors import ConfigError
 from vaetrain.export.diffusers_folder import export_checkpoint
 from vaetrain.export.formats import recorded_pixel_format

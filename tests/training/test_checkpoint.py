@@ -19,13 +19,13 @@ from vaetrain.training.checkpoint import (
     EMA_PREFIX,
     FORMAT_VERSION,
     RunRecord,
+    StepCounters,
     autoencoder_from_checkpoint,
     autoencoder_weights,
     load_checkpoint,
 )
 from vaetrain.training.memory_budget import MemoryBudget
 from vaetrain.training.memory_plan import ProbeResult
-from vaetrain.training.checkpoint import StepCounters
 
 V1 = Path(__file__).parents[1] / "fixtures" / "checkpoint_v1.ckpt"
 V1_ARCHITECTURE = dict(autoencoder={"block_out_channels": [4, 8], "norm_num_groups": 2}, discriminator={"base_channels": 4, "num_layers": 1})

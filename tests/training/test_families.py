@@ -134,8 +134,8 @@ def _teacher(scaling_factor: float = 0.5, shift_factor: float = 0.1) -> Autoenco
 
 def _student(teacher, **distillation):
     from tests.conftest import tiny_autoencoder_config
-    from vaetrain.training.module import AutoencoderModule
     from vaetrain.losses import LossConfig
+    from vaetrain.training.module import AutoencoderModule
 
     torch.manual_seed(0)
     loss = LossConfig(perceptual_weight=0.0, kl_weight=0.0, disc_start_step=1, distillation=DistillationConfig(**({"encoder_weight": 2.0} | distillation)))

@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader
 from tests.conftest import tiny_module, tiny_trainer
 from tests.training.memory_readers import InputSizeReader
 from vaetrain.data import ImageDataModule
-from vaetrain.data.dataset import collate_samples
-from vaetrain.data.schedule import PhasedStream, schedule_phases
+from vaetrain.data.streams.decoded import collate_samples
+from vaetrain.data.streams.schedule import PhasedStream, schedule_phases
 from vaetrain.errors import ConfigError
 from vaetrain.training.memory_budget import MemoryBudget
 
@@ -105,6 +105,6 @@ def test_the_memory_budget_plans_every_phase_and_applies_each_at_its_change(tmp_
 
 
 def _layout(batch_size):
-    from vaetrain.data.sources import StreamLayout
+    from vaetrain.data.sources.spec import StreamLayout
 
     return StreamLayout(batch_size=batch_size, seed=0)

@@ -12,15 +12,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from vaetrain.data.loading import ImageSet
-from vaetrain.data.pixels import PixelFormat
-from vaetrain.data.sources import SourceSpec
+from vaetrain.data.decoding.pixels import PixelFormat
+from vaetrain.data.image_sets import ImageSet
+from vaetrain.data.sources.spec import SourceSpec
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.diffusability import run_probe as probe_models
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate, run_dir_of
 from vaetrain.evaluation.probe import SIZES, ProbeConfig
-from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.reconstruct import TilingConfig, reconstruct_files
+from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.results import METRICS
 from vaetrain.export.diffusers_folder import export_checkpoint
 from vaetrain.export.formats import convert, load_autoencoder, recorded_pixel_format

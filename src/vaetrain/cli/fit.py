@@ -19,7 +19,6 @@ from vaetrain.training.module import AutoencoderModule
 from vaetrain.training.precision import default_precision
 from vaetrain.training.strategies import resolve_strategy
 
-
 set_parsing_settings(docstring_parse_attribute_docstrings=True)  # each config field's docstring is its --help line
 
 

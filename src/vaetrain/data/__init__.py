@@ -7,16 +7,17 @@ export or the command line).
 """
 
 from vaetrain.data.datamodule import ImageDataModule
-from vaetrain.data.dataset import DecodedImages, DecodeOptions, SampleDecoder, build_decoder, collate_samples
-from vaetrain.data.decode import BadImage, decode_image
-from vaetrain.data.folder import IMAGE_EXTENSIONS, list_images, sample_images_dir, split_train_val
-from vaetrain.data.loading import ImageSet, evaluation_images, image_loader, images_of, open_source
+from vaetrain.data.decoding.decode import BadImage, decode_image
+from vaetrain.data.decoding.samples import DecodeOptions, SampleDecoder, build_decoder
+from vaetrain.data.decoding.transforms import image_transform
+from vaetrain.data.image_sets import ImageSet, evaluation_images, image_loader, images_of, open_source
 from vaetrain.data.quality import BadFileTracker, TooManyBadFiles
-from vaetrain.data.records import FileRecords, HuggingFaceRecords, folder_files, load_hf_records
-from vaetrain.data.sources import ImageSource, SourceSpec, StreamLayout
-from vaetrain.data.stream import ResumableImageStream
-from vaetrain.data.transforms import image_transform
-from vaetrain.data.webdataset_stream import WebDatasetStream, expand_shards
+from vaetrain.data.sources.folders import IMAGE_EXTENSIONS, list_images, sample_images_dir, split_train_val
+from vaetrain.data.sources.records import FileRecords, HuggingFaceRecords, folder_files, load_hf_records
+from vaetrain.data.sources.spec import ImageSource, SourceSpec, StreamLayout
+from vaetrain.data.streams.decoded import DecodedImages, collate_samples
+from vaetrain.data.streams.resumable import ResumableImageStream
+from vaetrain.data.streams.webdataset import WebDatasetStream, expand_shards
 
 __all__ = [
     "IMAGE_EXTENSIONS",

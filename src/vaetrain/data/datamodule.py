@@ -14,36 +14,26 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from vaetrain.data.dataset import SampleDecoder, build_decoder
-from vaetrain.data.decode import DEFAULT_MAX_PIXELS
-from vaetrain.data.loading import ImageSet, default_num_workers, image_loader, open_source
-from vaetrain.data.pixels import Normalization, PixelFormat, measure_bounds
+from vaetrain.data.decoding.decode import DEFAULT_MAX_PIXELS
+from vaetrain.data.decoding.pixels import Normalization, PixelFormat, measure_bounds
+from vaetrain.data.decoding.samples import SampleDecoder, build_decoder, raw_decoder
+from vaetrain.data.decoding.transforms import CropPolicy, bucket_transform
+from vaetrain.data.image_sets import ImageSet, default_num_workers, image_loader, open_source
 from vaetrain.data.quality import BadFileTracker
-from vaetrain.data.schedule import Phase, phased_stream, schedule_phases
-from vaetrain.data.sources import Part, SourceKind, SourceSpec, StreamLayout
-from vaetrain.data.transforms import CropPolicy, bucket_transform
+from vaetrain.data.sources.spec import Part, SourceKind, SourceSpec, StreamLayout
+from vaetrain.data.streams.buckets import check_crop_settings
+from vaetrain.data.streams.decoded import first_usable
+from vaetrain.data.streams.schedule import Phase, check_sides, phased_stream, schedule_phases
 from vaetrain.errors import ConfigError
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Images from a folder (recursive; `file_list` selects a subset), a Hugging Face dataset, or
-    WebDataset tar shards (`shards/{00000..00099}.tar`, local or URL), or the bundled samples when
-    `path` is None. For shards, `val_size` counts validation shards (the last ones of the sorted list).
-    `buckets` ([[height, width], ...]) trains on non-square crops, each image in the bucket nearest its
-    aspect ratio (folders and HF datasets; headers are read once at start-up); validation stays square.
-
-    `val_path` (any kind of source, with `val_source` and `val_split`) validates on a collection of its own;
-    then every image of `path` trains (`val_size` is ignored).
-
-    `batch_size` is the micro-batch per process; the training stream is endless and resumable, so runs
-    are measured in steps. Bad files are replaced by the next record, logged once and counted (`data/*`
-    metrics); more than `max_bad_fraction` of the samples seen stops the run. `small_images` says what
-    happens to images whose short side is below `resolution`.
-
-    `channels`, `bit_depth`, `normalization`, `value_range`, `percentiles` and `display_channels` make the
-    `PixelFormat` (data/pixels.py): 1, 3, 4 or N channels, 8 or 16 bits, fixed-range or percentile
-    normalisation; percentiles are measured on up to `normalization_images` training images at start-up
-    and kept in the checkpoint, so a resumed run, `eval` and the export normalise identically.
+    """Images from a folder (recursive; `file_list` selects a subset), a Hugging Face dataset, WebDataset tar
+    shards, or the bundled samples when `path` is None, cut into an endless, resumable training stream
+    (runs are measured in steps) and a fixed validation part (`val_size`, or a collection of its own,
+    `val_path`). Bad files are replaced by the next record and counted (`data/*` metrics); the pixel format
+    (`data/decoding/pixels.py`) is recorded in the checkpoint, so a resumed run, `eval` and the export
+    normalise identically. The README's "Data" section says more of each setting.
 
     Args:
         path: A folder of images (recursive), a Hugging Face dataset (saved folder, parquet/arrow folder or Hub id) or a shard pattern; null: the bundled samples.
@@ -132,13 +122,7 @@ class ImageDataModule(L.LightningDataModule):
         self.source = open_source(spec)
         self.val_source = open_source(SourceSpec(val_path, val_source, val_split, image_column, val_size=0)) if val_path else None
         self.buckets = [tuple(b) for b in buckets] if buckets else None
-        if self.buckets and crop != "random_crop":
-            raise ConfigError(f"data.crop={crop} does not apply with data.buckets (each image is resized to cover its bucket, then cropped at random); leave it random_crop")
-        if self.buckets and not self.source.supports_buckets:
-            raise ConfigError(f"data.buckets: not supported for {self.source.spec.kind} sources (image sizes are unknown before reading)")
-        if resolution_schedule and (buckets or not self.source.supports_buckets):
-            raise ConfigError("data.resolution_schedule: needs square crops from a folder or Hugging Face dataset (not buckets, not shards)")
-        self.path = path
+        check_crop_settings(self.buckets, crop, self.resolution_schedule, self.source)
         self.resolution = resolution
         self.batch_size = batch_size  # the micro-batch; a memory budget may change it for the run
         self.crop = crop
@@ -162,9 +146,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def describe_validation(self) -> tuple[ImageSet, str]:
         """The validation images as evaluation reads them, and which part of their source."""
-        if self.val_source is not None:
-            return ImageSet(self.val_source.spec, self.resolution, self.background, self.max_image_pixels, self.pixels), "all"
-        return self.describe(), "val"
+        spec, part = (self.val_source.spec, "all") if self.val_source is not None else (self.source.spec, "val")
+        return ImageSet(spec, self.resolution, self.background, self.max_image_pixels, self.pixels), part
 
     def phases(self) -> list[Phase]:
         """The training phases: `resolution` from step 0, then each `resolution_schedule` entry."""
@@ -176,31 +159,16 @@ class ImageDataModule(L.LightningDataModule):
 
     def check_resolution(self, factor: int) -> None:
         """Fails early when the autoencoder cannot reconstruct at this size."""
-        for height, width in self.buckets or []:
-            if height % factor or width % factor:
-                raise ConfigError(f"data.buckets: [{height}, {width}] is not divisible by the downsampling factor {factor}")
-        for phase in self.phases():
-            if phase.resolution % factor:
-                key = "data.resolution" if phase.start_step == 0 else f"data.resolution_schedule (step {phase.start_step})"
-                raise ConfigError(
-                    f"{key}={phase.resolution} is not divisible by the autoencoder's downsampling factor "
-                    f"{factor}; use a multiple of {factor} (e.g. {max(factor, phase.resolution // factor * factor)})"
-                )
+        check_sides(self.phases(), self.buckets, factor)
 
     def prepare_split(self) -> None:
         """Lists the collections and splits them (one-line errors for missing files, columns, shards)."""
         self.source.prepare()
         if self.val_source is not None:
             self.val_source.prepare()
-        if not self.pixels.measured:
-            self.pixels = measure_bounds(self.pixels, self._raw_training_images())
-
-    def _raw_training_images(self):
-        """Raw values of up to `normalization_images` evenly spaced training images (bad files left out)."""
-        decoder = SampleDecoder(lambda raw: raw, replace(self.decoder(train=False).options, min_short_side=None))
-        for sample in self.source.images("train", decoder, max_items=self.normalization_images):
-            if sample["image"] is not None:
-                yield sample["image"]
+        if not self.pixels.measured:  # percentiles, on up to `normalization_images` evenly spaced training images
+            raw = self.source.images("train", raw_decoder(self.decoder(train=False).options), max_items=self.normalization_images)
+            self.pixels = measure_bounds(self.pixels, (sample["image"] for sample in raw if sample["image"] is not None))
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_split()
@@ -232,8 +200,7 @@ class ImageDataModule(L.LightningDataModule):
             readers=self.num_workers, shuffle_buffer=self.shuffle_buffer,
         )
         if self.resolution_schedule:  # G = phase 0's micro-batch x the module's accumulation x processes
-            trainer = self._trainer_or_none()
-            accumulate = getattr(trainer.lightning_module, "accumulate", 1) if trainer is not None else 1
+            accumulate = getattr(self.trainer.lightning_module, "accumulate", 1) if self.trainer is not None else 1
             stream = phased_stream(self.source, lambda side: self.decoder(train=True, resolution=side), self.phases(), layout, accumulate)
             return image_loader(stream, None, self.num_workers, self.prefetch_factor)
         stream = self.source.train_samples(self.decoder(train=True), layout, self._bucket_decoders())
@@ -249,64 +216,35 @@ class ImageDataModule(L.LightningDataModule):
         same inputs in every reconstruction grid."""
         images: list[torch.Tensor] = []
         for part in ("val", "train"):
-            for sample in _first(self.samples(part, train=False, max_items=None), count - len(images)):
-                images.append(sample["image"])
+            images += [sample["image"] for sample in first_usable(self.samples(part, train=False), count - len(images))]
         return torch.stack(images)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Counts what the loaders skipped (raising past the threshold) and hands the module a tensor."""
         if not isinstance(batch, dict):
             return batch
-        trainer = self._trainer_or_none()
-        if trainer is not None and not trainer.training:
+        if (trainer := self.trainer) is not None and not trainer.training:
             return batch["image"]  # validation images are the same every time: not counted again
         self.tracker.update(len(batch["image"]) + len(batch["bad"]), batch["bad"], batch["small"])
         self.source.observe(batch)
         self._batches_seen += 1
         if trainer is not None and (batch["bad"] or batch["small"] or self._batches_seen % 50 == 0):
-            for logger in trainer.loggers:
-                logger.log_metrics(self.tracker.metrics(), step=trainer.global_step)
+            self.tracker.log_to(trainer.loggers, trainer.global_step)
         return batch["image"]
 
     def state_dict(self) -> dict[str, Any]:
-        tracker = self.tracker
-        counts = {"bad": tracker.bad, "seen": tracker.seen, "skipped_small": tracker.skipped_small}
-        return counts | {"pixels": self.pixels.as_dict()} | self.source.state_dict()
+        return self.tracker.state_dict() | {"pixels": self.pixels.as_dict()} | self.source.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.tracker.bad = int(state_dict.get("bad", 0))
-        self.tracker.seen = int(state_dict.get("seen", 0))
-        self.tracker.skipped_small = int(state_dict.get("skipped_small", 0))
+        self.tracker.load_state_dict(state_dict)
         if "pixels" in state_dict:  # the bounds the run measured when it started, whatever the data holds now
             self.pixels = PixelFormat.from_dict(state_dict["pixels"])
         self.source.load_state_dict(state_dict)
 
     def _bucket_decoders(self):
-        if not self.buckets:
-            return None
         options = replace(self.decoder(train=True).options, min_short_side=None)
-        return [(h, w, SampleDecoder(bucket_transform(h, w, flip=self.flip, pixels=self.pixels), options)) for h, w in self.buckets]
-
-    def _trainer_or_none(self):
-        try:
-            return self.trainer
-        except RuntimeError:
-            return None
+        return [(h, w, SampleDecoder(bucket_transform(h, w, flip=self.flip, pixels=self.pixels), options)) for h, w in self.buckets or []] or None
 
     def _rank_and_world_size(self) -> tuple[int, int]:
-        trainer = self._trainer_or_none()
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
 
-
-def _first(dataset: Dataset | IterableDataset, count: int):
-    """The first `count` samples of a map-style or iterable dataset."""
-    if count <= 0:
-        return
-    samples = iter(dataset) if isinstance(dataset, IterableDataset) else (dataset[i] for i in range(len(dataset)))
-    taken = 0
-    for sample in samples:
-        if taken == count:
-            return
-        if sample["image"] is not None:
-            taken += 1
-            yield sample

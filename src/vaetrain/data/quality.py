@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from torch.utils.data import Dataset, IterableDataset
 
+from vaetrain.data.streams.decoded import iterate_samples
 from vaetrain.errors import ConfigError
 
 log = logging.getLogger("vaetrain.data")
@@ -62,6 +63,17 @@ class BadFileTracker:
             "data/bad_validation_files": float(self.bad_validation),
         }
 
+    def state_dict(self) -> dict[str, int]:
+        return {"bad": self.bad, "seen": self.seen, "skipped_small": self.skipped_small}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.bad, self.seen, self.skipped_small = (int(state.get(key, 0)) for key in ("bad", "seen", "skipped_small"))
+
+    def log_to(self, loggers, step: int) -> None:
+        """The counts, to Lightning's loggers."""
+        for logger in loggers:
+            logger.log_metrics(self.metrics(), step=step)
+
     def validation_checked(self, usable: int, bad: list[tuple[str, str]], key: str) -> None:
         """Records the validation images found unusable at start-up (logged once each); none usable among
         some is a one-line error naming them, before any training."""
@@ -76,9 +88,8 @@ class BadFileTracker:
 def scan_usable(samples: Dataset | IterableDataset) -> tuple[list[int], list[tuple[str, str]]]:
     """(positions of the samples with an image, (name, reason) of those without) of a finite dataset of
     decoded samples (`DecodedImages` without replacement, or a finite stream)."""
-    items = iter(samples) if isinstance(samples, IterableDataset) else (samples[i] for i in range(len(samples)))
     usable, bad = [], []
-    for position, sample in enumerate(items):
+    for position, sample in enumerate(iterate_samples(samples)):
         if sample["image"] is not None:
             usable.append(position)
         else:

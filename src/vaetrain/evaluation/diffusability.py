@@ -16,8 +16,8 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchvision.utils import make_grid, save_image
 
-from vaetrain.data.loading import ImageSet, evaluation_images, images_of
-from vaetrain.data.pixels import PixelFormat
+from vaetrain.data.decoding.pixels import PixelFormat
+from vaetrain.data.image_sets import ImageSet, evaluation_images, images_of
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metrics import to_uint8
 from vaetrain.evaluation.probe import ProbeConfig, standardisation, train_probe

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vaetrain.data.loading import ImageSet, evaluation_images, images_of
+from vaetrain.data.image_sets import ImageSet, evaluation_images, images_of
 from vaetrain.errors import ConfigError, PretrainedWeightsUnavailable
 from vaetrain.evaluation.latents import LatentAccumulator
 from vaetrain.evaluation.metrics import ReconstructionMetrics

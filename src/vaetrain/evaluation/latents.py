@@ -11,7 +11,6 @@ from torch import nn
 from vaetrain.losses.terms import kl_divergence
 from vaetrain.models.families import encode
 
-
 HISTOGRAM_BINS = 40
 _HISTOGRAM_SAMPLES_PER_BATCH = 4096  # per channel: enough for a histogram, bounded memory for any set size
 

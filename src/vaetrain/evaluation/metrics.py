@@ -11,14 +11,14 @@ import math
 import torch
 from torch import nn
 from torchmetrics import MeanMetric, Metric
+from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import (
     FrechetInceptionDistance,
     MultiScaleStructuralSimilarityIndexMeasure,
     PeakSignalNoiseRatio,
 )
-from torchmetrics.functional.image import structural_similarity_index_measure
 
-from vaetrain.data.pixels import PixelFormat
+from vaetrain.data.decoding.pixels import PixelFormat
 
 SSIM_KERNEL = 11  # Gaussian window, sigma 1.5 (Wang et al. 2004)
 SSIM_BORDER = (SSIM_KERNEL - 1) // 2

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaetrain.data.dataset import build_decoder
-from vaetrain.data.folder import list_images
-from vaetrain.data.pixels import PixelFormat
+from vaetrain.data.decoding.pixels import PixelFormat
+from vaetrain.data.decoding.samples import build_decoder
+from vaetrain.data.sources.folders import list_images
 from vaetrain.errors import ConfigError
 from vaetrain.models.families import decode, downsampling_factor, encode
 

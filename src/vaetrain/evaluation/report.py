@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from vaetrain.data.decoding.pixels import display_triplet
 from vaetrain.evaluation.results import ModelResult
 
 DIFFERENCE_GAIN = 5  # |original - reconstruction| x 5, so small errors are visible
@@ -159,13 +160,11 @@ def _difference(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.T
 
 
 def _views(values: dict, channels: int) -> list[tuple[str, list[int]]]:
-    """What each sample shows: RGB as it is, 1 channel gray; N channels the false-colour display triplet,
-    then every channel on its own (gray)."""
-    if channels == 3 and values.get("display_channels", [0, 1, 2]) == [0, 1, 2]:
-        return [("", [0, 1, 2])]
-    if channels == 1:
-        return [("", [0, 0, 0])]
-    triplet = values.get("display_channels") or [0, 1, 2]
+    """What each sample shows: RGB as it is, 1 channel gray; otherwise the display triplet (`data.decoding.
+    pixels.display_triplet`, the rule grids use too), then every channel on its own (gray)."""
+    triplet = display_triplet(channels, values.get("display_channels"))
+    if channels == 1 or (channels == 3 and triplet == [0, 1, 2]):
+        return [("", triplet)]
     return [(f"channels {triplet} as RGB", triplet)] + [(f"channel {c}", [c, c, c]) for c in range(channels)]
 
 

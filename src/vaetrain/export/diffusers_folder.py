@@ -10,9 +10,9 @@ from pathlib import Path
 
 from torch import nn
 
-from vaetrain.data.loading import ImageSet, evaluation_images, images_of
-from vaetrain.data.pixels import PIXEL_FORMAT_FILE
-from vaetrain.data.sources import Part
+from vaetrain.data.decoding.pixels import PIXEL_FORMAT_FILE
+from vaetrain.data.image_sets import ImageSet, evaluation_images, images_of
+from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics, measure_latent_statistics
 from vaetrain.export.model_card import CardFacts, measure_reconstruction, model_card
@@ -73,7 +73,7 @@ def export_model(
         facts.metrics = measure_reconstruction(model, *validation)
     files = {}
     pixels = facts.training_images.pixels if facts.training_images is not None else None
-    if pixels is not None and not pixels.is_rgb8:  # how images become the model's inputs (data/pixels.py)
+    if pixels is not None and not pixels.is_rgb8:  # how images become the model's inputs (data/decoding/pixels.py)
         files[PIXEL_FORMAT_FILE] = json.dumps(pixels.as_dict(), indent=2) + "\n"
     # a distilled student's latents are its teacher's normalised latents by construction: its factors stay
     distilled = bool(facts.settings.get("loss", {}).get("distillation", {}).get("teacher"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
-from vaetrain.data.pixels import PixelFormat, read_pixel_format
+from vaetrain.data.decoding.pixels import PixelFormat, read_pixel_format
 from vaetrain.errors import ConfigError
 from vaetrain.export.diffusers_folder import save_diffusers_folder
 from vaetrain.export.ldm import diffusers_to_ldm, ldm_to_diffusers, read_ldm_state_dict, write_ldm_checkpoint

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vaetrain.data.loading import ImageSet, evaluation_images, images_of
-from vaetrain.data.sources import Part
+from vaetrain.data.image_sets import ImageSet, evaluation_images, images_of
+from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics
 from vaetrain.evaluation.metrics import ReconstructionMetrics
@@ -52,7 +52,7 @@ def _pixels(pixels) -> str:
     else:
         low, high = pixels.value_range or (0, int(pixels.peak))
         scale = f"[{low}, {high}] -> [-1, 1]"
-    return f"{pixels.channels} channels, {pixels.bit_depth}-bit; {scale} (`pixel_format.json`, `vaetrain.data.pixels.PixelFormat`)"
+    return f"{pixels.channels} channels, {pixels.bit_depth}-bit; {scale} (`pixel_format.json`, `vaetrain.data.decoding.pixels.PixelFormat`)"
 
 
 def model_card(model: nn.Module, statistics: LatentStatistics | None, facts: CardFacts) -> str:

@@ -8,6 +8,7 @@ export or the command line).
 """
 
 from vaetrain.errors import PretrainedWeightsUnavailable
+from vaetrain.losses.config import LossConfig, PooledReconstruction
 from vaetrain.losses.gan import (
     GanLossKind,
     LeCamAnchors,
@@ -16,7 +17,6 @@ from vaetrain.losses.gan import (
     lecam_penalty,
     r1_penalty,
 )
-from vaetrain.losses.config import LossConfig, PooledReconstruction
 from vaetrain.losses.objective import (
     GeneratorLossOutput,
     GradNorm,

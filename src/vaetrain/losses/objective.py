@@ -24,6 +24,7 @@ from vaetrain.losses.config import LossConfig
 from vaetrain.losses.gan import LeCamAnchors, discriminator_loss, generator_adversarial_loss, lecam_penalty, r1_penalty
 from vaetrain.losses.terms import kl_divergence, latent_penalty, pooled_reconstruction_loss, reconstruction_loss
 
+
 @dataclass(frozen=True)
 class Processes:
     """The data-parallel processes: how many, and how to average a tensor over them."""

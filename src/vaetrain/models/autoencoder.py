@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from vaetrain.errors import ConfigError
-from vaetrain.models.inflate import inflate_channels
 from vaetrain.models.families import FAMILIES, downsampling_factor, family_of, family_of_config, family_of_folder
+from vaetrain.models.inflate import inflate_channels
 
 __all__ = ["AutoencoderConfig", "build_autoencoder", "downsampling_factor"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaetrain.data.loading import ImageSet
+from vaetrain.data.image_sets import ImageSet
 from vaetrain.errors import ConfigError
 from vaetrain.models.autoencoder import autoencoder_from_state, with_deterministic_posterior
 from vaetrain.training.networks import frozen_prefixes
@@ -70,7 +70,7 @@ class RunRecord:
             "micro_batch": getattr(datamodule, "batch_size", None), "accumulate": module.accumulate, "processes": module.trainer.world_size,
             "gradient_checkpointing": module.autoencoder.is_gradient_checkpointing, "memory": module.memory_plan or None,
         }
-        if getattr(datamodule, "resolution_schedule", None):  # where the crop size changes (data/schedule.py)
+        if getattr(datamodule, "resolution_schedule", None):  # where the crop size changes (data/streams/schedule.py)
             plan["resolution_phases"] = [phase.as_dict() for phase in datamodule.phases()]
         settings = {name: asdict(getattr(module, f"{name}_config")) for name in configs}
         autoencoder_config = dict(module.autoencoder.config) | {"_class_name": type(module.autoencoder).__name__}

@@ -9,7 +9,6 @@ from typing import Literal, Protocol
 
 import torch
 
-
 Network = Literal["generator", "discriminator"]
 Phase = Literal["generator", "discriminator", "both"]
 

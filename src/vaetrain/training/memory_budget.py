@@ -25,13 +25,13 @@ import lightning as L
 import torch
 from torch.distributed.tensor import DTensor
 
-from vaetrain.data.schedule import phase_at_step
+from vaetrain.data.streams.schedule import phase_at_step
 from vaetrain.errors import ConfigError
 from vaetrain.models.families import family_of
 from vaetrain.training.checkpoint import capture_rng, restore_rng
 from vaetrain.training.engines import ProbeEngine
-from vaetrain.training.networks import networks_with
 from vaetrain.training.memory_plan import Probe, ProbeResult, parse_memory_size, plan_memory
+from vaetrain.training.networks import networks_with
 
 
 class MemoryReader:

@@ -25,11 +25,11 @@ from torch import nn
 
 from vaetrain.losses.config import LossConfig
 from vaetrain.models.autoencoder import AutoencoderConfig, with_deterministic_posterior
-from vaetrain.models.families import downsampling_factor, family_of
 from vaetrain.models.discriminator import DiscriminatorConfig, synchronise_batch_norm
 from vaetrain.models.ema import EMAConfig
-from vaetrain.training.checkpoint_io import AtomicCheckpointIO
+from vaetrain.models.families import downsampling_factor, family_of
 from vaetrain.training.checkpoint import RunRecord, StepCounters, keep_frozen_networks_out, restore_rng
+from vaetrain.training.checkpoint_io import AtomicCheckpointIO
 from vaetrain.training.config import GanOptimizers, SpeedConfig, StepSettings, TrainingConfig, accumulation_for
 from vaetrain.training.engines import LightningEngine
 from vaetrain.training.networks import build_networks, compile_units, networks_with

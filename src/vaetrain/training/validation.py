@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vaetrain.data.pixels import PixelFormat
+from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metrics import ReconstructionMetrics
 from vaetrain.evaluation.networks import build_inception

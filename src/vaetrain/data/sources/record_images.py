@@ -11,13 +11,14 @@ from typing import Any
 
 from torch.utils.data import Dataset, DistributedSampler, IterableDataset, Subset
 
-from vaetrain.data.buckets import BucketPlan, assign_buckets
-from vaetrain.data.dataset import DecodedImages, SampleDecoder
-from vaetrain.data.folder import split_train_val
+from vaetrain.data.decoding.samples import SampleDecoder
 from vaetrain.data.quality import scan_usable
-from vaetrain.data.records import FileRecords, RecordSource, folder_files, load_hf_records
-from vaetrain.data.sources import Bucket, Part, SourceSpec, StreamLayout
-from vaetrain.data.stream import ResumableImageStream
+from vaetrain.data.sources.folders import split_train_val
+from vaetrain.data.sources.records import FileRecords, RecordSource, folder_files, load_hf_records
+from vaetrain.data.sources.spec import Bucket, Part, SourceSpec, StreamLayout
+from vaetrain.data.streams.buckets import BucketPlan, assign_buckets
+from vaetrain.data.streams.decoded import DecodedImages
+from vaetrain.data.streams.resumable import ResumableImageStream
 
 
 class RecordImages:

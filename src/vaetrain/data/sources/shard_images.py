@@ -11,10 +11,10 @@ from typing import Any
 
 from torch.utils.data import IterableDataset
 
-from vaetrain.data.dataset import SampleDecoder
+from vaetrain.data.decoding.samples import SampleDecoder
 from vaetrain.data.quality import scan_usable
-from vaetrain.data.sources import Bucket, Part, SourceSpec, StreamLayout
-from vaetrain.data.webdataset_stream import WebDatasetStream, expand_shards
+from vaetrain.data.sources.spec import Bucket, Part, SourceSpec, StreamLayout
+from vaetrain.data.streams.webdataset import WebDatasetStream, expand_shards
 from vaetrain.errors import ConfigError
 
 

@@ -11,12 +11,13 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from vaetrain.data.dataset import build_decoder, collate_samples
-from vaetrain.data.decode import DEFAULT_MAX_PIXELS
-from vaetrain.data.pixels import PixelFormat
-from vaetrain.data.record_source import RecordImages
-from vaetrain.data.shard_source import ShardImages
-from vaetrain.data.sources import ImageSource, Part, SourceSpec
+from vaetrain.data.decoding.decode import DEFAULT_MAX_PIXELS
+from vaetrain.data.decoding.pixels import PixelFormat
+from vaetrain.data.decoding.samples import build_decoder
+from vaetrain.data.sources.record_images import RecordImages
+from vaetrain.data.sources.shard_images import ShardImages
+from vaetrain.data.sources.spec import ImageSource, Part, SourceSpec
+from vaetrain.data.streams.decoded import collate_samples
 from vaetrain.errors import ConfigError
 
 

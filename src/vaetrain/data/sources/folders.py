@@ -6,11 +6,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
+from vaetrain.data.decoding.samples import IMAGE_TYPES
 from vaetrain.errors import ConfigError
 
 T = TypeVar("T")
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".npy"})
+IMAGE_EXTENSIONS = frozenset(f".{kind}" for kind in IMAGE_TYPES)
 
 
 def sample_images_dir() -> Path:

@@ -16,11 +16,10 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from vaetrain.data.dataset import merge_reports
+from vaetrain.data.decoding.samples import IMAGE_TYPES
+from vaetrain.data.streams.decoded import merge_reports
+from vaetrain.data.streams.seeding import derived_seed
 from vaetrain.errors import ConfigError
-
-IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "npy")
-_SEED_STRIDE = 1_000_003
 
 
 def expand_shards(pattern: str) -> list[str]:
@@ -84,9 +83,9 @@ class WebDatasetStream(IterableDataset):
         reader = self.rank * num_workers + worker_id
         epoch, ordinal = self._start(reader, readers)
         while True:
-            order = torch.randperm(len(self.urls), generator=torch.Generator().manual_seed(self.seed * _SEED_STRIDE + epoch))
+            order = torch.randperm(len(self.urls), generator=torch.Generator().manual_seed(derived_seed(self.seed, epoch)))
             mine = [self.urls[i] for i in order.tolist()[reader::readers]] if self.endless else self.urls[reader::readers]
-            rng = random.Random(self.seed * _SEED_STRIDE * 7 + epoch * 8191 + reader)
+            rng = random.Random(derived_seed(7 * self.seed, epoch * 8191 + reader))
             buffer: list[dict] = []
             pending = {"bad": [], "small": 0}
             for k in range(ordinal, len(mine)):
@@ -127,7 +126,7 @@ class WebDatasetStream(IterableDataset):
 
         for sample in tarfile_samples([{"url": url}], handler=keep_going):
             key = f"{url}:{sample.get('__key__', '?')}"
-            data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
+            data = next((sample[k] for k in IMAGE_TYPES if k in sample), None)
             if data is None:
                 yield {"image": None, "bad": [(key, "no image (jpg/png/webp/bmp/tif/npy) in the sample")], "small": 0}
                 continue

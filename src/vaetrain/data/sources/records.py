@@ -10,7 +10,7 @@ import csv
 from pathlib import Path
 from typing import Protocol
 
-from vaetrain.data.folder import list_images
+from vaetrain.data.sources.folders import list_images
 from vaetrain.errors import ConfigError
 
 

@@ -1,22 +1,23 @@
-"""Decoded, transformed samples from any record source, with bad files replaced and reported."""
+"""Decoding one sample: (encoded bytes or path, name) -> a transformed tensor, or the reason it is unusable
+(`SampleDecoder`), as every source and stream reads it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
-from vaetrain.data.arrays import NPY_MAGIC, read_pixels, read_rgb8
-from vaetrain.data.decode import DEFAULT_MAX_PIXELS, BadImage, decode_image
-from vaetrain.data.pixels import PixelFormat
-from vaetrain.data.records import RecordSource
-from vaetrain.data.transforms import CropPolicy, decodes_at_reduced_size, image_transform, native_transform
-from vaetrain.errors import ConfigError
+from vaetrain.data.decoding.arrays import NPY_MAGIC, read_pixels, read_rgb8
+from vaetrain.data.decoding.decode import DEFAULT_MAX_PIXELS, BadImage, decode_image
+from vaetrain.data.decoding.pixels import PixelFormat
+from vaetrain.data.decoding.transforms import CropPolicy, decodes_at_reduced_size, image_transform, native_transform
+
+IMAGE_TYPES = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "npy")
+"""What can be decoded, as file extensions and WebDataset keys (the first present key of a sample is read)."""
 
 
 @dataclass
@@ -93,58 +94,7 @@ def build_decoder(
     return SampleDecoder(transform, options)
 
 
-def merge_reports(unusable: dict, into: dict) -> dict:
-    """Moves an unusable sample's reports onto the next usable sample."""
-    into["bad"] = unusable["bad"] + into["bad"]
-    into["small"] = unusable["small"] + into["small"]
-    return into
-
-
-class DecodedImages(Dataset):
-    """`dataset[i]` is {"image": tensor, "bad": [(name, reason)], "small": n}.
-
-    Training (`replace_bad`): a record that cannot be used is replaced by the next one (i + 1, i + 2, ...):
-    the replacement is deterministic, so resumed and multi-worker runs stay exact, and the skipped names
-    travel with the sample to the main process, where `BadFileTracker` counts them. Evaluation
-    (`replace_bad=False`): the sample's image is None, so `collate_samples` leaves it out (and keeps its
-    report) and no image is measured twice.
-    """
-
-    def __init__(self, records: RecordSource, decoder: SampleDecoder, max_attempts: int = 64, *, replace_bad: bool = True) -> None:
-        self.records = records
-        self.decoder = decoder
-        self.max_attempts = max_attempts
-        self.replace_bad = replace_bad
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> dict:
-        if not self.replace_bad:
-            return self.decoder(self.records.load(index), self.records.name(index))
-        reports = {"bad": [], "small": 0}
-        for attempt in range(min(self.max_attempts, len(self))):
-            current = (index + attempt) % len(self)
-            sample = self.decoder(self.records.load(current), self.records.name(current))
-            if sample["image"] is not None:
-                return merge_reports(reports, sample)
-            reports = merge_reports(reports, sample)
-        examples = "; ".join(f"{n}: {r}" for n, r in reports["bad"][:3]) or f"{reports['small']} images smaller than the crop"
-        raise ConfigError(f"data: {self.max_attempts} images in a row from {self.records.name(index)} were unusable ({examples})")
-
-
-def collate_samples(samples: list[dict]) -> dict:
-    """Stacks the images (samples without one are left out: an evaluation batch may hold fewer, or none);
-    concatenates the bad-file reports so the main process sees every one; keeps the furthest stream
-    position of each reader (WebDataset resume)."""
-    positions: dict[int, tuple[int, int]] = {}
-    for sample in samples:
-        if "reader" in sample:
-            positions[sample["reader"]] = max(positions.get(sample["reader"], (0, 0)), tuple(sample["position"]))
-    images = [s["image"] for s in samples if s["image"] is not None]
-    return {
-        "image": torch.stack(images) if images else torch.empty(0),
-        "bad": [item for s in samples for item in s["bad"]],
-        "small": sum(s["small"] for s in samples),
-        "positions": positions,
-    }
+def raw_decoder(options: DecodeOptions) -> SampleDecoder:
+    """The raw values of each image, whole (no transform, no reduced-size decoding): what percentile
+    normalisation is measured on."""
+    return SampleDecoder(lambda raw: raw, replace(options, min_short_side=None))

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vaetrain.data.decode import BadImage, decode_image, load_image
-from vaetrain.data.pixels import PixelFormat
+from vaetrain.data.decoding.decode import BadImage, decode_image, load_image
+from vaetrain.data.decoding.pixels import PixelFormat
 
 NPY_MAGIC = b"\x93NUMPY"
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*")

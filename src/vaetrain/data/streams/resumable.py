@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-_SEED_STRIDE = 1_000_003
+from vaetrain.data.streams.seeding import derived_seed
 
 
 class ResumableImageStream(IterableDataset):
@@ -62,7 +62,7 @@ class ResumableImageStream(IterableDataset):
         bucket, indices = self.bucket_plan.batch(number)
         for j, index in enumerate(indices):
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed((self.seed * _SEED_STRIDE + number * self.batch_size + j) % 2**63)
+                torch.manual_seed(derived_seed(self.seed, number * self.batch_size + j))
                 yield self.bucket_datasets[bucket][index]
 
     def global_position(self, position: int) -> int:
@@ -76,7 +76,7 @@ class ResumableImageStream(IterableDataset):
         """The dataset index at a position of the stream of all ranks together."""
         epoch, offset = divmod(position, len(self.dataset))  # type: ignore[arg-type]
         if epoch != self._epoch:
-            generator = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + epoch)
+            generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch))
             self._order = torch.randperm(len(self.dataset), generator=generator)  # type: ignore[arg-type]
             self._epoch = epoch
         return int(self._order[offset])
@@ -89,5 +89,5 @@ class ResumableImageStream(IterableDataset):
         the position (so it is the same whichever rank, worker or batch layout reads it)."""
         index = self.index_at_global(position)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * _SEED_STRIDE + position) % 2**63)
+            torch.manual_seed(derived_seed(self.seed, position))
             return self.dataset[index]

@@ -1,4 +1,4 @@
-"""Where images come from: a `SourceSpec` names a collection; `vaetrain.data.loading.open_source` gives the
+"""Where images come from: a `SourceSpec` names a collection; `vaetrain.data.image_sets.open_source` gives the
 one class that reads that kind of collection, behind the `ImageSource` interface defined here, which the
 data module and `evaluation_images` use.
 
@@ -15,8 +15,8 @@ from typing import Any, Literal, Protocol
 
 from torch.utils.data import Dataset, IterableDataset
 
-from vaetrain.data.dataset import SampleDecoder
-from vaetrain.data.folder import sample_images_dir
+from vaetrain.data.decoding.samples import SampleDecoder
+from vaetrain.data.sources.folders import sample_images_dir
 
 SourceKind = Literal["auto", "folder", "hf", "webdataset"]
 Part = Literal["train", "val", "all"]

@@ -108,9 +108,7 @@ class PixelFormat:
         return self.denormalise(images) / self.peak
 
     def display_channels(self) -> list[int]:
-        if self.display is not None:
-            return list(self.display)
-        return [0, 0, 0] if self.channels < 3 else [0, 1, 2]
+        return display_triplet(self.channels, self.display)
 
     def to_display(self, images: torch.Tensor) -> torch.Tensor:
         """[-1, 1] images of any channel count -> 3-channel [0, 1] images to look at (the display triplet,
@@ -128,6 +126,14 @@ class PixelFormat:
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+def display_triplet(channels: int, display: tuple[int, int, int] | list[int] | None = None) -> list[int]:
+    """The channels shown as R, G, B in grids and reports: `display` when set, else gray (channel 0) for
+    fewer than 3 channels, else 0, 1, 2."""
+    if display is not None:
+        return list(display)
+    return [0, 0, 0] if channels < 3 else [0, 1, 2]
 
 
 def measure_bounds(pixel_format: PixelFormat, raw_images: Iterable[torch.Tensor]) -> PixelFormat:

@@ -13,7 +13,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from vaetrain.data.pixels import PixelFormat
+from vaetrain.data.decoding.pixels import PixelFormat
 
 CropPolicy = Literal["random_crop", "center_crop", "resize_crop"]
 _TO_SIGNED_FLOAT = (v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]))

@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from vaetrain.data.records import RecordSource
+from vaetrain.data.sources.records import RecordSource
+from vaetrain.data.streams.seeding import derived_seed
 from vaetrain.errors import ConfigError
 
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
-_SEED_STRIDE = 1_000_003
 
 
 def image_size(data: bytes | Path) -> tuple[int, int] | None:
@@ -62,7 +62,7 @@ class BucketPlan:
         """(bucket, record indices) of batch `number`."""
         epoch, offset = divmod(number, self.batches_per_epoch)
         if epoch != self._epoch:
-            generator = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + epoch)
+            generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch))
             batches = []
             for bucket, members in enumerate(self.members):
                 order = [members[i] for i in torch.randperm(len(members), generator=generator).tolist()]
@@ -71,3 +71,13 @@ class BucketPlan:
             self._batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
             self._epoch = epoch
         return self._batches[offset]
+
+
+def check_crop_settings(buckets: list[tuple[int, int]] | None, crop: str, schedule, source) -> None:
+    """Buckets, the crop policy and a resolution schedule in combinations that work, else one line."""
+    if buckets and crop != "random_crop":
+        raise ConfigError(f"data.crop={crop} does not apply with data.buckets (each image is resized to cover its bucket, then cropped at random); leave it random_crop")
+    if buckets and not source.supports_buckets:
+        raise ConfigError(f"data.buckets: not supported for {source.spec.kind} sources (image sizes are unknown before reading)")
+    if schedule and (buckets or not source.supports_buckets):
+        raise ConfigError("data.resolution_schedule: needs square crops from a folder or Hugging Face dataset (not buckets, not shards)")

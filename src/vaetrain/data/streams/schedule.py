@@ -12,15 +12,14 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Iterator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-from vaetrain.data.dataset import SampleDecoder
-from vaetrain.data.sources import ImageSource, StreamLayout
-from vaetrain.data.stream import ResumableImageStream
+from vaetrain.data.decoding.samples import SampleDecoder
+from vaetrain.data.sources.spec import ImageSource, StreamLayout
+from vaetrain.data.streams.resumable import ResumableImageStream
 from vaetrain.errors import ConfigError
 
 
@@ -115,3 +114,18 @@ class PhasedStream(IterableDataset):
             warnings.warn(f"resuming after {sample} samples with {per_batch} per batch: skipping {per_batch - remainder} samples", stacklevel=2)
             j += 1
         return k, j
+
+
+def check_sides(phases: list[Phase], buckets: list[tuple[int, int]] | None, factor: int) -> None:
+    """Every training side (each phase's crop, each bucket) is divisible by the autoencoder's downsampling
+    factor, or a one-line error names the setting."""
+    for height, width in buckets or []:
+        if height % factor or width % factor:
+            raise ConfigError(f"data.buckets: [{height}, {width}] is not divisible by the downsampling factor {factor}")
+    for phase in phases:
+        if phase.resolution % factor:
+            key = "data.resolution" if phase.start_step == 0 else f"data.resolution_schedule (step {phase.start_step})"
+            raise ConfigError(
+                f"{key}={phase.resolution} is not divisible by the autoencoder's downsampling factor "
+                f"{factor}; use a multiple of {factor} (e.g. {max(factor, phase.resolution // factor * factor)})"
+            )
