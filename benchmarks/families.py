@@ -27,7 +27,7 @@ from recipe_race import EVALS, ROOT, evaluate, replace_section, split, train
 
 from vaetrain.data.image_sets import ImageSet, evaluation_images, images_of
 from vaetrain.data.sources.spec import SourceSpec
-from vaetrain.evaluation.metrics import ReconstructionMetrics
+from vaetrain.evaluation.measure import autoencoder_pairs, measure
 from vaetrain.models.autoencoder import load_pretrained_autoencoder
 from vaetrain.models.families import decode, encode
 from vaetrain.models.latent_space import pipeline_normalize
@@ -42,18 +42,17 @@ RUNS = {
 def student_against_teacher(teacher_dir: Path, student_dir: Path, data: Path, holdout: Path, repeats: int) -> dict:
     teacher, student = load_pretrained_autoencoder(teacher_dir), load_pretrained_autoencoder(student_dir)
     images = ImageSet(SourceSpec(path=str(data), file_list=str(holdout)), resolution=64)
-    metrics = {name: ReconstructionMetrics(sync_on_compute=False) for name in ("teacher", "student", "student_vs_teacher")}
-    batch_latents = None
-    for batch in evaluation_images(images, part="all", batch_size=64):
-        pixels = images_of(batch)
-        if not len(pixels):
-            continue
-        raw = encode(teacher, pixels).mode()
-        by_teacher, by_student = decode(teacher, raw).clamp(-1, 1), decode(student, pipeline_normalize(teacher.config, raw)).clamp(-1, 1)
-        metrics["teacher"].update(pixels, by_teacher)
-        metrics["student"].update(pixels, by_student)
-        metrics["student_vs_teacher"].update(by_teacher, by_student)
-        batch_latents = raw if batch_latents is None or len(raw) > len(batch_latents) else batch_latents
+    teacher_latents = lambda pixels: pipeline_normalize(teacher.config, encode(teacher, pixels).mode())  # noqa: E731 - what the student decodes
+    pairs = {  # (reference, reconstruction, posterior) per batch: each comparison is one pass of the one measuring loop
+        "teacher": autoencoder_pairs(teacher),
+        "student": lambda pixels: (pixels, decode(student, teacher_latents(pixels)).clamp(-1, 1), None),
+        "student_vs_teacher": lambda pixels: (
+            decode(teacher, encode(teacher, pixels).mode()).clamp(-1, 1), decode(student, teacher_latents(pixels)).clamp(-1, 1), None),
+    }
+    result = {name: measure(evaluation_images(images, part="all", batch_size=64), pair).values
+              for name, pair in pairs.items()}
+    result = {name: {k: float(values[k]) for k in ("psnr", "ssim")} for name, values in result.items()}
+    batch_latents = encode(teacher, next(images_of(b) for b in evaluation_images(images, part="all", batch_size=64) if len(images_of(b)))).mode()
     times = {}
     for name, model, latents in (("teacher", teacher, batch_latents), ("student", student, pipeline_normalize(teacher.config, batch_latents))):
         decode(model, latents)  # warm-up
@@ -63,7 +62,6 @@ def student_against_teacher(teacher_dir: Path, student_dir: Path, data: Path, ho
             decode(model, latents)
             samples.append(time.perf_counter() - started)
         times[name] = statistics.median(samples)
-    result = {name: {k: float(v) for k, v in m.compute().items() if k in ("psnr", "ssim")} for name, m in metrics.items()}
     parameters = {name: sum(p.numel() for p in m.decoder.parameters()) for name, m in (("teacher", teacher), ("student", student))}
     return result | {"decode_seconds": times, "decode_speedup": times["teacher"] / times["student"], "batch": len(batch_latents),
                      "decoder_parameters": parameters}

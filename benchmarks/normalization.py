@@ -23,13 +23,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.data.pixel_images import ct_slice  # noqa: E402
+from vaetrain.data.synthetic import ct_slice  # noqa: E402
 from vaetrain.data.decoding.arrays import read_pixels  # noqa: E402
+from vaetrain.data.decoding.pixels import PixelFormat  # noqa: E402
+from vaetrain.evaluation.measure import measure  # noqa: E402
 from vaetrain.evaluation.reconstruct import reconstruct  # noqa: E402
 from vaetrain.export.formats import load_autoencoder, recorded_pixel_format  # noqa: E402
 
@@ -51,17 +52,17 @@ def write_slices(folder: Path, count: int) -> None:
 
 @torch.no_grad()
 def raw_psnr(checkpoint: Path, files: list[Path]) -> tuple[float, float]:
-    """(mean PSNR of the reconstructions against the files' raw values, of clipping alone), peak 65535."""
+    """(mean PSNR of the reconstructions against the files' raw values, of clipping alone), peak 65535: both
+    through the one measuring loop, in the units of the whole 16-bit range."""
     model, pixels = load_autoencoder(checkpoint), recorded_pixel_format(checkpoint)
-    low, high = (b.flatten() for b in pixels.bounds())
-    model_db, clip_db = [], []
-    for file in files:
-        raw = read_pixels(file, pixels, 10**9).double()
-        restored = pixels.denormalise(reconstruct(model, pixels.normalise(raw)[None]).float())[0].double()
-        clipped = raw.clamp(float(low[0]), float(high[0]))
-        for values, into in ((restored, model_db), (clipped, clip_db)):
-            into.append(10 * np.log10(65535.0**2 / max(float((values - raw).square().mean()), 1e-20)))
-    return float(np.mean(model_db)), float(np.mean(clip_db))
+    whole = PixelFormat(channels=pixels.channels, bit_depth=16)  # [0, 65535] -> [-1, 1]: PSNR at peak 65535
+    low, high = (float(b.flatten()[0]) for b in pixels.bounds())
+    raws = [read_pixels(file, pixels, 10**9).float()[None] for file in files]
+    pairs = {
+        "model": lambda raw: (whole.normalise(raw), whole.normalise(pixels.denormalise(reconstruct(model, pixels.normalise(raw)).float())), None),
+        "clip": lambda raw: (whole.normalise(raw), whole.normalise(raw.clamp(low, high)), None),
+    }
+    return tuple(measure(raws, pair, pixels=whole).values["psnr"] for pair in pairs.values())
 
 
 def main() -> None:

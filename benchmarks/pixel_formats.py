@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.data.pixel_images import ct_slice, multispectral  # noqa: E402
+from vaetrain.data.synthetic import ct_slice, multispectral  # noqa: E402
 from vaetrain.data import ImageDataModule  # noqa: E402
 
 

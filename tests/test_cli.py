@@ -211,7 +211,7 @@ def test_the_cpu_dc_ae_preset_trains_and_exports_from_the_command_line(tmp_path,
 
 
 def test_fit_on_six_band_16_bit_tiffs_with_a_resolution_schedule_from_the_command_line(tmp_path):
-    from tests.data.pixel_images import write_multiband_tiffs
+    from vaetrain.data.synthetic import write_multiband_tiffs
 
     write_multiband_tiffs(tmp_path / "tiles", 8, bands=6, size=40)
     beyond_rgb = [

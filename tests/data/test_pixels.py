@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.data.pixel_images import ct_slice, multispectral, write_ct_pngs, write_multiband_tiffs, write_rgb16_png
+from vaetrain.data.synthetic import ct_slice, multispectral, write_ct_pngs, write_multiband_tiffs, write_rgb16_png
 from vaetrain.data import ImageDataModule
 from vaetrain.data.decoding.arrays import read_pixels
 from vaetrain.data.decoding.pixels import PixelFormat, measure_bounds

@@ -13,7 +13,7 @@ from diffusers import AutoencoderKL
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer
-from tests.data.pixel_images import write_multiband_tiffs
+from vaetrain.data.synthetic import write_multiband_tiffs
 from vaetrain.data import ImageDataModule
 from vaetrain.data.decoding.pixels import PIXEL_FORMAT_FILE, PixelFormat
 from vaetrain.errors import ConfigError

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
 from torchvision.utils import make_grid, save_image
 
 from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.data.image_sets import ImageSet, evaluation_images, images_of
 from vaetrain.errors import ConfigError
-from vaetrain.evaluation.metrics import to_uint8
+from vaetrain.evaluation.metrics import fid_metric, to_uint8
 from vaetrain.evaluation.probe import ProbeConfig, standardisation, train_probe
 from vaetrain.evaluation.reconstruct import resolve_device
 from vaetrain.models.families import decode
@@ -60,7 +59,7 @@ def sample_fid(
     decoded = torch.cat([decode(model, chunk / scale + shift).float().clamp(-1, 1).cpu() for chunk in samples.split(32)])
     if inception is None:
         return decoded, None
-    fid = FrechetInceptionDistance(feature=inception, normalize=False, input_img_size=(3, 299, 299))
+    fid = fid_metric(inception)
     fid.update(to_uint8(pixels.to_display(originals)), real=True)
     fid.update(to_uint8(pixels.to_display(decoded)), real=False)
     return decoded, float(fid.compute())

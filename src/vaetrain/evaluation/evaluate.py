@@ -17,12 +17,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vaetrain.data.image_sets import ImageSet, evaluation_images, images_of
+from vaetrain.data.image_sets import ImageSet, evaluation_images
 from vaetrain.errors import ConfigError, PretrainedWeightsUnavailable
 from vaetrain.evaluation.latents import LatentAccumulator
-from vaetrain.evaluation.metrics import ReconstructionMetrics
+from vaetrain.evaluation.measure import autoencoder_pairs, measure
 from vaetrain.evaluation.networks import build_inception, build_lpips_metric
-from vaetrain.evaluation.reconstruct import TilingConfig, encode_decode, pad_to_multiple, resolve_device
+from vaetrain.evaluation.reconstruct import TilingConfig, pad_to_multiple, resolve_device
 from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.results import METRICS, ModelResult
 from vaetrain.evaluation.speed import check_fp16_decode, measure_speed
@@ -85,40 +85,32 @@ def evaluate_model(reference: str, model: nn.Module, images: ImageSet, options: 
         raise ConfigError(f"--data.resolution {resolution} is not divisible by {reference}'s downsampling factor {downsampling_factor(model)}")
     if model.config.in_channels != pixels.channels:
         raise ConfigError(f"{reference} reads {model.config.in_channels} channels, but the images are read as {pixels.channels} (data.channels)")
-    metrics = ReconstructionMetrics(
-        ms_ssim="ms_ssim" in options.metrics,
-        fid_features=networks.inception if "rfid" in options.metrics else None,
-        pixels=pixels,
-    ).to(device)
     lpips_channels = None if pixels.channels in (1, 3) else "each"  # N channels: each one replicated to RGB, averaged
     lpips = networks.lpips if networks.lpips is not None and "lpips" in options.metrics else None
     lpips = for_channels(lpips, pixels.channels, lpips_channels, key="eval LPIPS")
     lpips = lpips.to(device) if lpips is not None else None
     latents = LatentAccumulator(sample=True)
     samples: list[dict] = []
-    speed = fp16 = None
-    bad_files: list[tuple[str, str]] = []
-    loader = evaluation_images(images, part="all", max_images=options.max_images, batch_size=options.batch_size, num_workers=options.num_workers)
-    for batch in loader:
-        bad_files += batch["bad"]
-        batch_images = images_of(batch).to(device)
-        if len(batch_images) == 0:  # only bad files in this batch
-            continue
-        posterior, reconstruction = encode_decode(model, batch_images, options.tiling)
-        with torch.no_grad():
-            distances = lpips(reconstruction.float().clamp(-1, 1), batch_images.float()) if lpips is not None else None
-        metrics.update(batch_images, reconstruction, distances)
+    timing: dict = {}
+
+    def each(batch_images: torch.Tensor, reconstruction: torch.Tensor, posterior) -> None:
         latents.update(posterior)
-        if speed is None:  # timed on the first batch, at the evaluated resolution
-            speed = measure_speed(model, pad_to_multiple(batch_images, downsampling_factor(model))[0])
-            fp16 = check_fp16_decode(model, posterior.mode())
-        for original, recon in zip(batch_images, reconstruction):
-            if len(samples) < options.report_samples:
-                samples.append({"original": _to_uint8(original), "reconstruction": _to_uint8(recon)})
-    if speed is None:
+        if not timing:  # timed on the first batch, at the evaluated resolution
+            timing["speed"] = measure_speed(model, pad_to_multiple(batch_images, downsampling_factor(model))[0])
+            timing["fp16"] = check_fp16_decode(model, posterior.mode())
+        samples.extend({"original": _to_uint8(o), "reconstruction": _to_uint8(r)} for o, r in zip(batch_images, reconstruction))
+        del samples[options.report_samples :]
+
+    loader = evaluation_images(images, part="all", max_images=options.max_images, batch_size=options.batch_size, num_workers=options.num_workers)
+    measured = measure(
+        loader, autoencoder_pairs(model, options.tiling), pixels=pixels, ms_ssim="ms_ssim" in options.metrics,
+        fid_features=networks.inception if "rfid" in options.metrics else None, lpips=lpips, device=device, each=each,
+    )
+    bad_files = measured.bad_files
+    if not measured.images:
         raise ConfigError(f"data.path '{images.source.path}': no usable images to evaluate ({len(bad_files)} bad files)")
-    statistics = latents.result()
-    computed = metrics.compute()
+    speed, fp16 = timing["speed"], timing["fp16"]
+    statistics, computed = latents.result(), measured.values
     values = {
         "model": str(reference),
         **{name: computed.get(name) if name in options.metrics else None for name in METRICS},

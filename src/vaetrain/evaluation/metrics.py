@@ -58,11 +58,7 @@ class ReconstructionMetrics(nn.Module):
         self.ms_ssim = MultiScaleStructuralSimilarityIndexMeasure(data_range=1.0, kernel_size=MS_SSIM_KERNEL, **sync) if ms_ssim else None
         self.ms_ssim_too_small = 0
         self.lpips = MeanMetric(**sync)
-        self.fid = (
-            FrechetInceptionDistance(feature=fid_features, normalize=False, input_img_size=(3, 299, 299), **sync)
-            if fid_features is not None
-            else None
-        )
+        self.fid = fid_metric(fid_features, sync_on_compute) if fid_features is not None else None
 
     @torch.no_grad()
     def update(self, target: torch.Tensor, reconstruction: torch.Tensor, lpips: torch.Tensor | None = None) -> None:
@@ -107,6 +103,12 @@ class ReconstructionMetrics(nn.Module):
             if metric is not None:
                 metric.reset()
         self.ms_ssim_too_small = 0
+
+
+def fid_metric(features: nn.Module, sync_on_compute: bool = True) -> FrechetInceptionDistance:
+    """FID on 8-bit RGB images (what saved files hold) through `features` (torch-fidelity's 2048-d Inception
+    pool, or a random one offline): rFID here, the probe's sample FID in `diffusability`."""
+    return FrechetInceptionDistance(feature=features, normalize=False, input_img_size=(3, 299, 299), sync_on_compute=sync_on_compute)
 
 
 def to_uint8(images01: torch.Tensor) -> torch.Tensor:

@@ -6,15 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from vaetrain.data.image_sets import ImageSet, evaluation_images, images_of
+from vaetrain.data.image_sets import ImageSet, evaluation_images
 from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics
-from vaetrain.evaluation.metrics import ReconstructionMetrics
-from vaetrain.evaluation.reconstruct import reconstruct
+from vaetrain.evaluation.measure import autoencoder_pairs, measure
 from vaetrain.models.families import downsampling_factor, family_of
 from vaetrain.models.latent_space import CONVENTIONS, convention_of
 
@@ -29,20 +27,14 @@ class CardFacts:
     metrics: dict | None = None  # from `measure_reconstruction`
 
 
-@torch.no_grad()
 def measure_reconstruction(model: nn.Module, images: ImageSet, part: Part, max_images: int = 64) -> dict | None:
     """PSNR and SSIM of the model's reconstructions of up to `max_images` images of `part` (None: no images)."""
-    metrics, count = ReconstructionMetrics(sync_on_compute=False, pixels=images.pixels), 0  # rank 0 alone exports
-    device = next(model.parameters()).device
-    for batch in evaluation_images(images, part=part, max_images=max_images):
-        batch_images = images_of(batch).to(device)
-        if len(batch_images):
-            metrics.update(batch_images, reconstruct(model, batch_images).float())
-            count += len(batch_images)
-    if count == 0:
+    device = next(model.parameters()).device  # rank 0 alone exports: this process's images only
+    measured = measure(evaluation_images(images, part=part, max_images=max_images), autoencoder_pairs(model), pixels=images.pixels, device=device)
+    if not measured.images:
         return None
-    values = metrics.compute()
-    return {"psnr": values["psnr"], "ssim": values["ssim"], "images": count, "resolution": images.resolution, "part": part}
+    values = measured.values
+    return {"psnr": values["psnr"], "ssim": values["ssim"], "images": measured.images, "resolution": images.resolution, "part": part}
 
 
 def _pixels(pixels) -> str:

@@ -1,4 +1,4 @@
-"""Synthetic but realistic images beyond 8-bit RGB, generated (no downloads):
+"""Synthetic but realistic images beyond 8-bit RGB, generated (no downloads; tests, benchmarks and smoke runs use them):
 
 - `ct_slice`: a 16-bit single-channel "CT slice": an elliptical body with organs and bone, 12-bit-like
   values spread over the 16-bit range, smooth structure plus noise (radiology PNGs are stored like this).

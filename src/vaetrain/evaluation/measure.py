@@ -1,0 +1,78 @@
+"""The one measuring loop: batches of images -> a model -> `ReconstructionMetrics`. `vaetrain eval`, the
+export's model card and the benchmarks all measure through `measure`; what differs between them is how a
+batch becomes (reference, reconstruction): a `Pairs` function (`autoencoder_pairs` for an autoencoder's
+own reconstruction, tiled or not). Validation during training is Lightning's loop over the same metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from vaetrain.data.decoding.pixels import PixelFormat
+from vaetrain.data.image_sets import images_of
+from vaetrain.evaluation.metrics import ReconstructionMetrics
+from vaetrain.evaluation.reconstruct import TilingConfig, encode_decode
+from vaetrain.models.families import Posterior
+
+Pairs = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, Posterior | None]]
+"""images in [-1, 1] -> (the reference they are compared with, the reconstruction, the posterior or None)."""
+
+
+@dataclass
+class Measured:
+    """What one pass measured: the metrics' values (empty when no image was usable), the images measured
+    and the files left out with their reasons."""
+
+    values: dict[str, float | None] = field(default_factory=dict)
+    images: int = 0
+    bad_files: list[tuple[str, str]] = field(default_factory=list)
+
+
+def autoencoder_pairs(model: nn.Module, tiling: TilingConfig | None = None) -> Pairs:
+    """Each image against the model's reconstruction of it (tiled when larger than `tiling.tile_size`; None:
+    never tiled)."""
+
+    def pairs(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Posterior | None]:
+        posterior, reconstruction = encode_decode(model, images, tiling)
+        return images, reconstruction, posterior
+
+    return pairs
+
+
+@torch.no_grad()
+def measure(
+    batches: Iterable,
+    pairs: Pairs,
+    *,
+    pixels: PixelFormat | None = None,
+    ms_ssim: bool = False,
+    fid_features: nn.Module | None = None,
+    lpips: nn.Module | None = None,
+    device: torch.device | str = "cpu",
+    each: Callable[[torch.Tensor, torch.Tensor, Posterior | None], None] | None = None,
+) -> Measured:
+    """Every batch (a loader's dict, whose bad files are collected, or a tensor) through `pairs` into
+    `ReconstructionMetrics` in the units of `pixels` (PSNR, SSIM; MS-SSIM when asked; rFID with
+    `fid_features`; LPIPS with `lpips`), on this process's images alone; `each(images, reconstruction,
+    posterior)` sees every batch too (latent statistics, report samples, timing)."""
+    metrics = ReconstructionMetrics(ms_ssim=ms_ssim, fid_features=fid_features, sync_on_compute=False, pixels=pixels).to(device)
+    measured = Measured()
+    for batch in batches:
+        if isinstance(batch, dict):
+            measured.bad_files += batch["bad"]
+        images = images_of(batch).to(device)
+        if len(images) == 0:  # only bad files in this batch
+            continue
+        reference, reconstruction, posterior = pairs(images)
+        distances = lpips(reconstruction.float().clamp(-1, 1), reference.float()) if lpips is not None else None
+        metrics.update(reference, reconstruction, distances)
+        if each is not None:
+            each(images, reconstruction, posterior)
+        measured.images += len(images)
+    if measured.images:
+        measured.values = metrics.compute()
+    return measured
