@@ -49,10 +49,10 @@ def student_against_teacher(teacher_dir: Path, student_dir: Path, data: Path, ho
         "student_vs_teacher": lambda pixels: (
             decode(teacher, encode(teacher, pixels).mode()).clamp(-1, 1), decode(student, teacher_latents(pixels)).clamp(-1, 1), None),
     }
-    result = {name: measure(evaluation_images(images, part="all", batch_size=64), pair).values
+    result = {name: measure(evaluation_images(images, part="all", batch_size=64, num_workers=0), pair).values
               for name, pair in pairs.items()}
     result = {name: {k: float(values[k]) for k in ("psnr", "ssim")} for name, values in result.items()}
-    batch_latents = encode(teacher, next(images_of(b) for b in evaluation_images(images, part="all", batch_size=64) if len(images_of(b)))).mode()
+    batch_latents = encode(teacher, next(images_of(b) for b in evaluation_images(images, part="all", batch_size=64, num_workers=0) if len(images_of(b)))).mode()
     times = {}
     for name, model, latents in (("teacher", teacher, batch_latents), ("student", student, pipeline_normalize(teacher.config, batch_latents))):
         decode(model, latents)  # warm-up

@@ -245,3 +245,21 @@ def test_presets_that_name_a_reference_carry_its_values():
             assert model["optimizer"][network] == {"name": "adam", "lr": 3.0e-4, "betas": [0.9, 0.9], "amsgrad": True}
         loss = model["loss"]
         assert loss["balance"] == "fixed" and loss["reconstruction"] == "l2" and loss["perceptual_weight"] < loss["disc_weight"]
+
+
+def test_image_commands_take_fits_data_keys_with_fits_defaults():
+    """eval, probe and export read `--data.*` from the data module's own specification: the same keys, the
+    same defaults (batch size, workers, source, split...)."""
+    import argparse
+    import inspect
+
+    from vaetrain.cli.commands import IMAGE_KEYS, _image_options
+
+    parser = argparse.ArgumentParser()
+    _image_options(parser, path_help="p", resolution_help="r", max_images=None)
+    parsed = vars(parser.parse_args([]))
+    parameters = inspect.signature(ImageDataModule.__init__).parameters
+    for key in IMAGE_KEYS:
+        if key not in ("path", "resolution"):  # the commands' own meaning: required images, a crop size or native
+            assert parsed[f"data_{key}"] == parameters[key].default, key
+    assert parsed["data_batch_size"] == 4 and parsed["data_num_workers"] is None

@@ -1,20 +1,25 @@
 """`vaetrain eval | recon | export | convert`: argparse front ends of plain functions.
 
 The same thing has the same name everywhere: images are `--data.path` (with `--data.source`,
-`--data.split`, `--data.image_column`, `--data.file_list`, as in `fit`), `--data.resolution`,
-`--data.max_images`, `--data.batch_size`, `--data.num_workers`; a checkpoint's trained weights instead of
+`--data.split`, `--data.image_column`, `--data.file_list`), `--data.resolution`, `--data.batch_size`,
+`--data.num_workers`, built from `vaetrain fit`'s own data specification (`IMAGE_KEYS`: the data module's
+signature and docstring, so defaults and help agree), and `--data.max_images`; a checkpoint's trained weights instead of
 its EMA are `--no-ema`; outputs of many inputs are `--out`; devices are `--device`.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import re
 import sys
 from pathlib import Path
+from typing import get_args
 
 from vaetrain.data.decoding.pixels import PixelFormat
-from vaetrain.data.image_sets import ImageSet
-from vaetrain.data.sources.spec import SourceSpec
+from vaetrain.data.datamodule import ImageDataModule
+from vaetrain.data.image_sets import ImageSet, Loading
+from vaetrain.data.sources.spec import SourceKind, SourceSpec
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.diffusability import run_probe as probe_models
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate, run_dir_of
@@ -39,17 +44,26 @@ def _resolution(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{value!r} is neither a number of pixels nor 'native'") from None
 
 
+IMAGE_KEYS = ("path", "source", "split", "image_column", "file_list", "resolution", "batch_size", "num_workers")
+"""The `data.*` keys of `vaetrain fit` that the other commands take, from the same specification: the data
+module's signature (defaults) and its docstring (help)."""
+
+
 def _image_options(parser: argparse.ArgumentParser, *, path_help: str, resolution_help: str, max_images: int | None) -> None:
-    group = parser.add_argument_group("images (the keys of `vaetrain fit`'s data block)")
-    group.add_argument("--data.path", dest="data_path", help=path_help)
-    group.add_argument("--data.source", dest="data_source", default="auto", choices=["auto", "folder", "hf", "webdataset"])
-    group.add_argument("--data.split", dest="data_split", default="train", help="Hugging Face split")
-    group.add_argument("--data.image_column", dest="data_image_column", default="image", help="Hugging Face image column")
-    group.add_argument("--data.file_list", dest="data_file_list", help="txt or csv selecting part of a folder")
-    group.add_argument("--data.resolution", dest="data_resolution", type=_resolution, help=resolution_help)
+    parameters = inspect.signature(ImageDataModule.__init__).parameters
+    helps = dict(re.findall(r"^\s+(\w+): (.+)$", ImageDataModule.__doc__.split("Args:")[1], flags=re.M))
+    group = parser.add_argument_group("images (the keys of `vaetrain fit`'s data block, with its defaults)")
+    for key in IMAGE_KEYS:
+        default, kind = parameters[key].default, {"resolution": _resolution, "batch_size": int, "num_workers": int}.get(key, str)
+        extra = {"path": path_help, "resolution": resolution_help}
+        options = {"choices": list(get_args(SourceKind))} if key == "source" else {}
+        group.add_argument(f"--data.{key}", dest=f"data_{key}", type=kind, default=None if key in extra else default,
+                           help=extra[key] if key in extra else f"{helps[key]} (default {default})", **options)
     group.add_argument("--data.max_images", dest="data_max_images", type=int, default=max_images, help="evenly spaced subset of the images")
-    group.add_argument("--data.batch_size", dest="data_batch_size", type=int, default=8)
-    group.add_argument("--data.num_workers", dest="data_num_workers", type=int, default=0)
+
+
+def _loading(args: argparse.Namespace) -> Loading:
+    return Loading(args.data_batch_size, args.data_num_workers)
 
 
 def _image_set(args: argparse.Namespace, resolution: int | str, models: list[str] = ()) -> ImageSet | None:
@@ -98,7 +112,7 @@ def run_eval(argv: list[str]) -> int:
     results = evaluate(args.models, images, options, args.out, load_model=load, run_dir=args.run)
     if args.probe:
         rows = probe_models(args.models, images, _probe_config(args), args.out, load_model=load, max_images=args.data_max_images,
-                         inception=_probe_inception(args.backbones), backbones=args.backbones, device=args.device)
+                         inception=_probe_inception(args.backbones), backbones=args.backbones, device=args.device, loading=_loading(args))
         write_report(results, Path(args.out) / "report.html", run_dir=args.run or run_dir_of(args.models), probe_rows=rows)
     for result in results:
         values = result.values
@@ -149,7 +163,7 @@ def run_probe(argv: list[str]) -> int:
         raise ConfigError("probe: --data.path is required (the images to encode)")
     load = lambda reference: load_autoencoder(reference, use_ema=not args.no_ema)  # noqa: E731
     rows = probe_models(args.models, images, _probe_config(args), args.out, load_model=load, max_images=args.data_max_images,
-                     inception=_probe_inception(args.backbones), backbones=args.backbones, device=args.device)
+                     inception=_probe_inception(args.backbones), backbones=args.backbones, device=args.device, loading=_loading(args))
     for row in rows:
         fid = f", sample FID {row['probe_fid']:.1f}" if row["probe_fid"] is not None else ""
         print(f"{row['model']}: validation flow-matching loss {row['probe_validation_loss']:.4f}{fid} ({row['probe_seconds']:.0f} s)")
@@ -190,7 +204,7 @@ def run_export(argv: list[str]) -> int:
     images = _image_set(args, args.data_resolution or 256)
     out = export_checkpoint(
         args.checkpoint, args.out, images=images, resolution=args.data_resolution, max_images=args.data_max_images, use_ema=not args.no_ema,
-        latents=args.latents,
+        latents=args.latents, loading=_loading(args),
     )
     print(f"exported {args.checkpoint} -> {out}")
     if args.push_to_hub:

@@ -18,7 +18,7 @@ from vaetrain.data.decoding.decode import DEFAULT_MAX_PIXELS
 from vaetrain.data.decoding.pixels import Normalization, PixelFormat, measure_bounds
 from vaetrain.data.decoding.samples import SampleDecoder, build_decoder, raw_decoder
 from vaetrain.data.decoding.transforms import CropPolicy, bucket_transform
-from vaetrain.data.image_sets import ImageSet, default_num_workers, image_loader, open_source
+from vaetrain.data.image_sets import DEFAULT_BATCH_SIZE, ImageSet, default_num_workers, image_loader, open_source
 from vaetrain.data.quality import BadFileTracker
 from vaetrain.data.sources.spec import Part, SourceKind, SourceSpec, StreamLayout
 from vaetrain.data.streams.buckets import check_crop_settings
@@ -75,7 +75,7 @@ class ImageDataModule(L.LightningDataModule):
         path: str | None = None,
         source: SourceKind = "auto",
         resolution: int = 256,
-        batch_size: int = 4,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         crop: CropPolicy = "random_crop",
         buckets: list[tuple[int, int]] | None = None,
         small_images: Literal["upscale", "skip"] = "upscale",

@@ -21,6 +21,23 @@ from vaetrain.data.streams.decoded import collate_samples
 from vaetrain.errors import ConfigError
 
 
+DEFAULT_BATCH_SIZE = 4
+"""`data.batch_size`'s default, for training's micro-batch and every command that reads images."""
+
+
+@dataclass(frozen=True)
+class Loading:
+    """How images are batched for reading: `data.batch_size` and `data.num_workers`, with `fit`'s defaults."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    num_workers: int | None = None
+    """None: one per spare core, at most 8 (`default_num_workers`)."""
+
+    def of(self) -> dict[str, int | None]:
+        """As `evaluation_images`' keyword arguments."""
+        return {"batch_size": self.batch_size, "num_workers": self.num_workers}
+
+
 def open_source(spec: SourceSpec) -> ImageSource:
     """The reader for `spec`'s kind; cheap (nothing is listed until `prepare`)."""
     spec = spec.resolved()
@@ -65,7 +82,7 @@ class ImageSet:
 
 
 def evaluation_images(
-    images: ImageSet, *, part: Part = "all", max_images: int | None = None, batch_size: int = 8, num_workers: int = 0
+    images: ImageSet, *, part: Part = "all", max_images: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, num_workers: int | None = None
 ) -> DataLoader:
     """Center crops at `images.resolution` (or, "native", whole images one per batch) of up to
     `max_images` evenly spaced images of `part`. Batches are dicts; `images_of` takes the tensor out and
@@ -73,7 +90,8 @@ def evaluation_images(
     source = open_source(images.source)
     decoder = build_decoder(images.resolution, background=images.background, max_pixels=images.max_image_pixels, pixels=images.pixels)
     dataset = source.images(part, decoder, max_items=max_images)
-    return image_loader(dataset, 1 if images.resolution == "native" else batch_size, num_workers)
+    workers = default_num_workers() if num_workers is None else num_workers  # fit's defaults (`Loading`)
+    return image_loader(dataset, 1 if images.resolution == "native" else batch_size, workers)
 
 
 def image_loader(dataset: Dataset | IterableDataset, batch_size: int, num_workers: int, prefetch_factor: int | None = None) -> DataLoader:

@@ -16,7 +16,7 @@ from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from vaetrain.data.decoding.pixels import PixelFormat
-from vaetrain.data.image_sets import ImageSet, evaluation_images, images_of
+from vaetrain.data.image_sets import ImageSet, Loading, evaluation_images, images_of
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metrics import fid_metric, to_uint8
 from vaetrain.evaluation.probe import ProbeConfig, standardisation, train_probe
@@ -28,14 +28,14 @@ PROBE_FILE = "probe.json"
 
 
 @torch.no_grad()
-def encode(model, images: ImageSet, max_images: int | None, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+def encode(model, images: ImageSet, max_images: int | None, device: torch.device, seed: int, loading: Loading = Loading()) -> tuple[torch.Tensor, torch.Tensor, tuple]:
     """(latent samples standardised per channel by their own statistics, the images in [-1, 1], the
     (shift, scale) that standardised them) of up to `max_images` images at a fixed size."""
     if images.resolution == "native":
         raise ConfigError("probe: --data.resolution must be a number of pixels (every latent needs the same shape)")
     generator = torch.Generator(device=device).manual_seed(seed)
     latents, originals = [], []
-    for batch in evaluation_images(images, part="all", max_images=max_images, batch_size=32):
+    for batch in evaluation_images(images, part="all", max_images=max_images, **loading.of()):
         pixels = images_of(batch).to(device)
         if len(pixels):
             latents.append(encode_latents(model, pixels).sample(generator=generator))
@@ -76,6 +76,7 @@ def run_probe(
     inception: nn.Module | None = None,
     backbones: str = "pretrained",
     device: str = "auto",
+    loading: Loading = Loading(),
 ) -> list[dict]:
     """One row per model: validation flow-matching loss (lower: easier latents), its curve, sample FID."""
     out_dir = Path(out_dir)
@@ -84,7 +85,7 @@ def run_probe(
     rows = []
     for index, reference in enumerate(models):
         model = load_model(reference).to(target).eval()
-        latents, originals, standardised = encode(model, images, max_images, target, config.seed)
+        latents, originals, standardised = encode(model, images, max_images, target, config.seed, loading)
         print(f"vaetrain probe: {reference}: {len(latents)} latents {tuple(latents.shape[1:])}, {config.steps} steps", file=sys.stderr)
         result = train_probe(latents, config, progress=_progress(config.steps))
         row = {"model": str(reference), "probe_validation_loss": result.validation_loss, "probe_curve": result.curve,

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vaetrain.data.image_sets import ImageSet, evaluation_images
+from vaetrain.data.image_sets import DEFAULT_BATCH_SIZE, ImageSet, evaluation_images
 from vaetrain.errors import ConfigError, PretrainedWeightsUnavailable
 from vaetrain.evaluation.latents import LatentAccumulator
 from vaetrain.evaluation.measure import autoencoder_pairs, measure
@@ -37,8 +37,8 @@ class EvalOptions:
 
     metrics: tuple[str, ...] = METRICS
     max_images: int | None = None
-    batch_size: int = 8
-    num_workers: int = 0
+    batch_size: int = DEFAULT_BATCH_SIZE  # fit's `data.batch_size` and `data.num_workers` defaults
+    num_workers: int | None = None
     lpips_network: Literal["alex", "vgg"] = "alex"
     backbones: Literal["pretrained", "random"] = "pretrained"  # random: offline smoke runs only
     tiling: TilingConfig = field(default_factory=TilingConfig)

@@ -11,7 +11,7 @@ from pathlib import Path
 from torch import nn
 
 from vaetrain.data.decoding.pixels import PIXEL_FORMAT_FILE
-from vaetrain.data.image_sets import ImageSet, evaluation_images, images_of
+from vaetrain.data.image_sets import ImageSet, Loading, evaluation_images, images_of
 from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics, measure_latent_statistics
@@ -55,6 +55,7 @@ def export_model(
     validation: tuple[ImageSet, Part] | None = None,
     facts: CardFacts | None = None,
     latents: LatentConvention | None = None,
+    loading: Loading = Loading(),
 ) -> Path:
     """The model as a diffusers folder with a model card: its latent normalisation measured on up to
     `max_images` evenly spaced images of `images` and written as the `latents` convention's fields (None:
@@ -62,7 +63,7 @@ def export_model(
     resolution, its reconstruction PSNR/SSIM on the `validation` images."""
     statistics = None
     if images is not None:
-        loader = evaluation_images(images, part=part, max_images=max_images)
+        loader = evaluation_images(images, part=part, max_images=max_images, **loading.of())
         statistics = measure_latent_statistics(model, (images_of(batch) for batch in loader if len(images_of(batch))))
     facts = facts or CardFacts()
     facts.training_images = facts.training_images or images
@@ -70,7 +71,7 @@ def export_model(
     if isinstance(trained_at, int):  # diffusers' tiling threshold: tiles of the size it was trained at
         model.register_to_config(**({"sample_size": trained_at} if "sample_size" in model.config else {}))
     if validation is not None:
-        facts.metrics = measure_reconstruction(model, *validation)
+        facts.metrics = measure_reconstruction(model, *validation, loading=loading)
     files = {}
     pixels = facts.training_images.pixels if facts.training_images is not None else None
     if pixels is not None and not pixels.is_rgb8:  # how images become the model's inputs (data/decoding/pixels.py)
@@ -92,6 +93,7 @@ def export_checkpoint(
     max_images: int = 256,
     use_ema: bool = True,
     latents: LatentConvention | None = None,
+    loading: Loading = Loading(),
 ) -> Path:
     """`vaetrain export`: the checkpoint's autoencoder as a diffusers folder, latent scale measured on
     `images` (all of them), or else on the training images the checkpoint records (its train part, at
@@ -101,9 +103,9 @@ def export_checkpoint(
     if images is not None:
         if facts.training_images is not None:  # other images, read as the model was trained to read them
             images = replace(images, pixels=facts.training_images.pixels)
-        return export_model(model, out_dir, images, part="all", max_images=max_images, validation=(images, "all"), facts=facts, latents=latents)
+        return export_model(model, out_dir, images, part="all", max_images=max_images, validation=(images, "all"), facts=facts, latents=latents, loading=loading)
     images = record.image_set()
     if images is None:
         raise ConfigError(f"'{checkpoint}' records no training data; give the images to measure the latent scale on (--data.path)")
     images = replace(images, resolution=resolution or images.resolution)
-    return export_model(model, out_dir, images, part="train", max_images=max_images, validation=record.validation_images(), facts=facts, latents=latents)
+    return export_model(model, out_dir, images, part="train", max_images=max_images, validation=record.validation_images(), facts=facts, latents=latents, loading=loading)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from vaetrain.data.image_sets import ImageSet, evaluation_images
+from vaetrain.data.image_sets import ImageSet, Loading, evaluation_images
 from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics
@@ -27,10 +27,10 @@ class CardFacts:
     metrics: dict | None = None  # from `measure_reconstruction`
 
 
-def measure_reconstruction(model: nn.Module, images: ImageSet, part: Part, max_images: int = 64) -> dict | None:
+def measure_reconstruction(model: nn.Module, images: ImageSet, part: Part, max_images: int = 64, loading: Loading = Loading()) -> dict | None:
     """PSNR and SSIM of the model's reconstructions of up to `max_images` images of `part` (None: no images)."""
     device = next(model.parameters()).device  # rank 0 alone exports: this process's images only
-    measured = measure(evaluation_images(images, part=part, max_images=max_images), autoencoder_pairs(model), pixels=images.pixels, device=device)
+    measured = measure(evaluation_images(images, part=part, max_images=max_images, **loading.of()), autoencoder_pairs(model), pixels=images.pixels, device=device)
     if not measured.images:
         return None
     values = measured.values
