@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from harness import machine
 from torchvision import datasets, transforms
 
 from vaetrain.data import ImageDataModule
@@ -82,7 +82,7 @@ def main() -> None:
                 "images_per_round": args.count,
                 "img_per_s_per_worker": {name: round(rate, 1) for name, rate in best.items()},
                 "speedup_vs_baseline": {name: round(rate / baseline_rate, 2) for name, rate in best.items()},
-                "machine": f"{platform.machine()}, {torch.get_num_threads()} thread, torch {torch.__version__}",
+                "machine": machine(),
             }
         )
     )

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from recipe_race import EVALS, ROOT, evaluate, replace_section, split, train
+from harness import EVALS, ROOT, SHARED, evaluate_runs, holdout_split, machine, replace_section, train_for
 
 from vaetrain.data.image_sets import ImageSet, evaluation_images, images_of
 from vaetrain.data.sources.spec import SourceSpec
@@ -71,20 +70,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=600, help="training time per model")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "families")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "tiny-imagenet-val")
+    parser.add_argument("--data", type=Path, default=SHARED / "tiny-imagenet-val")
     parser.add_argument("--holdout", type=int, default=1000)
-    parser.add_argument("--clothing", type=Path, default=ROOT.parent / "shared" / "data" / "clothing")
+    parser.add_argument("--clothing", type=Path, default=SHARED / "clothing")
     parser.add_argument("--clothing-images", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-results", action="store_true")
     args = parser.parse_args()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
-    train_list, holdout = split(args.data, args.holdout, args.out)
-    trained = {name: train(name, overrides, args, train_list, config) for name, (config, _, overrides) in RUNS.items()}
+    train_list, holdout = holdout_split(args.data, args.holdout, args.out)
+    where = {"out": args.out, "seconds": args.seconds, "data": args.data, "train_list": train_list}
+    trained = {name: train_for(name, [config], overrides, **where) for name, (config, _, overrides) in RUNS.items()}
     teacher = args.out / "kl" / "diffusers"
-    trained["taesd"] = train("taesd", [f"--model.loss.distillation.teacher={teacher}"], args, train_list, "configs/taesd-tiny.yaml")
-    metrics = evaluate(["kl", "dc", "taesd"], args, holdout)
+    trained["taesd"] = train_for("taesd", ["configs/taesd-tiny.yaml"], [f"--model.loss.distillation.teacher={teacher}"], **where)
+    metrics = evaluate_runs(["kl", "dc", "taesd"], args.out, data=args.data, holdout=holdout, clothing=args.clothing, clothing_images=args.clothing_images)
     distilled = student_against_teacher(teacher, args.out / "taesd" / "diffusers", args.data, holdout, args.repeats)
     (args.out / "families.json").write_text(json.dumps({"trained": trained, "metrics": metrics, "distilled": distilled}, indent=2))
     markdown = tables(trained, metrics, distilled)
@@ -112,9 +112,8 @@ def tables(trained: dict, metrics: dict, distilled: dict) -> str:
 
 def write(markdown: str, args) -> None:
     markers = ("<!-- families:start -->", "<!-- families:end -->")
-    machine = f"{platform.machine()} {platform.processor() or 'cpu'}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     section = (f"{markers[0]}\n## Autoencoder families: KL, DC-AE, a distilled tiny autoencoder (issue 13)\n\nCommand: "
-               f"`.venv/bin/python benchmarks/families.py --seconds {args.seconds}`. Machine: {machine}; no GPU; precision as `fit` "
+               f"`.venv/bin/python benchmarks/families.py --seconds {args.seconds}`. Machine: {machine()}; no GPU; precision as `fit` "
                f"picks. Each model trained {args.seconds} s of training time (Lightning's timer) on {args.data.name} minus its last "
                f"{args.holdout} sorted files at 64 px, batch 8, one at a time; evaluated on the held-out images and {args.clothing_images} "
                f"clothing photos (EMA weights, encode -> decode).\n\n{markdown}\n{markers[1]}")

@@ -17,24 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
+from harness import ROOT, machine, vaetrain
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vaetrain.data.synthetic import ct_slice  # noqa: E402
-from vaetrain.data.decoding.arrays import read_pixels  # noqa: E402
-from vaetrain.data.decoding.pixels import PixelFormat  # noqa: E402
-from vaetrain.evaluation.measure import measure  # noqa: E402
-from vaetrain.evaluation.reconstruct import reconstruct  # noqa: E402
-from vaetrain.export.formats import load_autoencoder, recorded_pixel_format  # noqa: E402
+from vaetrain.data.decoding.arrays import read_pixels
+from vaetrain.data.decoding.pixels import PixelFormat
+from vaetrain.data.synthetic import ct_slice
+from vaetrain.evaluation.measure import measure
+from vaetrain.evaluation.reconstruct import reconstruct
+from vaetrain.export.formats import load_autoencoder, recorded_pixel_format
 
-ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "range_0_65535": [],  # the 16-bit default: the whole uint16 range -> [-1, 1]
     "percentile_0.5_99.5": ["--data.normalization=percentile"],
@@ -78,25 +74,23 @@ def main() -> None:
     names = sorted(p.name for p in slices.glob("*.png"))
     (out / "train.txt").write_text("\n".join(names[:-100]) + "\n")
     (out / "held_out.txt").write_text("\n".join(names[-100:]) + "\n")
-    vaetrain = [sys.executable, "-m", "vaetrain.cli"]
     results = {}
     for name, extra in VARIANTS.items():
         run = out / name
         start = time.perf_counter()
         if not args.eval_only:
-            subprocess.run([*vaetrain, "fit", "--config", str(ROOT / "configs" / "tiny.yaml"), f"--data.path={slices}",
-                            f"--data.file_list={out / 'train.txt'}", "--data.channels=1", "--data.bit_depth=16", "--data.val_size=8",
-                            "--model.autoencoder.in_channels=1", "--model.autoencoder.out_channels=1", f"--trainer.max_steps={args.steps}",
-                            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={run}", *extra], check=True)
+            vaetrain("fit", "--config", str(ROOT / "configs" / "tiny.yaml"), f"--data.path={slices}",
+                     f"--data.file_list={out / 'train.txt'}", "--data.channels=1", "--data.bit_depth=16", "--data.val_size=8",
+                     "--model.autoencoder.in_channels=1", "--model.autoencoder.out_channels=1", f"--trainer.max_steps={args.steps}",
+                     "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={run}", *extra)
         seconds = time.perf_counter() - start if not args.eval_only else None
-        subprocess.run([*vaetrain, "eval", str(run / "checkpoints" / "last.ckpt"), f"--data.path={slices}",
-                        f"--data.file_list={out / 'held_out.txt'}", "--data.resolution=64", "--metrics=psnr,ssim",
-                        f"--out={run / 'eval'}"], check=True)
+        vaetrain("eval", str(run / "checkpoints" / "last.ckpt"), f"--data.path={slices}", f"--data.file_list={out / 'held_out.txt'}",
+                 "--data.resolution=64", "--metrics=psnr,ssim", f"--out={run / 'eval'}")
         (row,) = json.loads((run / "eval" / "metrics.json").read_text())
         vs_raw, clip_only = raw_psnr(run / "checkpoints" / "last.ckpt", [slices / n for n in names[-100:]])
         results[name] = {"psnr_peak_65535": round(row["psnr"], 2), "ssim": round(row["ssim"], 4), "psnr_vs_raw_files": round(vs_raw, 2),
                          "clip_only_psnr": round(clip_only, 2), "train_seconds": round(seconds) if seconds is not None else None}
-    line = {"benchmark": "normalization", "machine": platform.processor() or platform.machine(), "steps": args.steps,
+    line = {"benchmark": "normalization", "machine": machine(), "steps": args.steps,
             "train_images": len(names) - 100, "held_out": 100, "results": results}
     (out / "results.json").write_text(json.dumps(line, indent=2) + "\n")
     print(json.dumps(line))

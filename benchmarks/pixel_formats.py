@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from harness import machine
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vaetrain.data.synthetic import ct_slice, multispectral  # noqa: E402
-from vaetrain.data import ImageDataModule  # noqa: E402
+from vaetrain.data import ImageDataModule
+from vaetrain.data.synthetic import ct_slice, multispectral
 
 
 def write(folder: Path, kind: str, count: int, size: int) -> dict:
@@ -78,7 +76,7 @@ def main() -> None:
             for kind in kinds:
                 best[kind] = max(best[kind], rate(modules[kind], args.count))
     print(json.dumps({
-        "benchmark": "pixel_formats", "machine": platform.processor() or platform.machine(), "threads": 1,
+        "benchmark": "pixel_formats", "machine": machine(), "threads": 1,
         "image_side": args.size, "crop": args.resolution,
         "img_per_s": {k: round(v, 1) for k, v in best.items()},
         "ratio_to_rgb8": {k: round(v / best["rgb8_png"], 3) for k, v in best.items()},

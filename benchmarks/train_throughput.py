@@ -24,14 +24,12 @@ import statistics
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import lightning as L
 import torch
-import yaml
-from jsonargparse import ArgumentParser
 from torch.utils.flop_counter import FlopCounterMode
 
+from vaetrain.cli.fit import model_and_data
 from vaetrain.data import ImageDataModule
 from vaetrain.training.engines import PlainEngine
 from vaetrain.training.memory_budget import MemoryBudget
@@ -106,17 +104,10 @@ class _NoModuleTracking:
         return None
 
 
-def build(config_path: str, overrides: dict) -> tuple[AutoencoderModule, ImageDataModule, dict]:
-    config = yaml.safe_load(Path(config_path).read_text())
-    parser = ArgumentParser()
-    parser.add_class_arguments(AutoencoderModule, "model")
-    parser.add_class_arguments(ImageDataModule, "data")
-    sections = {"model": config.get("model", {}), "data": config.get("data", {}) | overrides.get("data", {})}
-    for section in ("loss", "speed", "training"):
-        sections["model"].setdefault(section, {}).update(overrides.get(section, {}))
-    parsed = parser.parse_object(sections)
-    objects = parser.instantiate_classes(parsed)
-    return objects.model, objects.data, config.get("trainer", {})
+def build(configs: list[str], overrides: list[str]) -> tuple[AutoencoderModule, ImageDataModule, dict]:
+    """The module and data module exactly as `vaetrain fit --config C1 --config C2 ... OVERRIDES` builds them
+    (the CLI's own parser: layered presets, every key), without its trainer."""
+    return model_and_data([arg for config in configs for arg in ("--config", config)] + overrides)
 
 
 def loader_rate(datamodule: ImageDataModule, batches: int) -> float:
@@ -138,7 +129,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/tiny.yaml")
+    parser.add_argument("--config", action="append", help="a preset, or several layered in order (default configs/tiny.yaml)")
     parser.add_argument("--data", default=None, help="image folder (default: the preset's, or the bundled samples)")
     parser.add_argument("--resolution", type=int, default=None)
     parser.add_argument("--micro-batch", type=int, default=None)
@@ -162,16 +153,15 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    data_overrides = {k: v for k, v in {"path": args.data, "resolution": args.resolution, "batch_size": args.micro_batch, "num_workers": args.workers}.items() if v is not None}
-    loss_overrides = {"disc_start_step": 0} if args.disc_from_start else {}
-    if args.perceptual_backbone:
-        loss_overrides["perceptual_backbone"] = args.perceptual_backbone
-    speed_overrides = {k: v for k, v in {"channels_last": args.channels_last, "compile": args.compile}.items() if v is not None}
-    training_overrides = {"gan_updates": args.gan_updates} if args.gan_updates else {}
+    given = {
+        "data.path": args.data, "data.resolution": args.resolution, "data.batch_size": args.micro_batch, "data.num_workers": args.workers,
+        "model.loss.disc_start_step": 0 if args.disc_from_start else None, "model.loss.perceptual_backbone": args.perceptual_backbone,
+        "model.speed.channels_last": args.channels_last, "model.speed.compile": args.compile, "model.training.gan_updates": args.gan_updates,
+    }
+    overrides = [f"--{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in given.items() if value is not None]
     L.seed_everything(0, verbose=False)
-    module, datamodule, trainer_config = build(
-        args.config, {"data": data_overrides, "loss": loss_overrides, "speed": speed_overrides, "training": training_overrides}
-    )
+    configs = args.config or ["configs/tiny.yaml"]
+    module, datamodule, trainer_config = build(configs, overrides)
     if args.gradient_checkpointing is not None:
         module.set_gradient_checkpointing(args.gradient_checkpointing)
     precision = args.precision or trainer_config.get("precision") or default_precision(args.accelerator)
@@ -201,7 +191,7 @@ def main() -> None:
     images_per_second = datamodule.batch_size / seconds_per_batch
     optimizer_steps_per_batch = (counters.generator_steps + counters.discriminator_steps) / counters.micro_batches
     result = {
-        "config": args.config,
+        "config": configs,
         "resolution": datamodule.resolution,
         "micro_batch": datamodule.batch_size,
         "precision": precision,

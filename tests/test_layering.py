@@ -73,3 +73,24 @@ def test_every_package_says_what_it_may_import():
     for init in SOURCE.glob("*/__init__.py"):
         docstring = ast.get_docstring(ast.parse(init.read_text())) or ""
         assert "May import" in docstring, init
+
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+def test_benchmarks_import_nothing_from_the_tests():
+    """Benchmarks use the package (and their own `harness`), never test helpers."""
+    wrong = [f"{path.name} imports {name}" for path in BENCHMARKS.glob("*.py") for name in _imports(path, top_level_only=False) if name.startswith("tests")]
+    wrong += [f"{path.name} imports tests" for path in BENCHMARKS.glob("*.py") if "from tests" in path.read_text() or "import tests" in path.read_text()]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_export_reads_training_through_the_checkpoint_schema_only():
+    """`export` takes from `training` only what a checkpoint holds (`training.checkpoint`), never the engine."""
+    wrong = [
+        f"{path.relative_to(SOURCE)} imports {name}"
+        for path in (SOURCE / "export").rglob("*.py")
+        for name in _imports(path, top_level_only=False)
+        if name.startswith("vaetrain.training") and name != "vaetrain.training.checkpoint"
+    ]
+    assert not wrong, "\n".join(wrong)

@@ -66,7 +66,7 @@ class VaetrainCLI(LightningCLI):
         """`trainer.strategy: ddp|fsdp` become the strategies this module needs (`resolve_strategy`), and
         `trainer.precision: null` (the presets' default) means bf16-mixed where the device has native bf16,
         else 32-true; both choices are printed and saved in the run's config.yaml."""
-        trainer = self.config[self.subcommand].trainer
+        trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
         if isinstance(trainer.strategy, str) and resolve_strategy(trainer.strategy) != trainer.strategy:
             chosen = resolve_strategy(trainer.strategy)
             print(f"vaetrain: trainer.strategy {trainer.strategy} -> {chosen}", file=sys.stderr)
@@ -121,6 +121,21 @@ def distill_arguments(args: list[str]) -> list[str] | None:
             raise ConfigError(f"vaetrain distill: give a preset with --config (e.g. {DISTILL_PRESET} from the vaetrain checkout)")
         rest = ["--config", DISTILL_PRESET, *rest]
     return ["fit", *rest, f"--model.loss.distillation.teacher={teacher}"]
+
+
+class _ModelAndData(VaetrainCLI):
+    """Parses exactly as `vaetrain fit` (layered `--config` files, every override, one-line errors) and builds
+    the module and the data module only: no trainer, nothing run (benchmarks build their own trainer)."""
+
+    def instantiate_trainer(self, **kwargs):
+        return None
+
+
+def model_and_data(args: list[str]) -> tuple[AutoencoderModule, ImageDataModule, dict]:
+    """(module, data module, the trainer block as a dict) of `vaetrain fit ARGS` without the subcommand,
+    e.g. `["--config", "configs/tiny.yaml", "--data.resolution", "64"]`."""
+    cli = _ModelAndData(AutoencoderModule, ImageDataModule, args=args, run=False, auto_configure_optimizers=False, parser_class=OneLineErrors)
+    return cli.model, cli.datamodule, cli.config.trainer.as_dict()
 
 
 def run_lightning(args: list[str] | None) -> int:

@@ -1,0 +1,49 @@
+"""The benchmarks run what they name: every race recipe is a list of preset files that exist and parse
+together with `vaetrain fit`'s own parser; the overlay that shrinks a preset to the tiny model keeps
+tiny.yaml's model, data and trainer."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import recipe_race  # noqa: E402
+
+from vaetrain.cli.fit import model_and_data  # noqa: E402
+
+
+def test_every_race_recipe_is_presets_that_exist():
+    for name in [*recipe_race.RECIPES, "ldm+eq"]:
+        _, configs = recipe_race.recipe(name)
+        assert configs and all((ROOT / config).is_file() for config in configs), name
+        assert configs[0] in ("configs/tiny.yaml", "configs/vqgan-training.yaml"), name  # a preset a user trains, then overlays
+
+
+@pytest.mark.parametrize("name", ["ldm_lecam", "gradnorm_no_lpips", "vqgan_training"])
+def test_race_recipes_build_what_they_name(name, monkeypatch):
+    """Layered exactly as the race layers them: the preset's own values reach the module (vqgan_training
+    trains the preset's pooled factor 4, which the race's old restatement had drifted from)."""
+    monkeypatch.chdir(ROOT)
+    configs = recipe_race.recipe(name)[1]
+    module, data, _ = model_and_data([arg for config in configs for arg in ("--config", config)])
+    loss = module.loss_config
+    if name == "ldm_lecam":
+        assert loss.lecam_weight == 0.1 and loss.perceptual_weight == 1.0
+    if name == "gradnorm_no_lpips":
+        assert loss.balance == "gradnorm" and loss.perceptual_weight == 0.0 and loss.pooled_reconstruction.factor == 2
+    if name == "vqgan_training":
+        preset = yaml.safe_load((ROOT / "configs" / "vqgan-training.yaml").read_text())["model"]
+        assert loss.pooled_reconstruction.factor == preset["loss"]["pooled_reconstruction"]["factor"] == 4
+        assert module.discriminator_config.kind == "vgg16" and module.autoencoder_config.posterior == "fixed"
+        assert module.autoencoder_config.block_out_channels == [32, 64, 128, 128] and data.resolution == 64
+
+
+def test_the_tiny_model_overlay_keeps_tiny_yamls_model_data_and_trainer():
+    tiny = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    overlay = yaml.safe_load((ROOT / "configs" / "race" / "tiny_model.yaml").read_text())
+    assert overlay["model"]["autoencoder"] == tiny["model"]["autoencoder"]
+    assert overlay["data"] == {k: v for k, v in tiny["data"].items() if k != "path"}
+    assert all(tiny["trainer"][k] == v for k, v in overlay["trainer"].items())
