@@ -33,7 +33,7 @@ from vaetrain.cli.fit import model_and_data
 from vaetrain.data import ImageDataModule
 from vaetrain.training.engines import PlainEngine
 from vaetrain.training.memory_budget import MemoryBudget
-from vaetrain.training.memory_plan import parse_memory_size
+from vaetrain.training.memory_search import parse_memory_size
 from vaetrain.training.module import AutoencoderModule
 from vaetrain.training.precision import default_precision
 

@@ -7,7 +7,7 @@ import torch
 
 from tests.evaluation.test_evaluate import save_model
 from vaetrain.cli import main
-from vaetrain.evaluation.probe import ProbeConfig, hard_version, train_probe
+from vaetrain.evaluation.diffusability_probe import ProbeConfig, hard_version, train_probe
 
 
 def _smooth_latents(count: int = 256, seed: int = 0) -> torch.Tensor:

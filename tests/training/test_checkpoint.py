@@ -25,7 +25,7 @@ from vaetrain.training.checkpoint import (
     load_checkpoint,
 )
 from vaetrain.training.memory_budget import MemoryBudget
-from vaetrain.training.memory_plan import ProbeResult
+from vaetrain.training.memory_search import StepMeasurement
 
 V1 = Path(__file__).parents[1] / "fixtures" / "checkpoint_v1.ckpt"
 V1_ARCHITECTURE = dict(autoencoder={"block_out_channels": [4, 8], "norm_num_groups": 2}, discriminator={"base_channels": 4, "num_layers": 1})
@@ -86,7 +86,7 @@ def _run(root: Path, datamodule, *, budget: MemoryBudget | None = None, **module
 def test_configs_are_recorded_as_given_and_the_plan_apart(tmp_path, datamodule):
     """A memory plan changes the run (micro-batch 4 x 2 instead of 2 x 4); the recorded configs do not."""
     budget = MemoryBudget(max_memory="8GB")
-    budget.probe = lambda micro_batch, checkpointing: ProbeResult(None if micro_batch > 4 else 2**30, 0.1 * micro_batch)
+    budget.probe = lambda micro_batch, checkpointing: StepMeasurement(None if micro_batch > 4 else 2**30, 0.1 * micro_batch)
     record = _run(tmp_path, datamodule, budget=budget, training={"accumulate_grad_batches": 4})
     assert record.settings["training"]["accumulate_grad_batches"] == 4
     assert record.settings["autoencoder"]["gradient_checkpointing"] is False

@@ -9,7 +9,7 @@ import torch
 from tests.conftest import tiny_module, tiny_trainer
 from vaetrain.errors import ConfigError
 from vaetrain.training.memory_budget import MemoryBudget, MemoryReader
-from vaetrain.training.memory_plan import ProbeResult, parse_memory_size, plan_memory
+from vaetrain.training.memory_search import StepMeasurement, parse_memory_size, plan_memory
 
 GiB = 2**30
 
@@ -19,14 +19,14 @@ def model_probe(static_gib: float, gib_per_image: float, checkpoint_saving: floa
     30 % more time per image; above the device's 80 GiB it runs out of memory. Records every call."""
     calls = []
 
-    def probe(micro_batch: int, checkpointing: bool) -> ProbeResult:
+    def probe(micro_batch: int, checkpointing: bool) -> StepMeasurement:
         calls.append((micro_batch, checkpointing))
         per_image = gib_per_image * (1 - checkpoint_saving if checkpointing else 1)
         peak = (static_gib + per_image * micro_batch) * GiB
         if peak > 80 * GiB:
-            return ProbeResult(None)
+            return StepMeasurement(None)
         time = seconds_per_image * micro_batch * (1.3 if checkpointing else 1.0) + 0.05  # fixed cost per step
-        return ProbeResult(int(peak), time)
+        return StepMeasurement(int(peak), time)
 
     probe.calls = calls
     return probe

@@ -23,7 +23,7 @@ from vaetrain.data.sources.spec import SourceKind, SourceSpec
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.diffusability import run_probe as probe_models
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate, run_dir_of
-from vaetrain.evaluation.probe import SIZES, ProbeConfig
+from vaetrain.evaluation.diffusability_probe import SIZES, ProbeConfig
 from vaetrain.evaluation.reconstruct import TilingConfig, reconstruct_files
 from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.results import METRICS

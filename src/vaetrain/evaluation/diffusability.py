@@ -19,7 +19,7 @@ from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.data.image_sets import ImageSet, Loading, evaluation_images, images_of
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metrics import fid_metric, to_uint8
-from vaetrain.evaluation.probe import ProbeConfig, standardisation, train_probe
+from vaetrain.evaluation.diffusability_probe import ProbeConfig, standardisation, train_probe
 from vaetrain.evaluation.reconstruct import resolve_device
 from vaetrain.models.families import decode
 from vaetrain.models.families import encode as encode_latents

@@ -1,5 +1,6 @@
-"""Networks: the autoencoder (diffusers' AutoencoderKL, built, loaded or rebuilt from weights), the
-PatchGAN discriminator and the EMA copy.
+"""Networks: the autoencoder of any family (`families`: diffusers' AutoencoderKL, AutoencoderTiny,
+AutoencoderDC; built, loaded or rebuilt from weights), its latent normalisation convention
+(`latent_space`), the PatchGAN and VGG16 discriminators and the EMA copy.
 
 May import: `vaetrain.errors` and third-party packages only (never losses, data, evaluation, training,
 export or the command line).

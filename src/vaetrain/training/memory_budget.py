@@ -30,7 +30,7 @@ from vaetrain.errors import ConfigError
 from vaetrain.models.families import family_of
 from vaetrain.training.checkpoint import capture_rng, restore_rng
 from vaetrain.training.engines import ProbeEngine
-from vaetrain.training.memory_plan import Probe, ProbeResult, parse_memory_size, plan_memory
+from vaetrain.training.memory_search import MeasureSteps, StepMeasurement, parse_memory_size, plan_memory
 from vaetrain.training.networks import networks_with
 
 
@@ -71,7 +71,7 @@ class MemoryBudget(L.Callback):
         self.headroom = headroom
         self.probe_steps = probe_steps
         self.reader = reader
-        self.probe: Probe | None = None
+        self.probe: MeasureSteps | None = None
         self.plan = None
         self.phase_plans: list = []
         self.phase_starts: list[int] = [0]
@@ -140,7 +140,7 @@ class StepProbe:
         self.module, self.trainer, self.reader = module, trainer, reader
         self.image_shape, self.steps = image_shape, max(steps, 2)
 
-    def __call__(self, micro_batch: int, checkpointing: bool) -> ProbeResult:
+    def __call__(self, micro_batch: int, checkpointing: bool) -> StepMeasurement:
         module = self.module
         peak, seconds = None, float("nan")
         with restored_afterwards(module, self.trainer):
@@ -160,13 +160,13 @@ class StepProbe:
                 pass
         return self._agreed(peak, seconds)
 
-    def _agreed(self, peak: int | None, seconds: float) -> ProbeResult:
+    def _agreed(self, peak: int | None, seconds: float) -> StepMeasurement:
         """The worst of all processes (any out-of-memory counts), so every process plans alike."""
         if self.trainer.world_size == 1:
-            return ProbeResult(peak, seconds)
+            return StepMeasurement(peak, seconds)
         values = torch.tensor([float(peak is None), float(peak or 0), seconds], dtype=torch.float64, device=self.module.device)
         worst = self.trainer.strategy.reduce(values, reduce_op=torch.distributed.ReduceOp.MAX)
-        return ProbeResult(None if worst[0] > 0 else int(worst[1]), float(worst[2]))
+        return StepMeasurement(None if worst[0] > 0 else int(worst[1]), float(worst[2]))
 
 
 def probe_step(module, images: torch.Tensor) -> dict[str, torch.Tensor]:

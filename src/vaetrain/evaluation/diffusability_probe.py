@@ -50,7 +50,7 @@ class ProbeConfig:
 
 
 @dataclass
-class ProbeResult:
+class DiffusabilityResult:
     validation_loss: float
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, validation loss)
     seconds: float = 0.0
@@ -79,7 +79,7 @@ def flow_matching_loss(model, latents: torch.Tensor, t: torch.Tensor, noise: tor
     return F.mse_loss(velocity(model, (1 - tt) * latents + tt * noise, t), noise - latents)
 
 
-def train_probe(latents: torch.Tensor, config: ProbeConfig, *, progress=None) -> ProbeResult:
+def train_probe(latents: torch.Tensor, config: ProbeConfig, *, progress=None) -> DiffusabilityResult:
     """Trains a fresh model on `latents` (N, C, h, w; already normalised) and reports. `progress(step,
     loss)` is called as it goes (a progress bar)."""
     generator = torch.Generator().manual_seed(config.seed)
@@ -113,7 +113,7 @@ def train_probe(latents: torch.Tensor, config: ProbeConfig, *, progress=None) ->
         if progress is not None:
             progress(step, float(loss))
     samples = sample(model, config, latents.shape[1:], device) if config.samples else None
-    return ProbeResult(curve[-1][1], curve, time.perf_counter() - start, tuple(latents.shape[1:]), samples)
+    return DiffusabilityResult(curve[-1][1], curve, time.perf_counter() - start, tuple(latents.shape[1:]), samples)
 
 
 @torch.no_grad()

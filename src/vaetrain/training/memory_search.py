@@ -1,9 +1,9 @@
-"""Planning a run into a memory budget: the fastest micro-batch, with or without gradient checkpointing,
-whose measured peak stays under the budget; accumulation keeps the global batch.
+"""The search for a memory plan (`MemoryPlan`): the fastest micro-batch, with or without gradient
+checkpointing, whose measured peak stays under the budget; accumulation keeps the global batch.
 
-Pure: the search needs only a probe (micro-batch, checkpointing) -> (peak bytes or out-of-memory, seconds
-per step), so it is tested with an injected probe. The real probe (training steps of the run's own model)
-is in `training.memory_budget`.
+Pure: the search needs only a way to measure (micro-batch, checkpointing) -> `StepMeasurement` (peak bytes
+or out-of-memory, seconds per step), so it is tested with an injected one. The real measurement (training
+steps of the run's own model) and the `memory.*` callback that applies the plan are `training.memory_budget`.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ def parse_memory_size(text: str | int) -> int:
 
 
 @dataclass(frozen=True)
-class ProbeResult:
+class StepMeasurement:
     """One measured configuration: peak device memory (None: it ran out of memory) and step time."""
 
     peak_bytes: int | None
     seconds_per_step: float = float("nan")
 
 
-Probe = Callable[[int, bool], ProbeResult]
+MeasureSteps = Callable[[int, bool], StepMeasurement]
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class MemoryPlan:
 
 
 def plan_memory(
-    probe: Probe,
+    probe: MeasureSteps,
     budget_bytes: int,
     images_per_process: int,
     headroom: float = 0.1,
