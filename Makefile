@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 RUN ?= runs/demo
 
-.PHONY: setup browser demo test test-slow clean
+.PHONY: setup browser demo lint test test-slow clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,12 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "note: chromium could not be installed (needs root and Debian's packages); the report screenshot test will be skipped"
 
-test: $(STAMP) browser
+# Lint and format (ruff, configured in pyproject.toml) before the tests: CI enforces both.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

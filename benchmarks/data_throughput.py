@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import torch
-from harness import machine
 from torchvision import datasets, transforms
 
+from harness import machine
 from vaetrain.data import ImageDataModule
 
 

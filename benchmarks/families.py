@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import torch
-from harness import EVALS, ROOT, SHARED, evaluate_runs, holdout_split, machine, replace_section, train_for
 
+from harness import EVALS, ROOT, SHARED, evaluate_runs, holdout_split, machine, replace_section, train_for
 from vaetrain.data.image_sets import ImageSet, evaluation_images, images_of
 from vaetrain.data.sources.spec import SourceSpec
 from vaetrain.evaluation.measure import autoencoder_pairs, measure
@@ -41,15 +41,20 @@ RUNS = {
 def student_against_teacher(teacher_dir: Path, student_dir: Path, data: Path, holdout: Path, repeats: int) -> dict:
     teacher, student = load_pretrained_autoencoder(teacher_dir), load_pretrained_autoencoder(student_dir)
     images = ImageSet(SourceSpec(path=str(data), file_list=str(holdout)), resolution=64)
-    teacher_latents = lambda pixels: pipeline_normalize(teacher.config, encode(teacher, pixels).mode())  # noqa: E731 - what the student decodes
+
+    def teacher_latents(pixels):  # what the student decodes
+        return pipeline_normalize(teacher.config, encode(teacher, pixels).mode())
+
     pairs = {  # (reference, reconstruction, posterior) per batch: each comparison is one pass of the one measuring loop
         "teacher": autoencoder_pairs(teacher),
         "student": lambda pixels: (pixels, decode(student, teacher_latents(pixels)).clamp(-1, 1), None),
         "student_vs_teacher": lambda pixels: (
-            decode(teacher, encode(teacher, pixels).mode()).clamp(-1, 1), decode(student, teacher_latents(pixels)).clamp(-1, 1), None),
+            decode(teacher, encode(teacher, pixels).mode()).clamp(-1, 1),
+            decode(student, teacher_latents(pixels)).clamp(-1, 1),
+            None,
+        ),
     }
-    result = {name: measure(evaluation_images(images, part="all", batch_size=64, num_workers=0), pair).values
-              for name, pair in pairs.items()}
+    result = {name: measure(evaluation_images(images, part="all", batch_size=64, num_workers=0), pair).values for name, pair in pairs.items()}
     result = {name: {k: float(values[k]) for k in ("psnr", "ssim")} for name, values in result.items()}
     batch_latents = encode(teacher, next(images_of(b) for b in evaluation_images(images, part="all", batch_size=64, num_workers=0) if len(images_of(b)))).mode()
     times = {}
@@ -62,8 +67,12 @@ def student_against_teacher(teacher_dir: Path, student_dir: Path, data: Path, ho
             samples.append(time.perf_counter() - started)
         times[name] = statistics.median(samples)
     parameters = {name: sum(p.numel() for p in m.decoder.parameters()) for name, m in (("teacher", teacher), ("student", student))}
-    return result | {"decode_seconds": times, "decode_speedup": times["teacher"] / times["student"], "batch": len(batch_latents),
-                     "decoder_parameters": parameters}
+    return result | {
+        "decode_seconds": times,
+        "decode_speedup": times["teacher"] / times["student"],
+        "batch": len(batch_latents),
+        "decoder_parameters": parameters,
+    }
 
 
 def main() -> None:
@@ -100,23 +109,29 @@ def tables(trained: dict, metrics: dict, distilled: dict) -> str:
         cells = " | ".join(f"{metrics[name][label]['psnr']:.2f} / {metrics[name][label]['ssim']:.4f}" for label, _, _ in EVALS)
         lines.append(f"| `{name}`: {descriptions[name]} | {trained[name]['generator_steps']} | {cells} |")
     d = distilled
-    lines += ["", "| decoder of the teacher's latents (held-out Tiny-ImageNet, 64 px) | PSNR / SSIM vs image | decode time, batch "
-              f"{d['batch']} | decoder parameters |", "|---|---|---|---|"]
+    lines += [
+        "",
+        f"| decoder of the teacher's latents (held-out Tiny-ImageNet, 64 px) | PSNR / SSIM vs image | decode time, batch {d['batch']} | decoder parameters |",
+        "|---|---|---|---|",
+    ]
     for name in ("teacher", "student"):
-        lines.append(f"| {name} | {d[name]['psnr']:.2f} / {d[name]['ssim']:.4f} | {d['decode_seconds'][name] * 1000:.1f} ms | "
-                     f"{d['decoder_parameters'][name] / 1e6:.2f} M |")
-    lines.append(f"\nStudent decode vs teacher decode: PSNR {d['student_vs_teacher']['psnr']:.2f} dB; the student decodes "
-                 f"{d['decode_speedup']:.2f}x faster.")
+        lines.append(
+            f"| {name} | {d[name]['psnr']:.2f} / {d[name]['ssim']:.4f} | {d['decode_seconds'][name] * 1000:.1f} ms | "
+            f"{d['decoder_parameters'][name] / 1e6:.2f} M |"
+        )
+    lines.append(f"\nStudent decode vs teacher decode: PSNR {d['student_vs_teacher']['psnr']:.2f} dB; the student decodes {d['decode_speedup']:.2f}x faster.")
     return "\n".join(lines)
 
 
 def write(markdown: str, args) -> None:
     markers = ("<!-- families:start -->", "<!-- families:end -->")
-    section = (f"{markers[0]}\n## Autoencoder families: KL, DC-AE, a distilled tiny autoencoder (issue 13)\n\nCommand: "
-               f"`.venv/bin/python benchmarks/families.py --seconds {args.seconds}`. Machine: {machine()}; no GPU; precision as `fit` "
-               f"picks. Each model trained {args.seconds} s of training time (Lightning's timer) on {args.data.name} minus its last "
-               f"{args.holdout} sorted files at 64 px, batch 8, one at a time; evaluated on the held-out images and {args.clothing_images} "
-               f"clothing photos (EMA weights, encode -> decode).\n\n{markdown}\n{markers[1]}")
+    section = (
+        f"{markers[0]}\n## Autoencoder families: KL, DC-AE, a distilled tiny autoencoder (issue 13)\n\nCommand: "
+        f"`.venv/bin/python benchmarks/families.py --seconds {args.seconds}`. Machine: {machine()}; no GPU; precision as `fit` "
+        f"picks. Each model trained {args.seconds} s of training time (Lightning's timer) on {args.data.name} minus its last "
+        f"{args.holdout} sorted files at 64 px, batch 8, one at a time; evaluated on the held-out images and {args.clothing_images} "
+        f"clothing photos (EMA weights, encode -> decode).\n\n{markdown}\n{markers[1]}"
+    )
     replace_section(section, markers)
 
 

@@ -53,16 +53,28 @@ def train_for(name: str, configs: list[str], overrides: list[str], *, out: Path,
     resume = ["--ckpt_path=last"] if (run / "checkpoints" / "last.ckpt").is_file() else []
     started = time.time()
     vaetrain(
-        "fit", *[arg for config in configs for arg in ("--config", config)], f"--data.path={data}", f"--data.file_list={train_list}",
-        "--data.val_size=16", "--trainer.limit_val_batches=0", "--trainer.max_steps=-1",
-        f"--trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}", f"--trainer.default_root_dir={run}",
-        "--trainer.enable_progress_bar=false", "--checkpoint.every_n_train_steps=500", "--grid.every_n_steps=500",
-        "--export.latent_statistics_images=64", *overrides, *resume,
+        "fit",
+        *[arg for config in configs for arg in ("--config", config)],
+        f"--data.path={data}",
+        f"--data.file_list={train_list}",
+        "--data.val_size=16",
+        "--trainer.limit_val_batches=0",
+        "--trainer.max_steps=-1",
+        f"--trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}",
+        f"--trainer.default_root_dir={run}",
+        "--trainer.enable_progress_bar=false",
+        "--checkpoint.every_n_train_steps=500",
+        "--grid.every_n_steps=500",
+        "--export.latent_statistics_images=64",
+        *overrides,
+        *resume,
     )
     checkpoint, record = load_checkpoint(run / "checkpoints" / "last.ckpt")
-    result = {"generator_steps": record.counters.generator_steps,
-              "train_seconds": checkpoint["callbacks"].get("Timer", {}).get("time_elapsed", {}).get("train"),
-              "wall_seconds": round(time.time() - started, 1)}
+    result = {
+        "generator_steps": record.counters.generator_steps,
+        "train_seconds": checkpoint["callbacks"].get("Timer", {}).get("time_elapsed", {}).get("train"),
+        "wall_seconds": round(time.time() - started, 1),
+    }
     done.write_text(json.dumps(result))
     return result
 
@@ -71,11 +83,27 @@ def evaluate_runs(names: list[str], out: Path, *, data: Path, holdout: Path, clo
     """One `vaetrain eval` per image set of `EVALS` with every run's exported EMA weights: the same images for all."""
     metrics: dict[str, dict[str, dict]] = {name: {} for name in names}
     for label, source, resolution in EVALS:
-        images = ["--data.path", str(data), "--data.file_list", str(holdout)] if source == "holdout" else \
-            ["--data.path", str(clothing), "--data.max_images", str(clothing_images)]
+        images = (
+            ["--data.path", str(data), "--data.file_list", str(holdout)]
+            if source == "holdout"
+            else ["--data.path", str(clothing), "--data.max_images", str(clothing_images)]
+        )
         target = out / f"eval_{label}"
-        vaetrain("eval", *[str(out / n / "diffusers") for n in names], *images, "--data.resolution", str(resolution), "--data.batch_size", "16",
-                 "--metrics", "psnr,ssim,lpips", "--backbones", "random", "--out", str(target))
+        vaetrain(
+            "eval",
+            *[str(out / n / "diffusers") for n in names],
+            *images,
+            "--data.resolution",
+            str(resolution),
+            "--data.batch_size",
+            "16",
+            "--metrics",
+            "psnr,ssim,lpips",
+            "--backbones",
+            "random",
+            "--out",
+            str(target),
+        )
         for row in json.loads((target / "metrics.json").read_text()):
             metrics[Path(row["model"]).parent.name][label] = {k: row[k] for k in ("psnr", "ssim", "lpips", "images")}
     return metrics

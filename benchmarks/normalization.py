@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import torch
-from harness import ROOT, machine, vaetrain
 from PIL import Image
 
+from harness import ROOT, machine, vaetrain
 from vaetrain.data.decoding.arrays import read_pixels
 from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.data.synthetic import ct_slice
@@ -79,19 +79,42 @@ def main() -> None:
         run = out / name
         start = time.perf_counter()
         if not args.eval_only:
-            vaetrain("fit", "--config", str(ROOT / "configs" / "tiny.yaml"), f"--data.path={slices}",
-                     f"--data.file_list={out / 'train.txt'}", "--data.channels=1", "--data.bit_depth=16", "--data.val_size=8",
-                     "--model.autoencoder.in_channels=1", "--model.autoencoder.out_channels=1", f"--trainer.max_steps={args.steps}",
-                     "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={run}", *extra)
+            vaetrain(
+                "fit",
+                "--config",
+                str(ROOT / "configs" / "tiny.yaml"),
+                f"--data.path={slices}",
+                f"--data.file_list={out / 'train.txt'}",
+                "--data.channels=1",
+                "--data.bit_depth=16",
+                "--data.val_size=8",
+                "--model.autoencoder.in_channels=1",
+                "--model.autoencoder.out_channels=1",
+                f"--trainer.max_steps={args.steps}",
+                "--trainer.enable_progress_bar=false",
+                f"--trainer.default_root_dir={run}",
+                *extra,
+            )
         seconds = time.perf_counter() - start if not args.eval_only else None
-        vaetrain("eval", str(run / "checkpoints" / "last.ckpt"), f"--data.path={slices}", f"--data.file_list={out / 'held_out.txt'}",
-                 "--data.resolution=64", "--metrics=psnr,ssim", f"--out={run / 'eval'}")
+        vaetrain(
+            "eval",
+            str(run / "checkpoints" / "last.ckpt"),
+            f"--data.path={slices}",
+            f"--data.file_list={out / 'held_out.txt'}",
+            "--data.resolution=64",
+            "--metrics=psnr,ssim",
+            f"--out={run / 'eval'}",
+        )
         (row,) = json.loads((run / "eval" / "metrics.json").read_text())
         vs_raw, clip_only = raw_psnr(run / "checkpoints" / "last.ckpt", [slices / n for n in names[-100:]])
-        results[name] = {"psnr_peak_65535": round(row["psnr"], 2), "ssim": round(row["ssim"], 4), "psnr_vs_raw_files": round(vs_raw, 2),
-                         "clip_only_psnr": round(clip_only, 2), "train_seconds": round(seconds) if seconds is not None else None}
-    line = {"benchmark": "normalization", "machine": machine(), "steps": args.steps,
-            "train_images": len(names) - 100, "held_out": 100, "results": results}
+        results[name] = {
+            "psnr_peak_65535": round(row["psnr"], 2),
+            "ssim": round(row["ssim"], 4),
+            "psnr_vs_raw_files": round(vs_raw, 2),
+            "clip_only_psnr": round(clip_only, 2),
+            "train_seconds": round(seconds) if seconds is not None else None,
+        }
+    line = {"benchmark": "normalization", "machine": machine(), "steps": args.steps, "train_images": len(names) - 100, "held_out": 100, "results": results}
     (out / "results.json").write_text(json.dumps(line, indent=2) + "\n")
     print(json.dumps(line))
 

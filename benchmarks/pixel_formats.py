@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from harness import machine
 from PIL import Image
 
+from harness import machine
 from vaetrain.data import ImageDataModule
 from vaetrain.data.synthetic import ct_slice, multispectral
 
@@ -75,12 +75,19 @@ def main() -> None:
         for _ in range(args.rounds):  # interleaved, so a slower stretch of the machine hits every format
             for kind in kinds:
                 best[kind] = max(best[kind], rate(modules[kind], args.count))
-    print(json.dumps({
-        "benchmark": "pixel_formats", "machine": machine(), "threads": 1,
-        "image_side": args.size, "crop": args.resolution,
-        "img_per_s": {k: round(v, 1) for k, v in best.items()},
-        "ratio_to_rgb8": {k: round(v / best["rgb8_png"], 3) for k, v in best.items()},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "pixel_formats",
+                "machine": machine(),
+                "threads": 1,
+                "image_side": args.size,
+                "crop": args.resolution,
+                "img_per_s": {k: round(v, 1) for k, v in best.items()},
+                "ratio_to_rgb8": {k: round(v / best["rgb8_png"], 3) for k, v in best.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

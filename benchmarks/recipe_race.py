@@ -57,8 +57,22 @@ def recipe(name: str) -> tuple[str, list[str]]:
 def probe(names: list[str], args, holdout: Path, metrics: dict) -> None:
     """The diffusability probe on every recipe's exported VAE, on the held-out Tiny-ImageNet images."""
     out = args.out / "probe"
-    vaetrain("probe", *[str(args.out / n / "diffusers") for n in names], "--data.path", str(args.data), "--data.file_list", str(holdout),
-             "--data.resolution", "64", "--probe-steps", str(args.probe_steps), "--backbones", "random", "--out", str(out))
+    vaetrain(
+        "probe",
+        *[str(args.out / n / "diffusers") for n in names],
+        "--data.path",
+        str(args.data),
+        "--data.file_list",
+        str(holdout),
+        "--data.resolution",
+        "64",
+        "--probe-steps",
+        str(args.probe_steps),
+        "--backbones",
+        "random",
+        "--out",
+        str(out),
+    )
     for row in json.loads((out / "probe.json").read_text()):
         metrics[Path(row["model"]).parent.name]["probe"] = {k: row[k] for k in ("probe_validation_loss", "probe_fid", "probe_seconds")}
 
@@ -126,9 +140,15 @@ def write_results(markdown: str, names: list[str], args) -> None:
     command = f".venv/bin/python benchmarks/recipe_race.py --seconds {args.seconds} --recipes {','.join(names)}"
     command += f" --probe-steps {args.probe_steps} --section {args.section}" if args.probe_steps else ""
     recipes = "\n".join(f"- `{name}`: {recipe(name)[0]} (`{' + '.join(recipe(name)[1])}`)" for name in names)
-    probe_note = (f" The probe: the same tiny diffusion transformer trained {args.probe_steps} steps (rectified flow) on each VAE's "
-                  "latents of the held-out images; its validation loss (lower: easier latents) and *FID of 64 decoded samples on a random "
-                  "Inception (plumbing only).") if args.probe_steps else ""
+    probe_note = (
+        (
+            f" The probe: the same tiny diffusion transformer trained {args.probe_steps} steps (rectified flow) on each VAE's "
+            "latents of the held-out images; its validation loss (lower: easier latents) and *FID of 64 decoded samples on a random "
+            "Inception (plumbing only)."
+        )
+        if args.probe_steps
+        else ""
+    )
     section = (
         f"{markers[0]}\n## {args.title}\n\nCommand: `{command}`. Machine: {machine()}; no GPU; precision as `fit` picks "
         f"(bf16-mixed where the CPU has native bf16). Each recipe trained {args.seconds} s (Lightning's training timer) on "

@@ -144,19 +144,33 @@ def main() -> None:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--perceptual-backbone", choices=["pretrained", "random"], default=None,
-                        help="random: LPIPS on an untrained backbone (same FLOPs; for machines without the weights)")
+    parser.add_argument(
+        "--perceptual-backbone",
+        choices=["pretrained", "random"],
+        default=None,
+        help="random: LPIPS on an untrained backbone (same FLOPs; for machines without the weights)",
+    )
     parser.add_argument("--gan-updates", choices=["both", "alternate"], default=None)
-    parser.add_argument("--max-memory", default=None, help="e.g. 8GB: cap this process's CUDA memory there and let "
-                        "the memory budget choose micro-batch and checkpointing (--micro-batch x 1 is the global batch)")
+    parser.add_argument(
+        "--max-memory",
+        default=None,
+        help="e.g. 8GB: cap this process's CUDA memory there and let "
+        "the memory budget choose micro-batch and checkpointing (--micro-batch x 1 is the global batch)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     given = {
-        "data.path": args.data, "data.resolution": args.resolution, "data.batch_size": args.micro_batch, "data.num_workers": args.workers,
-        "model.loss.disc_start_step": 0 if args.disc_from_start else None, "model.loss.perceptual_backbone": args.perceptual_backbone,
-        "model.speed.channels_last": args.channels_last, "model.speed.compile": args.compile, "model.training.gan_updates": args.gan_updates,
+        "data.path": args.data,
+        "data.resolution": args.resolution,
+        "data.batch_size": args.micro_batch,
+        "data.num_workers": args.workers,
+        "model.loss.disc_start_step": 0 if args.disc_from_start else None,
+        "model.loss.perceptual_backbone": args.perceptual_backbone,
+        "model.speed.channels_last": args.channels_last,
+        "model.speed.compile": args.compile,
+        "model.training.gan_updates": args.gan_updates,
     }
     overrides = [f"--{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in given.items() if value is not None]
     L.seed_everything(0, verbose=False)
@@ -175,9 +189,17 @@ def main() -> None:
         torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total))
         callbacks.append(MemoryBudget(max_memory=args.max_memory))
     trainer = L.Trainer(
-        accelerator=args.accelerator, devices=1, precision=precision, max_steps=args.steps + args.warmup,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        limit_val_batches=0, num_sanity_val_steps=0, callbacks=callbacks,
+        accelerator=args.accelerator,
+        devices=1,
+        precision=precision,
+        max_steps=args.steps + args.warmup,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
     )
     trainer.fit(module, datamodule)
     device = module.device

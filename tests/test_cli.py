@@ -46,8 +46,9 @@ class ParseOnly(VaetrainCLI):
 
 def test_every_preset_parses():
     assert {p.name for p in CONFIGS} >= {"tiny.yaml", "sd-vae-f8c4.yaml", "sd-vae-finetune-decoder.yaml", "f8c16.yaml"}
-    cli = ParseOnly(AutoencoderModule, ImageDataModule, args=["fit", "--config", str(CONFIGS[0])], auto_configure_optimizers=False,
-                    parser_class=OneLineErrors)  # the parser `vaetrain fit` builds (run_lightning's arguments)
+    cli = ParseOnly(
+        AutoencoderModule, ImageDataModule, args=["fit", "--config", str(CONFIGS[0])], auto_configure_optimizers=False, parser_class=OneLineErrors
+    )  # the parser `vaetrain fit` builds (run_lightning's arguments)
     for config in CONFIGS:
         printed = cli.parser.dump(cli.parser.parse_args(["fit", "--config", str(config)]))  # what --print_config prints
         assert "block_out_channels" in printed or "pretrained" in config.read_text(), config
@@ -178,16 +179,31 @@ def test_distill_from_the_command_line(tmp_path, image_folder):
     from diffusers import AutoencoderTiny
 
     torch.manual_seed(0)
-    teacher = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                            block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, latent_channels=4)
+    teacher = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        latent_channels=4,
+    )
     teacher.save_pretrained(tmp_path / "teacher")
     run = tmp_path / "student"
     preset = str(CONFIGS[[p.name for p in CONFIGS].index("taesd-tiny.yaml")])
-    code = main([
-        "distill", "--teacher", str(tmp_path / "teacher"), "--config", preset, f"--data.path={image_folder}",
-        "--model.autoencoder.architecture={encoder_block_out_channels: [8, 8], decoder_block_out_channels: [8, 8], num_encoder_blocks: [1, 1], num_decoder_blocks: [1, 1]}",
-        *[a for a in SMALL if not a.startswith(("--model.autoencoder", "--model.loss.perceptual"))], f"--trainer.default_root_dir={run}",
-    ])
+    code = main(
+        [
+            "distill",
+            "--teacher",
+            str(tmp_path / "teacher"),
+            "--config",
+            preset,
+            f"--data.path={image_folder}",
+            "--model.autoencoder.architecture={encoder_block_out_channels: [8, 8], decoder_block_out_channels: [8, 8], "
+            "num_encoder_blocks: [1, 1], num_decoder_blocks: [1, 1]}",
+            *[a for a in SMALL if not a.startswith(("--model.autoencoder", "--model.loss.perceptual"))],
+            f"--trainer.default_root_dir={run}",
+        ]
+    )
     assert code == 0
     student = AutoencoderTiny.from_pretrained(run / "diffusers")
     assert student.config.scaling_factor == 1.0 and (run / "checkpoints" / "last.ckpt").is_file()
@@ -203,8 +219,7 @@ def test_the_cpu_dc_ae_preset_trains_and_exports_from_the_command_line(tmp_path,
 
     preset = str(CONFIGS[[p.name for p in CONFIGS].index("dc-ae-tiny.yaml")])
     small = [a for a in SMALL if not a.startswith(("--model.autoencoder", "--data.resolution"))]
-    code = main(["fit", "--config", preset, f"--data.path={image_folder}", "--data.resolution=64", *small,
-                 f"--trainer.default_root_dir={tmp_path / 'run'}"])
+    code = main(["fit", "--config", preset, f"--data.path={image_folder}", "--data.resolution=64", *small, f"--trainer.default_root_dir={tmp_path / 'run'}"])
     assert code == 0
     model = AutoencoderDC.from_pretrained(tmp_path / "run" / "diffusers")
     assert model.config.latent_channels == 32 and model.config.scaling_factor != 1.0  # measured at export
@@ -215,9 +230,16 @@ def test_fit_on_six_band_16_bit_tiffs_with_a_resolution_schedule_from_the_comman
 
     write_multiband_tiffs(tmp_path / "tiles", 8, bands=6, size=40)
     beyond_rgb = [
-        f"--data.path={tmp_path / 'tiles'}", "--data.channels=6", "--data.bit_depth=16", "--data.normalization=percentile",
-        "--data.display_channels=[3,2,1]", "--data.resolution_schedule=[[1,48]]", "--data.val_size=2",
-        "--model.autoencoder.in_channels=6", "--model.autoencoder.out_channels=6", "--model.loss.perceptual_channels=each",
+        f"--data.path={tmp_path / 'tiles'}",
+        "--data.channels=6",
+        "--data.bit_depth=16",
+        "--data.normalization=percentile",
+        "--data.display_channels=[3,2,1]",
+        "--data.resolution_schedule=[[1,48]]",
+        "--data.val_size=2",
+        "--model.autoencoder.in_channels=6",
+        "--model.autoencoder.out_channels=6",
+        "--model.loss.perceptual_channels=each",
     ]
     assert _fit(tmp_path / "run", *beyond_rgb) == 0
     exported = tmp_path / "run" / "diffusers"

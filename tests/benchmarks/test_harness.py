@@ -10,9 +10,8 @@ import yaml
 
 ROOT = Path(__file__).parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import recipe_race  # noqa: E402
-
-from vaetrain.cli.fit import model_and_data  # noqa: E402
+import recipe_race
+from vaetrain.cli.fit import model_and_data
 
 
 def test_every_race_recipe_is_presets_that_exist():

@@ -14,8 +14,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.conftest import tiny_module  # noqa: E402
-from vaetrain.data import ImageDataModule  # noqa: E402
+from tests.conftest import tiny_module
+from vaetrain.data import ImageDataModule
 
 
 class Fingerprints(L.Callback):
@@ -31,8 +31,15 @@ def main(folder: str, out: str, steps: int) -> None:
     datamodule = ImageDataModule(path=folder, resolution=32, batch_size=1, val_size=2, num_workers=0, crop="center_crop", flip=False)
     recorder = Fingerprints()
     trainer = L.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp_find_unused_parameters_true", max_steps=steps, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_find_unused_parameters_true",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
         callbacks=[recorder],
     )
     module = tiny_module(loss={"disc_start_step": 1})

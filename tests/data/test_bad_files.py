@@ -26,7 +26,9 @@ def test_odd_but_valid_images_become_rgb(bad_folder, name):
 
 
 def test_odd_images_are_converted_correctly(bad_folder):
-    pixels = lambda name: np.asarray(decode_image(bad_folder / name, background=(255, 255, 255)))  # noqa: E731
+    def pixels(name):
+        return np.asarray(decode_image(bad_folder / name, background=(255, 255, 255)))
+
     assert tuple(pixels("cmyk.jpg")[20, 20]) == pytest.approx((255, 0, 0), abs=8)
     assert pixels("gray16.png").min() == 255  # 16-bit full scale -> 8-bit full scale, not clipped garbage
     rgba = pixels("rgba.png")

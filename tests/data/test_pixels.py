@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from vaetrain.data.synthetic import ct_slice, multispectral, write_ct_pngs, write_multiband_tiffs, write_rgb16_png
 from vaetrain.data import ImageDataModule
 from vaetrain.data.decoding.arrays import read_pixels
 from vaetrain.data.decoding.pixels import PixelFormat, measure_bounds
 from vaetrain.data.decoding.samples import build_decoder
 from vaetrain.data.image_sets import ImageSet, evaluation_images
 from vaetrain.data.sources.spec import SourceSpec
+from vaetrain.data.synthetic import ct_slice, multispectral, write_ct_pngs, write_multiband_tiffs, write_rgb16_png
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metrics import ReconstructionMetrics
 from vaetrain.losses.perceptual import ChannelTriplets, channel_triplets
@@ -82,8 +82,10 @@ def test_percentile_bounds_are_each_channels_percentiles_and_values_beyond_clip(
 
 
 def test_psnr_of_16_bit_images_uses_65535_as_the_peak_whatever_the_normalisation():
-    pixels = measure_bounds(PixelFormat(channels=1, bit_depth=16, normalization="percentile", percentiles=(1, 99)),
-                            [torch.from_numpy(ct_slice(32, seed=s).astype(np.float32))[None] for s in range(2)])
+    pixels = measure_bounds(
+        PixelFormat(channels=1, bit_depth=16, normalization="percentile", percentiles=(1, 99)),
+        [torch.from_numpy(ct_slice(32, seed=s).astype(np.float32))[None] for s in range(2)],
+    )
     target_raw = torch.from_numpy(ct_slice(32, seed=0).astype(np.float32))[None, None]
     target_raw = target_raw.clamp(pixels.low[0], pixels.high[0])  # inside the bounds, so normalising loses nothing
     recon_raw = (target_raw + 100.0 * torch.sign(torch.randn_like(target_raw))).clamp(pixels.low[0], pixels.high[0])

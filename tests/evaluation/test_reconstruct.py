@@ -27,7 +27,10 @@ SEAM_BOUND = 3.0
 def probe(height: int, width: int, overlap: float, tile: int = 256) -> dict:
     result = subprocess.run(
         [sys.executable, str(PROBE), str(height), str(width), str(overlap), str(tile)],
-        capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
 

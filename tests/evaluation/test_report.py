@@ -23,12 +23,25 @@ TABLE_HEADER_RGB = (0x1F, 0x4E, 0x79)  # report.STYLE: table.metrics th backgrou
 def screenshot(page, out, size=(1400, 1800)) -> np.ndarray:
     subprocess.run(
         [
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-            f"--user-data-dir={out.parent / 'chromium-profile'}", "--force-device-scale-factor=1",
-            f"--window-size={size[0]},{size[1]}", f"--screenshot={out}", page.as_uri(),
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={out.parent / 'chromium-profile'}",
+            "--force-device-scale-factor=1",
+            f"--window-size={size[0]},{size[1]}",
+            f"--screenshot={out}",
+            page.as_uri(),
         ],
-        check=True, capture_output=True, timeout=120,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     return np.asarray(Image.open(out).convert("RGB")).astype(np.int16)
 
@@ -51,8 +64,13 @@ def test_report_shows_the_table_and_the_images_in_chromium(tmp_path, image_folde
     build_autoencoder(AutoencoderConfig(**TINY_AUTOENCODER)).save_pretrained(tmp_path / "model")
     data = ImageSet(SourceSpec(path=str(image_folder)), resolution=32)
     [result] = evaluate(
-        [str(tmp_path / "model")], data, EvalOptions(batch_size=4), tmp_path / "out",
-        load_model=load_autoencoder, lpips=random_lpips, inception=build_inception("random"),
+        [str(tmp_path / "model")],
+        data,
+        EvalOptions(batch_size=4),
+        tmp_path / "out",
+        load_model=load_autoencoder,
+        lpips=random_lpips,
+        inception=build_inception("random"),
     )
     pixels = screenshot(tmp_path / "out" / "report.html", tmp_path / "shot.png")
 

@@ -126,5 +126,3 @@ def test_a_class_without_per_channel_fields_refuses_them():
     model = build_autoencoder(AutoencoderConfig(**TINY))
     with pytest.raises(ConfigError, match="export latents=per_channel: AutoencoderTiny has no fields for it"):
         convention_fields(model, "per_channel", 0.0, 1.0, [0.0] * 4, [1.0] * 4)
-
-

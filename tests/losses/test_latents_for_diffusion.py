@@ -18,7 +18,10 @@ from vaetrain.training.forward import AlignmentTerm, noisy_latents
 def test_a_rotation_commutes_with_a_decoder_that_upsamples():
     """The image target is the latent's transform seen through the decoder: for a decoder that repeats each
     latent pixel f x f times, rotating first or after gives the same image (same direction, same turns)."""
-    decode = lambda z: z.repeat_interleave(4, dim=-1).repeat_interleave(4, dim=-2)  # noqa: E731
+
+    def decode(z):
+        return z.repeat_interleave(4, dim=-1).repeat_interleave(4, dim=-2)
+
     z = torch.randn(2, 3, 5, 7)
     for turns in (1, 2, 3):
         transform = LatentTransform(None, turns)

@@ -65,8 +65,14 @@ def test_adaptive_weight_equals_hand_computation(random_lpips):
     config = LossConfig(perceptual_weight=1.0, disc_weight=0.5)
     last = autoencoder.decoder.conv_out.weight
     output = generator_loss(
-        images, reconstruction, posterior.mean, posterior.logvar, config=config, perceptual=random_lpips,
-        last_layer_grad=autoencoder.last_layer_grad, discriminator=discriminator,
+        images,
+        reconstruction,
+        posterior.mean,
+        posterior.logvar,
+        config=config,
+        perceptual=random_lpips,
+        last_layer_grad=autoencoder.last_layer_grad,
+        discriminator=discriminator,
     )
     nll = (reconstruction - images).abs().mean() + random_lpips(reconstruction, images).mean()
     g_loss = -discriminator(reconstruction).mean()
@@ -81,8 +87,14 @@ def test_backward_target_gives_the_total_loss_gradient(random_lpips):
     autoencoder, discriminator, images, posterior, reconstruction = _forward()
     config = LossConfig(kl_weight=0.1, disc_weight=0.5)
     output = generator_loss(
-        images, reconstruction, posterior.mean, posterior.logvar, config=config, perceptual=random_lpips,
-        last_layer_grad=autoencoder.last_layer_grad, discriminator=discriminator,
+        images,
+        reconstruction,
+        posterior.mean,
+        posterior.logvar,
+        config=config,
+        perceptual=random_lpips,
+        last_layer_grad=autoencoder.last_layer_grad,
+        discriminator=discriminator,
     )
     weight = output.terms["adaptive_weight"]
     params = [p for p in autoencoder.parameters()]
@@ -107,7 +119,12 @@ def test_lpips_gradient_reaches_decoder_and_encoder_only_through_the_reconstruct
     autoencoder, _, images, posterior, reconstruction = _forward()
     config = LossConfig(reconstruction_weight=0.0, perceptual_weight=1.0, kl_weight=0.0)
     output = generator_loss(
-        images, reconstruction, posterior.mean, posterior.logvar, config=config, perceptual=random_lpips,
+        images,
+        reconstruction,
+        posterior.mean,
+        posterior.logvar,
+        config=config,
+        perceptual=random_lpips,
         last_layer_grad=autoencoder.last_layer_grad,
     )
     (through_step,) = torch.autograd.grad(output.backward_target, reconstruction, retain_graph=True)
@@ -121,8 +138,14 @@ def test_lpips_gradient_reaches_decoder_and_encoder_only_through_the_reconstruct
 def test_generator_loss_does_not_touch_discriminator_grads(random_lpips):
     autoencoder, discriminator, images, posterior, reconstruction = _forward()
     output = generator_loss(
-        images, reconstruction, posterior.mean, posterior.logvar, config=LossConfig(), perceptual=random_lpips,
-        last_layer_grad=autoencoder.last_layer_grad, discriminator=discriminator,
+        images,
+        reconstruction,
+        posterior.mean,
+        posterior.logvar,
+        config=LossConfig(),
+        perceptual=random_lpips,
+        last_layer_grad=autoencoder.last_layer_grad,
+        discriminator=discriminator,
     )
     output.backward_target.backward()
     assert output.terms["adversarial"].abs() > 0
@@ -156,7 +179,10 @@ def test_sum_reduction_is_ldms_lpips_with_discriminator():
     torch.manual_seed(0)
     images, reconstruction = torch.rand(2, 3, 8, 8) * 2 - 1, (torch.rand(2, 3, 8, 8) * 2 - 1).requires_grad_(True)
     mean, logvar = torch.randn(2, 4, 2, 2), torch.randn(2, 4, 2, 2) * 0.3
-    perceptual = lambda a, b: ((a - b) ** 2).flatten(1).mean(1) * 0.7  # noqa: E731 - any per-image distance
+
+    def perceptual(a, b):  # any per-image distance
+        return ((a - b) ** 2).flatten(1).mean(1) * 0.7
+
     discriminator = torch.nn.Conv2d(3, 1, 3, padding=1)
     config = LossConfig(reduction="sum", perceptual_weight=1.0, kl_weight=1e-6, disc_weight=0.5, balance="fixed")
     output = generator_loss(images, reconstruction, mean, logvar, config=config, perceptual=perceptual, discriminator=discriminator)

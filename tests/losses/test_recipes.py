@@ -52,10 +52,17 @@ def test_gradnorm_balance_gives_each_term_its_weighted_unit_gradient():
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     reconstruction = (torch.rand(2, 3, 16, 16) * 2 - 1).requires_grad_(True)
     mean, logvar = torch.randn(2, 4, 4, 4), torch.zeros(2, 4, 4, 4)
-    perceptual = lambda a, b: (a - b).pow(2).flatten(1).mean(1).sqrt()  # noqa: E731 - any per-image distance
+
+    def perceptual(a, b):  # any per-image distance
+        return (a - b).pow(2).flatten(1).mean(1).sqrt()
+
     discriminator = torch.nn.Conv2d(3, 1, 3, padding=1)
     config = LossConfig(
-        balance="gradnorm", reconstruction_weight=0.001, perceptual_weight=1.0, disc_weight=1.0, kl_weight=0.0,
+        balance="gradnorm",
+        reconstruction_weight=0.001,
+        perceptual_weight=1.0,
+        disc_weight=1.0,
+        kl_weight=0.0,
         pooled_reconstruction=PooledReconstruction(weight=0.5, factor=4),
     )
     output = generator_loss(images, reconstruction, mean, logvar, config=config, perceptual=perceptual, discriminator=discriminator)
@@ -133,7 +140,7 @@ def _mask_by_hand(images: torch.Tensor) -> torch.Tensor:
     kernel[0, 0] = kernel[0, 4] = kernel[4, 0] = kernel[4, 4] = 0
     kernel[2, 2] = -20
     edges = F.conv2d(images.mean(1, keepdim=True), kernel.view(1, 1, 5, 5), padding=2).abs()
-    taps = torch.exp(-(torch.arange(13.0) - 6) ** 2 / (2 * 2.0**2))
+    taps = torch.exp(-((torch.arange(13.0) - 6) ** 2) / (2 * 2.0**2))
     taps = taps / taps.sum()
     edges = F.pad(edges, (6, 6, 6, 6), mode="reflect")
     edges = F.conv2d(F.conv2d(edges, taps.view(1, 1, 1, 13)), taps.view(1, 1, 13, 1))
@@ -163,7 +170,10 @@ def test_masked_pooled_term_ignores_edges():
     error_at_edge[:, :, 22:26, 22:26] += 0.5  # the square's corner: an edge after pooling by 2
     error_far = target.clone()
     error_far[:, :, 0:4, 0:4] += 0.5  # a flat corner
-    loss = lambda r: pooled_reconstruction_loss(target, r, factor=2, kind="l1", mask=True, reduction="mean")  # noqa: E731
+
+    def loss(r):
+        return pooled_reconstruction_loss(target, r, factor=2, kind="l1", mask=True, reduction="mean")
+
     assert loss(error_at_edge).item() < 0.2 * loss(error_far).item()
 
 

@@ -11,8 +11,14 @@ from vaetrain.models.inflate import inflate_channels
 
 def _kl() -> AutoencoderKL:
     torch.manual_seed(0)
-    return AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                         block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, latent_channels=4).eval()
+    return AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        latent_channels=4,
+    ).eval()
 
 
 @torch.no_grad()
@@ -48,8 +54,9 @@ def test_pretrained_folder_is_inflated_on_load_and_the_export_reloads(tmp_path):
     assert torch.equal(reloaded(images, sample_posterior=False).sample, model.eval()(images, sample_posterior=False).sample)
 
     torch.manual_seed(0)
-    tiny = inflate_channels(AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
-                                            num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1)), 5, 5)
+    tiny = inflate_channels(
+        AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1)), 5, 5
+    )
     assert tiny.decode(tiny.encode(torch.rand(1, 5, 16, 16)).latents).sample.shape[1] == 5
     with pytest.raises(ConfigError, match="3-channel"):
         inflate_channels(tiny, 2, 2)

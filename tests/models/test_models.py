@@ -77,7 +77,9 @@ def test_batch_norm_discriminator_is_synchronised_only_under_data_parallelism():
 def test_settings_of_the_other_discriminator_are_refused():
     from vaetrain.models.discriminator import DiscriminatorConfig, build_discriminator
 
-    with pytest.raises(ConfigError, match="model.discriminator.num_layers, model.discriminator.norm: PatchGAN settings, which do not apply with model.discriminator.kind=vgg16"):
+    with pytest.raises(
+        ConfigError, match="model.discriminator.num_layers, model.discriminator.norm: PatchGAN settings, which do not apply with model.discriminator.kind=vgg16"
+    ):
         build_discriminator(DiscriminatorConfig(kind="vgg16", vgg_backbone="random", num_layers=2, norm="batch"))
     with pytest.raises(ConfigError, match="vgg_backbone=random applies to kind=vgg16 only"):
         build_discriminator(DiscriminatorConfig(vgg_backbone="random"))
@@ -95,7 +97,9 @@ def test_architecture_fields_beside_a_pretrained_model_must_agree_with_it(tmp_pa
     build_autoencoder(config).save_pretrained(tmp_path / "vae")
     same = replace(config, pretrained=str(tmp_path / "vae"))
     assert build_autoencoder(same).config.latent_channels == 4
-    with pytest.raises(ConfigError, match=r"model.autoencoder: layers_per_block=3 \(the model has 1\); latent_channels=8 \(the model has 4\) differ from the pretrained"):
+    with pytest.raises(
+        ConfigError, match=r"model.autoencoder: layers_per_block=3 \(the model has 1\); latent_channels=8 \(the model has 4\) differ from the pretrained"
+    ):
         build_autoencoder(replace(same, latent_channels=8, layers_per_block=3))
     with pytest.raises(ConfigError, match=r"family=dc \(the model is AutoencoderKL\)"):
         build_autoencoder(replace(same, family="dc", norm_num_groups=32))

@@ -15,13 +15,13 @@ from lightning.pytorch.strategies import DDPStrategy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.conftest import tiny_module  # noqa: E402
-from vaetrain.data import ImageDataModule  # noqa: E402
-from vaetrain.export.callback import ExportDiffusers  # noqa: E402
-from vaetrain.training.callbacks import ReconstructionGrid  # noqa: E402
-from vaetrain.training.optim import OptimizerConfig  # noqa: E402
-from vaetrain.training.sharding import full_state_dict  # noqa: E402
-from vaetrain.training.strategies import FullyShardedStrategy  # noqa: E402
+from tests.conftest import tiny_module
+from vaetrain.data import ImageDataModule
+from vaetrain.export.callback import ExportDiffusers
+from vaetrain.training.callbacks import ReconstructionGrid
+from vaetrain.training.optim import OptimizerConfig
+from vaetrain.training.sharding import full_state_dict
+from vaetrain.training.strategies import FullyShardedStrategy
 
 GLOBAL_BATCH = 4
 
@@ -56,9 +56,7 @@ def main() -> None:
 
     L.seed_everything(0)
     micro_batch = args.micro_batch
-    datamodule = ImageDataModule(
-        path=args.folder, resolution=32, batch_size=micro_batch, val_size=2, num_workers=0, crop="center_crop", flip=False
-    )
+    datamodule = ImageDataModule(path=args.folder, resolution=32, batch_size=micro_batch, val_size=2, num_workers=0, crop="center_crop", flip=False)
     # Deterministic posterior (the mode): sampled noise depends on how a batch is split across processes.
     # lr 1e-4 (the default): Adam turns float rounding in near-zero gradients into lr-sized steps, so a
     # large test lr would measure rounding, not synchronisation.
@@ -68,20 +66,25 @@ def main() -> None:
         training={"global_batch_size": GLOBAL_BATCH},
         optimizer=OptimizerConfig(lr=1e-4),
     )
-    strategy = (
-        DDPStrategy(find_unused_parameters=True, process_group_backend="gloo", timeout=timedelta(seconds=args.timeout))
-        if args.devices > 1
-        else "auto"
-    )
+    strategy = DDPStrategy(find_unused_parameters=True, process_group_backend="gloo", timeout=timedelta(seconds=args.timeout)) if args.devices > 1 else "auto"
     if args.strategy == "fsdp":
         strategy = FullyShardedStrategy(process_group_backend="gloo", timeout=timedelta(seconds=args.timeout))
     checkpoint = ModelCheckpoint(dirpath=Path(args.out) / "checkpoints", save_last=True, every_n_train_steps=args.steps)
     trainer = L.Trainer(
-        accelerator="cpu", devices=args.devices, strategy=strategy, max_steps=args.steps, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        limit_val_batches=1 if args.validate else 0, val_check_interval=2, check_val_every_n_epoch=None,
+        accelerator="cpu",
+        devices=args.devices,
+        strategy=strategy,
+        max_steps=args.steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1 if args.validate else 0,
+        val_check_interval=2,
+        check_val_every_n_epoch=None,
         callbacks=[
-            checkpoint, MarkStarted(args.out),
+            checkpoint,
+            MarkStarted(args.out),
             *([ExportDiffusers(latent_statistics_images=4)] if args.export else []),
             *([ReconstructionGrid(every_n_steps=2, num_images=2)] if args.validate else []),
         ],

@@ -13,9 +13,9 @@ from diffusers import AutoencoderKL
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer
-from vaetrain.data.synthetic import write_multiband_tiffs
 from vaetrain.data import ImageDataModule
 from vaetrain.data.decoding.pixels import PIXEL_FORMAT_FILE, PixelFormat
+from vaetrain.data.synthetic import write_multiband_tiffs
 from vaetrain.errors import ConfigError
 from vaetrain.export.diffusers_folder import export_checkpoint
 from vaetrain.export.formats import recorded_pixel_format
@@ -31,8 +31,9 @@ def tiles(tmp_path_factory) -> Path:
 
 
 def _data(folder: Path) -> ImageDataModule:
-    return ImageDataModule(path=str(folder), channels=6, bit_depth=16, normalization="percentile", resolution=32,
-                           batch_size=2, val_size=2, num_workers=0, seed=0)
+    return ImageDataModule(
+        path=str(folder), channels=6, bit_depth=16, normalization="percentile", resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0
+    )
 
 
 def _run(root: Path, folder: Path, max_steps: int, ckpt_path: str | None = None):
@@ -85,8 +86,9 @@ def test_the_discriminator_follows_the_autoencoder_and_vgg16_refuses_other_chann
     assert module.discriminator(torch.zeros(1, 1, 32, 32)).shape[1] == 1
     assert module.perceptual(torch.zeros(2, 1, 32, 32), torch.ones(2, 1, 32, 32)).shape == (2,)
     with pytest.raises(ConfigError, match="vgg16 reads RGB"):
-        tiny_module(autoencoder={"in_channels": 4, "out_channels": 4}, loss={"perceptual_weight": 0.0},
-                    discriminator={"kind": "vgg16", "vgg_backbone": "random"})
+        tiny_module(
+            autoencoder={"in_channels": 4, "out_channels": 4}, loss={"perceptual_weight": 0.0}, discriminator={"kind": "vgg16", "vgg_backbone": "random"}
+        )
 
 
 def test_eval_of_the_export_reads_the_images_as_training_did(tmp_path, tiles):
@@ -94,8 +96,24 @@ def test_eval_of_the_export_reads_the_images_as_training_did(tmp_path, tiles):
 
     _run(tmp_path / "run", tiles, max_steps=2)
     export_checkpoint(tmp_path / "run" / "last.ckpt", tmp_path / "export", max_images=4)
-    code = main(["eval", str(tmp_path / "export"), "--data.path", str(tiles), "--data.resolution", "32",
-                 "--metrics", "psnr,ssim,lpips", "--backbones", "random", "--out", str(tmp_path / "eval"), "--samples", "1"])
+    code = main(
+        [
+            "eval",
+            str(tmp_path / "export"),
+            "--data.path",
+            str(tiles),
+            "--data.resolution",
+            "32",
+            "--metrics",
+            "psnr,ssim,lpips",
+            "--backbones",
+            "random",
+            "--out",
+            str(tmp_path / "eval"),
+            "--samples",
+            "1",
+        ]
+    )
     assert code == 0
     (row,) = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert row["channels"] == 6 and row["bit_depth"] == 16 and len(row["psnr_channels"]) == 6 and row["lpips_channels"] == "each"
@@ -119,7 +137,9 @@ def test_rgb_only_terms_refuse_other_channel_counts_in_one_line():
     from vaetrain.training.forward import check_student
 
     with pytest.raises(ConfigError, match="alignment: its vision encoder reads RGB"):
-        tiny_module(autoencoder={"in_channels": 4, "out_channels": 4}, loss={"perceptual_weight": 0.0, "alignment": AlignmentConfig(weight=0.1, encoder="random-small")})
+        tiny_module(
+            autoencoder={"in_channels": 4, "out_channels": 4}, loss={"perceptual_weight": 0.0, "alignment": AlignmentConfig(weight=0.1, encoder="random-small")}
+        )
     student, teacher = (build_autoencoder(tiny_autoencoder_config(in_channels=c, out_channels=c)) for c in (6, 3))
     with pytest.raises(ConfigError, match="teacher has in_channels 3, the student"):
         check_student(student, teacher)

@@ -44,8 +44,12 @@ def test_the_schema_names_the_modules_keys():
 
 def test_record_round_trips_through_a_checkpoint_dict():
     record = RunRecord(
-        counters=StepCounters(7, 3, 14, 56, 1, 0), autoencoder_config={"latent_channels": 4}, settings={"loss": {"kl_weight": 1e-6}},
-        data={"source": {"path": "/data", "kind": "folder"}, "resolution": 64}, plan={"micro_batch": 4, "accumulate": 2}, rng=None,
+        counters=StepCounters(7, 3, 14, 56, 1, 0),
+        autoencoder_config={"latent_channels": 4},
+        settings={"loss": {"kl_weight": 1e-6}},
+        data={"source": {"path": "/data", "kind": "folder"}, "resolution": 64},
+        plan={"micro_batch": 4, "accumulate": 2},
+        rng=None,
     )
     checkpoint: dict = {}
     record.write_into(checkpoint)

@@ -82,7 +82,9 @@ def test_warmup_in_training_discriminator_first_then_a_ramped_adversarial_term(d
 
 
 def test_keep_last_n_keeps_the_newest_step_checkpoints(tmp_path, datamodule):
-    checkpoint = RunCheckpoint(dirpath=tmp_path, every_n_train_steps=1, keep_last_n=2, save_last=True, filename="step={step:07d}", auto_insert_metric_name=False)
+    checkpoint = RunCheckpoint(
+        dirpath=tmp_path, every_n_train_steps=1, keep_last_n=2, save_last=True, filename="step={step:07d}", auto_insert_metric_name=False
+    )
     tiny_trainer(tmp_path, max_steps=5, callbacks=[checkpoint], enable_checkpointing=True).fit(tiny_module(), datamodule)
     assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["last.ckpt", "step=0000004.ckpt", "step=0000005.ckpt"]
     assert isinstance(checkpoint, ModelCheckpoint)

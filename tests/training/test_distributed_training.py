@@ -42,7 +42,9 @@ def test_two_processes_match_one_process_with_the_same_global_batch_then_resume_
     worst = max(v for k, v in difference.items() if k not in free)
     assert worst < 1e-5, f"largest weight difference {worst}"
 
-    resumed = train(folder, tmp_path / "resumed", "--devices", "1", "--steps", "6", "--micro-batch", "4", "--resume", str(tmp_path / "two" / "checkpoints" / "last.ckpt"))
+    resumed = train(
+        folder, tmp_path / "resumed", "--devices", "1", "--steps", "6", "--micro-batch", "4", "--resume", str(tmp_path / "two" / "checkpoints" / "last.ckpt")
+    )
     assert resumed["counters"]["generator_steps"] == 6
     assert resumed["counters"]["samples_seen"] == 6 * 4
     changed = any(not torch.equal(resumed["state"][k], two["state"][k]) for k in two["state"] if k.startswith("autoencoder."))
@@ -70,7 +72,10 @@ def test_a_killed_process_makes_the_run_exit_nonzero_within_the_timeout(tmp_path
     timeout = 20
     process = subprocess.Popen(
         [sys.executable, str(RUN), str(folder), str(tmp_path), "--devices", "2", "--steps", "100000", "--timeout", str(timeout)],
-        env=clean_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=clean_env(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     markers = [tmp_path / f"started_rank{r}" for r in range(2)]
     deadline = time.monotonic() + 300
@@ -146,12 +151,28 @@ def test_memory_plan_under_fsdp_is_measured_on_the_sharded_model(tmp_path):
 
     def fit(run: str, *extra: str) -> dict:
         command = [
-            sys.executable, "-m", "vaetrain.cli", "fit", "--config", "configs/tiny.yaml", f"--data.path={folder}",
-            "--data.resolution=32", "--data.batch_size=2", "--data.num_workers=0", "--model.autoencoder.block_out_channels=[32,64]",
-            "--model.loss.perceptual_network=alex", "--trainer.accelerator=cpu", "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
-            "--trainer.enable_progress_bar=false", "--grid.every_n_steps=0", "--export.enabled=false",
-            "--memory.reader=tests.training.memory_readers.LocalParameterBytes", "--memory.headroom=0",
-            f"--trainer.default_root_dir={tmp_path / run}", *extra,
+            sys.executable,
+            "-m",
+            "vaetrain.cli",
+            "fit",
+            "--config",
+            "configs/tiny.yaml",
+            f"--data.path={folder}",
+            "--data.resolution=32",
+            "--data.batch_size=2",
+            "--data.num_workers=0",
+            "--model.autoencoder.block_out_channels=[32,64]",
+            "--model.loss.perceptual_network=alex",
+            "--trainer.accelerator=cpu",
+            "--trainer.max_steps=1",
+            "--trainer.limit_val_batches=0",
+            "--trainer.enable_progress_bar=false",
+            "--grid.every_n_steps=0",
+            "--export.enabled=false",
+            "--memory.reader=tests.training.memory_readers.LocalParameterBytes",
+            "--memory.headroom=0",
+            f"--trainer.default_root_dir={tmp_path / run}",
+            *extra,
         ]
         subprocess.run(command, check=True, env=clean_env(), cwd=ROOT, timeout=600, stdout=subprocess.DEVNULL)
         return torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["vaetrain"]["plan"]

@@ -25,13 +25,29 @@ from vaetrain.models.families import decode, encode
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 KL_ONLY = {"norm_num_groups": 32}  # conftest's tiny KL sets 4 groups; other families refuse KL-only fields
-TINY = {"family": "tiny", **KL_ONLY, "architecture": {
-    "encoder_block_out_channels": [8, 8], "decoder_block_out_channels": [8, 8], "num_encoder_blocks": [1, 1], "num_decoder_blocks": [1, 1]}}
-DC = {"family": "dc", **KL_ONLY, "latent_channels": 8, "architecture": {
-    "attention_head_dim": 8, "encoder_block_types": ["ResBlock", "ResBlock", "EfficientViTBlock"],
-    "decoder_block_types": ["ResBlock", "ResBlock", "EfficientViTBlock"], "encoder_block_out_channels": [8, 16, 16],
-    "decoder_block_out_channels": [8, 16, 16], "encoder_layers_per_block": [1, 1, 1], "decoder_layers_per_block": [1, 1, 1],
-    "encoder_qkv_multiscales": [[], [], [5]], "decoder_qkv_multiscales": [[], [], [5]], "decoder_norm_types": "rms_norm", "decoder_act_fns": "silu"}}
+TINY = {
+    "family": "tiny",
+    **KL_ONLY,
+    "architecture": {"encoder_block_out_channels": [8, 8], "decoder_block_out_channels": [8, 8], "num_encoder_blocks": [1, 1], "num_decoder_blocks": [1, 1]},
+}
+DC = {
+    "family": "dc",
+    **KL_ONLY,
+    "latent_channels": 8,
+    "architecture": {
+        "attention_head_dim": 8,
+        "encoder_block_types": ["ResBlock", "ResBlock", "EfficientViTBlock"],
+        "decoder_block_types": ["ResBlock", "ResBlock", "EfficientViTBlock"],
+        "encoder_block_out_channels": [8, 16, 16],
+        "decoder_block_out_channels": [8, 16, 16],
+        "encoder_layers_per_block": [1, 1, 1],
+        "decoder_layers_per_block": [1, 1, 1],
+        "encoder_qkv_multiscales": [[], [], [5]],
+        "decoder_qkv_multiscales": [[], [], [5]],
+        "decoder_norm_types": "rms_norm",
+        "decoder_act_fns": "silu",
+    },
+}
 CLASSES = {"tiny": AutoencoderTiny, "dc": AutoencoderDC}
 
 
@@ -101,8 +117,11 @@ def test_dc_phase_presets_train_exactly_the_named_parameters(tmp_path, image_fol
     assert expected and expected != names
     assert {n for n, p in model.named_parameters() if p.requires_grad} == expected
 
-    settings = {"autoencoder": DC | {"trainable": prefixes if phase.endswith("3.yaml") else ["encoder.down_blocks.2", "encoder.conv_out", "decoder.conv_in", "decoder.up_blocks.2"]},
-                "loss": {"disc_start_step": 0}}
+    settings = {
+        "autoencoder": DC
+        | {"trainable": prefixes if phase.endswith("3.yaml") else ["encoder.down_blocks.2", "encoder.conv_out", "decoder.conv_in", "decoder.up_blocks.2"]},
+        "loss": {"disc_start_step": 0},
+    }
     initial = {k: v.clone() for k, v in tiny_module(**settings).autoencoder.state_dict().items()}
     module = _resumes_exactly(tmp_path, image_folder, settings)  # resumes mid-phase
     trainable = {n for n, p in module.autoencoder.named_parameters() if p.requires_grad}
@@ -126,8 +145,14 @@ def test_kl_only_terms_are_refused_for_other_families():
 
 def _teacher(scaling_factor: float = 0.5, shift_factor: float = 0.1) -> AutoencoderKL:
     torch.manual_seed(1)
-    teacher = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                            block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, latent_channels=4)
+    teacher = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        latent_channels=4,
+    )
     teacher.register_to_config(scaling_factor=scaling_factor, shift_factor=shift_factor)
     return teacher.eval()
 

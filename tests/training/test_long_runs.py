@@ -16,11 +16,24 @@ from vaetrain.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).parents[2]
 SMALL = [
-    "--config", "configs/tiny.yaml", "--model.autoencoder.block_out_channels=[8,16]", "--model.autoencoder.norm_num_groups=4",
-    "--model.discriminator.base_channels=8", "--model.loss.perceptual_network=alex", "--model.loss.disc_start_step=2",
-    "--data.resolution=32", "--data.batch_size=2", "--data.num_workers=0", "--trainer.enable_progress_bar=false",
-    "--trainer.limit_val_batches=0", "--trainer.precision=32", "--grid.every_n_steps=0", "--export.enabled=false",
-    "--checkpoint.every_n_train_steps=1", "--checkpoint.save_top_k=-1", "--trainer.logger=false",
+    "--config",
+    "configs/tiny.yaml",
+    "--model.autoencoder.block_out_channels=[8,16]",
+    "--model.autoencoder.norm_num_groups=4",
+    "--model.discriminator.base_channels=8",
+    "--model.loss.perceptual_network=alex",
+    "--model.loss.disc_start_step=2",
+    "--data.resolution=32",
+    "--data.batch_size=2",
+    "--data.num_workers=0",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.limit_val_batches=0",
+    "--trainer.precision=32",
+    "--grid.every_n_steps=0",
+    "--export.enabled=false",
+    "--checkpoint.every_n_train_steps=1",
+    "--checkpoint.save_top_k=-1",
+    "--trainer.logger=false",
 ]
 
 

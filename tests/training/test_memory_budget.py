@@ -96,8 +96,6 @@ def test_nothing_fits_is_one_clear_error():
         plan_memory(probe, 8 * GiB, images_per_process=8, headroom=0.1)
 
 
-
-
 def test_a_family_without_checkpointing_is_never_planned_with_it():
     probe = model_probe(static_gib=2, gib_per_image=1)
     plan = plan_memory(probe, 8 * GiB, images_per_process=8, headroom=0.1, checkpointing_available=False)
@@ -105,6 +103,7 @@ def test_a_family_without_checkpointing_is_never_planned_with_it():
     assert not any(checkpointing for _, checkpointing in probe.calls)
     with pytest.raises(ConfigError, match=r"even micro-batch 1 needs 10\.00 GiB"):
         plan_memory(model_probe(static_gib=9, gib_per_image=1), 8 * GiB, images_per_process=8, headroom=0.1, checkpointing_available=False)
+
 
 def test_gradient_normalisation_is_never_planned_with_accumulation():
     """gradnorm normalises each backward's gradient: the planner tries the whole per-process batch only (with

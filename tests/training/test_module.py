@@ -43,11 +43,16 @@ def test_alternating_updates_with_accumulation(datamodule):
     # (generator steps, discriminator steps, autoencoder changed, discriminator changed) per micro-batch:
     # warm-up window (G), then D, G, D, G windows of 2 micro-batches; weights change only on a window's last.
     assert recorder.rows == [
-        (0, 0, False, False), (1, 0, True, False),
-        (1, 0, False, False), (1, 1, False, True),
-        (1, 1, False, False), (2, 1, True, False),
-        (2, 1, False, False), (2, 2, False, True),
-        (2, 2, False, False), (3, 2, True, False),
+        (0, 0, False, False),
+        (1, 0, True, False),
+        (1, 0, False, False),
+        (1, 1, False, True),
+        (1, 1, False, False),
+        (2, 1, True, False),
+        (2, 1, False, False),
+        (2, 2, False, True),
+        (2, 2, False, False),
+        (3, 2, True, False),
     ]
     assert trainer.global_step == 3  # generator steps, not generator + discriminator
     assert module.counters.samples_seen == 10 * datamodule.batch_size
@@ -91,9 +96,7 @@ def _fresh_datamodule(folder: Path) -> ImageDataModule:
 def test_stopped_and_resumed_run_ends_with_the_same_state(tmp_path, image_folder):
     straight, straight_trainer = _run(tmp_path / "straight", _fresh_datamodule(image_folder), max_steps=6)
     _run(tmp_path / "resumed", _fresh_datamodule(image_folder), max_steps=3)
-    resumed, resumed_trainer = _run(
-        tmp_path / "resumed", _fresh_datamodule(image_folder), max_steps=6, ckpt_path=str(tmp_path / "resumed" / "last.ckpt")
-    )
+    resumed, resumed_trainer = _run(tmp_path / "resumed", _fresh_datamodule(image_folder), max_steps=6, ckpt_path=str(tmp_path / "resumed" / "last.ckpt"))
     assert resumed.counters == straight.counters
     assert resumed_trainer.global_step == straight_trainer.global_step == 6
     expected, actual = straight.state_dict(), resumed.state_dict()

@@ -29,7 +29,9 @@ SETTINGS = {
     "equivariance_noise": dict(loss={"equivariance": EquivarianceConfig(probability=0.6, low_resolution_probability=0.5), "latent_noise": 0.3}),
     "alignment": dict(loss={"alignment": AlignmentConfig(weight=0.1, encoder="random-small")}),
     "adamw_width_lr_cosine": dict(
-        optimizer=OptimizerConfig(name="adamw", lr=0.1, betas=(0.9, 0.95), weight_decay=1e-3, lr_scale="width", conv_in_lr=1e-4, scheduler="cosine", warmup_steps=2),
+        optimizer=OptimizerConfig(
+            name="adamw", lr=0.1, betas=(0.9, 0.95), weight_decay=1e-3, lr_scale="width", conv_in_lr=1e-4, scheduler="cosine", warmup_steps=2
+        ),
         discriminator_optimizer=OptimizerConfig(name="adamw", lr=1e-3, betas=(0.9, 0.95), weight_decay=1e-3),
         training={"schedule_steps": 6},  # the interrupted half stops at max_steps 3: the horizon must not follow it
     ),
@@ -80,8 +82,11 @@ def test_width_scaled_lr_and_its_own_conv_in_lr():
     main, conv_in = generator.param_groups
     assert main["lr"] == pytest.approx(0.08 / 8) and conv_in["lr"] == 1e-4  # tiny width: block_out_channels[0] = 8
     names = {id(p): n for n, p in module.autoencoder.named_parameters()}
-    assert {names[id(p)] for p in conv_in["params"]} == {n for n in names.values() if "conv_in" in n} == {
-        "encoder.conv_in.weight", "encoder.conv_in.bias", "decoder.conv_in.weight", "decoder.conv_in.bias"}
+    assert (
+        {names[id(p)] for p in conv_in["params"]}
+        == {n for n in names.values() if "conv_in" in n}
+        == {"encoder.conv_in.weight", "encoder.conv_in.bias", "decoder.conv_in.weight", "decoder.conv_in.bias"}
+    )
     assert len(main["params"]) + 4 == len(list(module.autoencoder.parameters()))
     from tests.training.test_families import TINY
     from vaetrain.errors import ConfigError

@@ -13,17 +13,18 @@ import argparse
 import inspect
 import re
 import sys
+from functools import partial
 from pathlib import Path
 from typing import get_args
 
-from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.data.datamodule import ImageDataModule
+from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.data.image_sets import ImageSet, Loading
 from vaetrain.data.sources.spec import SourceKind, SourceSpec
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.diffusability import run_probe as probe_models
-from vaetrain.evaluation.evaluate import EvalOptions, evaluate, run_dir_of
 from vaetrain.evaluation.diffusability_probe import SIZES, ProbeConfig
+from vaetrain.evaluation.evaluate import EvalOptions, evaluate, run_dir_of
 from vaetrain.evaluation.reconstruct import TilingConfig, reconstruct_files
 from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.results import METRICS
@@ -57,8 +58,14 @@ def _image_options(parser: argparse.ArgumentParser, *, path_help: str, resolutio
         default, kind = parameters[key].default, {"resolution": _resolution, "batch_size": int, "num_workers": int}.get(key, str)
         extra = {"path": path_help, "resolution": resolution_help}
         options = {"choices": list(get_args(SourceKind))} if key == "source" else {}
-        group.add_argument(f"--data.{key}", dest=f"data_{key}", type=kind, default=None if key in extra else default,
-                           help=extra[key] if key in extra else f"{helps[key]} (default {default})", **options)
+        group.add_argument(
+            f"--data.{key}",
+            dest=f"data_{key}",
+            type=kind,
+            default=None if key in extra else default,
+            help=extra[key] if key in extra else f"{helps[key]} (default {default})",
+            **options,
+        )
     group.add_argument("--data.max_images", dest="data_max_images", type=int, default=max_images, help="evenly spaced subset of the images")
 
 
@@ -84,15 +91,25 @@ def _tiling_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_eval(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vaetrain eval", description="Evaluate autoencoders on the same images: writes OUT/metrics.json, metrics.csv and report.html.")
+    parser = argparse.ArgumentParser(
+        prog="vaetrain eval", description="Evaluate autoencoders on the same images: writes OUT/metrics.json, metrics.csv and report.html."
+    )
     parser.add_argument("models", nargs="+", metavar="MODEL", help=MODEL_HELP)
-    _image_options(parser, path_help="image folder, HF dataset (id or folder) or shard pattern (required)",
-                   resolution_help="center-crop size (default 256) or 'native'", max_images=None)
+    _image_options(
+        parser,
+        path_help="image folder, HF dataset (id or folder) or shard pattern (required)",
+        resolution_help="center-crop size (default 256) or 'native'",
+        max_images=None,
+    )
     parser.add_argument("--metrics", default=",".join(METRICS), help=f"comma-separated subset of {','.join(METRICS)}")
     parser.add_argument("--out", default="eval", help="output folder (default: ./eval)")
     parser.add_argument("--lpips-network", choices=["alex", "vgg"], default="alex")
-    parser.add_argument("--backbones", choices=["pretrained", "random"], default="pretrained",
-                        help="random: LPIPS/Inception with untrained weights, for offline smoke runs only")
+    parser.add_argument(
+        "--backbones",
+        choices=["pretrained", "random"],
+        default="pretrained",
+        help="random: LPIPS/Inception with untrained weights, for offline smoke runs only",
+    )
     parser.add_argument("--samples", type=int, default=4, help="images shown in the report")
     parser.add_argument("--run", help="training run folder whose curves the report plots (default: found from a checkpoint)")
     parser.add_argument("--probe", action="store_true", help="also run the diffusability probe (see vaetrain probe) and report it")
@@ -103,16 +120,31 @@ def run_eval(argv: list[str]) -> int:
     if images is None:
         raise ConfigError("eval: --data.path is required (the images to evaluate on)")
     options = EvalOptions(
-        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()), max_images=args.data_max_images,
-        batch_size=args.data_batch_size, num_workers=args.data_num_workers, lpips_network=args.lpips_network,
-        backbones=args.backbones, tiling=TilingConfig(tile_size=args.tile_size, enabled=not args.no_tiling),
-        report_samples=args.samples, device=args.device,
+        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
+        max_images=args.data_max_images,
+        batch_size=args.data_batch_size,
+        num_workers=args.data_num_workers,
+        lpips_network=args.lpips_network,
+        backbones=args.backbones,
+        tiling=TilingConfig(tile_size=args.tile_size, enabled=not args.no_tiling),
+        report_samples=args.samples,
+        device=args.device,
     )
-    load = lambda reference: load_autoencoder(reference, use_ema=not args.no_ema)  # noqa: E731
+    load = partial(load_autoencoder, use_ema=not args.no_ema)
     results = evaluate(args.models, images, options, args.out, load_model=load, run_dir=args.run)
     if args.probe:
-        rows = probe_models(args.models, images, _probe_config(args), args.out, load_model=load, max_images=args.data_max_images,
-                         inception=_probe_inception(args.backbones), backbones=args.backbones, device=args.device, loading=_loading(args))
+        rows = probe_models(
+            args.models,
+            images,
+            _probe_config(args),
+            args.out,
+            load_model=load,
+            max_images=args.data_max_images,
+            inception=_probe_inception(args.backbones),
+            backbones=args.backbones,
+            device=args.device,
+            loading=_loading(args),
+        )
         write_report(results, Path(args.out) / "report.html", run_dir=args.run or run_dir_of(args.models), probe_rows=rows)
     for result in results:
         values = result.values
@@ -132,8 +164,9 @@ def _probe_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _probe_config(args: argparse.Namespace) -> ProbeConfig:
-    return ProbeConfig(model_size=args.probe_model_size, steps=args.probe_steps, batch_size=args.probe_batch_size,
-                       samples=args.probe_samples, seed=args.probe_seed)
+    return ProbeConfig(
+        model_size=args.probe_model_size, steps=args.probe_steps, batch_size=args.probe_batch_size, samples=args.probe_samples, seed=args.probe_seed
+    )
 
 
 def _probe_inception(backbones: str):
@@ -148,8 +181,11 @@ def _probe_inception(backbones: str):
 
 
 def run_probe(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vaetrain probe", description="How easily a diffusion model learns each VAE's latents: "
-                                     "the same small diffusion transformer trained with the same budget on each, its validation loss and samples.")
+    parser = argparse.ArgumentParser(
+        prog="vaetrain probe",
+        description="How easily a diffusion model learns each VAE's latents: "
+        "the same small diffusion transformer trained with the same budget on each, its validation loss and samples.",
+    )
     parser.add_argument("models", nargs="+", metavar="MODEL", help=MODEL_HELP)
     _image_options(parser, path_help="images to encode (required)", resolution_help="center-crop size (default 256)", max_images=None)
     _probe_options(parser)
@@ -161,9 +197,19 @@ def run_probe(argv: list[str]) -> int:
     images = _image_set(args, 256 if args.data_resolution is None else args.data_resolution, args.models)
     if images is None:
         raise ConfigError("probe: --data.path is required (the images to encode)")
-    load = lambda reference: load_autoencoder(reference, use_ema=not args.no_ema)  # noqa: E731
-    rows = probe_models(args.models, images, _probe_config(args), args.out, load_model=load, max_images=args.data_max_images,
-                     inception=_probe_inception(args.backbones), backbones=args.backbones, device=args.device, loading=_loading(args))
+    load = partial(load_autoencoder, use_ema=not args.no_ema)
+    rows = probe_models(
+        args.models,
+        images,
+        _probe_config(args),
+        args.out,
+        load_model=load,
+        max_images=args.data_max_images,
+        inception=_probe_inception(args.backbones),
+        backbones=args.backbones,
+        device=args.device,
+        loading=_loading(args),
+    )
     for row in rows:
         fid = f", sample FID {row['probe_fid']:.1f}" if row["probe_fid"] is not None else ""
         print(f"{row['model']}: validation flow-matching loss {row['probe_validation_loss']:.4f}{fid} ({row['probe_seconds']:.0f} s)")
@@ -193,18 +239,32 @@ def run_export(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="vaetrain export", description="Export a training checkpoint as a diffusers folder.")
     parser.add_argument("checkpoint", help="a vaetrain .ckpt file")
     parser.add_argument("out", help="output folder (created; replaced if it exists)")
-    _image_options(parser, path_help="images to measure the latent scale on (default: the training images the checkpoint records)",
-                   resolution_help="center-crop size (default: the training resolution, else 256)", max_images=256)
+    _image_options(
+        parser,
+        path_help="images to measure the latent scale on (default: the training images the checkpoint records)",
+        resolution_help="center-crop size (default: the training resolution, else 256)",
+        max_images=256,
+    )
     parser.add_argument("--no-ema", action="store_true", help="export the trained weights, not the EMA")
-    parser.add_argument("--latents", choices=sorted(CONVENTIONS), default=None,
-                        help="latent normalisation fields to write: " + "; ".join(f"{k}: {v}" for k, v in CONVENTIONS.items()) + " (default: the architecture's)")
+    parser.add_argument(
+        "--latents",
+        choices=sorted(CONVENTIONS),
+        default=None,
+        help="latent normalisation fields to write: " + "; ".join(f"{k}: {v}" for k, v in CONVENTIONS.items()) + " (default: the architecture's)",
+    )
     parser.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to this Hugging Face model repo (owner/name)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     args = parser.parse_args(argv)
     images = _image_set(args, args.data_resolution or 256)
     out = export_checkpoint(
-        args.checkpoint, args.out, images=images, resolution=args.data_resolution, max_images=args.data_max_images, use_ema=not args.no_ema,
-        latents=args.latents, loading=_loading(args),
+        args.checkpoint,
+        args.out,
+        images=images,
+        resolution=args.data_resolution,
+        max_images=args.data_max_images,
+        use_ema=not args.no_ema,
+        latents=args.latents,
+        loading=_loading(args),
     )
     print(f"exported {args.checkpoint} -> {out}")
     if args.push_to_hub:

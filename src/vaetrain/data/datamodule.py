@@ -36,7 +36,7 @@ class ImageDataModule(L.LightningDataModule):
     normalise identically. The README's "Data" section says more of each setting.
 
     Args:
-        path: A folder of images (recursive), a Hugging Face dataset (saved folder, parquet/arrow folder or Hub id) or a shard pattern; null: the bundled samples.
+        path: A folder of images (recursive), a Hugging Face dataset (saved folder, parquet/arrow or Hub id) or a shard pattern; null: the bundled samples.
         source: auto (inferred from path), folder, hf or webdataset.
         resolution: Training crop side (phase 0 of a resolution_schedule) and the validation size.
         batch_size: Micro-batch per process.
@@ -107,7 +107,11 @@ class ImageDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.pixels = PixelFormat(
-            channels, bit_depth, normalization, tuple(value_range) if value_range else None, tuple(percentiles),
+            channels,
+            bit_depth,
+            normalization,
+            tuple(value_range) if value_range else None,
+            tuple(percentiles),
             display=tuple(display_channels) if display_channels else None,
         )
         self.normalization_images = normalization_images
@@ -183,8 +187,14 @@ class ImageDataModule(L.LightningDataModule):
 
     def decoder(self, *, train: bool, resolution: int | None = None) -> SampleDecoder:
         return build_decoder(
-            resolution or self.resolution, train=train, crop=self.crop, flip=self.flip, small_images=self.small_images,
-            background=self.background, max_pixels=self.max_image_pixels, pixels=self.pixels,
+            resolution or self.resolution,
+            train=train,
+            crop=self.crop,
+            flip=self.flip,
+            small_images=self.small_images,
+            background=self.background,
+            max_pixels=self.max_image_pixels,
+            pixels=self.pixels,
         )
 
     def samples(self, part: Part, *, train: bool, max_items: int | None = None, rank: int = 0, world_size: int = 1) -> Dataset | IterableDataset:
@@ -196,8 +206,13 @@ class ImageDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world_size()
         layout = StreamLayout(
-            batch_size=self.batch_size, seed=self.seed, rank=rank, world_size=world_size, start_sample=self.start_sample,
-            readers=self.num_workers, shuffle_buffer=self.shuffle_buffer,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            rank=rank,
+            world_size=world_size,
+            start_sample=self.start_sample,
+            readers=self.num_workers,
+            shuffle_buffer=self.shuffle_buffer,
         )
         if self.resolution_schedule:  # G = phase 0's micro-batch x the module's accumulation x processes
             accumulate = getattr(self.trainer.lightning_module, "accumulate", 1) if self.trainer is not None else 1
@@ -247,4 +262,3 @@ class ImageDataModule(L.LightningDataModule):
 
     def _rank_and_world_size(self) -> tuple[int, int]:
         return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-

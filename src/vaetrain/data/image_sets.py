@@ -20,7 +20,6 @@ from vaetrain.data.sources.spec import ImageSource, Part, SourceSpec
 from vaetrain.data.streams.decoded import collate_samples
 from vaetrain.errors import ConfigError
 
-
 DEFAULT_BATCH_SIZE = 4
 """`data.batch_size`'s default, for training's micro-batch and every command that reads images."""
 

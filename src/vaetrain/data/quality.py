@@ -49,10 +49,7 @@ class BadFileTracker:
     def check(self) -> None:
         if self.bad and self.bad > self.max_bad_fraction * max(self.seen, self.min_samples):
             shown = "; ".join(f"{name}: {reason}" for name, reason in list(self.examples.items())[:3])
-            raise TooManyBadFiles(
-                f"{self.bad} of {self.seen} samples were bad images, over data.max_bad_fraction="
-                f"{self.max_bad_fraction}; e.g. {shown}"
-            )
+            raise TooManyBadFiles(f"{self.bad} of {self.seen} samples were bad images, over data.max_bad_fraction={self.max_bad_fraction}; e.g. {shown}")
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -80,7 +77,9 @@ class BadFileTracker:
         self.bad_validation = len(bad)
         shown = "; ".join(f"{name}: {reason}" for name, reason in bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
         if bad and usable == 0:
-            raise ConfigError(f"{key}: none of the {len(bad)} validation images is usable ({shown}); fix or remove them, or choose others with data.val_size or data.val_path")
+            raise ConfigError(
+                f"{key}: none of the {len(bad)} validation images is usable ({shown}); fix or remove them, or choose others with data.val_size or data.val_path"
+            )
         if bad:
             log.warning("%d of %d validation images are unusable and left out of validation: %s", len(bad), usable + len(bad), shown)
 

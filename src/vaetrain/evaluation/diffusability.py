@@ -18,8 +18,8 @@ from torchvision.utils import make_grid, save_image
 from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.data.image_sets import ImageSet, Loading, evaluation_images, images_of
 from vaetrain.errors import ConfigError
-from vaetrain.evaluation.metrics import fid_metric, to_uint8
 from vaetrain.evaluation.diffusability_probe import ProbeConfig, standardisation, train_probe
+from vaetrain.evaluation.metrics import fid_metric, to_uint8
 from vaetrain.evaluation.reconstruct import resolve_device
 from vaetrain.models.families import decode
 from vaetrain.models.families import encode as encode_latents
@@ -28,7 +28,9 @@ PROBE_FILE = "probe.json"
 
 
 @torch.no_grad()
-def encode(model, images: ImageSet, max_images: int | None, device: torch.device, seed: int, loading: Loading = Loading()) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+def encode(
+    model, images: ImageSet, max_images: int | None, device: torch.device, seed: int, loading: Loading = Loading()
+) -> tuple[torch.Tensor, torch.Tensor, tuple]:
     """(latent samples standardised per channel by their own statistics, the images in [-1, 1], the
     (shift, scale) that standardised them) of up to `max_images` images at a fixed size."""
     if images.resolution == "native":
@@ -88,9 +90,19 @@ def run_probe(
         latents, originals, standardised = encode(model, images, max_images, target, config.seed, loading)
         print(f"vaetrain probe: {reference}: {len(latents)} latents {tuple(latents.shape[1:])}, {config.steps} steps", file=sys.stderr)
         result = train_probe(latents, config, progress=_progress(config.steps))
-        row = {"model": str(reference), "probe_validation_loss": result.validation_loss, "probe_curve": result.curve,
-               "probe_seconds": round(result.seconds, 1), "probe_latent_shape": list(result.latent_shape), "probe_images": len(latents),
-               "probe_model_size": config.model_size, "probe_steps": config.steps, "probe_normalisation": "per channel, on the probe's images", "probe_fid": None, "probe_backbones": backbones}
+        row = {
+            "model": str(reference),
+            "probe_validation_loss": result.validation_loss,
+            "probe_curve": result.curve,
+            "probe_seconds": round(result.seconds, 1),
+            "probe_latent_shape": list(result.latent_shape),
+            "probe_images": len(latents),
+            "probe_model_size": config.model_size,
+            "probe_steps": config.steps,
+            "probe_normalisation": "per channel, on the probe's images",
+            "probe_fid": None,
+            "probe_backbones": backbones,
+        }
         if result.samples is not None:
             decoded, row["probe_fid"] = sample_fid(model, result.samples, originals, inception, standardised, images.pixels)
             grid = out_dir / f"probe_samples_{index}.png"

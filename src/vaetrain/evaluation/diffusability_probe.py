@@ -64,8 +64,15 @@ def build_model(config: ProbeConfig, channels: int, side: int) -> DiTTransformer
     if side % patch:
         raise ConfigError(f"probe: latent side {side} is not divisible by the patch size {patch}")
     return DiTTransformer2DModel(
-        num_attention_heads=heads, attention_head_dim=head_dim, in_channels=channels, out_channels=channels, num_layers=layers,
-        sample_size=side, patch_size=patch, num_embeds_ada_norm=1, norm_type="ada_norm_zero",
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=channels,
+        out_channels=channels,
+        num_layers=layers,
+        sample_size=side,
+        patch_size=patch,
+        num_embeds_ada_norm=1,
+        norm_type="ada_norm_zero",
     )
 
 
@@ -89,8 +96,11 @@ def train_probe(latents: torch.Tensor, config: ProbeConfig, *, progress=None) ->
     train, validation = latents[:-held], latents[-held:]
     device = latents.device
     picks = torch.randint(len(validation), (config.validation_triples,), generator=generator)
-    triples = (validation[picks], torch.rand(config.validation_triples, generator=generator).to(device),
-               torch.randn(config.validation_triples, *latents.shape[1:], generator=generator).to(device))
+    triples = (
+        validation[picks],
+        torch.rand(config.validation_triples, generator=generator).to(device),
+        torch.randn(config.validation_triples, *latents.shape[1:], generator=generator).to(device),
+    )
     torch.manual_seed(config.seed)
     model = build_model(config, latents.shape[1], latents.shape[-1]).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
@@ -123,7 +133,9 @@ def validation_loss(model, triples, batch_size: int) -> float:
     latents, times, noise = triples
     total = 0.0
     for i in range(0, len(latents), batch_size):
-        total += float(flow_matching_loss(model, latents[i : i + batch_size], times[i : i + batch_size], noise[i : i + batch_size])) * len(latents[i : i + batch_size])
+        total += float(flow_matching_loss(model, latents[i : i + batch_size], times[i : i + batch_size], noise[i : i + batch_size])) * len(
+            latents[i : i + batch_size]
+        )
     model.train(was_training)
     return total / len(latents)
 

@@ -103,8 +103,14 @@ def evaluate_model(reference: str, model: nn.Module, images: ImageSet, options: 
 
     loader = evaluation_images(images, part="all", max_images=options.max_images, batch_size=options.batch_size, num_workers=options.num_workers)
     measured = measure(
-        loader, autoencoder_pairs(model, options.tiling), pixels=pixels, ms_ssim="ms_ssim" in options.metrics,
-        fid_features=networks.inception if "rfid" in options.metrics else None, lpips=lpips, device=device, each=each,
+        loader,
+        autoencoder_pairs(model, options.tiling),
+        pixels=pixels,
+        ms_ssim="ms_ssim" in options.metrics,
+        fid_features=networks.inception if "rfid" in options.metrics else None,
+        lpips=lpips,
+        device=device,
+        each=each,
     )
     bad_files = measured.bad_files
     if not measured.images:

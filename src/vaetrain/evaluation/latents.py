@@ -97,9 +97,7 @@ class LatentAccumulator:
 
 
 @torch.no_grad()
-def measure_latent_statistics(
-    model: nn.Module, batches: Iterable[torch.Tensor], *, sample: bool = True, seed: int = 0
-) -> LatentStatistics:
+def measure_latent_statistics(model: nn.Module, batches: Iterable[torch.Tensor], *, sample: bool = True, seed: int = 0) -> LatentStatistics:
     """Encodes every batch (images in [-1, 1]) and accumulates its latents."""
     device = next(model.parameters()).device
     accumulator = LatentAccumulator(sample=sample, seed=seed)

@@ -137,8 +137,6 @@ class ChannelMean(Metric):
 
 def _ssim_per_image_and_channel(reconstruction01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
     """(images, channels): each channel's SSIM map averaged where the window fits."""
-    _, ssim_map = structural_similarity_index_measure(
-        reconstruction01, target01, data_range=1.0, kernel_size=SSIM_KERNEL, sigma=1.5, return_full_image=True
-    )
+    _, ssim_map = structural_similarity_index_measure(reconstruction01, target01, data_range=1.0, kernel_size=SSIM_KERNEL, sigma=1.5, return_full_image=True)
     inside = ssim_map[..., SSIM_BORDER:-SSIM_BORDER, SSIM_BORDER:-SSIM_BORDER]
     return inside.flatten(2).mean(dim=2)

@@ -78,8 +78,15 @@ def tiled(model: nn.Module, config: TilingConfig | None):
 
 _TILE_ATTRIBUTES = {
     "AutoencoderKL": ("use_tiling", "tile_sample_min_size", "tile_latent_min_size", "tile_overlap_factor"),
-    "AutoencoderDC": ("use_tiling", "tile_sample_min_height", "tile_sample_min_width", "tile_sample_stride_height",
-                      "tile_sample_stride_width", "tile_latent_min_height", "tile_latent_min_width"),
+    "AutoencoderDC": (
+        "use_tiling",
+        "tile_sample_min_height",
+        "tile_sample_min_width",
+        "tile_sample_stride_height",
+        "tile_sample_stride_width",
+        "tile_latent_min_height",
+        "tile_latent_min_width",
+    ),
 }
 
 

@@ -23,10 +23,19 @@ DIFFERENCE_GAIN = 5  # |original - reconstruction| x 5, so small errors are visi
 ZOOM = 4  # the crop is the central 1/ZOOM of each side, shown ZOOM times larger
 MAX_DISPLAY_SIDE = 384
 TABLE_COLUMNS = (
-    ("psnr", "PSNR (dB) ↑", 2), ("ssim", "SSIM ↑", 4), ("ms_ssim", "MS-SSIM ↑", 4), ("lpips", "LPIPS ↓", 4),
-    ("rfid", "rFID ↓", 3), ("kl", "KL / element", 4), ("scaling_factor", "scaling_factor", 5),
-    ("shift_factor", "shift_factor", 5), ("encode_img_per_s", "encode img/s", 1), ("decode_img_per_s", "decode img/s", 1),
-    ("peak_memory_mb", "peak MB", 0), ("fp16_max_abs_activation", "fp16 max |act|", 1), ("fp16_nonfinite", "fp16 inf/NaN", None),
+    ("psnr", "PSNR (dB) ↑", 2),
+    ("ssim", "SSIM ↑", 4),
+    ("ms_ssim", "MS-SSIM ↑", 4),
+    ("lpips", "LPIPS ↓", 4),
+    ("rfid", "rFID ↓", 3),
+    ("kl", "KL / element", 4),
+    ("scaling_factor", "scaling_factor", 5),
+    ("shift_factor", "shift_factor", 5),
+    ("encode_img_per_s", "encode img/s", 1),
+    ("decode_img_per_s", "decode img/s", 1),
+    ("peak_memory_mb", "peak MB", 0),
+    ("fp16_max_abs_activation", "fp16 max |act|", 1),
+    ("fp16_nonfinite", "fp16 inf/NaN", None),
 )
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #1d1d1f; background: #fff; }
@@ -75,11 +84,15 @@ def _diffusability(rows: list[dict], folder: Path) -> str:
     )
     grids = "".join(
         f"<h3>{html.escape(_name(r['model']))}</h3><img src='data:image/png;base64,{base64.b64encode((folder / r['probe_samples']).read_bytes()).decode()}'>"
-        for r in rows if r.get("probe_samples") and (folder / r["probe_samples"]).is_file()
+        for r in rows
+        if r.get("probe_samples") and (folder / r["probe_samples"]).is_file()
     )
-    note = (f"<p class='note'>The same {rows[0]['probe_model_size']} diffusion transformer trained {rows[0]['probe_steps']} steps on each "
-            "model's latents (rectified flow); lower loss: latents a diffusion model learns more easily."
-            + (" FID on a random Inception: not a quality measure." if random else "") + "</p>")
+    note = (
+        f"<p class='note'>The same {rows[0]['probe_model_size']} diffusion transformer trained {rows[0]['probe_steps']} steps on each "
+        "model's latents (rectified flow); lower loss: latents a diffusion model learns more easily."
+        + (" FID on a random Inception: not a quality measure." if random else "")
+        + "</p>"
+    )
     return f"<h2>Diffusability</h2>{note}<table class='metrics'>{header}{cells}</table>{grids}"
 
 
@@ -120,8 +133,10 @@ def _metrics_table(results: list[ModelResult]) -> str:
     ]
     if first.get("channels", 3) != 3 or first.get("bit_depth", 8) != 8:
         per_channel = "; ".join(
-            f"{_name(r.values['model'])}: PSNR " + ", ".join(f"c{c} {v:.2f}" for c, v in enumerate(r.values.get("psnr_channels") or []))
-            + " / SSIM " + ", ".join(f"c{c} {v:.3f}" for c, v in enumerate(r.values.get("ssim_channels") or []))
+            f"{_name(r.values['model'])}: PSNR "
+            + ", ".join(f"c{c} {v:.2f}" for c, v in enumerate(r.values.get("psnr_channels") or []))
+            + " / SSIM "
+            + ", ".join(f"c{c} {v:.3f}" for c, v in enumerate(r.values.get("ssim_channels") or []))
             for r in results
         )
         notes.append(
@@ -170,9 +185,11 @@ def _views(values: dict, channels: int) -> list[tuple[str, list[int]]]:
 
 def _samples(results: list[ModelResult]) -> str:
     count = min(len(result.samples) for result in results)
-    header = "<tr><td>original</td>" + "".join(
-        f"<td>{html.escape(_name(r.values['model']))}</td><td>|difference| x{DIFFERENCE_GAIN}</td>" for r in results
-    ) + "</tr>"
+    header = (
+        "<tr><td>original</td>"
+        + "".join(f"<td>{html.escape(_name(r.values['model']))}</td><td>|difference| x{DIFFERENCE_GAIN}</td>" for r in results)
+        + "</tr>"
+    )
     rows = []
     for index in range(count):
         original = results[0].samples[index]["original"]
@@ -227,9 +244,7 @@ def _line_chart(points: list[tuple[int, float]], title: str, width: int = 320, h
     span_v = (high - low) or 1.0
     span_s = (max(steps) - min(steps)) or 1
     coordinates = " ".join(
-        f"{8 + (s - min(steps)) / span_s * (width - 16):.1f},{height - 20 - (v - low) / span_v * (height - 44):.1f}"
-        for s, v in points
-        if math.isfinite(v)
+        f"{8 + (s - min(steps)) / span_s * (width - 16):.1f},{height - 20 - (v - low) / span_v * (height - 44):.1f}" for s, v in points if math.isfinite(v)
     )
     return (
         f"<svg width='{width}' height='{height}' xmlns='http://www.w3.org/2000/svg'>"

@@ -6,8 +6,18 @@ from dataclasses import dataclass
 
 METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "rfid")
 RESULT_KEYS = (
-    "model", *METRICS, "kl", "latent_mean", "latent_std", "scaling_factor", "shift_factor",
-    "encode_img_per_s", "decode_img_per_s", "peak_memory_mb", "fp16_max_abs_activation", "fp16_nonfinite",
+    "model",
+    *METRICS,
+    "kl",
+    "latent_mean",
+    "latent_std",
+    "scaling_factor",
+    "shift_factor",
+    "encode_img_per_s",
+    "decode_img_per_s",
+    "peak_memory_mb",
+    "fp16_max_abs_activation",
+    "fp16_nonfinite",
 )
 
 

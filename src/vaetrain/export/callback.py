@@ -47,4 +47,6 @@ class ExportDiffusers(L.Callback):
         settings = {name: asdict(getattr(pl_module, f"{name}_config")) for name in ("autoencoder", "loss")}
         facts = CardFacts(steps=pl_module.counters.generator_steps, settings=settings)
         out = Path(trainer.default_root_dir) / self.dirname
-        self.path = export_model(model, out, images, part="train", max_images=self.latent_statistics_images, validation=validation, facts=facts, latents=self.latents)
+        self.path = export_model(
+            model, out, images, part="train", max_images=self.latent_statistics_images, validation=validation, facts=facts, latents=self.latents
+        )

@@ -103,9 +103,13 @@ def export_checkpoint(
     if images is not None:
         if facts.training_images is not None:  # other images, read as the model was trained to read them
             images = replace(images, pixels=facts.training_images.pixels)
-        return export_model(model, out_dir, images, part="all", max_images=max_images, validation=(images, "all"), facts=facts, latents=latents, loading=loading)
+        return export_model(
+            model, out_dir, images, part="all", max_images=max_images, validation=(images, "all"), facts=facts, latents=latents, loading=loading
+        )
     images = record.image_set()
     if images is None:
         raise ConfigError(f"'{checkpoint}' records no training data; give the images to measure the latent scale on (--data.path)")
     images = replace(images, resolution=resolution or images.resolution)
-    return export_model(model, out_dir, images, part="train", max_images=max_images, validation=record.validation_images(), facts=facts, latents=latents, loading=loading)
+    return export_model(
+        model, out_dir, images, part="train", max_images=max_images, validation=record.validation_images(), facts=facts, latents=latents, loading=loading
+    )

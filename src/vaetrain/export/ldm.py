@@ -39,9 +39,7 @@ def read_ldm_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - unpickling errors come in many types
-            raise ConfigError(
-                f"'{path}' cannot be loaded weights-only ({type(error).__name__}); convert it to .safetensors first"
-            ) from error
+            raise ConfigError(f"'{path}' cannot be loaded weights-only ({type(error).__name__}); convert it to .safetensors first") from error
         state_dict = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else {}
     for prefix in LDM_VAE_KEYS:
         if any(key.startswith(prefix) for key in state_dict):
@@ -90,8 +88,7 @@ def diffusers_to_ldm(model: AutoencoderKL) -> dict[str, torch.Tensor]:
     config = model.config
     if config.norm_num_groups != LDM_GROUP_NORM_GROUPS:
         raise ConfigError(
-            f"norm_num_groups={config.norm_num_groups}: the LDM code always uses {LDM_GROUP_NORM_GROUPS} groups, "
-            f"so this model has no LDM equivalent"
+            f"norm_num_groups={config.norm_num_groups}: the LDM code always uses {LDM_GROUP_NORM_GROUPS} groups, so this model has no LDM equivalent"
         )
     if not (config.use_quant_conv and config.use_post_quant_conv and config.mid_block_add_attention):
         raise ConfigError("LDM VAEs always have quant_conv, post_quant_conv and mid-block attention; this model lacks one")

@@ -30,7 +30,9 @@ class CardFacts:
 def measure_reconstruction(model: nn.Module, images: ImageSet, part: Part, max_images: int = 64, loading: Loading = Loading()) -> dict | None:
     """PSNR and SSIM of the model's reconstructions of up to `max_images` images of `part` (None: no images)."""
     device = next(model.parameters()).device  # rank 0 alone exports: this process's images only
-    measured = measure(evaluation_images(images, part=part, max_images=max_images, **loading.of()), autoencoder_pairs(model), pixels=images.pixels, device=device)
+    measured = measure(
+        evaluation_images(images, part=part, max_images=max_images, **loading.of()), autoencoder_pairs(model), pixels=images.pixels, device=device
+    )
     if not measured.images:
         return None
     values = measured.values
@@ -40,7 +42,9 @@ def measure_reconstruction(model: nn.Module, images: ImageSet, part: Part, max_i
 def _pixels(pixels) -> str:
     """How images become the model's input; `pixel_format.json` beside this card holds the same."""
     if pixels.normalization == "percentile":
-        scale = f"each channel's {pixels.percentiles[0]}-{pixels.percentiles[1]} percentiles (low {list(pixels.low)}, high {list(pixels.high)}) -> [-1, 1], clipped"
+        scale = (
+            f"each channel's {pixels.percentiles[0]}-{pixels.percentiles[1]} percentiles (low {list(pixels.low)}, high {list(pixels.high)}) -> [-1, 1], clipped"
+        )
     else:
         low, high = pixels.value_range or (0, int(pixels.peak))
         scale = f"[{low}, {high}] -> [-1, 1]"
@@ -57,12 +61,19 @@ def model_card(model: nn.Module, statistics: LatentStatistics | None, facts: Car
     if family.deterministic:
         posterior = f"deterministic: `vae.encode(images).{'latents' if family.name == 'tiny' else 'latent'}` is the latent"
     else:
-        posterior = "fixed variance: latent_dist.mean is the latent, latent_dist.std ~3e-7" if posterior == "fixed" else "diagonal Gaussian (mean, log-variance)"
+        posterior = (
+            "fixed variance: latent_dist.mean is the latent, latent_dist.std ~3e-7" if posterior == "fixed" else "diagonal Gaussian (mean, log-variance)"
+        )
     rows = [
         ("architecture", family.describe(model)),
         ("latent", f"{config.latent_channels} channels at 1/{factor} of the image side: {config.latent_channels} x H/{factor} x W/{factor}"),
         ("posterior", posterior),
-        ("latent normalisation", f"scaling_factor {config.scaling_factor}: distilled from `{teacher}`, its latents are the latents the teacher's pipeline feeds its diffusion model" if teacher else _factors(config, statistics)),
+        (
+            "latent normalisation",
+            f"scaling_factor {config.scaling_factor}: distilled from `{teacher}`, its latents are the latents the teacher's pipeline feeds its diffusion model"
+            if teacher
+            else _factors(config, statistics),
+        ),
         ("training", (f"{facts.steps} generator steps" if facts.steps is not None else "unknown steps") + (f"; {recipe}" if recipe else "")),
         ("data", _describe(data) if data else "not recorded"),
     ]
@@ -70,7 +81,12 @@ def model_card(model: nn.Module, statistics: LatentStatistics | None, facts: Car
         rows.append(("pixels", _pixels(data.pixels)))
     if facts.metrics:
         m = facts.metrics
-        rows.append(("reconstruction", f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} on {m['images']} {m['part']} images at {m['resolution']} px (measured at export)"))
+        rows.append(
+            (
+                "reconstruction",
+                f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} on {m['images']} {m['part']} images at {m['resolution']} px (measured at export)",
+            )
+        )
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     return f"""---
 library_name: diffusers
@@ -113,14 +129,17 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, api=
         api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
         info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model", commit_message="Upload autoencoder (vaetrain)")
     except Exception as error:  # noqa: BLE001 - network, auth and Hub errors come in many types
-        raise ConfigError(f"export: pushing '{folder}' to the Hub as '{repo_id}' failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
+        raise ConfigError(
+            f"export: pushing '{folder}' to the Hub as '{repo_id}' failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        ) from error
     return str(getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}")
 
 
 def _factors(config, statistics: LatentStatistics | None) -> str:
     convention = convention_of(config)
     if convention == "per_channel":
-        fields = f"latents_mean {[round(v, 4) for v in config.latents_mean]}, latents_std {[round(v, 4) for v in config.latents_std]}, scaling_factor {config.scaling_factor:.6g}"
+        means, stds = ([round(v, 4) for v in values] for values in (config.latents_mean, config.latents_std))
+        fields = f"latents_mean {means}, latents_std {stds}, scaling_factor {config.scaling_factor:.6g}"
     else:
         fields = f"scaling_factor {config.scaling_factor:.6g}, shift_factor {config.get('shift_factor') or 0:.6g}"
     measured = "as configured" if statistics is None else f"measured on {statistics.count} training images"
@@ -130,8 +149,10 @@ def _factors(config, statistics: LatentStatistics | None) -> str:
 def _normalise_line(family, config) -> str:
     """The pipeline's own formula for this config's convention (`models.latent_space`)."""
     if convention_of(config) == "per_channel":
-        return ("mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (vae.config.latents_mean, vae.config.latents_std))\n"
-                "latents = (latents - mean) * vae.config.scaling_factor / std  # what an SDXL-style pipeline's diffusion model sees")
+        return (
+            "mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (vae.config.latents_mean, vae.config.latents_std))\n"
+            "latents = (latents - mean) * vae.config.scaling_factor / std  # what an SDXL-style pipeline's diffusion model sees"
+        )
     shift = "(latents - (vae.config.shift_factor or 0))" if "shift_factor" in config else "latents"
     return f"latents = {shift} * vae.config.scaling_factor  # what the diffusion model sees (SD3/FLUX formula)"
 

@@ -1,11 +1,12 @@
 """Distilling a teacher autoencoder into a student (TAESD-style tiny autoencoders, whose training code was
 never published; madebyollin/taesd README: "TAESD's encoder outputs match the teacher's scaled latents").
 
-The student's encoder learns the latents the teacher's diffusion pipeline sees (the teacher's mean through
-the formula its config asks for, `models.latent_space.pipeline_normalize`: (z - shift_factor) x
-scaling_factor, or SDXL-style per channel with `latents_mean`/`latents_std`), by mean squared error; the student's decoder reads those same teacher latents (detached) and is trained with the
-step's image terms and GAN against the image (or the teacher's own decode of them). So an AutoencoderTiny
-student (scaling_factor 1, shift 0) drops into a pipeline in the teacher's place.
+The student's encoder learns the latents the teacher's diffusion pipeline sees (the teacher's mean
+through the formula its config asks for, `models.latent_space.pipeline_normalize`: (z - shift_factor) x
+scaling_factor, or SDXL-style per channel with `latents_mean`/`latents_std`), by mean squared error; the
+student's decoder reads those same teacher latents (detached) and is trained with the step's image terms
+and GAN against the image (or the teacher's own decode of them). So an AutoencoderTiny student
+(scaling_factor 1, shift 0) drops into a pipeline in the teacher's place.
 """
 
 from __future__ import annotations

@@ -24,9 +24,7 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kin
     raise ValueError(f"unknown GAN loss {kind!r}")
 
 
-def generator_adversarial_loss(
-    fake_logits: torch.Tensor, kind: GanLossKind, real_logits: torch.Tensor | None = None, margin: float = 0.1
-) -> torch.Tensor:
+def generator_adversarial_loss(fake_logits: torch.Tensor, kind: GanLossKind, real_logits: torch.Tensor | None = None, margin: float = 0.1) -> torch.Tensor:
     """The autoencoder's adversarial term.
 
     hinge: -mean(D(x̂)) (LDM/taming); vanilla: the saturating minimax form mean(log(1 - sigmoid(D(x̂))));

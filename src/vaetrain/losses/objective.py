@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -113,9 +114,7 @@ def image_terms(target: torch.Tensor, config: LossConfig, perceptual: nn.Module 
         terms["perceptual"] = (config.perceptual_weight, pixels, lambda x: perceptual(x, target).float().mean())
     pooled = config.pooled_reconstruction
     if pooled.weight > 0:
-        pooled_loss = lambda x: pooled_reconstruction_loss(  # noqa: E731
-            target, x, factor=pooled.factor, kind=pooled.kind, mask=pooled.mask, reduction=config.reduction
-        )
+        pooled_loss = partial(pooled_reconstruction_loss, target, factor=pooled.factor, kind=pooled.kind, mask=pooled.mask, reduction=config.reduction)
         terms["pooled_reconstruction"] = (pooled.weight, 1.0, pooled_loss)
     return {name: term for name, term in terms.items() if term[0] > 0}
 
@@ -169,14 +168,19 @@ def generator_loss(
         elif config.balance == "adaptive":
             if last_layer_grad is None:
                 raise ValueError("generator_loss: the adaptive weight needs last_layer_grad")
-            weight = gan_factor * config.disc_weight * adaptive_gan_weight(image_gradient, adversarial_gradient, last_layer_grad, config.adaptive_weight_max, processes)
+            weight = (
+                gan_factor
+                * config.disc_weight
+                * adaptive_gan_weight(image_gradient, adversarial_gradient, last_layer_grad, config.adaptive_weight_max, processes)
+            )
         else:
             weight = torch.tensor(gan_factor * config.disc_weight, device=leaf.device)
         total_gradient = total_gradient + weight * adversarial_gradient
         weighted["adversarial"] = (gan_factor * config.disc_weight if normalise else weight.detach(), adversarial.detach())
         adversarial_norm = (weight * adversarial_gradient).norm()
         terms |= {
-            "adversarial": adversarial.detach(), "logits_fake": fake_logits.detach().float().mean(),
+            "adversarial": adversarial.detach(),
+            "logits_fake": fake_logits.detach().float().mean(),
             "adversarial_share": (adversarial_norm / (image_gradient.norm() + adversarial_norm + 1e-12)).detach(),
         }
         if not normalise:
@@ -203,9 +207,13 @@ def discriminator_objective(
     real, fake = real_logits.detach(), fake_logits.detach()
     real_accuracy, fake_accuracy = (real > 0).float().mean(), (fake < 0).float().mean()
     logs = {
-        "train/discriminator": loss.detach(), "train/logits_real": real.mean(), "train/logits_fake_d": fake.mean(),
-        "train/discriminator_accuracy": (real_accuracy + fake_accuracy) / 2, "train/discriminator_accuracy_real": real_accuracy,
-        "train/discriminator_accuracy_fake": fake_accuracy, "train/logit_gap": real.mean() - fake.mean(),
+        "train/discriminator": loss.detach(),
+        "train/logits_real": real.mean(),
+        "train/logits_fake_d": fake.mean(),
+        "train/discriminator_accuracy": (real_accuracy + fake_accuracy) / 2,
+        "train/discriminator_accuracy_real": real_accuracy,
+        "train/discriminator_accuracy_fake": fake_accuracy,
+        "train/logit_gap": real.mean() - fake.mean(),
     }
     if config.lecam_weight > 0:
         lecam = lecam_penalty(real_logits, fake_logits, anchors.real, anchors.fake)

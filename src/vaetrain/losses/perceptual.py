@@ -36,7 +36,7 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         self.network = network.eval().requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "PerceptualLoss":
+    def train(self, mode: bool = True) -> PerceptualLoss:
         super().train(mode)
         self.network.eval()
         return self
@@ -69,7 +69,6 @@ def build_perceptual_loss(
         return PerceptualLoss(lpips.LPIPS(net=network, pretrained=True, pnet_rand=False, verbose=False))
     except Exception as error:  # noqa: BLE001 - urllib, ssl, OSError, RuntimeError: all mean "no weights"
         raise weights_unavailable(f"LPIPS ({network})", TORCHVISION_WEIGHTS[network], error, offline_hint) from error
-
 
 
 def channel_triplets(channels: int, setting: TripletSetting, key: str = "model.loss.perceptual_channels") -> list[list[int]] | None:

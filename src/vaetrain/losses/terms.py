@@ -18,9 +18,7 @@ Reduction = Literal["mean", "sum"]
 PixelLoss = Literal["l1", "l2"]
 
 # vqgan-training's edge detector (vae_trainer.py, `blurriness_heatmap`): a ring of ones around -20
-_EDGE_KERNEL = torch.tensor(
-    [[0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, -20, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0]], dtype=torch.float32
-).view(1, 1, 5, 5)
+_EDGE_KERNEL = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, -20, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0]], dtype=torch.float32).view(1, 1, 5, 5)
 FLAT_MASK_BLUR = 13  # Gaussian kernel size; its reflect padding needs images larger than 6 px
 
 

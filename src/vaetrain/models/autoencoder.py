@@ -78,10 +78,14 @@ class AutoencoderConfig:
     def __post_init__(self) -> None:
         if self.family != "kl" and self.posterior == "fixed":
             raise ConfigError(f"model.autoencoder.posterior: the {self.family} family is deterministic already; leave it 'learned' (unused)")
-        if self.family != "kl" and self.pretrained is None and any(
-            getattr(self, name) != default for name, default in (("norm_num_groups", 32), ("mid_block_add_attention", True))
+        if (
+            self.family != "kl"
+            and self.pretrained is None
+            and any(getattr(self, name) != default for name, default in (("norm_num_groups", 32), ("mid_block_add_attention", True)))
         ):
-            raise ConfigError(f"model.autoencoder.norm_num_groups / mid_block_add_attention are AutoencoderKL's; for {self.family} use model.autoencoder.architecture")
+            raise ConfigError(
+                f"model.autoencoder.norm_num_groups / mid_block_add_attention are AutoencoderKL's; for {self.family} use model.autoencoder.architecture"
+            )
         if self.trainable is not None and not self.trainable:
             raise ConfigError("model.autoencoder.trainable must name at least one parameter prefix (or be null for all)")
         if self.posterior_std < 0:
@@ -126,7 +130,11 @@ def check_against_pretrained(config: AutoencoderConfig, model: nn.Module) -> Non
     family = family_of(model)
     given = {name: getattr(config, name) for name in _ARCHITECTURE_FIELDS if _plain(getattr(config, name)) != _plain(defaults[name])}
     given |= config.architecture or {}
-    wrong = [f"{name}={_plain(value)} (the model has {_plain(model.config.get(name))})" for name, value in given.items() if _plain(value) != _plain(model.config.get(name))]
+    wrong = [
+        f"{name}={_plain(value)} (the model has {_plain(model.config.get(name))})"
+        for name, value in given.items()
+        if _plain(value) != _plain(model.config.get(name))
+    ]
     if config.family != defaults["family"] and config.family != family.name:
         wrong.insert(0, f"family={config.family} (the model is {family.class_name})")
     if wrong:
@@ -199,10 +207,7 @@ def _load_pretrained(source: str, subfolder: str | None) -> nn.Module:
     try:
         return load_pretrained_autoencoder(source, subfolder)
     except Exception as error:  # noqa: BLE001 - the Hub raises many kinds; all mean "cannot load"
-        raise ConfigError(
-            f"model.autoencoder.pretrained: '{source}' is neither a local folder nor loadable from the Hub: "
-            f"{_first_line(error)}"
-        ) from error
+        raise ConfigError(f"model.autoencoder.pretrained: '{source}' is neither a local folder nor loadable from the Hub: {_first_line(error)}") from error
 
 
 def _first_line(error: BaseException) -> str:

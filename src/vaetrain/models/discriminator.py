@@ -46,7 +46,11 @@ def build_discriminator(config: DiscriminatorConfig, channels: int = 3, latent_c
         raise ConfigError(f"model.discriminator.in_channels={config.in_channels}, but the autoencoder writes {channels} channels")
     config = replace(config, in_channels=channels)
     if config.kind == "vgg16":
-        patchgan = [f"model.discriminator.{name}" for name in ("base_channels", "num_layers", "norm", "condition_on_latents") if getattr(config, name) != getattr(DiscriminatorConfig, name)]
+        patchgan = [
+            f"model.discriminator.{name}"
+            for name in ("base_channels", "num_layers", "norm", "condition_on_latents")
+            if getattr(config, name) != getattr(DiscriminatorConfig, name)
+        ]
         if patchgan:
             raise ConfigError(f"{', '.join(patchgan)}: PatchGAN settings, which do not apply with model.discriminator.kind=vgg16")
         if channels != 3:

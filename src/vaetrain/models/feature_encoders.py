@@ -68,8 +68,7 @@ def build_feature_encoder(name: str) -> FrozenFeatures:
         from transformers import AutoModel
     except ImportError as error:
         raise ConfigError(
-            f"model.loss.alignment.encoder '{name}' needs the transformers package (pip install transformers); "
-            "or set it to random-small for an offline run"
+            f"model.loss.alignment.encoder '{name}' needs the transformers package (pip install transformers); or set it to random-small for an offline run"
         ) from error
     try:
         return DinoV2Features(AutoModel.from_pretrained(name))

@@ -66,8 +66,14 @@ def inflate_channels(model: nn.Module, in_channels: int, out_channels: int) -> n
 
 def _conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, **channels) -> nn.Conv2d:
     new = nn.Conv2d(
-        channels.get("in_channels", conv.in_channels), channels.get("out_channels", conv.out_channels), conv.kernel_size,
-        stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=bias is not None,
+        channels.get("in_channels", conv.in_channels),
+        channels.get("out_channels", conv.out_channels),
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=bias is not None,
         padding_mode=conv.padding_mode,
     ).to(device=conv.weight.device, dtype=conv.weight.dtype)
     with torch.no_grad():

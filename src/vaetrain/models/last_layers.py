@@ -67,6 +67,4 @@ class EncoderLastLayer:
             grad_moments = torch.einsum("oc,bohw->bchw", weight[:channels, :, 0, 0].float(), grad_moments)
         else:
             grad_moments = torch.cat([grad_moments, torch.zeros_like(grad_moments)], dim=1)
-        return torch.nn.grad.conv2d_weight(
-            self.value.float(), conv.weight.shape, grad_moments, conv.stride, conv.padding, conv.dilation, conv.groups
-        )
+        return torch.nn.grad.conv2d_weight(self.value.float(), conv.weight.shape, grad_moments, conv.stride, conv.padding, conv.dilation, conv.groups)

@@ -48,9 +48,7 @@ def convention_fields(
     convention = convention or default_convention(model)
     family = family_of(model)
     if convention not in family.latent_conventions:
-        raise ConfigError(
-            f"export latents={convention}: {family.class_name} has no fields for it (it takes {', '.join(family.latent_conventions)})"
-        )
+        raise ConfigError(f"export latents={convention}: {family.class_name} has no fields for it (it takes {', '.join(family.latent_conventions)})")
     if convention == "per_channel":
         values = {"latents_mean": list(channel_mean), "latents_std": list(channel_std), "scaling_factor": 1.0, "shift_factor": None}
     else:

@@ -67,8 +67,11 @@ class RunRecord:
             validation, part = datamodule.describe_validation()
             data = datamodule.describe().as_dict() | {"validation": validation.as_dict() | {"part": part}}
         plan = {
-            "micro_batch": getattr(datamodule, "batch_size", None), "accumulate": module.accumulate, "processes": module.trainer.world_size,
-            "gradient_checkpointing": module.autoencoder.is_gradient_checkpointing, "memory": module.memory_plan or None,
+            "micro_batch": getattr(datamodule, "batch_size", None),
+            "accumulate": module.accumulate,
+            "processes": module.trainer.world_size,
+            "gradient_checkpointing": module.autoencoder.is_gradient_checkpointing,
+            "memory": module.memory_plan or None,
         }
         if getattr(datamodule, "resolution_schedule", None):  # where the crop size changes (data/streams/schedule.py)
             plan["resolution_phases"] = [phase.as_dict() for phase in datamodule.phases()]
@@ -95,8 +98,13 @@ class RunRecord:
             data = {"source": {"path": old.get("path"), "kind": "auto"}, "resolution": old.get("resolution")} if old else {}
             return cls(counters, section["autoencoder_config"], section.get("training_config", {}), data, {}, section.get("rng"), 1)
         return cls(
-            counters, section["autoencoder_config"], section.get("settings", {}), section.get("data", {}),
-            section.get("plan", {}), section.get("rng"), version,
+            counters,
+            section["autoencoder_config"],
+            section.get("settings", {}),
+            section.get("data", {}),
+            section.get("plan", {}),
+            section.get("rng"),
+            version,
         )
 
     def image_set(self) -> ImageSet | None:
@@ -146,7 +154,6 @@ def autoencoder_from_checkpoint(path: str | Path, *, use_ema: bool = True) -> tu
     if record.settings.get("autoencoder", {}).get("posterior") == "fixed":
         weights = with_deterministic_posterior(weights, record.autoencoder_config["latent_channels"])
     return autoencoder_from_state(record.autoencoder_config, weights), record
-
 
 
 def keep_frozen_networks_out(module: torch.nn.Module) -> None:

@@ -79,8 +79,7 @@ def accumulation_for(global_batch_size: int, world_size: int, micro_batch: int) 
     per_step = world_size * micro_batch
     if global_batch_size % per_step:
         raise ConfigError(
-            f"model.training.global_batch_size={global_batch_size} is not a multiple of {world_size} processes x "
-            f"data.batch_size {micro_batch} = {per_step}"
+            f"model.training.global_batch_size={global_batch_size} is not a multiple of {world_size} processes x data.batch_size {micro_batch} = {per_step}"
         )
     return global_batch_size // per_step
 
@@ -101,8 +100,11 @@ class StepSettings:
     def from_configs(cls, autoencoder, training, optimizers) -> StepSettings:
         """From the module's config blocks (`AutoencoderConfig`, `TrainingConfig`, `GanOptimizers`)."""
         return cls(
-            accumulate=training.accumulate_grad_batches, gan_updates=training.gan_updates,
-            posterior=autoencoder.posterior, posterior_std=autoencoder.posterior_std, latent_clamp=autoencoder.latent_clamp,
+            accumulate=training.accumulate_grad_batches,
+            gan_updates=training.gan_updates,
+            posterior=autoencoder.posterior,
+            posterior_std=autoencoder.posterior_std,
+            latent_clamp=autoencoder.latent_clamp,
             clip_norm={"generator": optimizers.generator.gradient_clip_norm, "discriminator": optimizers.discriminator.gradient_clip_norm},
             max_consecutive_skips=training.max_consecutive_skips,
         )

@@ -51,9 +51,15 @@ class DiagnosticsMonitor:
             self.averages[name] = value if previous is None else config.smoothing * previous + (1 - config.smoothing) * value
         accuracy = values.get("train/discriminator_accuracy")
         if accuracy is not None and gan_active:
-            warnings += self._persisting("discriminator", accuracy > config.discriminator_accuracy, step, (
-                f"discriminator accuracy above {config.discriminator_accuracy} for {config.patience} steps: it is winning "
-                "(lower its learning rate, add model.loss.lecam_weight or r1_weight, or warm it up with model.loss.disc_warmup_steps)"))
+            warnings += self._persisting(
+                "discriminator",
+                accuracy > config.discriminator_accuracy,
+                step,
+                (
+                    f"discriminator accuracy above {config.discriminator_accuracy} for {config.patience} steps: it is winning "
+                    "(lower its learning rate, add model.loss.lecam_weight or r1_weight, or warm it up with model.loss.disc_warmup_steps)"
+                ),
+            )
         for name in ("train/kl", "train/latent_penalty", "train/latent_std"):
             if name not in values:
                 continue
@@ -61,16 +67,28 @@ class DiagnosticsMonitor:
             if reference is not None and reference > 0:
                 ratio = self.averages[name] / reference
                 drifted = ratio > config.latent_drift_factor or ratio < 1 / config.latent_drift_factor
-                warnings += self._persisting(name, drifted, step, (
-                    f"{name} drifted to {ratio:.3g}x its early level for {config.patience} steps "
-                    "(check model.loss.kl_weight; a latent that collapses or explodes hurts the diffusion model)"))
+                warnings += self._persisting(
+                    name,
+                    drifted,
+                    step,
+                    (
+                        f"{name} drifted to {ratio:.3g}x its early level for {config.patience} steps "
+                        "(check model.loss.kl_weight; a latent that collapses or explodes hurts the diffusion model)"
+                    ),
+                )
         if "train/reconstruction" in values:
             reference = self._reference("train/reconstruction", values["train/reconstruction"], before_gan=not gan_active)
             if gan_active and reference is not None and reference > 0:
                 rise = self.averages["train/reconstruction"] / reference - 1
-                warnings += self._persisting("reconstruction", rise > config.reconstruction_rise, step, (
-                    f"reconstruction loss {rise:+.0%} above its level before the GAN started, for {config.patience} steps "
-                    "(lower model.loss.disc_weight, or use model.loss.disc_warmup_steps)"))
+                warnings += self._persisting(
+                    "reconstruction",
+                    rise > config.reconstruction_rise,
+                    step,
+                    (
+                        f"reconstruction loss {rise:+.0%} above its level before the GAN started, for {config.patience} steps "
+                        "(lower model.loss.disc_weight, or use model.loss.disc_warmup_steps)"
+                    ),
+                )
         return warnings
 
     def _reference(self, name: str, value: float, *, before_gan: bool) -> float | None:

@@ -123,9 +123,11 @@ def check_student(student: nn.Module, teacher: nn.Module) -> None:
     """The student must read the teacher's images and read and write its latents: same image and latent
     channels, same downsampling factor."""
     student_family, teacher_family = family_of(student), family_of(teacher)
-    pairs = (("in_channels", student.config.in_channels, teacher.config.in_channels),
-             ("latent_channels", student.config.latent_channels, teacher.config.latent_channels),
-             ("downsampling factor", student_family.downsampling_factor(student), teacher_family.downsampling_factor(teacher)))
+    pairs = (
+        ("in_channels", student.config.in_channels, teacher.config.in_channels),
+        ("latent_channels", student.config.latent_channels, teacher.config.latent_channels),
+        ("downsampling factor", student_family.downsampling_factor(student), teacher_family.downsampling_factor(teacher)),
+    )
     for name, mine, theirs in pairs:
         if mine != theirs:
             raise ConfigError(f"model.loss.distillation.teacher has {name} {theirs}, the student (model.autoencoder) {mine}; they must match")

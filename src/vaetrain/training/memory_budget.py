@@ -95,16 +95,28 @@ class MemoryBudget(L.Callback):
         global_batch = datamodule.batch_size * module.accumulate * world
         scheduled = bool(getattr(datamodule, "resolution_schedule", None))
         phases = datamodule.phases() if scheduled else []
-        sides = [(p.resolution, p.resolution) for p in phases] if scheduled else [
-            max(datamodule.buckets or [(datamodule.resolution,) * 2], key=lambda hw: hw[0] * hw[1])]
+        sides = (
+            [(p.resolution, p.resolution) for p in phases]
+            if scheduled
+            else [max(datamodule.buckets or [(datamodule.resolution,) * 2], key=lambda hw: hw[0] * hw[1])]
+        )
         channels = module.autoencoder.config.in_channels
         plans = []
         for side in sides:
             probe = self.probe or StepProbe(module, trainer, self.reader or CudaMemoryReader(), (channels, *side), self.probe_steps)
-            plans.append(trainer.strategy.broadcast(plan_memory(
-                probe, budget, global_batch // world, self.headroom, checkpointing_available=family_of(module.autoencoder).gradient_checkpointing,
-                no_accumulation="model.loss.balance=gradnorm" if module.loss_config.balance == "gradnorm" else None,
-            ), src=0))
+            plans.append(
+                trainer.strategy.broadcast(
+                    plan_memory(
+                        probe,
+                        budget,
+                        global_batch // world,
+                        self.headroom,
+                        checkpointing_available=family_of(module.autoencoder).gradient_checkpointing,
+                        no_accumulation="model.loss.balance=gradnorm" if module.loss_config.balance == "gradnorm" else None,
+                    ),
+                    src=0,
+                )
+            )
         datamodule.batch_size = plans[0].micro_batch
         if scheduled:
             datamodule.phase_batch_sizes = [plan.micro_batch for plan in plans]

@@ -63,7 +63,9 @@ def parameter_groups(
     `lr_scale: width`), and `conv_in_lr` for the input convolutions (names starting with a `conv_in`
     prefix: the family's `conv_in_prefixes`) when set."""
     if config.conv_in_lr is not None and not conv_in:
-        raise ConfigError("model.optimizer.generator.conv_in_lr: this autoencoder family has no conv_in layers (vqgan-training's rule names AutoencoderKL's); leave it null")
+        raise ConfigError(
+            "model.optimizer.generator.conv_in_lr: this autoencoder family has no conv_in layers (vqgan-training's rule names AutoencoderKL's); leave it null"
+        )
     lr = config.lr * scale / (width if config.lr_scale == "width" else 1)
     main, inputs = [], []
     for name, parameter in named_parameters:
@@ -81,7 +83,9 @@ def lr_multiplier(optimizers, images_per_step: int, report: bool) -> float:
     if not optimizers.scale_lr:
         return 1.0
     if report:
-        rates = ", ".join(f"{name} {c.lr:g} -> {c.lr * images_per_step:g}" for name, c in (("generator", optimizers.generator), ("discriminator", optimizers.discriminator)))
+        rates = ", ".join(
+            f"{name} {c.lr:g} -> {c.lr * images_per_step:g}" for name, c in (("generator", optimizers.generator), ("discriminator", optimizers.discriminator))
+        )
         print(f"vaetrain: model.optimizer.scale_lr: learning rates x {images_per_step} images per step ({rates})", file=sys.stderr)
     return float(images_per_step)
 
@@ -94,9 +98,7 @@ def build_optimizer(groups: list[dict], config: OptimizerConfig) -> torch.optim.
     return optimizer_class(groups, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay, amsgrad=config.amsgrad, fused=fused or None)
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, config: OptimizerConfig, total_steps: int
-) -> torch.optim.lr_scheduler.LRScheduler:
+def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimizerConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """diffusers' schedules; `total_steps` (for linear/cosine decay) is the run's generator-step budget."""
     return get_scheduler(
         config.scheduler,

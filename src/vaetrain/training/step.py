@@ -130,8 +130,10 @@ class GanStep:
         counters.samples_seen += images.shape[0] * engine.world_size
         logs |= {f"train/grad_norm_{network}": norm for network, norm in self.guard.norms.items()}  # before clipping
         return logs | {
-            "steps/generator": float(counters.generator_steps), "steps/discriminator": float(counters.discriminator_steps),
-            "steps/samples": float(counters.samples_seen), "train/skipped_updates": float(counters.skipped_updates),
+            "steps/generator": float(counters.generator_steps),
+            "steps/discriminator": float(counters.discriminator_steps),
+            "steps/samples": float(counters.samples_seen),
+            "train/skipped_updates": float(counters.skipped_updates),
         }
 
     def reconstruct(self, images: torch.Tensor, transform: LatentTransform | None = None) -> Reconstruction:
@@ -158,8 +160,16 @@ class GanStep:
             self._advance_power_iteration()
         critic = partial(self.networks.discriminator, condition=self._condition(result)) if use_gan else None
         output = generator_loss(
-            result.target, result.images, mean, logvar, config=self.loss, perceptual=self.networks.perceptual,
-            last_layer_grad=last_layer_grad, discriminator=critic, processes=processes, gan_factor=gan_factor,
+            result.target,
+            result.images,
+            mean,
+            logvar,
+            config=self.loss,
+            perceptual=self.networks.perceptual,
+            last_layer_grad=last_layer_grad,
+            discriminator=critic,
+            processes=processes,
+            gan_factor=gan_factor,
         )
         target = output.backward_target if result.extra_loss is None else output.backward_target + result.extra_loss
         engine.backward(target / self.accumulate)

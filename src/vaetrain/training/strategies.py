@@ -46,9 +46,7 @@ class FullyShardedStrategy(ModelParallelStrategy):
 
 
 if "fsdp2" not in StrategyRegistry:
-    StrategyRegistry.register(
-        "fsdp2", FullyShardedStrategy, description="FSDP2 over all processes, full-state-dict checkpoints (vaetrain)"
-    )
+    StrategyRegistry.register("fsdp2", FullyShardedStrategy, description="FSDP2 over all processes, full-state-dict checkpoints (vaetrain)")
 
 
 def resolve_strategy(name: str) -> str:

@@ -68,14 +68,10 @@ class ShortSideSquareCrop(torch.nn.Module):
             left = int(torch.randint(0, width - side + 1, ()))
         else:
             top, left = (height - side) // 2, (width - side) // 2
-        return TF.resized_crop(
-            image, top, left, side, side, [self.size, self.size], interpolation=v2.InterpolationMode.BICUBIC, antialias=True
-        )
+        return TF.resized_crop(image, top, left, side, side, [self.size, self.size], interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
 
 
-def image_transform(
-    resolution: int, *, train: bool, flip: bool = True, crop: CropPolicy = "random_crop", pixels: PixelFormat = PixelFormat()
-) -> v2.Compose:
+def image_transform(resolution: int, *, train: bool, flip: bool = True, crop: CropPolicy = "random_crop", pixels: PixelFormat = PixelFormat()) -> v2.Compose:
     """Training follows `crop`: `random_crop` / `center_crop` cut at native scale (upscaling only images
     that are too small), `resize_crop` resizes the short side to `resolution` and then crops randomly.
     Validation always resizes the short side and center-crops (the convention of published tables)."""

@@ -28,9 +28,7 @@ def list_images(root: str | Path) -> list[Path]:
         raise ConfigError(f"data.path: '{root}' is not a folder")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if not files:
-        raise ConfigError(
-            f"data.path: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in '{root}' or its subfolders"
-        )
+        raise ConfigError(f"data.path: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in '{root}' or its subfolders")
     return files
 
 
@@ -50,4 +48,3 @@ def split_train_val(files: list[T], val_size: int | float) -> tuple[list[T], lis
     val = [f for i, f in enumerate(files) if i in val_indices]
     train = [f for i, f in enumerate(files) if i not in val_indices]
     return train, val
-

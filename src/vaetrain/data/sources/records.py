@@ -37,7 +37,7 @@ class FileRecords:
     def load(self, index: int) -> Path:
         return self.files[index]
 
-    def subset(self, indices: list[int]) -> "FileRecords":
+    def subset(self, indices: list[int]) -> FileRecords:
         return FileRecords([self.files[i] for i in indices])
 
 
@@ -103,7 +103,7 @@ class HuggingFaceRecords:
             return Path(value)
         raise ConfigError(f"data.image_column '{self.image_column}' holds {type(value).__name__}, not an image")
 
-    def subset(self, indices: list[int]) -> "HuggingFaceRecords":
+    def subset(self, indices: list[int]) -> HuggingFaceRecords:
         return HuggingFaceRecords(self.dataset.select(indices), self.image_column, self.label)
 
 
@@ -128,9 +128,7 @@ def load_hf_records(path: str, split: str, image_column: str) -> HuggingFaceReco
     except Exception as error:  # noqa: BLE001 - datasets raises many kinds; all mean "cannot load"
         raise ConfigError(f"data.path: cannot load Hugging Face dataset '{path}': {str(error).splitlines()[0]}") from error
     if image_column not in dataset.column_names:
-        raise ConfigError(
-            f"data.image_column '{image_column}' not in dataset '{path}' (columns: {', '.join(dataset.column_names)})"
-        )
+        raise ConfigError(f"data.image_column '{image_column}' not in dataset '{path}' (columns: {', '.join(dataset.column_names)})")
     if isinstance(dataset.features[image_column], datasets.Image):
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
     return HuggingFaceRecords(dataset, image_column, label=f"{path}:{split}")

@@ -76,7 +76,9 @@ class BucketPlan:
 def check_crop_settings(buckets: list[tuple[int, int]] | None, crop: str, schedule, source) -> None:
     """Buckets, the crop policy and a resolution schedule in combinations that work, else one line."""
     if buckets and crop != "random_crop":
-        raise ConfigError(f"data.crop={crop} does not apply with data.buckets (each image is resized to cover its bucket, then cropped at random); leave it random_crop")
+        raise ConfigError(
+            f"data.crop={crop} does not apply with data.buckets (each image is resized to cover its bucket, then cropped at random); leave it random_crop"
+        )
     if buckets and not source.supports_buckets:
         raise ConfigError(f"data.buckets: not supported for {source.spec.kind} sources (image sizes are unknown before reading)")
     if schedule and (buckets or not source.supports_buckets):

@@ -70,12 +70,16 @@ class PhasedStream(IterableDataset):
     `streams[k]` reads phase k (its decoder crops at r_k); `samples_per_step` is G. Worker w of W builds
     batches w, w + W, ... of the sequence, which the DataLoader returns in order."""
 
-    def __init__(self, streams: list[ResumableImageStream], phases: list[Phase], samples_per_step: int, *, rank: int = 0, world_size: int = 1, start_sample: int = 0) -> None:
+    def __init__(
+        self, streams: list[ResumableImageStream], phases: list[Phase], samples_per_step: int, *, rank: int = 0, world_size: int = 1, start_sample: int = 0
+    ) -> None:
         super().__init__()
         for phase in phases:
             if samples_per_step % (world_size * phase.micro_batch):
-                raise ConfigError(f"data.resolution_schedule: {samples_per_step} images per step is not a multiple of "
-                                  f"{world_size} processes x micro-batch {phase.micro_batch} (phase from step {phase.start_step})")
+                raise ConfigError(
+                    f"data.resolution_schedule: {samples_per_step} images per step is not a multiple of "
+                    f"{world_size} processes x micro-batch {phase.micro_batch} (phase from step {phase.start_step})"
+                )
         self.streams, self.phases, self.samples_per_step = streams, phases, samples_per_step
         self.rank, self.world_size, self.start_sample = rank, world_size, start_sample
 
@@ -99,12 +103,12 @@ class PhasedStream(IterableDataset):
         return steps * self.samples_per_step // (self.world_size * self.phases[k].micro_batch)
 
     def _sequence(self) -> Iterator[tuple[int, int]]:
-        k, j = self._locate(self.start_sample)
+        k, first = self._locate(self.start_sample)
         while True:
             count = self._per_rank_batches(k)
-            for j in itertools.count(j) if math.isinf(count) else range(j, int(count)):
+            for j in itertools.count(first) if math.isinf(count) else range(first, int(count)):
                 yield k, j
-            k, j = k + 1, 0
+            k, first = k + 1, 0
 
     def _locate(self, sample: int) -> tuple[int, int]:
         k = max(i for i, phase in enumerate(self.phases) if phase.start_step * self.samples_per_step <= sample)

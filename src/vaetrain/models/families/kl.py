@@ -25,10 +25,16 @@ class KLFamily(Family):
                 f"model.autoencoder.norm_num_groups={config.norm_num_groups}"
             )
         return AutoencoderKL(
-            in_channels=config.in_channels, out_channels=config.out_channels, down_block_types=("DownEncoderBlock2D",) * levels,
-            up_block_types=("UpDecoderBlock2D",) * levels, block_out_channels=tuple(config.block_out_channels),
-            layers_per_block=config.layers_per_block, latent_channels=config.latent_channels, norm_num_groups=config.norm_num_groups,
-            mid_block_add_attention=config.mid_block_add_attention, **(config.architecture or {}),
+            in_channels=config.in_channels,
+            out_channels=config.out_channels,
+            down_block_types=("DownEncoderBlock2D",) * levels,
+            up_block_types=("UpDecoderBlock2D",) * levels,
+            block_out_channels=tuple(config.block_out_channels),
+            layers_per_block=config.layers_per_block,
+            latent_channels=config.latent_channels,
+            norm_num_groups=config.norm_num_groups,
+            mid_block_add_attention=config.mid_block_add_attention,
+            **(config.architecture or {}),
         )
 
     def encode(self, model, images) -> Posterior:

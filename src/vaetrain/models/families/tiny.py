@@ -24,7 +24,9 @@ class TinyFamily(Family):
         from diffusers import AutoencoderTiny
 
         return AutoencoderTiny(
-            in_channels=config.in_channels, out_channels=config.out_channels, latent_channels=config.latent_channels,
+            in_channels=config.in_channels,
+            out_channels=config.out_channels,
+            latent_channels=config.latent_channels,
             **(config.architecture or {}),
         )
 
@@ -54,5 +56,7 @@ class TinyFamily(Family):
 
     def describe(self, model) -> str:
         config = model.config
-        return (f"AutoencoderTiny, encoder {list(config.encoder_block_out_channels)} x {list(config.num_encoder_blocks)}, "
-                f"decoder {list(config.decoder_block_out_channels)} x {list(config.num_decoder_blocks)}")
+        return (
+            f"AutoencoderTiny, encoder {list(config.encoder_block_out_channels)} x {list(config.num_encoder_blocks)}, "
+            f"decoder {list(config.decoder_block_out_channels)} x {list(config.num_decoder_blocks)}"
+        )
