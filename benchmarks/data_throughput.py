@@ -28,12 +28,7 @@ from vaetrain.data import ImageDataModule
 def baseline_dataset(folder: Path, resolution: int, link_root: Path) -> datasets.ImageFolder:
     (link_root / "images").symlink_to(folder.resolve(), target_is_directory=True)  # ImageFolder wants class folders
     transform = transforms.Compose(
-        [
-            transforms.RandomResizedCrop(resolution),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize([0.5] * 3, [0.5] * 3),
-        ]
+        [transforms.RandomResizedCrop(resolution), transforms.RandomHorizontalFlip(), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]
     )
     return datasets.ImageFolder(str(link_root), transform=transform)
 

@@ -50,8 +50,7 @@ def tiny_module(
         discriminator=DiscriminatorConfig(**(_TINY_PATCHGAN if (discriminator or {}).get("kind") != "vgg16" else {}) | (discriminator or {})),
         loss=LossConfig(**({"perceptual_network": "alex", "perceptual_backbone": "random", "disc_start_step": 1} | (loss or {}))),
         optimizer=GanOptimizers(
-            generator=optimizer or OptimizerConfig(lr=1e-3),
-            discriminator=discriminator_optimizer or optimizer or OptimizerConfig(lr=1e-3),
+            generator=optimizer or OptimizerConfig(lr=1e-3), discriminator=discriminator_optimizer or optimizer or OptimizerConfig(lr=1e-3)
         ),
         ema=EMAConfig(**({"decay": 0.9} | (ema or {}))),
         training=TrainingConfig(**(training or {})),

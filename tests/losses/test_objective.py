@@ -2,15 +2,7 @@ import pytest
 import torch
 
 from tests.conftest import tiny_autoencoder_config
-from vaetrain.losses import (
-    LossConfig,
-    adaptive_gan_weight,
-    discriminator_loss,
-    generator_adversarial_loss,
-    generator_loss,
-    kl_divergence,
-    reconstruction_loss,
-)
+from vaetrain.losses import LossConfig, adaptive_gan_weight, discriminator_loss, generator_adversarial_loss, generator_loss, kl_divergence, reconstruction_loss
 from vaetrain.models import DiscriminatorConfig, PatchDiscriminator, build_autoencoder
 from vaetrain.models.last_layers import LastLayerInput
 
@@ -119,13 +111,7 @@ def test_lpips_gradient_reaches_decoder_and_encoder_only_through_the_reconstruct
     autoencoder, _, images, posterior, reconstruction = _forward()
     config = LossConfig(reconstruction_weight=0.0, perceptual_weight=1.0, kl_weight=0.0)
     output = generator_loss(
-        images,
-        reconstruction,
-        posterior.mean,
-        posterior.logvar,
-        config=config,
-        perceptual=random_lpips,
-        last_layer_grad=autoencoder.last_layer_grad,
+        images, reconstruction, posterior.mean, posterior.logvar, config=config, perceptual=random_lpips, last_layer_grad=autoencoder.last_layer_grad
     )
     (through_step,) = torch.autograd.grad(output.backward_target, reconstruction, retain_graph=True)
     (direct,) = torch.autograd.grad(random_lpips(reconstruction, images).mean(), reconstruction, retain_graph=True)

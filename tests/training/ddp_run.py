@@ -62,9 +62,7 @@ def main() -> None:
     # large test lr would measure rounding, not synchronisation.
     gradnorm = {"balance": "gradnorm", "reconstruction_weight": 0.001, "disc_weight": 1.0} if args.balance == "gradnorm" else {}
     module = tiny_module(
-        loss={"disc_start_step": 2, "sample_posterior": False} | gradnorm,
-        training={"global_batch_size": GLOBAL_BATCH},
-        optimizer=OptimizerConfig(lr=1e-4),
+        loss={"disc_start_step": 2, "sample_posterior": False} | gradnorm, training={"global_batch_size": GLOBAL_BATCH}, optimizer=OptimizerConfig(lr=1e-4)
     )
     strategy = DDPStrategy(find_unused_parameters=True, process_group_backend="gloo", timeout=timedelta(seconds=args.timeout)) if args.devices > 1 else "auto"
     if args.strategy == "fsdp":

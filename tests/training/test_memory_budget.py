@@ -32,10 +32,7 @@ def model_probe(static_gib: float, gib_per_image: float, checkpoint_saving: floa
     return probe
 
 
-@pytest.mark.parametrize(
-    "text, expected",
-    [("8GB", 8 * GiB), ("7.5 GiB", int(7.5 * GiB)), ("6000MB", 6000 * 2**20), ("512m", 512 * 2**20), (1024, 1024)],
-)
+@pytest.mark.parametrize("text, expected", [("8GB", 8 * GiB), ("7.5 GiB", int(7.5 * GiB)), ("6000MB", 6000 * 2**20), ("512m", 512 * 2**20), (1024, 1024)])
 def test_memory_sizes_parse(text, expected):
     assert parse_memory_size(text) == expected
 

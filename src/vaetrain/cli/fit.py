@@ -141,11 +141,6 @@ def model_and_data(args: list[str]) -> tuple[AutoencoderModule, ImageDataModule,
 def run_lightning(args: list[str] | None) -> int:
     """`args` None: the process's own arguments (`vaetrain fit ...`)."""
     VaetrainCLI(
-        AutoencoderModule,
-        ImageDataModule,
-        args=args,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-        parser_class=OneLineErrors,
+        AutoencoderModule, ImageDataModule, args=args, save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False, parser_class=OneLineErrors
     )
     return 0

@@ -106,14 +106,8 @@ class ImageDataModule(L.LightningDataModule):
         resolution_schedule: list[tuple[int, int]] | None = None,
     ) -> None:
         super().__init__()
-        self.pixels = PixelFormat(
-            channels,
-            bit_depth,
-            normalization,
-            tuple(value_range) if value_range else None,
-            tuple(percentiles),
-            display=tuple(display_channels) if display_channels else None,
-        )
+        value_range, display = (tuple(v) if v else None for v in (value_range, display_channels))
+        self.pixels = PixelFormat(channels, bit_depth, normalization, value_range, tuple(percentiles), display=display)
         self.normalization_images = normalization_images
         self.resolution_schedule = [tuple(entry) for entry in resolution_schedule] if resolution_schedule else None
         self.phase_batch_sizes: list[int] | None = None  # per phase, when a memory budget plans them
@@ -186,15 +180,9 @@ class ImageDataModule(L.LightningDataModule):
         self.start_sample = samples_seen
 
     def decoder(self, *, train: bool, resolution: int | None = None) -> SampleDecoder:
+        cut = {"crop": self.crop, "flip": self.flip, "small_images": self.small_images}
         return build_decoder(
-            resolution or self.resolution,
-            train=train,
-            crop=self.crop,
-            flip=self.flip,
-            small_images=self.small_images,
-            background=self.background,
-            max_pixels=self.max_image_pixels,
-            pixels=self.pixels,
+            resolution or self.resolution, train=train, background=self.background, max_pixels=self.max_image_pixels, pixels=self.pixels, **cut
         )
 
     def samples(self, part: Part, *, train: bool, max_items: int | None = None, rank: int = 0, world_size: int = 1) -> Dataset | IterableDataset:
@@ -205,15 +193,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world_size()
-        layout = StreamLayout(
-            batch_size=self.batch_size,
-            seed=self.seed,
-            rank=rank,
-            world_size=world_size,
-            start_sample=self.start_sample,
-            readers=self.num_workers,
-            shuffle_buffer=self.shuffle_buffer,
-        )
+        layout = StreamLayout(self.batch_size, self.seed, rank, world_size, self.start_sample, self.num_workers, self.shuffle_buffer)
         if self.resolution_schedule:  # G = phase 0's micro-batch x the module's accumulation x processes
             accumulate = getattr(self.trainer.lightning_module, "accumulate", 1) if self.trainer is not None else 1
             stream = phased_stream(self.source, lambda side: self.decoder(train=True, resolution=side), self.phases(), layout, accumulate)

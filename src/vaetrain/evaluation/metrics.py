@@ -12,11 +12,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
-from torchmetrics.image import (
-    FrechetInceptionDistance,
-    MultiScaleStructuralSimilarityIndexMeasure,
-    PeakSignalNoiseRatio,
-)
+from torchmetrics.image import FrechetInceptionDistance, MultiScaleStructuralSimilarityIndexMeasure, PeakSignalNoiseRatio
 
 from vaetrain.data.decoding.pixels import PixelFormat
 

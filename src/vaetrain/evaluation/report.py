@@ -129,7 +129,7 @@ def _metrics_table(results: list[ModelResult]) -> str:
     notes = [
         f"{first['images']} images at {where}, on {first['device']}. PSNR and SSIM per image, then averaged; "
         f"LPIPS with {first.get('lpips_network') or '—'}; rFID between originals and reconstructions; KL per latent "
-        "element; scaling_factor = 1/std and shift_factor = mean of posterior samples.",
+        "element; scaling_factor = 1/std and shift_factor = mean of posterior samples."
     ]
     if first.get("channels", 3) != 3 or first.get("bit_depth", 8) != 8:
         per_channel = "; ".join(

@@ -13,12 +13,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL
-from diffusers.loaders.single_file_utils import (
-    DIFFUSERS_TO_LDM_MAPPING,
-    LDM_VAE_DEFAULT_SCALING_FACTOR,
-    LDM_VAE_KEYS,
-    convert_ldm_vae_checkpoint,
-)
+from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING, LDM_VAE_DEFAULT_SCALING_FACTOR, LDM_VAE_KEYS, convert_ldm_vae_checkpoint
 from safetensors.torch import load_file, save_file
 
 from vaetrain.errors import ConfigError

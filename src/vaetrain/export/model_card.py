@@ -57,6 +57,7 @@ def model_card(model: nn.Module, statistics: LatentStatistics | None, facts: Car
     recipe = ", ".join(f"{k} {loss[k]}" for k in ("balance", "gan_loss", "reconstruction", "perceptual_weight", "kl_weight") if k in loss)
     posterior = facts.settings.get("autoencoder", {}).get("posterior", "learned")
     data, family = facts.training_images, family_of(model)
+    channels = family.latent_channels(model)
     teacher = loss.get("distillation", {}).get("teacher")
     if family.deterministic:
         posterior = f"deterministic: `vae.encode(images).{'latents' if family.name == 'tiny' else 'latent'}` is the latent"
@@ -66,7 +67,7 @@ def model_card(model: nn.Module, statistics: LatentStatistics | None, facts: Car
         )
     rows = [
         ("architecture", family.describe(model)),
-        ("latent", f"{config.latent_channels} channels at 1/{factor} of the image side: {config.latent_channels} x H/{factor} x W/{factor}"),
+        ("latent", f"{channels} channels at 1/{factor} of the image side: {channels} x H/{factor} x W/{factor}"),
         ("posterior", posterior),
         (
             "latent normalisation",

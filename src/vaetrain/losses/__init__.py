@@ -9,14 +9,7 @@ export or the command line).
 
 from vaetrain.errors import PretrainedWeightsUnavailable
 from vaetrain.losses.config import LossConfig, PooledReconstruction
-from vaetrain.losses.gan import (
-    GanLossKind,
-    LeCamAnchors,
-    discriminator_loss,
-    generator_adversarial_loss,
-    lecam_penalty,
-    r1_penalty,
-)
+from vaetrain.losses.gan import GanLossKind, LeCamAnchors, discriminator_loss, generator_adversarial_loss, lecam_penalty, r1_penalty
 from vaetrain.losses.objective import (
     GeneratorLossOutput,
     GradNorm,
@@ -29,13 +22,7 @@ from vaetrain.losses.objective import (
     image_terms,
 )
 from vaetrain.losses.perceptual import PerceptualLoss, build_perceptual_loss
-from vaetrain.losses.terms import (
-    flat_region_mask,
-    kl_divergence,
-    latent_penalty,
-    pooled_reconstruction_loss,
-    reconstruction_loss,
-)
+from vaetrain.losses.terms import flat_region_mask, kl_divergence, latent_penalty, pooled_reconstruction_loss, reconstruction_loss
 
 __all__ = [
     "GanLossKind",

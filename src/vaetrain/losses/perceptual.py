@@ -17,11 +17,7 @@ TripletSetting = list[list[int]] | Literal["each"] | None
 
 MIN_SIDE = 32  # LPIPS on AlexNet needs >= 31 px (its stride-4 stem and three 3x3/2 pools)
 # torchvision's file names for the ImageNet backbones that `lpips` loads.
-TORCHVISION_WEIGHTS = {
-    "vgg": "vgg16-397923af.pth",
-    "alex": "alexnet-owt-7be5be79.pth",
-    "squeeze": "squeezenet1_1-b8a52dc0.pth",
-}
+TORCHVISION_WEIGHTS = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth", "squeeze": "squeezenet1_1-b8a52dc0.pth"}
 
 
 class PerceptualLoss(nn.Module):
@@ -52,9 +48,7 @@ class PerceptualLoss(nn.Module):
 
 
 def build_perceptual_loss(
-    network: PerceptualNetwork = "vgg",
-    backbone: Backbone = "pretrained",
-    offline_hint: str = "or set model.loss.perceptual_backbone=random",
+    network: PerceptualNetwork = "vgg", backbone: Backbone = "pretrained", offline_hint: str = "or set model.loss.perceptual_backbone=random"
 ) -> PerceptualLoss:
     """LPIPS with its calibrated linear heads (bundled with `lpips`) on an ImageNet or random backbone.
 

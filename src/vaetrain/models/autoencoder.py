@@ -16,6 +16,7 @@ from torch import nn
 from vaetrain.errors import ConfigError
 from vaetrain.models.families import FAMILIES, downsampling_factor, family_of, family_of_config, family_of_folder
 from vaetrain.models.inflate import inflate_channels
+from vaetrain.models.quantizer import QuantizerConfig
 
 __all__ = ["AutoencoderConfig", "build_autoencoder", "downsampling_factor"]
 
@@ -31,9 +32,10 @@ class AutoencoderConfig:
     anything else is a one-line error.
     """
 
-    family: Literal["kl", "tiny", "dc"] = "kl"
+    family: Literal["kl", "tiny", "dc", "vq"] = "kl"
     """kl: AutoencoderKL (SD's VAE); tiny: AutoencoderTiny (TAESD, usually distilled: `vaetrain distill`);
-    dc: AutoencoderDC (deep compression, f32/f64). With `pretrained`: unset, or the folder's own class."""
+    dc: AutoencoderDC (deep compression, f32/f64); vq: VQModel (LDM's VQ-regularised models, VQGAN, FSQ: see
+    `quantizer`). With `pretrained`: unset, or the folder's own class."""
     architecture: dict | None = None
     """More of the diffusers class's own config fields (e.g. AutoencoderTiny's `encoder_block_out_channels`,
     AutoencoderDC's `encoder_block_types`); the fields below that name the same thing take precedence where
@@ -71,6 +73,8 @@ class AutoencoderConfig:
     """The fixed posterior's relative noise (vqgan-training: 0.1 in v0.2, 0 at HEAD)."""
     latent_clamp: float | None = None
     """Clamp the encoder's mean to [-latent_clamp, latent_clamp] in training (vqgan-training --do_clamp: 8)."""
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    """vq family: the codebook (size, dimension, EMA updates, k-means start, dead-code restarts) or FSQ's levels."""
     trainable: list[str] | None = None
     """Only parameters whose names start with one of these prefixes train (e.g. DC-AE's phases:
     [decoder.up_blocks.0, decoder.norm_out, decoder.conv_out]); None: all (subject to train_encoder)."""

@@ -11,13 +11,7 @@ VGG16_WEIGHTS_FILE = "vgg16-397923af.pth"  # torchvision's ImageNet VGG16 (the f
 # (feature slice of torchvision's vgg16().features, head) per tap: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
 # Each head strides its tap down to 1/16 of the image, so the five logit maps add up patch by patch.
 _TAPS = ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))
-_HEADS = (
-    ((64, 32, 4), (32, 1, 4)),
-    ((128, 64, 4), (64, 1, 2)),
-    ((256, 128, 2), (128, 1, 2)),
-    ((512, 1, 2),),
-    ((512, 1, 1),),
-)
+_HEADS = (((64, 32, 4), (32, 1, 4)), ((128, 64, 4), (64, 1, 2)), ((256, 128, 2), (128, 1, 2)), ((512, 1, 2),), ((512, 1, 1),))
 PATCH = 16
 
 

@@ -98,13 +98,7 @@ class RunRecord:
             data = {"source": {"path": old.get("path"), "kind": "auto"}, "resolution": old.get("resolution")} if old else {}
             return cls(counters, section["autoencoder_config"], section.get("training_config", {}), data, {}, section.get("rng"), 1)
         return cls(
-            counters,
-            section["autoencoder_config"],
-            section.get("settings", {}),
-            section.get("data", {}),
-            section.get("plan", {}),
-            section.get("rng"),
-            version,
+            counters, section["autoencoder_config"], section.get("settings", {}), section.get("data", {}), section.get("plan", {}), section.get("rng"), version
         )
 
     def image_set(self) -> ImageSet | None:

@@ -125,7 +125,7 @@ def check_student(student: nn.Module, teacher: nn.Module) -> None:
     student_family, teacher_family = family_of(student), family_of(teacher)
     pairs = (
         ("in_channels", student.config.in_channels, teacher.config.in_channels),
-        ("latent_channels", student.config.latent_channels, teacher.config.latent_channels),
+        ("latent_channels", student_family.latent_channels(student), teacher_family.latent_channels(teacher)),
         ("downsampling factor", student_family.downsampling_factor(student), teacher_family.downsampling_factor(teacher)),
     )
     for name, mine, theirs in pairs:

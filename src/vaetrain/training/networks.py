@@ -23,6 +23,7 @@ from vaetrain.losses.perceptual import build_perceptual_loss, channel_triplets, 
 from vaetrain.models.autoencoder import build_autoencoder, load_pretrained_autoencoder
 from vaetrain.models.discriminator import build_discriminator
 from vaetrain.models.ema import build_ema
+from vaetrain.models.families import family_of
 from vaetrain.models.feature_encoders import AlignmentHead, build_feature_encoder
 from vaetrain.training.forward import check_student, freeze_teacher
 
@@ -92,7 +93,7 @@ def build_networks(module: nn.Module, *, perceptual: nn.Module | None, alignment
     injected networks (`perceptual`, `alignment_encoder`, `teacher`) replace the configured ones."""
     loss = module.loss_config
     module.autoencoder = autoencoder = build_autoencoder(module.autoencoder_config)
-    channels, latent_channels = module.image_channels, autoencoder.config.latent_channels
+    channels, latent_channels = module.image_channels, family_of(autoencoder).latent_channels(autoencoder)
     module.discriminator = build_discriminator(module.discriminator_config, channels, latent_channels)
     module.lecam_anchors = LeCamAnchors() if loss.lecam_weight > 0 else None
     if perceptual is None and loss.perceptual_weight > 0:

@@ -100,12 +100,7 @@ def build_optimizer(groups: list[dict], config: OptimizerConfig) -> torch.optim.
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimizerConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """diffusers' schedules; `total_steps` (for linear/cosine decay) is the run's generator-step budget."""
-    return get_scheduler(
-        config.scheduler,
-        optimizer,
-        num_warmup_steps=config.warmup_steps,
-        num_training_steps=max(total_steps, config.warmup_steps + 1),
-    )
+    return get_scheduler(config.scheduler, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=max(total_steps, config.warmup_steps + 1))
 
 
 def gan_optimizers(module, scale: float) -> tuple[list[torch.optim.Optimizer], list[dict]]:

@@ -27,10 +27,7 @@ class FullyShardedStrategy(ModelParallelStrategy):
     checkpoints (one file, gathered on rank 0, that resumes sharded or not on another number of processes)."""
 
     def __init__(
-        self,
-        save_distributed_checkpoint: bool = False,
-        process_group_backend: str | None = None,
-        timeout: timedelta | None = default_pg_timeout,
+        self, save_distributed_checkpoint: bool = False, process_group_backend: str | None = None, timeout: timedelta | None = default_pg_timeout
     ) -> None:
         super().__init__(
             data_parallel_size="auto",

@@ -23,11 +23,7 @@ class BadImage(Exception):
 
 
 def decode_image(
-    source: bytes | str | Path,
-    *,
-    min_short_side: int | None = None,
-    background: tuple[int, int, int] = (255, 255, 255),
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    source: bytes | str | Path, *, min_short_side: int | None = None, background: tuple[int, int, int] = (255, 255, 255), max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Image.Image:
     """Decodes to RGB, applying the EXIF orientation and compositing transparency on `background`.
 

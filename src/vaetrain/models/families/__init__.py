@@ -1,5 +1,5 @@
 """Autoencoder families: what the trainer, evaluation and export need to know of a diffusers autoencoder
-class, one small file each (`kl.py`: AutoencoderKL, `tiny.py`: AutoencoderTiny, `dc.py`: AutoencoderDC).
+class, one small file each (`kl.py`: AutoencoderKL, `tiny.py`: AutoencoderTiny, `dc.py`: AutoencoderDC, `vq.py`: VQModel).
 
 Everything outside this package talks to an autoencoder through `family_of(model)` (or `FAMILIES[name]`
 for one not built yet): encode to a `Posterior`, decode, the decoder's last convolution (the adaptive GAN
@@ -21,10 +21,11 @@ from vaetrain.models.families.base import Family, Posterior
 from vaetrain.models.families.dc import DCFamily
 from vaetrain.models.families.kl import KLFamily
 from vaetrain.models.families.tiny import TinyFamily
+from vaetrain.models.families.vq import VQFamily
 
 __all__ = ["FAMILIES", "Family", "Posterior", "decode", "downsampling_factor", "encode", "family_of", "family_of_config", "family_of_folder"]
 
-FAMILIES: dict[str, Family] = {family.name: family() for family in (KLFamily, TinyFamily, DCFamily)}
+FAMILIES: dict[str, Family] = {family.name: family() for family in (KLFamily, TinyFamily, DCFamily, VQFamily)}
 
 
 def family_of(model: nn.Module) -> Family:
@@ -37,7 +38,15 @@ def family_of_config(config: dict[str, Any]) -> Family:
     (checkpoints written before families recorded AutoencoderKL configs without `_class_name`)."""
     name = config.get("_class_name")
     if name is None:
-        name = "AutoencoderTiny" if "latent_magnitude" in config else "AutoencoderDC" if "encoder_block_types" in config else "AutoencoderKL"
+        name = (
+            "AutoencoderTiny"
+            if "latent_magnitude" in config
+            else "AutoencoderDC"
+            if "encoder_block_types" in config
+            else "VQModel"
+            if "num_vq_embeddings" in config
+            else "AutoencoderKL"
+        )
     return _by_class_name(name)
 
 

@@ -62,6 +62,14 @@ class Family:
     def decode(self, model: nn.Module, latents: torch.Tensor) -> torch.Tensor:
         return model.decode(latents).sample
 
+    def latent_channels(self, model: nn.Module) -> int:
+        """Channels of the latent `encode` gives (what a diffusion model sees)."""
+        return model.config.latent_channels
+
+    def codebook(self, model: nn.Module) -> torch.Tensor | None:
+        """The code vectors a discrete family quantises to ((codes, dim)); None for continuous families."""
+        return None
+
     def last_conv(self, model: nn.Module) -> nn.Conv2d:
         """The decoder's last convolution: the reconstruction is an affine function of its output."""
         return model.decoder.conv_out

@@ -24,10 +24,7 @@ class TinyFamily(Family):
         from diffusers import AutoencoderTiny
 
         return AutoencoderTiny(
-            in_channels=config.in_channels,
-            out_channels=config.out_channels,
-            latent_channels=config.latent_channels,
-            **(config.architecture or {}),
+            in_channels=config.in_channels, out_channels=config.out_channels, latent_channels=config.latent_channels, **(config.architecture or {})
         )
 
     def encode(self, model, images) -> Posterior:

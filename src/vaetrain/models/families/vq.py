@@ -1,0 +1,86 @@
+"""VQModel (LDM's VQ-regularised first stage; taming-transformers' VQGAN): encoder -> quant_conv -> a
+codebook -> post_quant_conv -> decoder. Deterministic: the latent is the encoder's output before
+quantisation (what LDM's diffusion model works on, the codebook being absorbed into the decoder); decoding
+quantises it, as diffusers' `VQModel.decode` does. Training quantises in `training.forward` through
+`models.quantizer.lookup` (the same lookup) and decodes the quantised latents directly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vaetrain.errors import ConfigError
+from vaetrain.models.families.base import Family, Posterior
+from vaetrain.models.quantizer import fsq_grid
+
+
+class VQFamily(Family):
+    name = "vq"
+    class_name = "VQModel"
+    deterministic = True
+
+    def build(self, config) -> nn.Module:
+        from diffusers import VQModel
+
+        quantizer = config.quantizer
+        levels = len(config.block_out_channels)
+        fields = dict(
+            in_channels=config.in_channels,
+            out_channels=config.out_channels,
+            down_block_types=("DownEncoderBlock2D",) * levels,
+            up_block_types=("UpDecoderBlock2D",) * levels,
+            block_out_channels=tuple(config.block_out_channels),
+            layers_per_block=config.layers_per_block,
+            latent_channels=config.latent_channels,
+            norm_num_groups=config.norm_num_groups,
+            mid_block_add_attention=config.mid_block_add_attention,
+            num_vq_embeddings=quantizer.size,
+            vq_embed_dim=quantizer.dim(config.latent_channels),
+        )
+        if any(c % config.norm_num_groups for c in config.block_out_channels):
+            raise ConfigError(
+                f"model.autoencoder.block_out_channels {config.block_out_channels} must all be divisible by norm_num_groups={config.norm_num_groups}"
+            )
+        model = VQModel(**(fields | (config.architecture or {})))
+        if quantizer.kind == "fsq":  # the grid is the codebook: fixed, never trained
+            model.quantize.embedding.weight.data.copy_(fsq_grid(quantizer.levels))
+            model.quantize.embedding.requires_grad_(False)
+        elif quantizer.ema_decay is not None:  # moved by EMA statistics after each finite update, not by its loss
+            model.quantize.embedding.requires_grad_(False)
+        return model
+
+    def encode(self, model, images) -> Posterior:
+        return Posterior(model.encode(images).latents)
+
+    def decode(self, model, latents: torch.Tensor) -> torch.Tensor:
+        return model.decode(latents).sample
+
+    def decode_quantized(self, model, quantized: torch.Tensor) -> torch.Tensor:
+        """The decoder of latents already quantised (training's `lookup`)."""
+        return model.decode(quantized, force_not_quantize=True).sample
+
+    def codebook(self, model) -> torch.Tensor:
+        return model.quantize.embedding.weight
+
+    def latent_channels(self, model) -> int:
+        return model.config.vq_embed_dim or model.config.latent_channels
+
+    def downsampling_factor(self, model) -> int:
+        return 2 ** (len(model.config.block_out_channels) - 1)
+
+    def width(self, model) -> int:
+        return model.config.block_out_channels[0]
+
+    def encoder_modules(self, model) -> list[nn.Module]:
+        return [model.encoder, model.quant_conv]
+
+    def shard_units(self, model) -> list[nn.Module]:
+        return super().shard_units(model) + [model.quant_conv, model.quantize, model.post_quant_conv]
+
+    def describe(self, model) -> str:
+        config = model.config
+        return (
+            f"VQModel, block_out_channels {list(config.block_out_channels)}, layers_per_block {config.layers_per_block}, "
+            f"{config.num_vq_embeddings} codes of dimension {self.latent_channels(model)}"
+        )
