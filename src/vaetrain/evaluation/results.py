@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "rfid")
+CODEBOOK = ("codebook_usage", "codebook_perplexity", "dead_codes", "bits_per_image")
+"""A discrete autoencoder's use of its codebook on the evaluated images (None for continuous ones)."""
 RESULT_KEYS = (
     "model",
     *METRICS,
@@ -13,6 +15,7 @@ RESULT_KEYS = (
     "latent_std",
     "scaling_factor",
     "shift_factor",
+    *CODEBOOK,
     "encode_img_per_s",
     "decode_img_per_s",
     "peak_memory_mb",

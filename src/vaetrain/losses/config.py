@@ -50,6 +50,8 @@ class LossConfig:
     or `each` (every channel replicated to RGB); null: RGB as it is, 1 channel replicated."""
     pooled_reconstruction: PooledReconstruction = field(default_factory=PooledReconstruction)
     """The low-pass (pooled, optionally flat-region-masked) reconstruction term."""
+    codebook_weight: float = 1.0
+    """vq family: weight of the codebook and commitment terms (taming's codebook_weight: 1.0)."""
     kl_weight: float = 1e-6
     """Weight of the KL term, or of mean(mu^2) with a fixed-variance posterior (vqgan-training: 0.1)."""
     sample_posterior: bool = True

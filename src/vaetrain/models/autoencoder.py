@@ -83,13 +83,15 @@ class AutoencoderConfig:
         if self.family != "kl" and self.posterior == "fixed":
             raise ConfigError(f"model.autoencoder.posterior: the {self.family} family is deterministic already; leave it 'learned' (unused)")
         if (
-            self.family != "kl"
+            self.family not in ("kl", "vq")
             and self.pretrained is None
             and any(getattr(self, name) != default for name, default in (("norm_num_groups", 32), ("mid_block_add_attention", True)))
         ):
             raise ConfigError(
-                f"model.autoencoder.norm_num_groups / mid_block_add_attention are AutoencoderKL's; for {self.family} use model.autoencoder.architecture"
+                f"model.autoencoder.norm_num_groups / mid_block_add_attention are AutoencoderKL's and VQModel's; for {self.family} use model.autoencoder.architecture"
             )
+        if self.family != "vq" and self.quantizer != QuantizerConfig():
+            raise ConfigError(f"model.autoencoder.quantizer applies to the vq family; the autoencoder is {self.family}")
         if self.trainable is not None and not self.trainable:
             raise ConfigError("model.autoencoder.trainable must name at least one parameter prefix (or be null for all)")
         if self.posterior_std < 0:

@@ -114,17 +114,28 @@ def fsq_indices(flat: torch.Tensor, levels: list[int]) -> torch.Tensor:
     return index
 
 
-def lookup(weight: torch.Tensor, h: torch.Tensor, levels: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(z + (z_q - z).detach() as NCHW, z as (N, d), indices (N,)) for latents `h` (B, d, H, W): diffusers'
-    VectorQuantizer's lookup (`torch.cdist` argmin; FSQ: the same nearest row by rounding), in fp32."""
+@dataclass
+class Quantized:
+    """One lookup: the latents the decoder reads (`z + (z_q - z).detach()`, NCHW), the encoder outputs and
+    their codes as rows (N, d), and the code indices (N,)."""
+
+    latents: torch.Tensor
+    inputs: torch.Tensor
+    codes: torch.Tensor
+    indices: torch.Tensor
+
+
+def lookup(weight: torch.Tensor, h: torch.Tensor, levels: list[int] | None = None) -> Quantized:
+    """Diffusers' VectorQuantizer's lookup of latents `h` (B, d, H, W): the `torch.cdist` argmin (FSQ: the
+    same nearest row by rounding) and its straight-through expression, in fp32."""
     with torch.autocast(h.device.type, enabled=False):
         z = h.float().permute(0, 2, 3, 1).contiguous()
         flat = z.view(-1, z.shape[-1])
         codebook = weight.float()
         indices = fsq_indices(flat, levels) if levels else torch.argmin(torch.cdist(flat, codebook), dim=1)
         z_q = F.embedding(indices, codebook).view(z.shape)
-        quantized = (z + (z_q - z).detach()).permute(0, 3, 1, 2).contiguous()
-    return quantized, flat, indices
+        latents = (z + (z_q - z).detach()).permute(0, 3, 1, 2).contiguous()
+    return Quantized(latents, flat, z_q.view(flat.shape), indices)
 
 
 def code_indices(weight: torch.Tensor, h: torch.Tensor, levels: list[int] | None = None, chunk: int = 4096) -> torch.Tensor:
@@ -178,20 +189,20 @@ class Codebook(nn.Module):
         }
 
     @torch.no_grad()
-    def commit(self, embedding: nn.Embedding, reduce_sum: Callable | None = None, broadcast: Callable | None = None) -> None:
+    def commit(self, weight: torch.Tensor, reduce_sum: Callable | None = None, broadcast: Callable | None = None) -> None:
         """After a finite update: k-means initialisation (first time), the EMA codebook update, the use counts
         and dead-code restarts, from the accumulated batch (summed over processes; samples from rank 0)."""
         pending, self._pending = self._pending, {}
-        if not pending or self.config.kind == "fsq":
+        if not pending:
             return
         counts, sums, samples = pending["counts"], pending["sums"], pending["samples"]
         if reduce_sum is not None:
             counts, sums = reduce_sum(counts), reduce_sum(sums)
         if broadcast is not None:
             samples = broadcast(samples)
-        config, weight = self.config, embedding.weight
+        config = self.config
         generator = torch.Generator().manual_seed(int(self.commits))  # the same draws on every process, and on resume
-        if not bool(self.initialised):
+        if not bool(self.initialised) and config.kind == "vq":
             if config.kmeans_init:
                 weight.data.copy_(kmeans(samples, config.size, config.kmeans_iters, generator))
             self.embed_avg.copy_(weight.data.float())  # lucidrains' EMA start: the codebook itself, each code counted once

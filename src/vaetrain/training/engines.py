@@ -53,6 +53,9 @@ class LightningEngine:
     def mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.module.trainer.strategy.reduce(tensor, reduce_op="mean")
 
+    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.module.trainer.strategy.broadcast(tensor, src=0)
+
     def loss_scale(self) -> float:
         scaler = getattr(self.module.trainer.precision_plugin, "scaler", None)
         return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
@@ -87,6 +90,9 @@ class PlainEngine:
 
     def loss_scale(self) -> float:
         return float(self.scaler.get_scale()) if self.scaler is not None else 1.0
+
+    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
 
     @contextmanager
     def accumulating(self, network: Network, sync: bool):

@@ -35,9 +35,11 @@ from vaetrain.losses.config import LossConfig
 from vaetrain.losses.distillation import encoder_distillation_loss
 from vaetrain.losses.equivariance import EquivarianceConfig, LatentTransform, draw_low_resolution, draw_transform
 from vaetrain.losses.objective import Processes
+from vaetrain.losses.terms import fsq_bound_penalty, vq_loss
 from vaetrain.models.families import downsampling_factor, family_of
 from vaetrain.models.last_layers import EncoderLastLayer
 from vaetrain.models.latent_space import pipeline_normalize
+from vaetrain.models.quantizer import lookup
 
 
 @dataclass
@@ -95,7 +97,28 @@ class AutoencoderForward:
         target = images
         if transform is not None:
             latents, target = transform.latents(latents), transform.images(images, self.factor)
+        if self.networks.codebook is not None:  # the vq family: quantised as the export quantises, + the codebook terms
+            decoded, codebook_loss, codebook_logs = self._quantize_and_decode(latents)
+            return Reconstruction(target, decoded, mean, logvar, codebook_loss, logs | codebook_logs)
         return Reconstruction(target, self.family.decode(autoencoder, latents), mean, logvar, extra, logs)
+
+    def _quantize_and_decode(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """`models.quantizer.lookup` (diffusers' own lookup), the codebook's observation of this micro-batch
+        (committed after a finite update), the codebook terms (`losses.terms.vq_loss`; FSQ: the bound
+        penalty) x `codebook_weight`, and decoding of the quantised latents."""
+        codebook, autoencoder = self.networks.codebook, self.networks.autoencoder
+        config = codebook.config
+        quantized = lookup(self.family.codebook(autoencoder), latents, config.levels if config.kind == "fsq" else None)
+        if torch.is_grad_enabled():
+            codebook.observe(quantized.inputs.detach(), quantized.indices)
+        if config.kind == "fsq":
+            loss = config.fsq_bound_weight * fsq_bound_penalty(quantized.inputs)
+        else:
+            loss = vq_loss(quantized.inputs, quantized.codes, config.beta, legacy=config.legacy_loss, codebook_trained=config.ema_decay is None)
+        share = torch.bincount(quantized.indices, minlength=config.size).float() / len(quantized.indices)
+        perplexity = torch.exp(-(share * torch.log(share.clamp_min(1e-12))).sum())
+        logs = {"train/codebook_loss": loss.detach(), "train/codebook_used": (share > 0).float().mean(), "train/codebook_perplexity": perplexity}
+        return self.family.decode_quantized(autoencoder, quantized.latents), self.loss.codebook_weight * loss, logs
 
     def _distill(self, images: torch.Tensor) -> Reconstruction:
         """`losses.distillation`: the student decodes the teacher's scaled latents (with latent noise if

@@ -28,12 +28,13 @@ from vaetrain.models.autoencoder import AutoencoderConfig, with_deterministic_po
 from vaetrain.models.discriminator import DiscriminatorConfig, synchronise_batch_norm
 from vaetrain.models.ema import EMAConfig
 from vaetrain.models.families import downsampling_factor, family_of
+from vaetrain.models.quantizer import code_indices
 from vaetrain.training.checkpoint import RunRecord, StepCounters, keep_frozen_networks_out, restore_rng
 from vaetrain.training.checkpoint_io import AtomicCheckpointIO
 from vaetrain.training.config import GanOptimizers, SpeedConfig, StepSettings, TrainingConfig, accumulation_for
 from vaetrain.training.engines import LightningEngine
 from vaetrain.training.networks import build_networks, compile_units, networks_with
-from vaetrain.training.optim import gan_optimizers, lr_multiplier
+from vaetrain.training.optim import gan_optimizers
 from vaetrain.training.preflight import check_channels, check_image_sizes, check_terms
 from vaetrain.training.sharding import full_state_dict, is_sharded, shard, shard_autoencoder
 from vaetrain.training.step import GanStep
@@ -80,7 +81,8 @@ class AutoencoderModule(L.LightningModule):
         settings = StepSettings.from_configs(autoencoder, training, optimizer)
         self.gan_step = GanStep(self, self.loss_config, self.ema_config, settings)  # after the EMA copy: its hook stays off it
         self.engine = LightningEngine(self)
-        self.val_metrics = ValidationMetrics(validation, inception)
+        codebook = family_of(self.autoencoder).codebook(self.autoencoder)
+        self.val_metrics = ValidationMetrics(validation, inception, codes=len(codebook) if codebook is not None else None)
         self.memory_plan: dict[str, Any] = {}  # set by the memory budget; recorded in checkpoints
         self._memory_format = torch.contiguous_format
         self._pending_rng_state: dict[str, Any] | None = None
@@ -143,11 +145,13 @@ class AutoencoderModule(L.LightningModule):
             weights = with_deterministic_posterior(weights, self.autoencoder.config.latent_channels)
         return weights
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Deterministic reconstruction (posterior mode) with the inference weights."""
+    def forward(self, images: torch.Tensor, *, with_latents: bool = False):
+        """Deterministic reconstruction (posterior mode) with the inference weights (and the latents)."""
         model = self.inference_autoencoder()
         family = family_of(model)
-        return family.decode(model, family.encode(model, images).mode())
+        latents = family.encode(model, images).mode()
+        reconstruction = family.decode(model, latents)
+        return (reconstruction, latents) if with_latents else reconstruction
 
     # ----------------------------------------------------------------------------------------- Lightning
     def setup(self, stage: str) -> None:
@@ -184,12 +188,7 @@ class AutoencoderModule(L.LightningModule):
             shard(network, mesh["data_parallel"])
 
     def configure_optimizers(self):
-        return gan_optimizers(self, self._lr_scale())
-
-    def _lr_scale(self) -> float:
-        """`model.optimizer.scale_lr`: LDM's accumulate x processes x micro-batch (the global batch)."""
-        micro_batch = getattr(getattr(self.trainer, "datamodule", None), "batch_size", 1)
-        return lr_multiplier(self.optimizer_config, self.accumulate * self.trainer.world_size * micro_batch, self.trainer.is_global_zero)
+        return gan_optimizers(self)
 
     def training_step(self, images: torch.Tensor, batch_idx: int) -> None:
         if self._pending_rng_state is not None:
@@ -212,10 +211,11 @@ class AutoencoderModule(L.LightningModule):
         if images.numel() == 0:  # every image of the batch was a bad file (counted when listed)
             return
         images = self.prepare_batch(images)
-        reconstruction = self(images)  # in the run's precision, as training sees it
+        reconstruction, latents = self(images, with_latents=True)  # in the run's precision, as training sees it
         with torch.autocast(images.device.type, enabled=False):  # the metrics themselves in fp32
             lpips = self.perceptual(reconstruction.float(), images.float()) if self.perceptual is not None else None
-        self.val_metrics.update(images, reconstruction, lpips)
+        codebook = family_of(self.autoencoder).codebook(self.inference_autoencoder())
+        self.val_metrics.update(images, reconstruction, lpips, code_indices(codebook, latents) if codebook is not None else None)
 
     def on_validation_epoch_end(self) -> None:
         """All metrics are logged; the per-channel ones (val/psnr_c0, ...) stay out of the progress bar."""

@@ -25,6 +25,7 @@ from vaetrain.models.discriminator import build_discriminator
 from vaetrain.models.ema import build_ema
 from vaetrain.models.families import family_of
 from vaetrain.models.feature_encoders import AlignmentHead, build_feature_encoder
+from vaetrain.models.quantizer import Codebook
 from vaetrain.training.forward import check_student, freeze_teacher
 
 Role = Literal["generator", "discriminator", "frozen", "shard_blocks", "shard", "channels_last", "compile", "probe_restore"]
@@ -49,6 +50,7 @@ NETWORKS: tuple[Network, ...] = (
     _network("discriminator", "discriminator shard channels_last compile probe_restore", "PatchGAN or VGG16"),
     _network("ema", "shard_blocks channels_last probe_restore", "the EMA copy of the autoencoder (AveragedModel)"),
     _network("lecam_anchors", "probe_restore", "LeCam's moving anchors (buffers)"),
+    _network("codebook", "probe_restore", "the vq family's codebook statistics (EMA sums, use counts)"),
     _network("perceptual", "frozen channels_last compile", "LPIPS"),
     _network("alignment_encoder", "frozen", "VA-VAE's vision encoder"),
     _network("teacher", "frozen shard_blocks channels_last", "the VAE being distilled"),
@@ -96,6 +98,8 @@ def build_networks(module: nn.Module, *, perceptual: nn.Module | None, alignment
     channels, latent_channels = module.image_channels, family_of(autoencoder).latent_channels(autoencoder)
     module.discriminator = build_discriminator(module.discriminator_config, channels, latent_channels)
     module.lecam_anchors = LeCamAnchors() if loss.lecam_weight > 0 else None
+    codebook = family_of(autoencoder).codebook(autoencoder)
+    module.codebook = Codebook(module.autoencoder_config.quantizer, codebook.shape[1]) if codebook is not None else None
     if perceptual is None and loss.perceptual_weight > 0:
         channel_triplets(channels, loss.perceptual_channels)  # a missing setting fails before VGG loads
         perceptual = build_perceptual_loss(loss.perceptual_network, loss.perceptual_backbone)

@@ -103,10 +103,14 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimizerConfig, t
     return get_scheduler(config.scheduler, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=max(total_steps, config.warmup_steps + 1))
 
 
-def gan_optimizers(module, scale: float) -> tuple[list[torch.optim.Optimizer], list[dict]]:
+def gan_optimizers(module) -> tuple[list[torch.optim.Optimizer], list[dict]]:
     """Lightning's `configure_optimizers` for the module: the generator's and the discriminator's optimizers
     over their networks' trainable parameters (`training.networks`: roles `generator`, `discriminator`), with
-    their learning-rate groups and step schedules (`scale`: `model.optimizer.scale_lr`'s multiplier)."""
+    their learning-rate groups and step schedules. `model.optimizer.scale_lr`: LDM's accumulate x processes x
+    micro-batch (the global batch)."""
+    trainer = module.trainer
+    micro_batch = getattr(getattr(trainer, "datamodule", None), "batch_size", 1)
+    scale = lr_multiplier(module.optimizer_config, module.accumulate * trainer.world_size * micro_batch, trainer.is_global_zero)
     configs = (module.optimizer_config.generator, module.optimizer_config.discriminator)
     family = family_of(module.autoencoder)
     width = family.width(module.autoencoder)

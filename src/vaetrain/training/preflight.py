@@ -44,5 +44,7 @@ def check_terms(module) -> None:
         raise ConfigError(f"model.loss.alignment: its vision encoder reads RGB; the images have {autoencoder.config.in_channels} channels")
     if module.discriminator_config.condition_on_latents and loss.equivariance.probability > 0:
         raise ConfigError("model.discriminator.condition_on_latents does not apply with model.loss.equivariance (the decoded latents are transformed)")
+    if module.codebook is not None and (loss.equivariance.probability > 0 or loss.latent_noise > 0 or module.teacher is not None):
+        raise ConfigError("the vq family quantises its latents: model.loss.equivariance, latent_noise and distillation do not apply to it")
     if module.teacher is not None and loss.equivariance.probability > 0:
         raise ConfigError("model.loss.equivariance does not apply while distilling (model.loss.distillation.teacher): the latents are the teacher's")

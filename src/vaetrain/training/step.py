@@ -88,8 +88,9 @@ class GanStep:
         self.guard.norms = {}
         if self.forward.alignment is not None:
             self.forward.alignment.discard()
-        if self.networks.lecam_anchors is not None:
-            self.networks.lecam_anchors.discard()
+        for buffered in (self.networks.lecam_anchors, self.networks.codebook):
+            if buffered is not None:
+                buffered.discard()
 
     def phase(self) -> Phase:
         """Which networks update on the current accumulated batch (fixed for the whole window)."""
@@ -230,6 +231,12 @@ class GanStep:
                 self._update_ema()
             if (alignment := self.forward.alignment) is not None:
                 alignment.settle(self.networks.alignment_projection, processes) if finite else alignment.discard()
+            if (codebook := self.networks.codebook) is not None:
+                if finite:
+                    reduce_sum = (lambda t: processes.mean(t) * processes.count) if processes else None
+                    codebook.commit(self.forward.family.codebook(self.networks.autoencoder), reduce_sum, engine.broadcast if processes else None)
+                else:
+                    codebook.discard()
         else:
             self.counters.discriminator_steps += 1
             if (anchors := self.networks.lecam_anchors) is not None:

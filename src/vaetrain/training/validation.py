@@ -10,7 +10,7 @@ from torch import nn
 
 from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.errors import ConfigError
-from vaetrain.evaluation.metrics import ReconstructionMetrics
+from vaetrain.evaluation.metrics import CodebookUsage, ReconstructionMetrics
 from vaetrain.evaluation.networks import build_inception
 
 
@@ -31,10 +31,12 @@ class ValidationConfig:
 class ValidationMetrics(nn.Module):
     """The validation metrics of one run; `inception` injects rFID's feature network (tests)."""
 
-    def __init__(self, config: ValidationConfig, inception: nn.Module | None = None) -> None:
+    def __init__(self, config: ValidationConfig, inception: nn.Module | None = None, codes: int | None = None) -> None:
+        """`codes`: a discrete autoencoder's codebook size (its use is measured too)."""
         super().__init__()
         self.config = config
         self.metrics = ReconstructionMetrics()
+        self.codebook = CodebookUsage(codes) if codes else None
         if config.rfid_every_n and inception is None:
             inception = build_inception(config.inception_backbone)
         self.rfid = ReconstructionMetrics(fid_features=inception) if config.rfid_every_n else None
@@ -46,14 +48,20 @@ class ValidationMetrics(nn.Module):
             if metrics is not None:
                 metrics.pixels = pixels
 
-    def update(self, images: torch.Tensor, reconstruction: torch.Tensor, lpips: torch.Tensor | None) -> None:
+    def update(self, images: torch.Tensor, reconstruction: torch.Tensor, lpips: torch.Tensor | None, codes: torch.Tensor | None = None) -> None:
+        """`codes`: the images' code indices (images, tokens), for a discrete autoencoder."""
         self.metrics.update(images, reconstruction, lpips)
+        if self.codebook is not None and codes is not None:
+            self.codebook.update(codes)
         if self._rfid_due():
             self.rfid.update(images, reconstruction)
 
     def compute_and_reset(self) -> dict[str, float]:
         """Plain floats of this validation (reduced over processes by torchmetrics), under val/ names."""
         values = {k: v for k, v in self.metrics.compute().items() if v is not None}
+        if self.codebook is not None:
+            values |= self.codebook.compute()
+            self.codebook.reset()
         if self._rfid_due():
             rfid = self.rfid.compute().get("rfid")
             if rfid is not None:
