@@ -34,6 +34,15 @@ RECIPES: dict[str, tuple[str, list[str]]] = {  # name -> (what it is, the preset
         "gradnorm without LPIPS: L1 1, pooled (2x) masked L1 1, GAN 0.1 from step 0",
         [TINY, "configs/race/gradnorm.yaml", "configs/race/lowpass.yaml", "configs/race/no_lpips_gradnorm.yaml"],
     ),
+    "vq": (
+        "configs/vq-tiny.yaml: VQModel f8, 1024 codes of dimension 4, taming's VectorQuantizer2 (beta 0.25), L1 + adaptive PatchGAN",
+        ["configs/vq-tiny.yaml"],
+    ),
+    "vq_alive": (
+        "vq + codes kept alive: EMA codebook (0.99), k-means start, dead-code restarts (Jukebox, threshold 1)",
+        ["configs/vq-tiny.yaml", "configs/race/vq_alive.yaml"],
+    ),
+    "fsq": ("vq with FSQ levels [8, 5, 5, 5] (1000 codes) instead of the codebook", ["configs/vq-tiny.yaml", "configs/race/fsq.yaml"]),
     "vqgan_training": (
         "configs/vqgan-training.yaml itself on the tiny model (configs/race/tiny_model.yaml), LPIPS and the VGG16 discriminator random "
         "(configs/race/offline_vgg16.yaml)",

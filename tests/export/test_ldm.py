@@ -101,3 +101,30 @@ def test_convert_command_both_ways(tmp_path, model):
     for key, tensor in back.state_dict().items():
         assert torch.equal(tensor, model.state_dict()[key]), key
     assert main(["convert", str(tmp_path / "missing.ckpt"), str(tmp_path / "x")]) == 2
+
+
+def test_an_ldm_vq_checkpoint_converts_to_vqmodel_and_back_with_equal_tensors(tmp_path):
+    """LDM's / taming's VQModel layout (encoder, decoder, quant_conv, post_quant_conv, quantize.embedding),
+    as a training run saves it (with the loss's tensors beside it): to a diffusers VQModel with the same
+    outputs, and back to the same tensors under the same names."""
+    from diffusers import VQModel
+
+    vq = randomised(VQModel(**LDM_LIKE, num_vq_embeddings=64, vq_embed_dim=3))
+    ldm = diffusers_to_ldm(vq)
+    assert ldm["quantize.embedding.weight"].shape == (64, 3) and ldm["quant_conv.weight"].shape == (3, 4, 1, 1)
+    assert "encoder.down.0.block.0.conv1.weight" in ldm and "decoder.up.1.block.0.conv1.weight" in ldm
+    stored = ldm | {"loss.discriminator.main.0.weight": torch.zeros(1)}  # what a taming run's checkpoint also holds
+    path = write_ldm_checkpoint(stored, tmp_path / "vq-f4.ckpt")
+    back = load_autoencoder(path)
+    assert type(back) is VQModel and back.config.num_vq_embeddings == 64 and back.config.vq_embed_dim == 3
+    images = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(back(images).sample, vq(images).sample)
+    again = diffusers_to_ldm(back)
+    assert again.keys() == ldm.keys() and all(torch.equal(again[k], ldm[k]) for k in ldm)
+
+
+def test_ldm_models_that_attend_inside_their_levels_are_refused():
+    ldm = diffusers_to_ldm(randomised(AutoencoderKL(**LDM_LIKE)))
+    with pytest.raises(ConfigError, match="attends inside its resolution levels"):
+        ldm_to_diffusers(ldm | {"encoder.down.1.attn.0.q.weight": torch.zeros(64, 64, 1, 1)})

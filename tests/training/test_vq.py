@@ -39,7 +39,9 @@ def _data(folder: Path) -> ImageDataModule:
 def _run(root: Path, folder: Path, quantizer: QuantizerConfig, max_steps: int, ckpt_path: str | None = None):
     module = _module(quantizer)
     checkpoint = ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=2)
-    tiny_trainer(root, max_steps=max_steps, callbacks=[checkpoint], enable_checkpointing=True).fit(module, _data(folder), ckpt_path=ckpt_path, weights_only=True)
+    tiny_trainer(root, max_steps=max_steps, callbacks=[checkpoint], enable_checkpointing=True).fit(
+        module, _data(folder), ckpt_path=ckpt_path, weights_only=True
+    )
     return module
 
 

@@ -28,6 +28,7 @@ from vaetrain.evaluation.evaluate import EvalOptions, evaluate, run_dir_of
 from vaetrain.evaluation.reconstruct import TilingConfig, reconstruct_files
 from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.results import METRICS
+from vaetrain.evaluation.token_probe import TokenProbeConfig
 from vaetrain.export.diffusers_folder import export_checkpoint
 from vaetrain.export.formats import convert, load_autoencoder, recorded_pixel_format
 from vaetrain.export.model_card import push_to_hub
@@ -144,6 +145,7 @@ def run_eval(argv: list[str]) -> int:
             backbones=args.backbones,
             device=args.device,
             loading=_loading(args),
+            tokens=_token_config(args),
         )
         write_report(results, Path(args.out) / "report.html", run_dir=args.run or run_dir_of(args.models), probe_rows=rows)
     for result in results:
@@ -161,12 +163,18 @@ def _probe_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--probe-model-size", choices=sorted(SIZES), default="tiny")
     group.add_argument("--probe-samples", type=int, default=64, help="samples decoded for FID and the grid (0: none)")
     group.add_argument("--probe-seed", type=int, default=0)
+    group.add_argument("--tokens", action="store_true", help="also the token probe of discrete models: a causal transformer on their code indices")
+    group.add_argument("--token-steps", type=int, default=2000, help="training steps of the token probe's transformer")
 
 
 def _probe_config(args: argparse.Namespace) -> ProbeConfig:
     return ProbeConfig(
         model_size=args.probe_model_size, steps=args.probe_steps, batch_size=args.probe_batch_size, samples=args.probe_samples, seed=args.probe_seed
     )
+
+
+def _token_config(args: argparse.Namespace) -> TokenProbeConfig | None:
+    return TokenProbeConfig(steps=args.token_steps, seed=args.probe_seed) if args.tokens else None
 
 
 def _probe_inception(backbones: str):
@@ -209,10 +217,12 @@ def run_probe(argv: list[str]) -> int:
         backbones=args.backbones,
         device=args.device,
         loading=_loading(args),
+        tokens=_token_config(args),
     )
     for row in rows:
         fid = f", sample FID {row['probe_fid']:.1f}" if row["probe_fid"] is not None else ""
-        print(f"{row['model']}: validation flow-matching loss {row['probe_validation_loss']:.4f}{fid} ({row['probe_seconds']:.0f} s)")
+        token = f", token NLL {row['token_nll']:.4f} nats ({row['token_bits_per_image']:.0f} bits/image)" if row.get("token_nll") is not None else ""
+        print(f"{row['model']}: validation flow-matching loss {row['probe_validation_loss']:.4f}{fid}{token} ({row['probe_seconds']:.0f} s)")
     print(f"wrote {args.out}/probe.json")
     return 0
 

@@ -21,7 +21,8 @@ from vaetrain.errors import ConfigError
 from vaetrain.evaluation.diffusability_probe import ProbeConfig, standardisation, train_probe
 from vaetrain.evaluation.metrics import fid_metric, to_uint8
 from vaetrain.evaluation.reconstruct import resolve_device
-from vaetrain.models.families import decode
+from vaetrain.evaluation.token_probe import TokenProbeConfig, tokens_of, train_token_probe
+from vaetrain.models.families import decode, family_of
 from vaetrain.models.families import encode as encode_latents
 
 PROBE_FILE = "probe.json"
@@ -79,8 +80,11 @@ def run_probe(
     backbones: str = "pretrained",
     device: str = "auto",
     loading: Loading = Loading(),
+    tokens: TokenProbeConfig | None = None,
 ) -> list[dict]:
-    """One row per model: validation flow-matching loss (lower: easier latents), its curve, sample FID."""
+    """One row per model: validation flow-matching loss (lower: easier latents), its curve, sample FID; with
+    `tokens`, a discrete model's token probe too (`token_probe`: NLL per token, bits per image; None for
+    continuous models)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = resolve_device(device)
@@ -108,10 +112,21 @@ def run_probe(
             grid = out_dir / f"probe_samples_{index}.png"
             save_image(make_grid(images.pixels.to_display(decoded[:64]), nrow=8, padding=2, pad_value=1.0), grid)
             row["probe_samples"] = grid.name
+        if tokens is not None:
+            row |= _token_row(model, images, max_images, target, loading, tokens)
         rows.append(row)
     (out_dir / PROBE_FILE).write_text(json.dumps(rows, indent=2) + "\n")
     _join_metrics(out_dir, rows)
     return rows
+
+
+def _token_row(model, images: ImageSet, max_images: int | None, device, loading: Loading, config: TokenProbeConfig) -> dict:
+    codebook = family_of(model).codebook(model)
+    if codebook is None:
+        return {"token_nll": None, "token_bits_per_image": None}
+    codes = tokens_of(model, images, max_images, device, loading)
+    print(f"vaetrain probe: token probe on {tuple(codes.shape)} codes of {len(codebook)}, {config.steps} steps", file=sys.stderr)
+    return train_token_probe(codes, len(codebook), config, device).as_row()
 
 
 def _join_metrics(out_dir: Path, rows: list[dict]) -> None:

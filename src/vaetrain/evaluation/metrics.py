@@ -163,6 +163,8 @@ class CodebookUsage(Metric):
         used = int((self.counts > 0).sum())
         tokens = total / max(float(self.images), 1.0)
         return {
-            "codebook_usage": used / self.codes, "codebook_perplexity": math.exp(entropy), "dead_codes": float(self.codes - used),
+            "codebook_usage": used / self.codes,
+            "codebook_perplexity": math.exp(entropy),
+            "dead_codes": float(self.codes - used),
             "bits_per_image": tokens * math.log2(self.codes),
         }

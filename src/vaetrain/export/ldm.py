@@ -1,4 +1,6 @@
-"""The original LDM / Stable Diffusion VAE checkpoint format <-> diffusers' AutoencoderKL.
+"""The original LDM / Stable Diffusion VAE checkpoint format <-> diffusers' AutoencoderKL, and LDM's and
+taming-transformers' VQ models (CompVis `VQModel` / `VQModelInterface`: the same encoder and decoder names
+plus `quantize.embedding.weight`) <-> diffusers' VQModel.
 
 LDM -> diffusers is diffusers' own converter (`convert_ldm_vae_checkpoint`, the code behind
 `from_single_file`); the architecture is read off the tensor shapes. diffusers ships no converter back,
@@ -12,13 +14,14 @@ import re
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, VQModel
 from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING, LDM_VAE_DEFAULT_SCALING_FACTOR, LDM_VAE_KEYS, convert_ldm_vae_checkpoint
 from safetensors.torch import load_file, save_file
 
 from vaetrain.errors import ConfigError
 
 LDM_GROUP_NORM_GROUPS = 32  # LDM's `Normalize` is hard-wired to 32 groups
+CODEBOOK_KEY = "quantize.embedding.weight"  # the same name in LDM's VQModel and diffusers'
 _ATTENTION_RENAMES = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 
@@ -46,7 +49,9 @@ def read_ldm_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def ldm_config(state_dict: dict[str, torch.Tensor], *, scaling_factor: float | None = None, sample_size: int = 512) -> dict:
-    """AutoencoderKL config fields read off the tensor shapes of an LDM VAE state dict."""
+    """AutoencoderKL (or, with a codebook, VQModel) config fields read off the tensor shapes of an LDM state dict."""
+    if any(".attn." in key for key in state_dict if key.startswith(("encoder.down.", "decoder.up."))):
+        raise ConfigError("this LDM model attends inside its resolution levels (attn_resolutions); only mid-block attention is converted")
     levels = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"encoder\.down\.(\d+)\.", k))})
     widths = [state_dict[f"encoder.down.{i}.block.0.conv2.weight"].shape[0] for i in levels]
     layers = len({m.group(1) for k in state_dict if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k))})
@@ -61,14 +66,25 @@ def ldm_config(state_dict: dict[str, torch.Tensor], *, scaling_factor: float | N
         "norm_num_groups": LDM_GROUP_NORM_GROUPS,
         "sample_size": sample_size,
         "scaling_factor": LDM_VAE_DEFAULT_SCALING_FACTOR if scaling_factor is None else scaling_factor,
-    }
+    } | _vq_fields(state_dict)
 
 
-def ldm_to_diffusers(state_dict: dict[str, torch.Tensor], config: dict | None = None) -> AutoencoderKL:
-    """An AutoencoderKL holding the LDM weights (strict: every tensor must find its place)."""
+def _vq_fields(state_dict: dict[str, torch.Tensor]) -> dict:
+    """A VQ model's codebook (LDM's `n_embed` x `embed_dim`) as VQModel's fields; nothing for a KL model."""
+    codebook = state_dict.get(CODEBOOK_KEY)
+    if codebook is None:
+        return {}
+    return {"num_vq_embeddings": codebook.shape[0], "vq_embed_dim": codebook.shape[1], "_class_name": "VQModel"}
+
+
+def ldm_to_diffusers(state_dict: dict[str, torch.Tensor], config: dict | None = None) -> AutoencoderKL | VQModel:
+    """An AutoencoderKL (a VQModel for a VQ model) holding the LDM weights (strict: every tensor must find its place)."""
     config = config or ldm_config(state_dict)
-    model = AutoencoderKL.from_config(config)
-    converted = convert_ldm_vae_checkpoint(state_dict, dict(model.config))
+    vq = config.get("_class_name") == "VQModel"
+    model = (VQModel if vq else AutoencoderKL).from_config({k: v for k, v in config.items() if k != "_class_name"})
+    converted = convert_ldm_vae_checkpoint({k: v for k, v in state_dict.items() if k != CODEBOOK_KEY}, dict(model.config))
+    if vq:
+        converted[CODEBOOK_KEY] = state_dict[CODEBOOK_KEY]
     try:
         model.load_state_dict(converted, strict=True)
     except RuntimeError as error:
@@ -76,24 +92,26 @@ def ldm_to_diffusers(state_dict: dict[str, torch.Tensor], config: dict | None = 
     return model.eval()
 
 
-def diffusers_to_ldm(model: AutoencoderKL) -> dict[str, torch.Tensor]:
+def diffusers_to_ldm(model: AutoencoderKL | VQModel) -> dict[str, torch.Tensor]:
     """The model's weights under LDM's names and shapes (attention projections as 1x1 convolutions)."""
-    if not isinstance(model, AutoencoderKL):
-        raise ConfigError(f"the LDM format holds AutoencoderKL weights only, not {type(model).__name__}")
+    if not isinstance(model, AutoencoderKL | VQModel):
+        raise ConfigError(f"the LDM format holds AutoencoderKL and VQModel weights only, not {type(model).__name__}")
     config = model.config
     if config.norm_num_groups != LDM_GROUP_NORM_GROUPS:
         raise ConfigError(
             f"norm_num_groups={config.norm_num_groups}: the LDM code always uses {LDM_GROUP_NORM_GROUPS} groups, so this model has no LDM equivalent"
         )
-    if not (config.use_quant_conv and config.use_post_quant_conv and config.mid_block_add_attention):
+    if not (config.get("use_quant_conv", True) and config.get("use_post_quant_conv", True) and config.mid_block_add_attention):
         raise ConfigError("LDM VAEs always have quant_conv, post_quant_conv and mid-block attention; this model lacks one")
+    if any(kind.startswith("Attn") for kind in (*config.down_block_types, *config.up_block_types)) or config.get("norm_type", "group") != "group":
+        raise ConfigError("only plain resolution levels (mid-block attention, group norm) have LDM names here")
     top_level = DIFFUSERS_TO_LDM_MAPPING["vae"]
     levels = len(config.block_out_channels)
     ldm: dict[str, torch.Tensor] = {}
     for key, tensor in model.state_dict().items():
         tensor = tensor.detach().clone()
-        if key in top_level:
-            ldm[top_level[key]] = tensor
+        if key in top_level or key == CODEBOOK_KEY:
+            ldm[top_level.get(key, key)] = tensor
             continue
         name = _ldm_name(key, levels)
         if ".attn_1." in name and name.endswith(("q.weight", "k.weight", "v.weight", "proj_out.weight")):

@@ -88,7 +88,8 @@ class AutoencoderConfig:
             and any(getattr(self, name) != default for name, default in (("norm_num_groups", 32), ("mid_block_add_attention", True)))
         ):
             raise ConfigError(
-                f"model.autoencoder.norm_num_groups / mid_block_add_attention are AutoencoderKL's and VQModel's; for {self.family} use model.autoencoder.architecture"
+                f"model.autoencoder.norm_num_groups / mid_block_add_attention are AutoencoderKL's and VQModel's; "
+                f"for {self.family} use model.autoencoder.architecture"
             )
         if self.family != "vq" and self.quantizer != QuantizerConfig():
             raise ConfigError(f"model.autoencoder.quantizer applies to the vq family; the autoencoder is {self.family}")
