@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.conftest import tiny_module
 from vaetrain.data import ImageDataModule
 from vaetrain.export.callback import ExportDiffusers
+from vaetrain.models.quantizer import QuantizerConfig
 from vaetrain.training.callbacks import ReconstructionGrid
 from vaetrain.training.optim import OptimizerConfig
 from vaetrain.training.sharding import full_state_dict
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--export", action="store_true", help="write OUT/diffusers at the end")
     parser.add_argument("--validate", action="store_true", help="validation and a reconstruction grid every 2 steps")
     parser.add_argument("--balance", choices=["adaptive", "gradnorm"], default="adaptive")
+    parser.add_argument("--vq", action="store_true", help="the vq family with an EMA codebook")
     args = parser.parse_args()
 
     L.seed_everything(0)
@@ -62,7 +64,10 @@ def main() -> None:
     # large test lr would measure rounding, not synchronisation.
     gradnorm = {"balance": "gradnorm", "reconstruction_weight": 0.001, "disc_weight": 1.0} if args.balance == "gradnorm" else {}
     module = tiny_module(
-        loss={"disc_start_step": 2, "sample_posterior": False} | gradnorm, training={"global_batch_size": GLOBAL_BATCH}, optimizer=OptimizerConfig(lr=1e-4)
+        loss={"disc_start_step": 2, "sample_posterior": False} | gradnorm,
+        training={"global_batch_size": GLOBAL_BATCH},
+        optimizer=OptimizerConfig(lr=1e-4),
+        autoencoder={"family": "vq", "quantizer": QuantizerConfig(codebook_size=32, ema_decay=0.9)} if args.vq else None,
     )
     strategy = DDPStrategy(find_unused_parameters=True, process_group_backend="gloo", timeout=timedelta(seconds=args.timeout)) if args.devices > 1 else "auto"
     if args.strategy == "fsdp":
@@ -91,7 +96,8 @@ def main() -> None:
     trainer.fit(module, datamodule, ckpt_path=args.resume)
     state = {  # gathered on every process (a collective under FSDP), complete on rank 0
         f"{name}.{key}": value
-        for name, network in (("autoencoder", module.autoencoder), ("discriminator", module.discriminator), ("ema", module.ema))
+        for name, network in (("autoencoder", module.autoencoder), ("discriminator", module.discriminator), ("ema", module.ema), ("codebook", module.codebook))
+        if network is not None
         for key, value in full_state_dict(network).items()
     }
     if trainer.is_global_zero:

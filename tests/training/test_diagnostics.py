@@ -44,6 +44,7 @@ def test_a_healthy_run_raises_no_warning():
         ({"train/latent_std": (300, 25.0)}, "train/latent_std drifted"),
         ({"train/kl": (300, 0.05)}, "train/kl drifted"),
         ({"train/reconstruction": (250, 0.3)}, "reconstruction loss +"),
+        ({"train/codebook_alive": (300, 0.02)}, "of the codebook stayed in use"),
     ],
 )
 def test_each_failure_pattern_warns_once_after_it_persists(change, expected):

@@ -140,6 +140,20 @@ def test_fsdp_two_processes_match_one_export_and_resume_sharded_or_not(tmp_path)
     assert any(not torch.equal(resumed_one["state"][k], sharded["state"][k]) for k in sharded["state"] if k.startswith("autoencoder."))
 
 
+@pytest.mark.slow  # two fsdp runs of real processes (the vq family's single-process resume is in test_vq.py)
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_an_ema_codebook_trains_across_processes_like_one_process(tmp_path, strategy):
+    """The vq family's EMA codebook updates sum the accumulated batch's statistics over processes, so 2
+    processes (DDP, or FSDP2 with the codebook sharded) end with the codebook of 1 process."""
+    folder = tmp_path / "images"
+    write_images(folder, 14)
+    two = train(folder, tmp_path / "two", "--devices", "2", "--steps", "3", "--micro-batch", "2", "--strategy", strategy, "--vq")
+    one = train(folder, tmp_path / "one", "--devices", "1", "--steps", "3", "--micro-batch", "4", "--vq")
+    for key in ("autoencoder.quantize.embedding.weight", "codebook.cluster_size", "codebook.embed_avg", "codebook.usage"):
+        torch.testing.assert_close(two["state"][key], one["state"][key], rtol=1e-6, atol=1e-5, msg=key)  # sums in another order
+    assert not torch.equal(one["state"]["codebook.embed_avg"], torch.zeros_like(one["state"]["codebook.embed_avg"]))
+
+
 @pytest.mark.slow  # 38 s; the budget's planning on CPU is covered by test_memory_budget.py in the default suite
 def test_memory_plan_under_fsdp_is_measured_on_the_sharded_model(tmp_path):
     """`vaetrain fit --trainer.strategy fsdp2 --memory.max_memory ...` on 2 CPU processes: the probe runs after

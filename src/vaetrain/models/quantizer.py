@@ -36,9 +36,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from vaetrain.errors import ConfigError
 
+ALIVE_USE = 1e-3
+"""A code is in use while the EMA of its uses per step (`Codebook.usage`) stays above this."""
 FSQ_MAX_CODES = 2**16
 """The largest FSQ grid written out as a codebook (65,536 rows)."""
 
@@ -131,7 +134,7 @@ def lookup(weight: torch.Tensor, h: torch.Tensor, levels: list[int] | None = Non
     with torch.autocast(h.device.type, enabled=False):
         z = h.float().permute(0, 2, 3, 1).contiguous()
         flat = z.view(-1, z.shape[-1])
-        codebook = weight.float()
+        codebook = full(weight).float()
         indices = fsq_indices(flat, levels) if levels else torch.argmin(torch.cdist(flat, codebook), dim=1)
         z_q = F.embedding(indices, codebook).view(z.shape)
         latents = (z + (z_q - z).detach()).permute(0, 3, 1, 2).contiguous()
@@ -142,8 +145,28 @@ def code_indices(weight: torch.Tensor, h: torch.Tensor, levels: list[int] | None
     """(B, H*W) code indices of latents `h` in raster order, without a graph (bounded memory)."""
     with torch.no_grad():
         flat = h.float().permute(0, 2, 3, 1).reshape(-1, h.shape[1])
-        parts = [fsq_indices(p, levels) if levels else torch.argmin(torch.cdist(p, weight.float()), dim=1) for p in flat.split(chunk)]
+        codebook = full(weight).float()
+        parts = [fsq_indices(p, levels) if levels else torch.argmin(torch.cdist(p, codebook), dim=1) for p in flat.split(chunk)]
     return torch.cat(parts).view(h.shape[0], -1)
+
+
+def full(weight: torch.Tensor) -> torch.Tensor:
+    """The whole codebook: gathered (differentiably) when FSDP2 shards it, else the tensor itself."""
+    return weight.full_tensor() if isinstance(weight, DTensor) else weight
+
+
+@torch.no_grad()
+def assign(weight: torch.Tensor, value: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+    """Sets the codebook (or its `rows`) to `value`, computed alike on every process; under FSDP2 each
+    process keeps its own shard of the result."""
+    if isinstance(weight, DTensor):
+        whole = full(weight).clone()
+        whole[rows if rows is not None else slice(None)] = value.to(whole.dtype)
+        weight.to_local().copy_(distribute_tensor(whole, weight.device_mesh, weight.placements).to_local())
+    elif rows is not None:
+        weight.data[rows] = value.to(weight.dtype)
+    else:
+        weight.data.copy_(value)
 
 
 def kmeans(samples: torch.Tensor, clusters: int, iterations: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -204,8 +227,8 @@ class Codebook(nn.Module):
         generator = torch.Generator().manual_seed(int(self.commits))  # the same draws on every process, and on resume
         if not bool(self.initialised) and config.kind == "vq":
             if config.kmeans_init:
-                weight.data.copy_(kmeans(samples, config.size, config.kmeans_iters, generator))
-            self.embed_avg.copy_(weight.data.float())  # lucidrains' EMA start: the codebook itself, each code counted once
+                assign(weight, kmeans(samples, config.size, config.kmeans_iters, generator))
+            self.embed_avg.copy_(full(weight).float())  # lucidrains' EMA start: the codebook itself, each code counted once
             self.cluster_size.fill_(1.0)
             self.initialised.fill_(True)
         if config.ema_decay is not None:  # rosinality/vq-vae-2-pytorch `Quantize.forward`, eps 1e-5
@@ -214,13 +237,13 @@ class Codebook(nn.Module):
             self.embed_avg.mul_(decay).add_(sums, alpha=1 - decay)
             total = self.cluster_size.sum()
             smoothed = (self.cluster_size + eps) / (total + config.size * eps) * total
-            weight.data.copy_(self.embed_avg / smoothed[:, None])
+            assign(weight, self.embed_avg / smoothed[:, None])
         self.usage.mul_(config.usage_decay).add_(counts, alpha=1 - config.usage_decay)
         if config.restart_threshold > 0:  # Jukebox `update_k`: dead codes <- random recent encoder outputs
             dead = self.usage < config.restart_threshold
             if bool(dead.any()):
                 picks = samples[torch.randint(len(samples), (int(dead.sum()),), generator=generator).to(samples.device)]
-                weight.data[dead] = picks.to(weight.dtype)
+                assign(weight, picks, dead)
                 self.embed_avg[dead] = picks
                 self.cluster_size[dead] = 1.0
                 self.usage[dead] = 1.0

@@ -8,7 +8,9 @@ Patterns (each reported once, and again only after it cleared):
   `latent_drift_factor` from its average over the first `patience` steps, for `patience` steps;
 - reconstruction degrades under the GAN: after the adversarial term starts, the reconstruction loss's
   moving average stays more than `reconstruction_rise` above its average over the `patience` steps
-  before, for `patience` steps.
+  before, for `patience` steps;
+- a codebook collapses (vq family): fewer than `codebook_alive` of its codes stay in use (an EMA of each
+  code's use above `models.quantizer.ALIVE_USE`), for `patience` steps.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class DiagnosticsConfig:
     """Warn when the KL or the latent std leaves [reference / factor, reference x factor]."""
     reconstruction_rise: float = 0.2
     """Warn when, after the GAN starts, the reconstruction loss stays this fraction above its level before."""
+    codebook_alive: float = 0.1
+    """Warn when fewer than this fraction of a vq codebook's codes stay in use."""
     smoothing: float = 0.98
     """Decay of the moving averages compared against the references."""
 
@@ -76,6 +80,17 @@ class DiagnosticsMonitor:
                         "(check model.loss.kl_weight; a latent that collapses or explodes hurts the diffusion model)"
                     ),
                 )
+        alive = values.get("train/codebook_alive")
+        if alive is not None:
+            warnings += self._persisting(
+                "codebook",
+                alive < config.codebook_alive,
+                step,
+                (
+                    f"only {alive:.1%} of the codebook stayed in use for {config.patience} steps: it is collapsing (set "
+                    "model.autoencoder.quantizer.restart_threshold, ema_decay or kmeans_init, or a smaller codebook_size / embed_dim)"
+                ),
+            )
         if "train/reconstruction" in values:
             reference = self._reference("train/reconstruction", values["train/reconstruction"], before_gan=not gan_active)
             if gan_active and reference is not None and reference > 0:

@@ -39,7 +39,7 @@ from vaetrain.losses.terms import fsq_bound_penalty, vq_loss
 from vaetrain.models.families import downsampling_factor, family_of
 from vaetrain.models.last_layers import EncoderLastLayer
 from vaetrain.models.latent_space import pipeline_normalize
-from vaetrain.models.quantizer import lookup
+from vaetrain.models.quantizer import ALIVE_USE, lookup
 
 
 @dataclass
@@ -117,7 +117,12 @@ class AutoencoderForward:
             loss = vq_loss(quantized.inputs, quantized.codes, config.beta, legacy=config.legacy_loss, codebook_trained=config.ema_decay is None)
         share = torch.bincount(quantized.indices, minlength=config.size).float() / len(quantized.indices)
         perplexity = torch.exp(-(share * torch.log(share.clamp_min(1e-12))).sum())
-        logs = {"train/codebook_loss": loss.detach(), "train/codebook_used": (share > 0).float().mean(), "train/codebook_perplexity": perplexity}
+        logs = {
+            "train/codebook_loss": loss.detach(),
+            "train/codebook_used": (share > 0).float().mean(),
+            "train/codebook_perplexity": perplexity,
+            "train/codebook_alive": (codebook.usage > ALIVE_USE).float().mean(),
+        }
         return self.family.decode_quantized(autoencoder, quantized.latents), self.loss.codebook_weight * loss, logs
 
     def _distill(self, images: torch.Tensor) -> Reconstruction:
