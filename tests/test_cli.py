@@ -285,3 +285,14 @@ def test_image_commands_take_fits_data_keys_with_fits_defaults():
         if key not in ("path", "resolution"):  # the commands' own meaning: required images, a crop size or native
             assert parsed[f"data_{key}"] == parameters[key].default, key
     assert parsed["data_batch_size"] == 4 and parsed["data_num_workers"] is None
+
+
+@pytest.mark.parametrize("overlay", [None, "race/fsq.yaml"])
+def test_the_cpu_vq_preset_and_fsq_train_and_export_from_the_command_line(tmp_path, image_folder, overlay):
+    from diffusers import VQModel
+
+    configs = ["--config", str(CONFIGS[0].parent / "vq-tiny.yaml")] + (["--config", str(CONFIGS[0].parent / overlay)] if overlay else [])
+    code = main(["fit", *configs, f"--data.path={image_folder}", *SMALL, f"--trainer.default_root_dir={tmp_path / 'run'}"])
+    assert code == 0
+    model = VQModel.from_pretrained(tmp_path / "run" / "diffusers")
+    assert model.config.num_vq_embeddings == (1000 if overlay else 1024) and model.config.scaling_factor != 0.18215

@@ -151,3 +151,17 @@ def test_vq_settings_that_cannot_work_are_one_line_errors():
         QuantizerConfig(levels=[4, 4])
     with pytest.raises(ConfigError, match="the vq family quantises its latents"):
         _module(QUANTIZERS["vq"], latent_noise=0.1)
+
+
+def test_a_pretrained_vq_model_keeps_its_codebook_and_refuses_another(tmp_path):
+    from dataclasses import replace
+
+    from tests.conftest import tiny_autoencoder_config
+    from vaetrain.models import build_autoencoder
+
+    config = tiny_autoencoder_config(family="vq", quantizer=QuantizerConfig(codebook_size=32))
+    build_autoencoder(config).save_pretrained(tmp_path / "vq")
+    ema = replace(config, pretrained=str(tmp_path / "vq"), quantizer=QuantizerConfig(codebook_size=32, ema_decay=0.99))
+    assert not build_autoencoder(ema).quantize.embedding.weight.requires_grad  # fine-tuned with EMA updates
+    with pytest.raises(ConfigError, match=r"quantizer 64 codes of dimension 4 \(the model has \(32, 4\)\)"):
+        build_autoencoder(replace(ema, quantizer=QuantizerConfig(codebook_size=64)))

@@ -114,6 +114,7 @@ def build_autoencoder(config: AutoencoderConfig) -> nn.Module:
             model = FAMILIES[config.family].build(config)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"model.autoencoder.architecture does not fit {FAMILIES[config.family].class_name}: {_first_line(error)}") from error
+    family_of(model).configure(model, config)
     if config.gradient_checkpointing:
         if not family_of(model).gradient_checkpointing:
             raise ConfigError(f"model.autoencoder.gradient_checkpointing is not available for {type(model).__name__} (models/families)")
@@ -142,6 +143,10 @@ def check_against_pretrained(config: AutoencoderConfig, model: nn.Module) -> Non
         for name, value in given.items()
         if _plain(value) != _plain(model.config.get(name))
     ]
+    if config.quantizer != QuantizerConfig() and family.codebook(model) is not None:
+        size, dim = config.quantizer.size, config.quantizer.dim(model.config.latent_channels)
+        if (size, dim) != tuple(family.codebook(model).shape):
+            wrong.append(f"quantizer {size} codes of dimension {dim} (the model has {tuple(family.codebook(model).shape)})")
     if config.family != defaults["family"] and config.family != family.name:
         wrong.insert(0, f"family={config.family} (the model is {family.class_name})")
     if wrong:

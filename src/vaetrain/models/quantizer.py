@@ -90,6 +90,8 @@ class QuantizerConfig:
             raise ConfigError("model.autoencoder.quantizer.levels applies to kind: fsq only")
         if self.codebook_size < 2 and self.kind == "vq":
             raise ConfigError(f"model.autoencoder.quantizer.codebook_size must be >= 2, got {self.codebook_size}")
+        if self.embed_dim is not None and self.embed_dim < 1:
+            raise ConfigError(f"model.autoencoder.quantizer.embed_dim must be >= 1 (or null: the latent channels), got {self.embed_dim}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"model.autoencoder.quantizer.ema_decay must be in (0, 1), got {self.ema_decay}")
 

@@ -56,6 +56,9 @@ class Family:
         """A new model from an `AutoencoderConfig` (its `architecture` dict passes diffusers' own fields)."""
         raise NotImplementedError
 
+    def configure(self, model: nn.Module, config) -> None:
+        """Training-time settings of a new or pretrained model from its `AutoencoderConfig` (nothing by default)."""
+
     def encode(self, model: nn.Module, images: torch.Tensor) -> Posterior:
         raise NotImplementedError
 

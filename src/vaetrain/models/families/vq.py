@@ -43,12 +43,15 @@ class VQFamily(Family):
                 f"model.autoencoder.block_out_channels {config.block_out_channels} must all be divisible by norm_num_groups={config.norm_num_groups}"
             )
         model = VQModel(**(fields | (config.architecture or {})))
-        if quantizer.kind == "fsq":  # the grid is the codebook: fixed, never trained
+        if quantizer.kind == "fsq":  # the grid is the codebook
             model.quantize.embedding.weight.data.copy_(fsq_grid(quantizer.levels))
-            model.quantize.embedding.requires_grad_(False)
-        elif quantizer.ema_decay is not None:  # moved by EMA statistics after each finite update, not by its loss
-            model.quantize.embedding.requires_grad_(False)
         return model
+
+    def configure(self, model, config) -> None:
+        """FSQ's grid is fixed and an EMA codebook moves by its statistics (after each finite update), not
+        by its loss: neither is a trained parameter. New or pretrained alike."""
+        if config.quantizer.kind == "fsq" or config.quantizer.ema_decay is not None:
+            model.quantize.embedding.requires_grad_(False)
 
     def encode(self, model, images) -> Posterior:
         return Posterior(model.encode(images).latents)
