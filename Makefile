@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 RUN ?= runs/demo
 
-.PHONY: setup browser demo lint test test-slow clean
+.PHONY: setup browser demo docs lint test test-slow clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,12 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "note: chromium could not be installed (needs root and Debian's packages); the report screenshot test will be skipped"
 
+# The documentation site (MkDocs + Material + mkdocstrings) into site/, strictly: a broken link, a missing
+# page or an API name that no longer exists fails the build.
+docs: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 # Lint and format (ruff, configured in pyproject.toml) before the tests: CI enforces both.
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -37,4 +43,4 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache site

@@ -1,0 +1,79 @@
+"""The documentation cannot drift from the code: every `vaetrain ...` command line in the README and the
+docs parses with the command's own parser (an unknown key, a removed option or a missing preset fails)."""
+
+import argparse
+import functools
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import ParseOnly
+from vaetrain.cli.fit import OneLineErrors, distill_arguments
+from vaetrain.data import ImageDataModule
+from vaetrain.training.module import AutoencoderModule
+
+ROOT = Path(__file__).parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def command_lines(path: Path) -> list[str]:
+    """Lines of fenced code blocks that run `vaetrain` (backslash continuations joined, comments dropped)."""
+    lines, inside = [], False
+    for line in re.sub(r"\\\n\s*", " ", path.read_text()).splitlines():
+        if line.strip().startswith("```"):
+            inside = not inside
+            continue
+        words = shlex.split(line, comments=True) if inside else []
+        if words and words[0] in ("vaetrain", ".venv/bin/vaetrain"):
+            lines.append(shlex.join(words[1:]))
+    return lines
+
+
+COMMANDS = [pytest.param(line, id=f"{path.name}:{line[:60]}") for path in PAGES for line in command_lines(path)]
+
+
+@functools.cache
+def fit_parser():
+    """`vaetrain fit`'s own parser, built once."""
+    cli = ParseOnly(AutoencoderModule, ImageDataModule, args=["fit"], auto_configure_optimizers=False, parser_class=OneLineErrors)
+    return cli.parser
+
+
+class _Parsed(Exception):
+    pass
+
+
+def parses(line: str, monkeypatch) -> None:
+    """Parses `vaetrain LINE` as the command would, running nothing."""
+    from vaetrain.cli import COMMANDS as NAMES
+    from vaetrain.cli import commands
+
+    command, *args = shlex.split(line)
+    assert command in NAMES, f"unknown command {command}"
+    if command == "distill":
+        command, *args = distill_arguments(args)
+    if command in ("fit", "validate"):
+        fit_parser().parse_args([command, *args])  # exits 2 naming a bad key
+        return
+    original = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, argv=None, namespace=None):
+        original(self, argv, namespace)
+        raise _Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    with pytest.raises(_Parsed):
+        getattr(commands, f"run_{command}")(args)
+
+
+def test_the_docs_show_commands_of_every_kind():
+    assert len(COMMANDS) >= 30
+    assert {shlex.split(p.values[0])[0] for p in COMMANDS} >= {"fit", "distill", "eval", "probe", "recon", "export", "convert"}
+
+
+@pytest.mark.parametrize("line", COMMANDS)
+def test_every_documented_command_parses(line, monkeypatch):
+    monkeypatch.chdir(ROOT)  # presets are named relative to the checkout
+    parses(line, monkeypatch)
