@@ -105,7 +105,8 @@ def evaluate_runs(names: list[str], out: Path, *, data: Path, holdout: Path, clo
             str(target),
         )
         for row in json.loads((target / "metrics.json").read_text()):
-            metrics[Path(row["model"]).parent.name][label] = {k: row[k] for k in ("psnr", "ssim", "lpips", "images")}
+            keys = ("psnr", "ssim", "lpips", "images", "codebook_usage", "codebook_perplexity", "bits_per_image")
+            metrics[Path(row["model"]).parent.name][label] = {k: row.get(k) for k in keys}
     return metrics
 
 

@@ -77,26 +77,39 @@ def probe(names: list[str], args, holdout: Path, metrics: dict) -> None:
         "64",
         "--probe-steps",
         str(args.probe_steps),
+        *(["--tokens", "--token-steps", str(args.token_steps)] if args.token_steps else []),
         "--backbones",
         "random",
         "--out",
         str(out),
     )
     for row in json.loads((out / "probe.json").read_text()):
-        metrics[Path(row["model"]).parent.name]["probe"] = {k: row[k] for k in ("probe_validation_loss", "probe_fid", "probe_seconds")}
+        keys = ("probe_validation_loss", "probe_fid", "probe_seconds", "token_nll", "token_bits_per_image")
+        metrics[Path(row["model"]).parent.name]["probe"] = {k: row.get(k) for k in keys}
 
 
 def table(names: list[str], trained: dict, metrics: dict, args) -> str:
     probed = all("probe" in metrics[n] for n in names)
+    discrete = any(metrics[n]["tiny_imagenet_64"].get("codebook_usage") is not None for n in names)
+    tokens = probed and any(metrics[n]["probe"].get("token_nll") is not None for n in names)
     header = "| recipe | steps | s/step | " + " | ".join(f"{label} PSNR / SSIM" for label, _, _ in EVALS) + " | LPIPS* (tiny-imagenet) |"
+    header += " codes used / perplexity (tiny-imagenet) |" if discrete else ""
     header += " probe loss ↓ | probe FID* |" if probed else ""
+    header += " token NLL ↓ (nats) / bits per image |" if tokens else ""
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for name in sorted(names, key=lambda n: -metrics[n]["tiny_imagenet_64"]["psnr"]):
         steps, seconds = trained[name]["generator_steps"], trained[name]["train_seconds"] or args.seconds
         cells = [f"{metrics[name][label]['psnr']:.2f} / {metrics[name][label]['ssim']:.4f}" for label, _, _ in EVALS]
         line = f"| `{name}` | {steps} | {seconds / max(steps, 1):.2f} | " + " | ".join(cells) + f" | {metrics[name]['tiny_imagenet_64']['lpips']:.4f} |"
+        held = metrics[name]["tiny_imagenet_64"]
+        if discrete:
+            used = held.get("codebook_usage")
+            line += f" {used:.3f} / {held['codebook_perplexity']:.0f} |" if used is not None else " — |"
         if probed:
             line += f" {metrics[name]['probe']['probe_validation_loss']:.4f} | {metrics[name]['probe']['probe_fid']:.1f} |"
+        if tokens:
+            nll = metrics[name]["probe"].get("token_nll")
+            line += f" {nll:.3f} / {metrics[name]['probe']['token_bits_per_image']:.0f} |" if nll is not None else " — |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -112,6 +125,7 @@ def main() -> None:
     parser.add_argument("--clothing-images", type=int, default=300)
     parser.add_argument("--no-results", action="store_true", help="do not write benchmarks/RESULTS.md")
     parser.add_argument("--probe-steps", type=int, default=0, help="also run the diffusability probe with this many steps (0: no)")
+    parser.add_argument("--token-steps", type=int, default=0, help="with --probe-steps: also the token probe of discrete models, this many steps")
     parser.add_argument("--section", default="recipe-race", help="the RESULTS.md section to write (its own markers)")
     parser.add_argument("--title", default="Recipe race (issue 11)")
     args = parser.parse_args()
@@ -148,6 +162,7 @@ def write_results(markdown: str, names: list[str], args) -> None:
     markers = (f"<!-- {args.section}:start -->", f"<!-- {args.section}:end -->")
     command = f".venv/bin/python benchmarks/recipe_race.py --seconds {args.seconds} --recipes {','.join(names)}"
     command += f" --probe-steps {args.probe_steps} --section {args.section}" if args.probe_steps else ""
+    command += f" --token-steps {args.token_steps} --title '{args.title}'" if args.token_steps else ""
     recipes = "\n".join(f"- `{name}`: {recipe(name)[0]} (`{' + '.join(recipe(name)[1])}`)" for name in names)
     probe_note = (
         (
@@ -158,6 +173,11 @@ def write_results(markdown: str, names: list[str], args) -> None:
         if args.probe_steps
         else ""
     )
+    if args.token_steps:
+        probe_note += (
+            f" The token probe: a small causal transformer trained {args.token_steps} steps on each discrete model's code indices of "
+            "the held-out images (raster order); its validation NLL per token (lower: easier tokens) and bits per image."
+        )
     section = (
         f"{markers[0]}\n## {args.title}\n\nCommand: `{command}`. Machine: {machine()}; no GPU; precision as `fit` picks "
         f"(bf16-mixed where the CPU has native bf16). Each recipe trained {args.seconds} s (Lightning's training timer) on "
