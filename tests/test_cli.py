@@ -1,5 +1,6 @@
 """The command line as a user runs it: presets parse, bad input fails in one line, fit -> resume -> export."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -296,3 +297,57 @@ def test_the_cpu_vq_preset_and_fsq_train_and_export_from_the_command_line(tmp_pa
     assert code == 0
     model = VQModel.from_pretrained(tmp_path / "run" / "diffusers")
     assert model.config.num_vq_embeddings == (1000 if overlay else 1024) and model.config.scaling_factor != 0.18215
+
+
+def test_fit_prints_no_line_a_user_cannot_act_on(tmp_path, image_folder):
+    """Lightning's advertisement, the TPU/HPU lines, the seed and AMP notes and the known-harmless warnings
+    (LeafSpec, the model summary under bf16, manual optimisation with ModelCheckpoint, frozen modules in eval
+    mode) are dropped at their source, in a real `vaetrain fit`; what remains still prints."""
+    import subprocess
+    import sys
+
+    from vaetrain.cli.quiet import NOISE_LOGS, NOISE_WARNINGS
+
+    preset = str(CONFIGS[[p.name for p in CONFIGS].index("tiny.yaml")])
+    command = [sys.executable, "-m", "vaetrain.cli", "fit", "--config", preset, *SMALL, f"--data.path={image_folder}"]
+    command += ["--trainer.precision=bf16-mixed", "--checkpoint.every_n_train_steps=1", f"--trainer.default_root_dir={tmp_path / 'run'}"]
+    printed = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    noisy = [p for p in (*NOISE_LOGS, *NOISE_WARNINGS) if re.search(p.lstrip("^").rstrip("$"), printed.stdout + printed.stderr, re.M)]
+    assert not noisy, noisy
+    assert "GPU available" in printed.stderr  # Lightning's own lines that say something still print
+
+
+def test_data_channels_alone_sets_the_autoencoders_channels(tmp_path, capsys):
+    """`--data.channels 6` is enough for a 6-band folder: the autoencoder's channels, left at 3, follow it (the
+    discriminator follows the autoencoder); an explicit conflicting value stays a one-line error."""
+    from vaetrain.data.synthetic import write_multiband_tiffs
+
+    write_multiband_tiffs(tmp_path / "tiles", 6, bands=6, size=40)
+    bands = [f"--data.path={tmp_path / 'tiles'}", "--data.channels=6", "--data.bit_depth=16", "--data.val_size=2", "--model.loss.perceptual_channels=each"]
+    assert _fit(tmp_path / "run", *bands) == 0
+    assert AutoencoderKL.from_pretrained(tmp_path / "run" / "diffusers").config.out_channels == 6
+    assert _fit(tmp_path / "bad", *bands, "--model.autoencoder.in_channels=4", "--model.autoencoder.out_channels=4") == 2
+    assert "data.channels=6, but the autoencoder reads 4" in capsys.readouterr().err
+
+
+def test_eval_checks_its_models_and_images_before_loading_any_network(tmp_path, image_folder, monkeypatch, capsys):
+    """A missing model, a file that is not a model, or missing images: one line each, before LPIPS or the
+    Inception network is even built (they may need a download)."""
+    import vaetrain.evaluation.evaluate as evaluate_module
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a network was built before the arguments were checked")
+
+    monkeypatch.setattr(evaluate_module, "build_lpips_metric", no_network)
+    monkeypatch.setattr(evaluate_module, "build_inception", no_network)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a model")
+    cases = [
+        ([str(tmp_path / "missing.ckpt"), "--data.path", str(image_folder)], "missing.ckpt' does not exist"),
+        ([str(notes), "--data.path", str(image_folder)], "notes.txt' is a file but not a model"),
+        (["stabilityai/sd-vae-ft-mse", "--data.path", str(tmp_path / "nowhere")], "nowhere"),
+    ]
+    for arguments, message in cases:
+        assert main(["eval", *arguments, "--out", str(tmp_path / "out")]) == 2
+        assert message in capsys.readouterr().err

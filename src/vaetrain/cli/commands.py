@@ -19,7 +19,7 @@ from typing import get_args
 
 from vaetrain.data.datamodule import ImageDataModule
 from vaetrain.data.decoding.pixels import PixelFormat
-from vaetrain.data.image_sets import ImageSet, Loading
+from vaetrain.data.image_sets import ImageSet, Loading, open_source
 from vaetrain.data.sources.spec import SourceKind, SourceSpec
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.diffusability import run_probe as probe_models
@@ -30,7 +30,7 @@ from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.results import METRICS
 from vaetrain.evaluation.token_probe import TokenProbeConfig
 from vaetrain.export.diffusers_folder import export_checkpoint
-from vaetrain.export.formats import convert, load_autoencoder, recorded_pixel_format
+from vaetrain.export.formats import check_model_reference, convert, load_autoencoder, recorded_pixel_format
 from vaetrain.export.model_card import push_to_hub
 from vaetrain.models.latent_space import CONVENTIONS
 
@@ -76,11 +76,15 @@ def _loading(args: argparse.Namespace) -> Loading:
 
 def _image_set(args: argparse.Namespace, resolution: int | str, models: list[str] = ()) -> ImageSet | None:
     """The images named on the command line, read as the first of `models` that records how (its pixel
-    format: channels, bit depth, normalisation), else as 8-bit RGB."""
+    format: channels, bit depth, normalisation), else as 8-bit RGB. The models and the images are checked
+    first, in one line each, before any network loads."""
+    for model in models:
+        check_model_reference(model)
     if args.data_path is None:
         return None
     spec = SourceSpec(args.data_path, args.data_source, args.data_split, args.data_image_column, args.data_file_list)
     pixels = next((p for p in map(recorded_pixel_format, models) if p is not None), PixelFormat())
+    open_source(spec).prepare()  # a missing folder, shard or split is a one-line error here
     return ImageSet(spec, resolution=resolution, pixels=pixels)
 
 
@@ -235,6 +239,7 @@ def run_recon(argv: list[str]) -> int:
     parser.add_argument("--side-by-side", action="store_true", help="write input | reconstruction in one PNG")
     _tiling_options(parser)
     args = parser.parse_args(argv)
+    check_model_reference(args.model)
     model = load_autoencoder(args.model, use_ema=not args.no_ema)
     tiling = TilingConfig(tile_size=args.tile_size, enabled=not args.no_tiling)
     pixels = recorded_pixel_format(args.model)  # the model's training format (8-bit RGB when none is recorded)

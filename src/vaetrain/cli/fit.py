@@ -9,6 +9,7 @@ import sys
 from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from vaetrain.cli.quiet import quiet
 from vaetrain.data.datamodule import ImageDataModule
 from vaetrain.errors import ConfigError
 from vaetrain.export.callback import ExportDiffusers
@@ -63,9 +64,10 @@ class VaetrainCLI(LightningCLI):
         parser.add_lightning_class_args(Diagnostics, "diagnostics")
 
     def before_instantiate_classes(self) -> None:
-        """`trainer.strategy: ddp|fsdp` become the strategies this module needs (`resolve_strategy`), and
+        """`trainer.strategy: ddp|fsdp` become the strategies this module needs (`resolve_strategy`),
         `trainer.precision: null` (the presets' default) means bf16-mixed where the device has native bf16,
-        else 32-true; both choices are printed and saved in the run's config.yaml."""
+        else 32-true, and the autoencoder's channels left at 3 follow `data.channels`; each choice is printed
+        and saved in the run's config.yaml (an explicit conflicting value stays a one-line error)."""
         trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
         if isinstance(trainer.strategy, str) and resolve_strategy(trainer.strategy) != trainer.strategy:
             chosen = resolve_strategy(trainer.strategy)
@@ -74,6 +76,11 @@ class VaetrainCLI(LightningCLI):
         if trainer.precision is None:
             trainer.precision = default_precision(trainer.accelerator)
             print(f"vaetrain: trainer.precision not set; using {trainer.precision} for this hardware", file=sys.stderr)
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        autoencoder, channels = config.model.autoencoder, config.data.channels
+        if channels != 3 and (autoencoder.in_channels, autoencoder.out_channels) == (3, 3):  # left at their defaults: follow the data
+            autoencoder.in_channels = autoencoder.out_channels = channels
+            print(f"vaetrain: model.autoencoder.in_channels and out_channels follow data.channels={channels}", file=sys.stderr)
 
     def before_fit(self) -> None:
         """Bad settings fail here, in one line, before any run folder is written."""
@@ -140,6 +147,7 @@ def model_and_data(args: list[str]) -> tuple[AutoencoderModule, ImageDataModule,
 
 def run_lightning(args: list[str] | None) -> int:
     """`args` None: the process's own arguments (`vaetrain fit ...`)."""
+    quiet()
     VaetrainCLI(
         AutoencoderModule, ImageDataModule, args=args, save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False, parser_class=OneLineErrors
     )

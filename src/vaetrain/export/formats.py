@@ -17,23 +17,32 @@ from vaetrain.training.checkpoint import autoencoder_from_checkpoint, is_vaetrai
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
 
 
-def load_autoencoder(reference: str | Path, *, use_ema: bool = True) -> nn.Module:
-    """A vaetrain `.ckpt` (EMA weights when present, unless `use_ema` is False), a diffusers folder, an
-    LDM/SD VAE file (`.ckpt`/`.safetensors`), or a Hub id (downloaded by diffusers unless cached). In eval
-    mode, fp32."""
+def check_model_reference(reference: str | Path) -> None:
+    """A one-line error, before anything heavy loads, when `reference` cannot name a model: a missing path,
+    a folder without config.json, a file that is not a checkpoint, or something not shaped like a Hub id."""
     path = Path(reference).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ConfigError(f"'{path}' is a folder without config.json, not a diffusers autoencoder folder")
+    elif path.is_file():
+        if path.suffix not in CHECKPOINT_SUFFIXES:
+            raise ConfigError(f"'{path}' is a file but not a model (a vaetrain .ckpt, an LDM/SD .ckpt or .safetensors, or a diffusers folder)")
+    elif path.suffix in CHECKPOINT_SUFFIXES or str(reference).startswith((".", "/", "~")) or str(reference).count("/") != 1:
+        raise ConfigError(f"model '{reference}' does not exist (nor is it a Hub id owner/name)")
+
+
+def load_autoencoder(reference: str | Path, *, use_ema: bool = True) -> nn.Module:
+    """A vaetrain `.ckpt` (EMA weights when present, unless `use_ema` is False), a diffusers folder, an
+    LDM/SD VAE file (`.ckpt`/`.safetensors`), or a Hub id (downloaded by diffusers unless cached). In eval
+    mode, fp32."""
+    check_model_reference(reference)
+    path = Path(reference).expanduser()
+    if path.is_dir():
         return load_pretrained_autoencoder(path)
-    if path.suffix in CHECKPOINT_SUFFIXES:
-        if not path.is_file():
-            raise ConfigError(f"model '{path}' does not exist")
+    if path.is_file():
         if path.suffix != ".safetensors" and is_vaetrain_checkpoint(path):
             return autoencoder_from_checkpoint(path, use_ema=use_ema)[0]
         return ldm_to_diffusers(read_ldm_state_dict(path))
-    if str(reference).startswith((".", "/", "~")) or str(reference).count("/") != 1:
-        raise ConfigError(f"model '{reference}' is neither a file, a diffusers folder nor a Hub id (owner/name)")
     try:
         return load_pretrained_autoencoder(str(reference))
     except Exception as error:  # noqa: BLE001 - hub, network and format errors
