@@ -13,6 +13,7 @@ import argparse
 import inspect
 import re
 import sys
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import get_args
@@ -25,12 +26,13 @@ from vaetrain.errors import ConfigError
 from vaetrain.evaluation.diffusability import run_probe as probe_models
 from vaetrain.evaluation.diffusability_probe import SIZES, ProbeConfig
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate, run_dir_of
+from vaetrain.evaluation.protocol import PROTOCOLS
 from vaetrain.evaluation.reconstruct import TilingConfig, reconstruct_files
 from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.results import METRICS
 from vaetrain.evaluation.token_probe import TokenProbeConfig
 from vaetrain.export.diffusers_folder import export_checkpoint
-from vaetrain.export.formats import check_model_reference, convert, load_autoencoder, recorded_pixel_format
+from vaetrain.export.formats import check_model_reference, convert, held_out_images, load_autoencoder, recorded_pixel_format
 from vaetrain.export.model_card import push_to_hub
 from vaetrain.models.latent_space import CONVENTIONS
 
@@ -118,14 +120,37 @@ def run_eval(argv: list[str]) -> int:
     parser.add_argument("--samples", type=int, default=4, help="images shown in the report")
     parser.add_argument("--run", help="training run folder whose curves the report plots (default: found from a checkpoint)")
     parser.add_argument("--probe", action="store_true", help="also run the diffusability probe (see vaetrain probe) and report it")
+    parser.add_argument(
+        "--held-out", action="store_true", help="the images the first MODEL's training run held out (a vaetrain checkpoint), instead of --data.path"
+    )
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), help="a fixed protocol: " + "; ".join(f"{k}: {p.description}" for k, p in PROTOCOLS.items()))
+    parser.add_argument(
+        "--fid-reference", help="with --protocol: the originals' Inception statistics file (default OUT/PROTOCOL-inception.pt; reused when present)"
+    )
     _probe_options(parser)
     _tiling_options(parser)
     args = parser.parse_args(argv)
+    protocol = PROTOCOLS[args.protocol] if args.protocol else None
+    if protocol is not None and (args.data_resolution is not None or args.metrics != ",".join(METRICS) or args.held_out):
+        raise ConfigError(
+            f"eval: --protocol {protocol.name} fixes the crop, the resolution and the metrics; leave --data.resolution, --metrics and --held-out out"
+        )
+    if args.fid_reference and protocol is None:
+        raise ConfigError("eval: --fid-reference goes with --protocol (the statistics are only reusable under one protocol)")
     images = _image_set(args, 256 if args.data_resolution is None else args.data_resolution, args.models)
+    if protocol is not None and images is not None:
+        images = replace(images, resolution=protocol.resolution, eval_crop=protocol.eval_crop)
+        args.metrics = ",".join(protocol.metrics)
+    part, record = "all", None
+    if args.held_out:
+        if images is not None:
+            raise ConfigError("eval: --held-out and --data.path name the images twice; give one")
+        images, part, record = held_out_images(args.models[0])
     if images is None:
-        raise ConfigError("eval: --data.path is required (the images to evaluate on)")
+        raise ConfigError("eval: --data.path is required (the images to evaluate on), or --held-out")
     options = EvalOptions(
         metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
+        part=part,
         max_images=args.data_max_images,
         batch_size=args.data_batch_size,
         num_workers=args.data_num_workers,
@@ -134,6 +159,8 @@ def run_eval(argv: list[str]) -> int:
         tiling=TilingConfig(tile_size=args.tile_size, enabled=not args.no_tiling),
         report_samples=args.samples,
         device=args.device,
+        protocol=args.protocol,
+        fid_reference=(args.fid_reference or str(Path(args.out) / f"{args.protocol}-inception.pt")) if protocol else None,
     )
     load = partial(load_autoencoder, use_ema=not args.no_ema)
     results = evaluate(args.models, images, options, args.out, load_model=load, run_dir=args.run)
@@ -157,7 +184,19 @@ def run_eval(argv: list[str]) -> int:
         shown = ", ".join(f"{k} {values[k]:.4g}" for k in (*METRICS, "scaling_factor") if values.get(k) is not None)
         print(f"{values['model']}: {shown}")
     print(f"wrote {args.out}/metrics.json, metrics.csv, report.html")
+    if record is not None:
+        _held_out_summary(args.models[0], record, results[0].values, args.out)
     return 1 if any(result.errors for result in results) else 0
+
+
+def _held_out_summary(checkpoint: str, record, values: dict, out: str) -> None:
+    """Three lines: what was trained, how well it reconstructs the images it never saw, where to look."""
+    autoencoder = record.settings.get("autoencoder", {})
+    shape = f"{autoencoder.get('family', 'kl')} autoencoder {autoencoder.get('block_out_channels')}, {autoencoder.get('latent_channels')} latent channels"
+    run = Path(checkpoint).resolve().parent.parent
+    print(f"trained: {shape}, {record.counters.generator_steps} generator steps ({checkpoint})")
+    print(f"held out: PSNR {values['psnr']:.2f} dB, SSIM {values['ssim']:.4f} on {values['images']} images it never trained on, at {values['resolution']} px")
+    print(f"look at: {Path(out) / 'report.html'} and the diffusers folder {run / 'diffusers'}")
 
 
 def _probe_options(parser: argparse.ArgumentParser) -> None:

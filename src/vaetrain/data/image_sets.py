@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from vaetrain.data.decoding.decode import DEFAULT_MAX_PIXELS
 from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.data.decoding.samples import build_decoder
+from vaetrain.data.decoding.transforms import EvalCrop
 from vaetrain.data.sources.record_images import RecordImages
 from vaetrain.data.sources.shard_images import ShardImages
 from vaetrain.data.sources.spec import ImageSource, Part, SourceSpec
@@ -59,6 +60,8 @@ class ImageSet:
     pixels: PixelFormat = field(default_factory=PixelFormat)
     """Channels, bit depth and normalisation (with measured percentile bounds): the run's, so evaluation
     normalises exactly as training did."""
+    eval_crop: EvalCrop = "resize_crop"
+    """How a square is cut at `resolution`: resize the short side and centre-crop, or ADM's centre crop."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +70,7 @@ class ImageSet:
             "background": list(self.background),
             "max_image_pixels": self.max_image_pixels,
             "pixels": self.pixels.as_dict(),
+            "eval_crop": self.eval_crop,
         }
 
     @classmethod
@@ -77,6 +81,7 @@ class ImageSet:
             background=tuple(values.get("background", (255, 255, 255))),
             max_image_pixels=values.get("max_image_pixels", DEFAULT_MAX_PIXELS),
             pixels=PixelFormat.from_dict(values.get("pixels")),
+            eval_crop=values.get("eval_crop", "resize_crop"),
         )
 
 
@@ -87,7 +92,9 @@ def evaluation_images(
     `max_images` evenly spaced images of `part`. Batches are dicts; `images_of` takes the tensor out and
     `batch["bad"]` lists the files that could not be used."""
     source = open_source(images.source)
-    decoder = build_decoder(images.resolution, background=images.background, max_pixels=images.max_image_pixels, pixels=images.pixels)
+    decoder = build_decoder(
+        images.resolution, background=images.background, max_pixels=images.max_image_pixels, pixels=images.pixels, eval_crop=images.eval_crop
+    )
     dataset = source.images(part, decoder, max_items=max_images)
     workers = default_num_workers() if num_workers is None else num_workers  # fit's defaults (`Loading`)
     return image_loader(dataset, 1 if images.resolution == "native" else batch_size, workers)

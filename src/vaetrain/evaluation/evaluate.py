@@ -18,11 +18,13 @@ import torch
 from torch import nn
 
 from vaetrain.data.image_sets import DEFAULT_BATCH_SIZE, ImageSet, evaluation_images
+from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError, PretrainedWeightsUnavailable
 from vaetrain.evaluation.latents import LatentAccumulator
 from vaetrain.evaluation.measure import autoencoder_pairs, measure
 from vaetrain.evaluation.metrics import CodebookUsage
 from vaetrain.evaluation.networks import build_inception, build_lpips_metric
+from vaetrain.evaluation.protocol import PROTOCOLS, FidReference
 from vaetrain.evaluation.reconstruct import TilingConfig, pad_to_multiple, resolve_device
 from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.results import CODEBOOK, METRICS, ModelResult
@@ -39,6 +41,8 @@ class EvalOptions:
     tables use, or "native" to keep every image whole, padded and tiled) is the `ImageSet`'s business."""
 
     metrics: tuple[str, ...] = METRICS
+    part: Part = "all"
+    """Which part of the images' source: all, or a training run's held-out (val) part."""
     max_images: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE  # fit's `data.batch_size` and `data.num_workers` defaults
     num_workers: int | None = None
@@ -47,6 +51,10 @@ class EvalOptions:
     tiling: TilingConfig = field(default_factory=TilingConfig)
     report_samples: int = 4
     device: str = "auto"
+    protocol: str | None = None
+    """The protocol the images were cut by (`evaluation.protocol.PROTOCOLS`), written beside every number."""
+    fid_reference: str | None = None
+    """A file of the originals' Inception statistics: read when it exists, else written by the first model."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(METRICS))
@@ -79,7 +87,9 @@ def build_networks(options: EvalOptions, lpips: nn.Module | None = None, incepti
     return networks
 
 
-def evaluate_model(reference: str, model: nn.Module, images: ImageSet, options: EvalOptions, networks: Networks) -> ModelResult:
+def evaluate_model(
+    reference: str, model: nn.Module, images: ImageSet, options: EvalOptions, networks: Networks, fid_reference: dict | None = None
+) -> ModelResult:
     """One pass over the images: reconstructions feed the metrics, posteriors the latent statistics."""
     device = resolve_device(options.device)
     model = model.to(device)
@@ -108,13 +118,14 @@ def evaluate_model(reference: str, model: nn.Module, images: ImageSet, options: 
         samples.extend({"original": _to_uint8(o), "reconstruction": _to_uint8(r)} for o, r in zip(batch_images, reconstruction))
         del samples[options.report_samples :]
 
-    loader = evaluation_images(images, part="all", max_images=options.max_images, batch_size=options.batch_size, num_workers=options.num_workers)
+    loader = evaluation_images(images, part=options.part, max_images=options.max_images, batch_size=options.batch_size, num_workers=options.num_workers)
     measured = measure(
         loader,
         autoencoder_pairs(model, options.tiling),
         pixels=pixels,
         ms_ssim="ms_ssim" in options.metrics,
         fid_features=networks.inception if "rfid" in options.metrics else None,
+        fid_reference=fid_reference,
         lpips=lpips,
         device=device,
         each=each,
@@ -150,11 +161,12 @@ def evaluate_model(reference: str, model: nn.Module, images: ImageSet, options: 
         "display_channels": pixels.display_channels(),
         "backbones": options.backbones,
         "bad_files": len(bad_files),
+        "protocol": PROTOCOLS[options.protocol].description if options.protocol else None,
     }
     if bad_files:
         examples = "; ".join(f"{name}: {reason}" for name, reason in bad_files[:3])
         print(f"vaetrain eval: {len(bad_files)} unusable files skipped ({examples})", file=sys.stderr)
-    return ModelResult(values, samples, statistics.channel_histograms, list(networks.errors))
+    return ModelResult(values, samples, statistics.channel_histograms, list(networks.errors), measured.fid_reference)
 
 
 def evaluate(
@@ -174,7 +186,13 @@ def evaluate(
     networks = build_networks(options, lpips, inception)
     for error in networks.errors:
         print(f"vaetrain eval: {error}", file=sys.stderr)
-    results = [evaluate_model(reference, load_model(reference), images, options, networks) for reference in models]
+    cache = FidReference(options.fid_reference, options.protocol or "custom") if options.fid_reference and networks.inception is not None else None
+    state, results = cache.load() if cache is not None else None, []
+    for reference in models:
+        results.append(evaluate_model(reference, load_model(reference), images, options, networks, state))
+        if cache is not None and state is None and results[-1].fid_reference is not None:
+            state = results[-1].fid_reference
+            cache.save(state)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [result.values | {"errors": result.errors} for result in results]

@@ -30,6 +30,7 @@ class Measured:
     values: dict[str, float | None] = field(default_factory=dict)
     images: int = 0
     bad_files: list[tuple[str, str]] = field(default_factory=list)
+    fid_reference: dict | None = None  # the originals' Inception statistics (with rFID)
 
 
 def autoencoder_pairs(model: nn.Module, tiling: TilingConfig | None = None) -> Pairs:
@@ -52,6 +53,7 @@ def measure(
     ms_ssim: bool = False,
     fid_features: nn.Module | None = None,
     lpips: nn.Module | None = None,
+    fid_reference: dict | None = None,
     device: torch.device | str = "cpu",
     each: Callable[[torch.Tensor, torch.Tensor, Posterior | None], None] | None = None,
 ) -> Measured:
@@ -59,7 +61,8 @@ def measure(
     `ReconstructionMetrics` in the units of `pixels` (PSNR, SSIM; MS-SSIM when asked; rFID with
     `fid_features`; LPIPS with `lpips`), on this process's images alone; `each(images, reconstruction,
     posterior)` sees every batch too (latent statistics, report samples, timing)."""
-    metrics = ReconstructionMetrics(ms_ssim=ms_ssim, fid_features=fid_features, sync_on_compute=False, pixels=pixels).to(device)
+    metrics = ReconstructionMetrics(ms_ssim=ms_ssim, fid_features=fid_features, sync_on_compute=False, pixels=pixels, fid_reference=fid_reference)
+    metrics = metrics.to(device)
     measured = Measured()
     for batch in batches:
         if isinstance(batch, dict):
@@ -74,5 +77,5 @@ def measure(
             each(images, reconstruction, posterior)
         measured.images += len(images)
     if measured.images:
-        measured.values = metrics.compute()
+        measured.values, measured.fid_reference = metrics.compute(), metrics.fid_reference()
     return measured

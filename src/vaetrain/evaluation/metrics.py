@@ -16,6 +16,7 @@ from torchmetrics.image import FrechetInceptionDistance, MultiScaleStructuralSim
 
 from vaetrain.data.decoding.pixels import PixelFormat
 
+FID_REFERENCE_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 SSIM_KERNEL = 11  # Gaussian window, sigma 1.5 (Wang et al. 2004)
 SSIM_BORDER = (SSIM_KERNEL - 1) // 2
 MS_SSIM_KERNEL = 11
@@ -40,10 +41,18 @@ class ReconstructionMetrics(nn.Module):
     """
 
     def __init__(
-        self, *, ms_ssim: bool = False, fid_features: nn.Module | None = None, sync_on_compute: bool = True, pixels: PixelFormat | None = None
+        self,
+        *,
+        ms_ssim: bool = False,
+        fid_features: nn.Module | None = None,
+        sync_on_compute: bool = True,
+        pixels: PixelFormat | None = None,
+        fid_reference: dict | None = None,
     ) -> None:
         """`sync_on_compute=False`: this process's images only, for code that runs on one rank of a
-        distributed run (the export's model card), where a collective would wait for the others forever."""
+        distributed run (the export's model card), where a collective would wait for the others forever.
+        `fid_reference`: the originals' Inception statistics from an earlier pass (`fid_reference()`), so
+        only the reconstructions go through Inception."""
         super().__init__()
         self.pixels = pixels or PixelFormat()
         sync = {"sync_on_compute": sync_on_compute}
@@ -55,6 +64,10 @@ class ReconstructionMetrics(nn.Module):
         self.ms_ssim_too_small = 0
         self.lpips = MeanMetric(**sync)
         self.fid = fid_metric(fid_features, sync_on_compute) if fid_features is not None else None
+        self.fid_reference_given = fid_reference is not None and self.fid is not None
+        if self.fid_reference_given:
+            for key in FID_REFERENCE_STATES:
+                setattr(self.fid, key, fid_reference[key].to(getattr(self.fid, key)))
 
     @torch.no_grad()
     def update(self, target: torch.Tensor, reconstruction: torch.Tensor, lpips: torch.Tensor | None = None) -> None:
@@ -79,7 +92,8 @@ class ReconstructionMetrics(nn.Module):
         if lpips is not None:
             self.lpips.update(lpips.float())
         if self.fid is not None:  # the Inception takes 8-bit RGB, as saved files are: the display channels
-            self.fid.update(to_uint8(self.pixels.to_display(target)), real=True)
+            if not self.fid_reference_given:
+                self.fid.update(to_uint8(self.pixels.to_display(target)), real=True)
             self.fid.update(to_uint8(self.pixels.to_display(reconstruction)), real=False)
 
     def compute(self) -> dict[str, float | None]:
@@ -93,6 +107,10 @@ class ReconstructionMetrics(nn.Module):
         if self.fid is not None:
             values["rfid"] = float(self.fid.compute()) if int(self.fid.fake_features_num_samples) >= 2 else None
         return {k: (None if v is not None and math.isnan(v) else v) for k, v in values.items()}
+
+    def fid_reference(self) -> dict | None:
+        """The originals' Inception statistics so far (sums, covariance sums, count), to reuse or share."""
+        return {key: getattr(self.fid, key).detach().cpu() for key in FID_REFERENCE_STATES} if self.fid is not None else None
 
     def reset(self) -> None:
         for metric in (self.psnr, self.ssim, self.psnr_channels, self.ssim_channels, self.ms_ssim, self.lpips, self.fid):

@@ -32,3 +32,4 @@ class ModelResult:
     samples: list[dict]  # {"original", "reconstruction"}: uint8 CHW tensors
     histograms: list[dict]
     errors: list[str]
+    fid_reference: dict | None = None  # the originals' Inception statistics this pass measured

@@ -8,11 +8,13 @@ from pathlib import Path
 from torch import nn
 
 from vaetrain.data.decoding.pixels import PixelFormat, read_pixel_format
+from vaetrain.data.image_sets import ImageSet
+from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError
 from vaetrain.export.diffusers_folder import save_diffusers_folder
 from vaetrain.export.ldm import diffusers_to_ldm, ldm_to_diffusers, read_ldm_state_dict, write_ldm_checkpoint
 from vaetrain.models.autoencoder import load_pretrained_autoencoder
-from vaetrain.training.checkpoint import autoencoder_from_checkpoint, is_vaetrain_checkpoint, load_checkpoint
+from vaetrain.training.checkpoint import RunRecord, autoencoder_from_checkpoint, is_vaetrain_checkpoint, load_checkpoint
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
 
@@ -47,6 +49,19 @@ def load_autoencoder(reference: str | Path, *, use_ema: bool = True) -> nn.Modul
         return load_pretrained_autoencoder(str(reference))
     except Exception as error:  # noqa: BLE001 - hub, network and format errors
         raise ConfigError(f"model '{reference}': cannot load from the Hub ({type(error).__name__}: {error})") from error
+
+
+def held_out_images(reference: str | Path) -> tuple[ImageSet, Part, RunRecord]:
+    """The images a training run held out (its validation images, never trained on), as its checkpoint
+    records them, with the part of their source and the record."""
+    path = Path(reference).expanduser()
+    if not (path.suffix == ".ckpt" and path.is_file() and is_vaetrain_checkpoint(path)):
+        raise ConfigError(f"--held-out needs a vaetrain training checkpoint as the first model; '{reference}' is not one")
+    record = load_checkpoint(path)[1]
+    validation = record.validation_images()
+    if validation is None:
+        raise ConfigError(f"'{reference}' records no validation images (a checkpoint written before vaetrain recorded them)")
+    return validation[0], validation[1], record
 
 
 def recorded_pixel_format(reference: str | Path) -> PixelFormat | None:

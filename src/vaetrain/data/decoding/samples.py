@@ -14,7 +14,7 @@ from PIL import Image
 from vaetrain.data.decoding.arrays import NPY_MAGIC, read_pixels, read_rgb8
 from vaetrain.data.decoding.decode import DEFAULT_MAX_PIXELS, BadImage, decode_image
 from vaetrain.data.decoding.pixels import PixelFormat
-from vaetrain.data.decoding.transforms import CropPolicy, decodes_at_reduced_size, image_transform, native_transform
+from vaetrain.data.decoding.transforms import CropPolicy, EvalCrop, decodes_at_reduced_size, image_transform, native_transform
 
 IMAGE_TYPES = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "npy")
 """What can be decoded, as file extensions and WebDataset keys (the first present key of a sample is read)."""
@@ -78,19 +78,20 @@ def build_decoder(
     background: tuple[int, int, int] = (255, 255, 255),
     max_pixels: int = DEFAULT_MAX_PIXELS,
     pixels: PixelFormat = PixelFormat(),
+    eval_crop: EvalCrop = "resize_crop",
 ) -> SampleDecoder:
     """Decode + transform: training augments by the `crop` policy; evaluation resizes the short side and
     center-crops (published tables' convention), or keeps each image whole when `resolution` is "native"."""
     if resolution == "native":
         return SampleDecoder(native_transform(pixels), DecodeOptions(background=background, max_pixels=max_pixels, pixels=pixels))
     options = DecodeOptions(
-        min_short_side=resolution if decodes_at_reduced_size(train, crop) else None,
+        min_short_side=resolution if decodes_at_reduced_size(train, crop) and eval_crop != "adm" else None,  # ADM decodes whole images
         skip_smaller_than=resolution if train and small_images == "skip" else None,
         background=background,
         max_pixels=max_pixels,
         pixels=pixels,
     )
-    transform = image_transform(resolution, train=train, flip=flip, crop=crop if train else "resize_crop", pixels=pixels)
+    transform = image_transform(resolution, train=train, flip=flip, crop=crop if train else "resize_crop", pixels=pixels, eval_crop=eval_crop)
     return SampleDecoder(transform, options)
 
 

@@ -10,12 +10,17 @@ import math
 from typing import Literal
 
 import torch
+from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from vaetrain.data.decoding.pixels import PixelFormat
+from vaetrain.errors import ConfigError
 
 CropPolicy = Literal["random_crop", "center_crop", "resize_crop"]
+EvalCrop = Literal["resize_crop", "adm"]
+"""Evaluation's square: the short side resized and centre-cropped (torchvision, bicubic, antialiased), or
+ADM's `center_crop_arr` (the ImageNet protocol of most published rFID tables)."""
 _TO_SIGNED_FLOAT = (v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]))
 
 
@@ -51,6 +56,24 @@ class ResizeIfSmaller(torch.nn.Module):
         return TF.resize(image, self.size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
 
 
+class ADMCenterCrop(torch.nn.Module):
+    """openai/guided-diffusion, guided_diffusion/image_datasets.py, `center_crop_arr`: halve with BOX filtering
+    while the short side is at least twice `size`, resize bicubically so the short side is `size` (each
+    side rounded), then cut the centred square (offsets rounded down). PIL in, PIL out."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, image: Image.Image) -> Image.Image:
+        while min(*image.size) >= 2 * self.size:
+            image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
+        scale = self.size / min(*image.size)
+        image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
+        left, top = (image.size[0] - self.size) // 2, (image.size[1] - self.size) // 2
+        return image.crop((left, top, left + self.size, top + self.size))
+
+
 class ShortSideSquareCrop(torch.nn.Module):
     """Resize the short side to `size`, then crop a size x size square (random or centred), done as one
     resized crop of the original so that only the kept square is resampled."""
@@ -71,10 +94,22 @@ class ShortSideSquareCrop(torch.nn.Module):
         return TF.resized_crop(image, top, left, side, side, [self.size, self.size], interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
 
 
-def image_transform(resolution: int, *, train: bool, flip: bool = True, crop: CropPolicy = "random_crop", pixels: PixelFormat = PixelFormat()) -> v2.Compose:
+def image_transform(
+    resolution: int,
+    *,
+    train: bool,
+    flip: bool = True,
+    crop: CropPolicy = "random_crop",
+    pixels: PixelFormat = PixelFormat(),
+    eval_crop: EvalCrop = "resize_crop",
+) -> v2.Compose:
     """Training follows `crop`: `random_crop` / `center_crop` cut at native scale (upscaling only images
     that are too small), `resize_crop` resizes the short side to `resolution` and then crops randomly.
     Validation always resizes the short side and center-crops (the convention of published tables)."""
+    if not train and eval_crop == "adm":
+        if not pixels.is_rgb8:
+            raise ConfigError("ADM's centre crop (the ImageNet protocol) reads 8-bit RGB images only")
+        return v2.Compose([ADMCenterCrop(resolution), v2.PILToTensor(), *_TO_SIGNED_FLOAT])
     if not train:
         geometry = [ShortSideSquareCrop(resolution, random=False)]
     elif crop == "resize_crop":
