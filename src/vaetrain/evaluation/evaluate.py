@@ -126,6 +126,7 @@ def evaluate_model(
         ms_ssim="ms_ssim" in options.metrics,
         fid_features=networks.inception if "rfid" in options.metrics else None,
         fid_reference=fid_reference,
+        progress=f"eval {Path(str(reference)).name}",
         lpips=lpips,
         device=device,
         each=each,

@@ -6,6 +6,7 @@ own reconstruction, tiled or not). Validation during training is Lightning's loo
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -33,6 +34,15 @@ class Measured:
     fid_reference: dict | None = None  # the originals' Inception statistics (with rFID)
 
 
+def with_progress(items: Iterable, label: str | None):
+    """`items` with a progress bar and time estimate on a terminal (none in logs, none without a label)."""
+    if label is None:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=label, unit="batch", file=sys.stderr, disable=None, mininterval=1.0, leave=False)
+
+
 def autoencoder_pairs(model: nn.Module, tiling: TilingConfig | None = None) -> Pairs:
     """Each image against the model's reconstruction of it (tiled when larger than `tiling.tile_size`; None:
     never tiled)."""
@@ -56,6 +66,7 @@ def measure(
     fid_reference: dict | None = None,
     device: torch.device | str = "cpu",
     each: Callable[[torch.Tensor, torch.Tensor, Posterior | None], None] | None = None,
+    progress: str | None = None,
 ) -> Measured:
     """Every batch (a loader's dict, whose bad files are collected, or a tensor) through `pairs` into
     `ReconstructionMetrics` in the units of `pixels` (PSNR, SSIM; MS-SSIM when asked; rFID with
@@ -64,7 +75,7 @@ def measure(
     metrics = ReconstructionMetrics(ms_ssim=ms_ssim, fid_features=fid_features, sync_on_compute=False, pixels=pixels, fid_reference=fid_reference)
     metrics = metrics.to(device)
     measured = Measured()
-    for batch in batches:
+    for batch in with_progress(batches, progress):
         if isinstance(batch, dict):
             measured.bad_files += batch["bad"]
         images = images_of(batch).to(device)

@@ -15,6 +15,7 @@ from vaetrain.data.image_sets import ImageSet, Loading, evaluation_images, image
 from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics, measure_latent_statistics
+from vaetrain.evaluation.measure import with_progress
 from vaetrain.export.model_card import CardFacts, measure_reconstruction, model_card
 from vaetrain.models.families import family_of
 from vaetrain.models.latent_space import LatentConvention, convention_fields
@@ -64,7 +65,8 @@ def export_model(
     statistics = None
     if images is not None:
         loader = evaluation_images(images, part=part, max_images=max_images, **loading.of())
-        statistics = measure_latent_statistics(model, (images_of(batch) for batch in loader if len(images_of(batch))))
+        batches = (images_of(batch) for batch in with_progress(loader, "latent statistics") if len(images_of(batch)))
+        statistics = measure_latent_statistics(model, batches)
     facts = facts or CardFacts()
     facts.training_images = facts.training_images or images
     trained_at = facts.training_images.resolution if facts.training_images is not None else None
