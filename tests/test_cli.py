@@ -276,10 +276,10 @@ def test_image_commands_take_fits_data_keys_with_fits_defaults():
     import argparse
     import inspect
 
-    from vaetrain.cli.commands import IMAGE_KEYS, _image_options
+    from vaetrain.cli.options import IMAGE_KEYS, image_options
 
     parser = argparse.ArgumentParser()
-    _image_options(parser, path_help="p", resolution_help="r", max_images=None)
+    image_options(parser, path_help="p", resolution_help="r", max_images=None)
     parsed = vars(parser.parse_args([]))
     parameters = inspect.signature(ImageDataModule.__init__).parameters
     for key in IMAGE_KEYS:

@@ -1,100 +1,26 @@
-"""`vaetrain eval | recon | export | convert`: argparse front ends of plain functions.
-
-The same thing has the same name everywhere: images are `--data.path` (with `--data.source`,
-`--data.split`, `--data.image_column`, `--data.file_list`), `--data.resolution`, `--data.batch_size`,
-`--data.num_workers`, built from `vaetrain fit`'s own data specification (`IMAGE_KEYS`: the data module's
-signature and docstring, so defaults and help agree), and `--data.max_images`; a checkpoint's trained weights instead of
-its EMA are `--no-ema`; outputs of many inputs are `--out`; devices are `--device`.
+"""`vaetrain eval | probe | recon | export | convert`: argparse front ends of plain functions. Their shared
+options (images, tiling, the probe) are `vaetrain.cli.options`, so the same thing has the same name everywhere.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
-import re
 import sys
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import get_args
 
-from vaetrain.data.datamodule import ImageDataModule
-from vaetrain.data.decoding.pixels import PixelFormat
-from vaetrain.data.image_sets import ImageSet, Loading, open_source
-from vaetrain.data.sources.spec import SourceKind, SourceSpec
+from vaetrain.cli.options import MODEL_HELP, data_loading, image_options, image_set, probe, probe_options, tiling_options
 from vaetrain.errors import ConfigError
-from vaetrain.evaluation.diffusability import run_probe as probe_models
-from vaetrain.evaluation.diffusability_probe import SIZES, ProbeConfig
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate, run_dir_of
 from vaetrain.evaluation.protocol import PROTOCOLS
 from vaetrain.evaluation.reconstruct import TilingConfig, reconstruct_files
 from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.results import METRICS
-from vaetrain.evaluation.token_probe import TokenProbeConfig
 from vaetrain.export.diffusers_folder import export_checkpoint
 from vaetrain.export.formats import check_model_reference, convert, held_out_images, load_autoencoder, recorded_pixel_format
 from vaetrain.export.model_card import push_to_hub
 from vaetrain.models.latent_space import CONVENTIONS
-
-MODEL_HELP = "vaetrain .ckpt, diffusers folder, LDM/SD .ckpt/.safetensors or Hub id"
-
-
-def _resolution(value: str) -> int | str:
-    if value == "native":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is neither a number of pixels nor 'native'") from None
-
-
-IMAGE_KEYS = ("path", "source", "split", "image_column", "file_list", "resolution", "batch_size", "num_workers")
-"""The `data.*` keys of `vaetrain fit` that the other commands take, from the same specification: the data
-module's signature (defaults) and its docstring (help)."""
-
-
-def _image_options(parser: argparse.ArgumentParser, *, path_help: str, resolution_help: str, max_images: int | None) -> None:
-    parameters = inspect.signature(ImageDataModule.__init__).parameters
-    helps = dict(re.findall(r"^\s+(\w+): (.+)$", ImageDataModule.__doc__.split("Args:")[1], flags=re.M))
-    group = parser.add_argument_group("images (the keys of `vaetrain fit`'s data block, with its defaults)")
-    for key in IMAGE_KEYS:
-        default, kind = parameters[key].default, {"resolution": _resolution, "batch_size": int, "num_workers": int}.get(key, str)
-        extra = {"path": path_help, "resolution": resolution_help}
-        options = {"choices": list(get_args(SourceKind))} if key == "source" else {}
-        group.add_argument(
-            f"--data.{key}",
-            dest=f"data_{key}",
-            type=kind,
-            default=None if key in extra else default,
-            help=extra[key] if key in extra else f"{helps[key]} (default {default})",
-            **options,
-        )
-    group.add_argument("--data.max_images", dest="data_max_images", type=int, default=max_images, help="evenly spaced subset of the images")
-
-
-def _loading(args: argparse.Namespace) -> Loading:
-    return Loading(args.data_batch_size, args.data_num_workers)
-
-
-def _image_set(args: argparse.Namespace, resolution: int | str, models: list[str] = ()) -> ImageSet | None:
-    """The images named on the command line, read as the first of `models` that records how (its pixel
-    format: channels, bit depth, normalisation), else as 8-bit RGB. The models and the images are checked
-    first, in one line each, before any network loads."""
-    for model in models:
-        check_model_reference(model)
-    if args.data_path is None:
-        return None
-    spec = SourceSpec(args.data_path, args.data_source, args.data_split, args.data_image_column, args.data_file_list)
-    pixels = next((p for p in map(recorded_pixel_format, models) if p is not None), PixelFormat())
-    open_source(spec).prepare()  # a missing folder, shard or split is a one-line error here
-    return ImageSet(spec, resolution=resolution, pixels=pixels)
-
-
-def _tiling_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tile-size", type=int, default=512, help="images larger than this are encoded/decoded in tiles")
-    parser.add_argument("--no-tiling", action="store_true")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-ema", action="store_true", help="a checkpoint's trained weights instead of its EMA")
 
 
 def run_eval(argv: list[str]) -> int:
@@ -102,7 +28,7 @@ def run_eval(argv: list[str]) -> int:
         prog="vaetrain eval", description="Evaluate autoencoders on the same images: writes OUT/metrics.json, metrics.csv and report.html."
     )
     parser.add_argument("models", nargs="+", metavar="MODEL", help=MODEL_HELP)
-    _image_options(
+    image_options(
         parser,
         path_help="image folder, HF dataset (id or folder) or shard pattern (required)",
         resolution_help="center-crop size (default 256) or 'native'",
@@ -127,8 +53,8 @@ def run_eval(argv: list[str]) -> int:
     parser.add_argument(
         "--fid-reference", help="with --protocol: the originals' Inception statistics file (default OUT/PROTOCOL-inception.pt; reused when present)"
     )
-    _probe_options(parser)
-    _tiling_options(parser)
+    probe_options(parser)
+    tiling_options(parser)
     args = parser.parse_args(argv)
     protocol = PROTOCOLS[args.protocol] if args.protocol else None
     if protocol is not None and (args.data_resolution is not None or args.metrics != ",".join(METRICS) or args.held_out):
@@ -137,7 +63,7 @@ def run_eval(argv: list[str]) -> int:
         )
     if args.fid_reference and protocol is None:
         raise ConfigError("eval: --fid-reference goes with --protocol (the statistics are only reusable under one protocol)")
-    images = _image_set(args, 256 if args.data_resolution is None else args.data_resolution, args.models)
+    images = image_set(args, 256 if args.data_resolution is None else args.data_resolution, args.models)
     if protocol is not None and images is not None:
         images = replace(images, resolution=protocol.resolution, eval_crop=protocol.eval_crop)
         args.metrics = ",".join(protocol.metrics)
@@ -165,19 +91,7 @@ def run_eval(argv: list[str]) -> int:
     load = partial(load_autoencoder, use_ema=not args.no_ema)
     results = evaluate(args.models, images, options, args.out, load_model=load, run_dir=args.run)
     if args.probe:
-        rows = probe_models(
-            args.models,
-            images,
-            _probe_config(args),
-            args.out,
-            load_model=load,
-            max_images=args.data_max_images,
-            inception=_probe_inception(args.backbones),
-            backbones=args.backbones,
-            device=args.device,
-            loading=_loading(args),
-            tokens=_token_config(args),
-        )
+        rows = probe(args, images, load)
         write_report(results, Path(args.out) / "report.html", run_dir=args.run or run_dir_of(args.models), probe_rows=rows)
     for result in results:
         values = result.values
@@ -199,38 +113,6 @@ def _held_out_summary(checkpoint: str, record, values: dict, out: str) -> None:
     print(f"look at: {Path(out) / 'report.html'} and the diffusers folder {run / 'diffusers'}")
 
 
-def _probe_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("diffusability probe")
-    group.add_argument("--probe-steps", type=int, default=2000, help="training steps of the probe's diffusion model")
-    group.add_argument("--probe-batch-size", type=int, default=32)
-    group.add_argument("--probe-model-size", choices=sorted(SIZES), default="tiny")
-    group.add_argument("--probe-samples", type=int, default=64, help="samples decoded for FID and the grid (0: none)")
-    group.add_argument("--probe-seed", type=int, default=0)
-    group.add_argument("--tokens", action="store_true", help="also the token probe of discrete models: a causal transformer on their code indices")
-    group.add_argument("--token-steps", type=int, default=2000, help="training steps of the token probe's transformer")
-
-
-def _probe_config(args: argparse.Namespace) -> ProbeConfig:
-    return ProbeConfig(
-        model_size=args.probe_model_size, steps=args.probe_steps, batch_size=args.probe_batch_size, samples=args.probe_samples, seed=args.probe_seed
-    )
-
-
-def _token_config(args: argparse.Namespace) -> TokenProbeConfig | None:
-    return TokenProbeConfig(steps=args.token_steps, seed=args.probe_seed) if args.tokens else None
-
-
-def _probe_inception(backbones: str):
-    from vaetrain.errors import PretrainedWeightsUnavailable
-    from vaetrain.evaluation.networks import build_inception
-
-    try:
-        return build_inception(backbones)
-    except PretrainedWeightsUnavailable as error:
-        print(f"vaetrain probe: {error}; sample FID is left out", file=sys.stderr)
-        return None
-
-
 def run_probe(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="vaetrain probe",
@@ -238,30 +120,18 @@ def run_probe(argv: list[str]) -> int:
         "the same small diffusion transformer trained with the same budget on each, its validation loss and samples.",
     )
     parser.add_argument("models", nargs="+", metavar="MODEL", help=MODEL_HELP)
-    _image_options(parser, path_help="images to encode (required)", resolution_help="center-crop size (default 256)", max_images=None)
-    _probe_options(parser)
+    image_options(parser, path_help="images to encode (required)", resolution_help="center-crop size (default 256)", max_images=None)
+    probe_options(parser)
     parser.add_argument("--out", default="probe", help="output folder (default: ./probe); an eval folder gets the figures in its metrics.json")
     parser.add_argument("--backbones", choices=["pretrained", "random"], default="pretrained", help="FID's Inception; random: offline plumbing only")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-ema", action="store_true", help="a checkpoint's trained weights instead of its EMA")
     args = parser.parse_args(argv)
-    images = _image_set(args, 256 if args.data_resolution is None else args.data_resolution, args.models)
+    images = image_set(args, 256 if args.data_resolution is None else args.data_resolution, args.models)
     if images is None:
         raise ConfigError("probe: --data.path is required (the images to encode)")
     load = partial(load_autoencoder, use_ema=not args.no_ema)
-    rows = probe_models(
-        args.models,
-        images,
-        _probe_config(args),
-        args.out,
-        load_model=load,
-        max_images=args.data_max_images,
-        inception=_probe_inception(args.backbones),
-        backbones=args.backbones,
-        device=args.device,
-        loading=_loading(args),
-        tokens=_token_config(args),
-    )
+    rows = probe(args, images, load)
     for row in rows:
         fid = f", sample FID {row['probe_fid']:.1f}" if row["probe_fid"] is not None else ""
         token = f", token NLL {row['token_nll']:.4f} nats ({row['token_bits_per_image']:.0f} bits/image)" if row.get("token_nll") is not None else ""
@@ -276,7 +146,7 @@ def run_recon(argv: list[str]) -> int:
     parser.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders (recursive)")
     parser.add_argument("--out", required=True, help="output folder; IN's relative layout is kept")
     parser.add_argument("--side-by-side", action="store_true", help="write input | reconstruction in one PNG")
-    _tiling_options(parser)
+    tiling_options(parser)
     args = parser.parse_args(argv)
     check_model_reference(args.model)
     model = load_autoencoder(args.model, use_ema=not args.no_ema)
@@ -293,7 +163,7 @@ def run_export(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="vaetrain export", description="Export a training checkpoint as a diffusers folder.")
     parser.add_argument("checkpoint", help="a vaetrain .ckpt file")
     parser.add_argument("out", help="output folder (created; replaced if it exists)")
-    _image_options(
+    image_options(
         parser,
         path_help="images to measure the latent scale on (default: the training images the checkpoint records)",
         resolution_help="center-crop size (default: the training resolution, else 256)",
@@ -309,7 +179,7 @@ def run_export(argv: list[str]) -> int:
     parser.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to this Hugging Face model repo (owner/name)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     args = parser.parse_args(argv)
-    images = _image_set(args, args.data_resolution or 256)
+    images = image_set(args, args.data_resolution or 256)
     out = export_checkpoint(
         args.checkpoint,
         args.out,
@@ -318,7 +188,7 @@ def run_export(argv: list[str]) -> int:
         max_images=args.data_max_images,
         use_ema=not args.no_ema,
         latents=args.latents,
-        loading=_loading(args),
+        loading=data_loading(args),
     )
     print(f"exported {args.checkpoint} -> {out}")
     if args.push_to_hub:

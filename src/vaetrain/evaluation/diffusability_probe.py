@@ -121,7 +121,7 @@ def train_probe(latents: torch.Tensor, config: ProbeConfig, *, progress=None) ->
         if step % every == 0 or step == config.steps:
             curve.append((step, validation_loss(model, triples, config.batch_size)))
         if progress is not None:
-            progress(step, float(loss))
+            progress(step, loss.item())
     samples = sample(model, config, latents.shape[1:], device) if config.samples else None
     return DiffusabilityResult(curve[-1][1], curve, time.perf_counter() - start, tuple(latents.shape[1:]), samples)
 
