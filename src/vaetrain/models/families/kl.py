@@ -8,6 +8,28 @@ from vaetrain.errors import ConfigError
 from vaetrain.models.families.base import Family, Posterior
 
 
+def ldm_stack(config) -> dict:
+    """LDM's convolutional encoder/decoder (one down/up block per entry of `block_out_channels`, attention in
+    the middle block only), as the keyword arguments diffusers' AutoencoderKL and VQModel share."""
+    if any(c % config.norm_num_groups for c in config.block_out_channels):
+        raise ConfigError(
+            f"model.autoencoder.block_out_channels {config.block_out_channels} must all be divisible by "
+            f"model.autoencoder.norm_num_groups={config.norm_num_groups}"
+        )
+    levels = len(config.block_out_channels)
+    return dict(
+        in_channels=config.in_channels,
+        out_channels=config.out_channels,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(config.block_out_channels),
+        layers_per_block=config.layers_per_block,
+        latent_channels=config.latent_channels,
+        norm_num_groups=config.norm_num_groups,
+        mid_block_add_attention=config.mid_block_add_attention,
+    )
+
+
 class KLFamily(Family):
     name = "kl"
     class_name = "AutoencoderKL"
@@ -18,24 +40,7 @@ class KLFamily(Family):
     def build(self, config) -> nn.Module:
         from diffusers import AutoencoderKL
 
-        levels = len(config.block_out_channels)
-        if any(c % config.norm_num_groups for c in config.block_out_channels):
-            raise ConfigError(
-                f"model.autoencoder.block_out_channels {config.block_out_channels} must all be divisible by "
-                f"model.autoencoder.norm_num_groups={config.norm_num_groups}"
-            )
-        return AutoencoderKL(
-            in_channels=config.in_channels,
-            out_channels=config.out_channels,
-            down_block_types=("DownEncoderBlock2D",) * levels,
-            up_block_types=("UpDecoderBlock2D",) * levels,
-            block_out_channels=tuple(config.block_out_channels),
-            layers_per_block=config.layers_per_block,
-            latent_channels=config.latent_channels,
-            norm_num_groups=config.norm_num_groups,
-            mid_block_add_attention=config.mid_block_add_attention,
-            **(config.architecture or {}),
-        )
+        return AutoencoderKL(**ldm_stack(config), **(config.architecture or {}))
 
     def encode(self, model, images) -> Posterior:
         posterior = model.encode(images).latent_dist

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vaetrain.errors import ConfigError
 from vaetrain.models.families.base import Family, Posterior
+from vaetrain.models.families.kl import ldm_stack
 from vaetrain.models.quantizer import fsq_grid
 
 
@@ -24,24 +24,7 @@ class VQFamily(Family):
         from diffusers import VQModel
 
         quantizer = config.quantizer
-        levels = len(config.block_out_channels)
-        fields = dict(
-            in_channels=config.in_channels,
-            out_channels=config.out_channels,
-            down_block_types=("DownEncoderBlock2D",) * levels,
-            up_block_types=("UpDecoderBlock2D",) * levels,
-            block_out_channels=tuple(config.block_out_channels),
-            layers_per_block=config.layers_per_block,
-            latent_channels=config.latent_channels,
-            norm_num_groups=config.norm_num_groups,
-            mid_block_add_attention=config.mid_block_add_attention,
-            num_vq_embeddings=quantizer.size,
-            vq_embed_dim=quantizer.dim(config.latent_channels),
-        )
-        if any(c % config.norm_num_groups for c in config.block_out_channels):
-            raise ConfigError(
-                f"model.autoencoder.block_out_channels {config.block_out_channels} must all be divisible by norm_num_groups={config.norm_num_groups}"
-            )
+        fields = ldm_stack(config) | dict(num_vq_embeddings=quantizer.size, vq_embed_dim=quantizer.dim(config.latent_channels))
         model = VQModel(**(fields | (config.architecture or {})))
         if quantizer.kind == "fsq":  # the grid is the codebook
             model.quantize.embedding.weight.data.copy_(fsq_grid(quantizer.levels))
