@@ -31,6 +31,16 @@ def tiny_autoencoder_config(**overrides) -> AutoencoderConfig:
     return AutoencoderConfig(**(TINY_AUTOENCODER | overrides))
 
 
+def tiny_diffusers_kl(seed: int = 0):
+    """A diffusers AutoencoderKL of the tiny shape, in eval mode: a teacher, a pretrained model to start from."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    levels = len(TINY_AUTOENCODER["block_out_channels"])
+    blocks = dict(down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels)
+    return AutoencoderKL(**blocks, **(TINY_AUTOENCODER | {"block_out_channels": tuple(TINY_AUTOENCODER["block_out_channels"])})).eval()
+
+
 def tiny_module(
     *,
     loss: dict | None = None,

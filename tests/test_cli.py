@@ -7,6 +7,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
+from tests.conftest import tiny_diffusers_kl
 from vaetrain.cli import main
 from vaetrain.cli.fit import OneLineErrors, VaetrainCLI
 from vaetrain.data.datamodule import ImageDataModule
@@ -179,15 +180,7 @@ def test_distill_from_the_command_line(tmp_path, image_folder):
     an AutoencoderTiny folder whose encoder speaks the teacher's scaled latents (scaling_factor 1)."""
     from diffusers import AutoencoderTiny
 
-    torch.manual_seed(0)
-    teacher = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        latent_channels=4,
-    )
+    teacher = tiny_diffusers_kl(seed=0)
     teacher.save_pretrained(tmp_path / "teacher")
     run = tmp_path / "student"
     preset = str(CONFIGS[[p.name for p in CONFIGS].index("taesd-tiny.yaml")])

@@ -4,27 +4,16 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, AutoencoderTiny
 
+from tests.conftest import tiny_diffusers_kl
 from vaetrain.errors import ConfigError
 from vaetrain.models.autoencoder import AutoencoderConfig, build_autoencoder
 from vaetrain.models.inflate import inflate_channels
 
 
-def _kl() -> AutoencoderKL:
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        latent_channels=4,
-    ).eval()
-
-
 @torch.no_grad()
 def test_six_band_model_reads_zero_extra_bands_as_the_rgb_model_and_writes_its_rgb():
-    original, images = _kl(), torch.rand(2, 3, 16, 16) * 2 - 1
-    inflated = inflate_channels(_kl(), 6, 6)
+    original, images = tiny_diffusers_kl(), torch.rand(2, 3, 16, 16) * 2 - 1
+    inflated = inflate_channels(tiny_diffusers_kl(), 6, 6)
     padded = torch.cat([images, torch.zeros(2, 3, 16, 16)], dim=1)
     expected_latent = original.encode(images).latent_dist.mean
     assert torch.allclose(inflated.encode(padded).latent_dist.mean, expected_latent, atol=1e-6)
@@ -37,8 +26,8 @@ def test_six_band_model_reads_zero_extra_bands_as_the_rgb_model_and_writes_its_r
 
 @torch.no_grad()
 def test_grayscale_model_encodes_as_the_rgb_model_on_the_replicated_image_and_decodes_its_gray():
-    original, gray = _kl(), torch.rand(2, 1, 16, 16) * 2 - 1
-    inflated = inflate_channels(_kl(), 1, 1)
+    original, gray = tiny_diffusers_kl(), torch.rand(2, 1, 16, 16) * 2 - 1
+    inflated = inflate_channels(tiny_diffusers_kl(), 1, 1)
     latent = original.encode(gray.expand(-1, 3, -1, -1)).latent_dist.mean
     assert torch.allclose(inflated.encode(gray).latent_dist.mean, latent, atol=1e-5)
     assert torch.allclose(inflated.decode(latent).sample, original.decode(latent).sample.mean(dim=1, keepdim=True), atol=1e-5)
@@ -46,7 +35,7 @@ def test_grayscale_model_encodes_as_the_rgb_model_on_the_replicated_image_and_de
 
 @torch.no_grad()
 def test_pretrained_folder_is_inflated_on_load_and_the_export_reloads(tmp_path):
-    _kl().save_pretrained(tmp_path / "rgb")
+    tiny_diffusers_kl().save_pretrained(tmp_path / "rgb")
     model = build_autoencoder(AutoencoderConfig(pretrained=str(tmp_path / "rgb"), in_channels=4, out_channels=4))
     model.save_pretrained(tmp_path / "rgba")
     reloaded = AutoencoderKL.from_pretrained(tmp_path / "rgba").eval()

@@ -12,7 +12,7 @@ import yaml
 from diffusers import AutoencoderDC, AutoencoderKL, AutoencoderTiny
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tests.conftest import tiny_module, tiny_trainer
+from tests.conftest import tiny_diffusers_kl, tiny_module, tiny_trainer
 from vaetrain.data import ImageDataModule
 from vaetrain.errors import ConfigError
 from vaetrain.export.diffusers_folder import export_model
@@ -144,15 +144,7 @@ def test_kl_only_terms_are_refused_for_other_families():
 
 
 def _teacher(scaling_factor: float = 0.5, shift_factor: float = 0.1) -> AutoencoderKL:
-    torch.manual_seed(1)
-    teacher = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        latent_channels=4,
-    )
+    teacher = tiny_diffusers_kl(seed=1)
     teacher.register_to_config(scaling_factor=scaling_factor, shift_factor=shift_factor)
     return teacher.eval()
 
