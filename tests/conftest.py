@@ -115,6 +115,24 @@ def datamodule(image_folder: Path) -> ImageDataModule:
     return ImageDataModule(path=str(image_folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
 
 
+TINY_WAN = {"family": "wan", "block_out_channels": [8, 16, 16], "latent_channels": 4, "norm_num_groups": 32}
+"""A CPU-sized AutoencoderKLWan: 4x in time and space (1 + 4k frames -> 1 + k latent frames)."""
+
+
+def write_camera_videos_of_samples(folder: Path, count: int, frames: int = 9, size: int = 40) -> list[Path]:
+    """mp4 clips of the bundled photos filmed by a moving camera (`data.camera_clips`)."""
+    from vaetrain.data import sample_images_dir
+    from vaetrain.data.camera_clips import write_camera_videos
+
+    return write_camera_videos(sorted(sample_images_dir().glob("*.jpg"))[:count], folder, frames=frames, size=size)
+
+
+@pytest.fixture
+def video_folder(tmp_path: Path) -> Path:
+    write_camera_videos_of_samples(tmp_path / "videos", 8)
+    return tmp_path / "videos"
+
+
 @pytest.fixture(scope="session")
 def random_lpips():
     torch.manual_seed(0)

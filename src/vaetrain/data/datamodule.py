@@ -16,8 +16,9 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from vaetrain.data.decoding.decode import DEFAULT_MAX_PIXELS
 from vaetrain.data.decoding.pixels import Normalization, PixelFormat, measure_bounds
-from vaetrain.data.decoding.samples import SampleDecoder, build_decoder, raw_decoder
+from vaetrain.data.decoding.samples import DecodeOptions, SampleDecoder, build_decoder, raw_decoder
 from vaetrain.data.decoding.transforms import CropPolicy, bucket_transform
+from vaetrain.data.decoding.video import ClipDecoder, ClipSpec, check_video_settings
 from vaetrain.data.image_sets import DEFAULT_BATCH_SIZE, ImageSet, default_num_workers, image_loader, open_source
 from vaetrain.data.quality import BadFileTracker
 from vaetrain.data.sources.spec import Part, SourceKind, SourceSpec, StreamLayout
@@ -28,12 +29,10 @@ from vaetrain.errors import ConfigError
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Images from a folder (recursive; `file_list` selects a subset), a Hugging Face dataset, WebDataset tar
-    shards, or the bundled samples when `path` is None, cut into an endless, resumable training stream
-    (runs are measured in steps) and a fixed validation part (`val_size`, or a collection of its own,
-    `val_path`). Bad files are replaced by the next record and counted (`data/*` metrics); the pixel format
-    (`data/decoding/pixels.py`) is recorded in the checkpoint, so a resumed run, `eval` and the export
-    normalise identically. The README's "Data" section says more of each setting.
+    """Images (or, with `frames`, video clips) from a folder, a Hugging Face dataset, WebDataset shards, or the
+    bundled samples when `path` is None, cut into an endless, resumable training stream and a fixed
+    validation part. Bad files are replaced by the next record and counted (`data/*` metrics); the pixel
+    format is recorded in the checkpoint. The README's "Data" section says more of each setting.
 
     Args:
         path: A folder of images (recursive), a Hugging Face dataset (saved folder, parquet/arrow or Hub id) or a shard pattern; null: the bundled samples.
@@ -68,6 +67,8 @@ class ImageDataModule(L.LightningDataModule):
         normalization_images: Training images the percentiles are measured on (evenly spaced).
         display_channels: Channels shown as R, G, B in grids and reports (default: gray for 1 channel, else 0, 1, 2).
         resolution_schedule: [[step, resolution], ...]: training crops change size at these generator steps.
+        frames: Clips of this many frames from video files and frame folders (0: images). Wan: 1 + 4k.
+        frame_stride: Every frame_stride-th frame of a video makes the clip.
     """
 
     def __init__(
@@ -104,6 +105,8 @@ class ImageDataModule(L.LightningDataModule):
         normalization_images: int = 256,
         display_channels: tuple[int, int, int] | None = None,
         resolution_schedule: list[tuple[int, int]] | None = None,
+        frames: int = 0,
+        frame_stride: int = 1,
     ) -> None:
         super().__init__()
         value_range, display = (tuple(v) if v else None for v in (value_range, display_channels))
@@ -116,9 +119,12 @@ class ImageDataModule(L.LightningDataModule):
             raise ConfigError(f"data.resolution must be positive, got {resolution}")
         if batch_size <= 0:
             raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
-        spec = SourceSpec(path=path, kind=source, split=split, image_column=image_column, file_list=file_list, val_size=0 if val_path else val_size)
+        self.clip = ClipSpec(frames, frame_stride) if frames else None
+        videos = self.clip is not None
+        spec = SourceSpec(path, source, split, image_column, file_list, val_size=0 if val_path else val_size, videos=videos)
         self.source = open_source(spec)
-        self.val_source = open_source(SourceSpec(val_path, val_source, val_split, image_column, val_size=0)) if val_path else None
+        self.val_source = open_source(SourceSpec(val_path, val_source, val_split, image_column, val_size=0, videos=videos)) if val_path else None
+        check_video_settings(self.clip, buckets, self.resolution_schedule, self.pixels)
         self.buckets = [tuple(b) for b in buckets] if buckets else None
         check_crop_settings(self.buckets, crop, self.resolution_schedule, self.source)
         self.resolution = resolution
@@ -140,12 +146,12 @@ class ImageDataModule(L.LightningDataModule):
 
     def describe(self) -> ImageSet:
         """What a checkpoint records of this data: the source and how evaluation decodes it."""
-        return ImageSet(self.source.spec, self.resolution, self.background, self.max_image_pixels, self.pixels)
+        return ImageSet(self.source.spec, self.resolution, self.background, self.max_image_pixels, self.pixels, clip=self.clip)
 
     def describe_validation(self) -> tuple[ImageSet, str]:
         """The validation images as evaluation reads them, and which part of their source."""
         spec, part = (self.val_source.spec, "all") if self.val_source is not None else (self.source.spec, "val")
-        return ImageSet(spec, self.resolution, self.background, self.max_image_pixels, self.pixels), part
+        return ImageSet(spec, self.resolution, self.background, self.max_image_pixels, self.pixels, clip=self.clip), part
 
     def phases(self) -> list[Phase]:
         """The training phases: `resolution` from step 0, then each `resolution_schedule` entry."""
@@ -180,6 +186,9 @@ class ImageDataModule(L.LightningDataModule):
         self.start_sample = samples_seen
 
     def decoder(self, *, train: bool, resolution: int | None = None) -> SampleDecoder:
+        if self.clip is not None:
+            options = DecodeOptions(background=self.background, max_pixels=self.max_image_pixels)
+            return ClipDecoder(self.clip, resolution or self.resolution, train=train, crop=self.crop, flip=self.flip, options=options)
         cut = {"crop": self.crop, "flip": self.flip, "small_images": self.small_images}
         return build_decoder(
             resolution or self.resolution, train=train, background=self.background, max_pixels=self.max_image_pixels, pixels=self.pixels, **cut

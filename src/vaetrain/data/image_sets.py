@@ -5,7 +5,7 @@ LightningDataModule needed)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -13,8 +13,9 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from vaetrain.data.decoding.decode import DEFAULT_MAX_PIXELS
 from vaetrain.data.decoding.pixels import PixelFormat
-from vaetrain.data.decoding.samples import build_decoder
+from vaetrain.data.decoding.samples import DecodeOptions, build_decoder
 from vaetrain.data.decoding.transforms import EvalCrop
+from vaetrain.data.decoding.video import ClipDecoder, ClipSpec
 from vaetrain.data.sources.record_images import RecordImages
 from vaetrain.data.sources.shard_images import ShardImages
 from vaetrain.data.sources.spec import ImageSource, Part, SourceSpec
@@ -62,6 +63,8 @@ class ImageSet:
     normalises exactly as training did."""
     eval_crop: EvalCrop = "resize_crop"
     """How a square is cut at `resolution`: resize the short side and centre-crop, or ADM's centre crop."""
+    clip: ClipSpec | None = None
+    """Videos: the frames of each clip (its first ones when evaluating); None: images."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +74,7 @@ class ImageSet:
             "max_image_pixels": self.max_image_pixels,
             "pixels": self.pixels.as_dict(),
             "eval_crop": self.eval_crop,
+            "clip": asdict(self.clip) if self.clip is not None else None,
         }
 
     @classmethod
@@ -82,6 +86,7 @@ class ImageSet:
             max_image_pixels=values.get("max_image_pixels", DEFAULT_MAX_PIXELS),
             pixels=PixelFormat.from_dict(values.get("pixels")),
             eval_crop=values.get("eval_crop", "resize_crop"),
+            clip=ClipSpec(**values["clip"]) if values.get("clip") else None,
         )
 
 
@@ -92,9 +97,15 @@ def evaluation_images(
     `max_images` evenly spaced images of `part`. Batches are dicts; `images_of` takes the tensor out and
     `batch["bad"]` lists the files that could not be used."""
     source = open_source(images.source)
-    decoder = build_decoder(
-        images.resolution, background=images.background, max_pixels=images.max_image_pixels, pixels=images.pixels, eval_crop=images.eval_crop
-    )
+    if images.clip is not None:
+        if images.resolution == "native":
+            raise ConfigError("clips are evaluated at a square resolution; 'native' applies to images")
+        options = DecodeOptions(background=images.background, max_pixels=images.max_image_pixels)
+        decoder = ClipDecoder(images.clip, images.resolution, train=False, options=options)
+    else:
+        decoder = build_decoder(
+            images.resolution, background=images.background, max_pixels=images.max_image_pixels, pixels=images.pixels, eval_crop=images.eval_crop
+        )
     dataset = source.images(part, decoder, max_items=max_images)
     workers = default_num_workers() if num_workers is None else num_workers  # fit's defaults (`Loading`)
     return image_loader(dataset, 1 if images.resolution == "native" else batch_size, workers)

@@ -43,7 +43,7 @@ class BadFileTracker:
             self.reasons[reason.split(" (")[0]] += 1
             if name not in self.examples:
                 self.examples[name] = reason
-                log.warning("skipping bad image %s: %s", name, reason)
+                log.warning("skipping bad file %s: %s", name, reason)
         self.check()
 
     def check(self) -> None:

@@ -65,10 +65,11 @@ class LatentAccumulator:
         if self.generator is None:
             self.generator = torch.Generator(device=posterior.mean.device).manual_seed(self.seed)
         latents = (posterior.sample(generator=self.generator) if self.sample else posterior.mode()).double()
-        sums, sums_sq = latents.sum(dim=(0, 2, 3)), latents.pow(2).sum(dim=(0, 2, 3))
+        dims = (0, *range(2, latents.ndim))  # all but the channels (clips: frames too)
+        sums, sums_sq = latents.sum(dim=dims), latents.pow(2).sum(dim=dims)
         self.total = sums if self.total is None else self.total + sums
         self.total_sq = sums_sq if self.total_sq is None else self.total_sq + sums_sq
-        self.elements += latents.shape[0] * latents.shape[2] * latents.shape[3]
+        self.elements += latents[:, 0].numel()
         self.images += latents.shape[0]
         if posterior.logvar is not None:  # deterministic families have no KL: it stays nan
             self.kl_sum += float(kl_divergence(posterior.mean, posterior.logvar, "mean")) * latents.shape[0]

@@ -17,6 +17,7 @@ from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.data.image_sets import images_of
 from vaetrain.evaluation.metrics import ReconstructionMetrics
 from vaetrain.evaluation.reconstruct import TilingConfig, encode_decode
+from vaetrain.frames import as_frames
 from vaetrain.models.families import Posterior
 
 Pairs = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, Posterior | None]]
@@ -82,7 +83,7 @@ def measure(
         if len(images) == 0:  # only bad files in this batch
             continue
         reference, reconstruction, posterior = pairs(images)
-        distances = lpips(reconstruction.float().clamp(-1, 1), reference.float()) if lpips is not None else None
+        distances = lpips(as_frames(reconstruction.float().clamp(-1, 1)), as_frames(reference.float())) if lpips is not None else None
         metrics.update(reference, reconstruction, distances)
         if each is not None:
             each(images, reconstruction, posterior)

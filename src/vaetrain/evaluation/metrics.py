@@ -15,6 +15,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import FrechetInceptionDistance, MultiScaleStructuralSimilarityIndexMeasure, PeakSignalNoiseRatio
 
 from vaetrain.data.decoding.pixels import PixelFormat
+from vaetrain.frames import as_clips, as_frames, is_clip
 
 FID_REFERENCE_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 SSIM_KERNEL = 11  # Gaussian window, sigma 1.5 (Wang et al. 2004)
@@ -38,6 +39,9 @@ class ReconstructionMetrics(nn.Module):
     Images are compared in the data's own units (`pixels`: raw values / the bit depth's peak), so a 16-bit
     image's PSNR uses 65535 as the peak whatever its normalisation; `psnr_channels` / `ssim_channels` are the
     per-channel means (PSNR per image and channel), `psnr` is over all channels together.
+
+    Clips (B, C, T, H, W) are measured frame by frame (PSNR, SSIM, LPIPS per frame, averaged over frames),
+    plus `flicker`, their temporal error.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class ReconstructionMetrics(nn.Module):
         self.ms_ssim = MultiScaleStructuralSimilarityIndexMeasure(data_range=1.0, kernel_size=MS_SSIM_KERNEL, **sync) if ms_ssim else None
         self.ms_ssim_too_small = 0
         self.lpips = MeanMetric(**sync)
+        self.flicker = MeanMetric(**sync)
         self.fid = fid_metric(fid_features, sync_on_compute) if fid_features is not None else None
         self.fid_reference_given = fid_reference is not None and self.fid is not None
         if self.fid_reference_given:
@@ -77,7 +82,11 @@ class ReconstructionMetrics(nn.Module):
             self._update(target, reconstruction, lpips)
 
     def _update(self, target: torch.Tensor, reconstruction: torch.Tensor, lpips: torch.Tensor | None) -> None:
+        length = target.shape[2] if is_clip(target) else 0  # clips: every metric on their frames, + flicker
+        target, reconstruction = as_frames(target), as_frames(reconstruction)
         target01, reconstruction01 = self.pixels.to_unit(target), self.pixels.to_unit(reconstruction)
+        if length:
+            self.flicker.update(flicker(as_clips(target01, length), as_clips(reconstruction01, length)))
         self.psnr.update(reconstruction01, target01)
         ssim = _ssim_per_image_and_channel(reconstruction01, target01)
         self.ssim.update(ssim.mean(dim=1))
@@ -104,6 +113,8 @@ class ReconstructionMetrics(nn.Module):
         if self.ms_ssim is not None:
             values["ms_ssim"] = float(self.ms_ssim.compute()) if self.ms_ssim_too_small == 0 else None
         values["lpips"] = float(self.lpips.compute()) if self.lpips.update_count else None
+        if self.flicker.update_count:
+            values["flicker"] = float(self.flicker.compute())
         if self.fid is not None:
             values["rfid"] = float(self.fid.compute()) if int(self.fid.fake_features_num_samples) >= 2 else None
         return {k: (None if v is not None and math.isnan(v) else v) for k, v in values.items()}
@@ -113,10 +124,18 @@ class ReconstructionMetrics(nn.Module):
         return {key: getattr(self.fid, key).detach().cpu() for key in FID_REFERENCE_STATES} if self.fid is not None else None
 
     def reset(self) -> None:
-        for metric in (self.psnr, self.ssim, self.psnr_channels, self.ssim_channels, self.ms_ssim, self.lpips, self.fid):
+        for metric in (self.psnr, self.ssim, self.psnr_channels, self.ssim_channels, self.ms_ssim, self.lpips, self.flicker, self.fid):
             if metric is not None:
                 metric.reset()
         self.ms_ssim_too_small = 0
+
+
+def flicker(target01: torch.Tensor, reconstruction01: torch.Tensor) -> torch.Tensor:
+    """Per clip (B, C, T, H, W in [0, 1]): the mean absolute difference between the reconstruction's and the
+    original's frame-to-frame changes, in 8-bit levels (x 255): 0 when the reconstruction changes from frame
+    to frame exactly as the original does, whatever its per-frame error; shimmering details raise it."""
+    change = reconstruction01.diff(dim=2) - target01.diff(dim=2)
+    return change.abs().mean(dim=(1, 2, 3, 4)) * 255
 
 
 def fid_metric(features: nn.Module, sync_on_compute: bool = True) -> FrechetInceptionDistance:

@@ -67,7 +67,7 @@ def model_card(model: nn.Module, statistics: LatentStatistics | None, facts: Car
         )
     rows = [
         ("architecture", family.describe(model)),
-        ("latent", f"{channels} channels at 1/{factor} of the image side: {channels} x H/{factor} x W/{factor}"),
+        ("latent", _latent_shape(family, model, channels, factor)),
         ("posterior", posterior),
         (
             "latent normalisation",
@@ -136,11 +136,18 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, api=
     return str(getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}")
 
 
+def _latent_shape(family, model, channels: int, factor: int) -> str:
+    if family.video:
+        t = family.temporal_factor(model)
+        return f"{channels} channels, 1/{factor} of the frame side, 1 + (T - 1)/{t} latent frames: {channels} x (1 + (T-1)/{t}) x H/{factor} x W/{factor}"
+    return f"{channels} channels at 1/{factor} of the image side: {channels} x H/{factor} x W/{factor}"
+
+
 def _factors(config, statistics: LatentStatistics | None) -> str:
     convention = convention_of(config)
     if convention == "per_channel":
         means, stds = ([round(v, 4) for v in values] for values in (config.latents_mean, config.latents_std))
-        fields = f"latents_mean {means}, latents_std {stds}, scaling_factor {config.scaling_factor:.6g}"
+        fields = f"latents_mean {means}, latents_std {stds}" + (f", scaling_factor {config.scaling_factor:.6g}" if "scaling_factor" in config else "")
     else:
         fields = f"scaling_factor {config.scaling_factor:.6g}, shift_factor {config.get('shift_factor') or 0:.6g}"
     measured = "as configured" if statistics is None else f"measured on {statistics.count} training images"
@@ -149,6 +156,11 @@ def _factors(config, statistics: LatentStatistics | None) -> str:
 
 def _normalise_line(family, config) -> str:
     """The pipeline's own formula for this config's convention (`models.latent_space`)."""
+    if convention_of(config) == "per_channel" and "scaling_factor" not in config:  # Wan's pipelines
+        return (
+            "mean, std = (torch.tensor(v).view(1, -1, 1, 1, 1) for v in (vae.config.latents_mean, vae.config.latents_std))\n"
+            "latents = (latents - mean) / std  # what Wan's pipelines feed their diffusion model"
+        )
     if convention_of(config) == "per_channel":
         return (
             "mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (vae.config.latents_mean, vae.config.latents_std))\n"

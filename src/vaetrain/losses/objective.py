@@ -21,6 +21,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from vaetrain.frames import as_frames
 from vaetrain.losses.config import LossConfig
 from vaetrain.losses.gan import LeCamAnchors, discriminator_loss, generator_adversarial_loss, lecam_penalty, r1_penalty
 from vaetrain.losses.terms import kl_divergence, latent_penalty, pooled_reconstruction_loss, reconstruction_loss
@@ -111,7 +112,7 @@ def image_terms(target: torch.Tensor, config: LossConfig, perceptual: nn.Module 
     terms = {"reconstruction": (config.reconstruction_weight, 1.0, lambda x: reconstruction_loss(target, x, config.reconstruction, config.reduction))}
     if perceptual is not None and config.perceptual_weight > 0:
         pixels = float(target[0].numel()) if config.reduction == "sum" else 1.0  # LDM counts LPIPS once per pixel
-        terms["perceptual"] = (config.perceptual_weight, pixels, lambda x: perceptual(x, target).float().mean())
+        terms["perceptual"] = (config.perceptual_weight, pixels, lambda x: perceptual(as_frames(x), as_frames(target)).float().mean())
     pooled = config.pooled_reconstruction
     if pooled.weight > 0:
         pooled_loss = partial(pooled_reconstruction_loss, target, factor=pooled.factor, kind=pooled.kind, mask=pooled.mask, reduction=config.reduction)

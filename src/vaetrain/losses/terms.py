@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torchvision.transforms.v2.functional import gaussian_blur
 
+from vaetrain.frames import as_frames, is_clip
+
 Reduction = Literal["mean", "sum"]
 PixelLoss = Literal["l1", "l2"]
 
@@ -36,11 +38,12 @@ def reconstruction_loss(target: torch.Tensor, reconstruction: torch.Tensor, kind
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor, reduction: Reduction) -> torch.Tensor:
     """KL(q(z|x) || N(0, I)) in fp32, using diffusers' posterior (which clamps logvar to [-30, 20])."""
-    posterior = DiagonalGaussianDistribution(torch.cat([mean.float(), logvar.float()], dim=1))
-    per_image_sum = posterior.kl()
+    frames = mean.shape[2] if is_clip(mean) else 1  # diffusers sums over dims 1-3: clips go frame by frame
+    posterior = DiagonalGaussianDistribution(torch.cat([as_frames(mean).float(), as_frames(logvar).float()], dim=1))
+    per_frame_sum = posterior.kl()
     if reduction == "sum":
-        return per_image_sum.mean()
-    return per_image_sum.mean() / mean[0].numel()
+        return per_frame_sum.mean() * frames  # per image, or per clip
+    return per_frame_sum.mean() / as_frames(mean)[0].numel()
 
 
 def latent_penalty(mean: torch.Tensor) -> torch.Tensor:
@@ -69,8 +72,8 @@ def pooled_reconstruction_loss(
     """Error between area-downsampled images (vqgan-training vae_trainer.py, `vae_loss_function`: v0.2
     521df37 pools by 4 and masks with `blurriness_heatmap` of the pooled input; HEAD pools by 16, unmasked).
     The reference takes the L1 of the masked difference; `kind` l2 squares it instead."""
-    pooled_target = F.interpolate(target.float(), scale_factor=1 / factor, mode="area")
-    pooled_reconstruction = F.interpolate(reconstruction.float(), scale_factor=1 / factor, mode="area")
+    pooled_target = F.interpolate(as_frames(target).float(), scale_factor=1 / factor, mode="area")
+    pooled_reconstruction = F.interpolate(as_frames(reconstruction).float(), scale_factor=1 / factor, mode="area")
     difference = pooled_reconstruction - pooled_target
     if mask:
         difference = difference * flat_region_mask(pooled_target)

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from vaetrain.errors import ConfigError
+from vaetrain.frames import as_frames
 from vaetrain.models.vgg_discriminator import VGGDiscriminator
 
 DiscriminatorNorm = Literal["batch", "group", "spectral", "spectral_group"]
@@ -89,7 +90,9 @@ class PatchDiscriminator(nn.Module):
         self.apply(_init_weights)
 
     def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits of `images`; a conditioned discriminator also reads `condition` (latents, per image)."""
+        """Logits of `images` (clips: of each frame); a conditioned discriminator also reads `condition`
+        (latents, per image)."""
+        images = as_frames(images)
         if self.condition_channels:
             if condition is None:
                 raise ValueError("PatchDiscriminator: conditioned on latents, but no condition was given")

@@ -16,27 +16,44 @@ class LastLayerInput:
     """Keeps the input of the decoder's last convolution from the latest forward with gradients on, so the
     adaptive GAN weight can compute that layer's weight gradient directly (`torch.nn.grad.conv2d_weight`)
     instead of by autograd through the autoencoder, which DDP, FSDP and compiled graphs do not allow
-    mid-step. The reconstruction is that convolution's output."""
+    mid-step. The reconstruction is that convolution's output.
+
+    A video family's decoder runs its last (causal 3D) convolution once per latent frame, on the chunk
+    padded with the previous chunks' cached frames, and concatenates the outputs in time, then clamps them
+    to [-1, 1]: every chunk of the latest decode is kept (`Family.last_conv_chunk`: the padded input, and
+    whether it starts a decode), its weight gradient taken against its slice of the gradient, and the
+    gradient masked where the clamp cut it off."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.conv = family_of(model).last_conv(model)
-        self.value: torch.Tensor | None = None
-        self.conv.register_forward_pre_hook(self._keep)
+        self.family = family_of(model)
+        self.conv = self.family.last_conv(model)
+        self.chunks: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # (padded input, output inside the clamp)
+        self.conv.register_forward_hook(self._keep)
 
-    def _keep(self, module, args) -> None:
+    def _keep(self, module, args, output) -> None:
         if torch.is_grad_enabled():
-            self.value = args[0]
+            padded, first = self.family.last_conv_chunk(module, args)
+            if first:
+                self.chunks = []
+            inside = (output.detach().abs() <= 1) if self.family.decoder_clamps else None
+            self.chunks.append((padded.detach(), inside))
 
     def take_weight_gradient(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """Maps d loss / d reconstruction to d loss / d weight, for the latest forward (then forgets it)."""
-        conv, conv_input, self.value = self.conv, self.value, None
-        if conv_input is None:
+        conv, chunks, self.chunks = self.conv, self.chunks, []
+        if not chunks:
             raise RuntimeError("LastLayerInput: no forward with gradients since the last call")
+        weight_of = torch.nn.grad.conv3d_weight if isinstance(conv, nn.Conv3d) else torch.nn.grad.conv2d_weight
 
         def weight_gradient(grad_output: torch.Tensor) -> torch.Tensor:
-            return torch.nn.grad.conv2d_weight(
-                conv_input.float(), conv.weight.shape, grad_output.float(), conv.stride, conv.padding, conv.dilation, conv.groups
-            )
+            total, start = None, 0
+            for padded, inside in chunks:
+                length = (padded.shape[2] - conv.kernel_size[0]) // conv.stride[0] + 1 if len(chunks) > 1 else grad_output.shape[2]
+                grad = grad_output[:, :, start : start + length] if len(chunks) > 1 else grad_output
+                grad = grad * inside if inside is not None else grad
+                part = weight_of(padded.float(), conv.weight.shape, grad.float(), conv.stride, conv.padding, conv.dilation, conv.groups)
+                total, start = part if total is None else total + part, start + length
+            return total
 
         return weight_gradient
 

@@ -61,26 +61,27 @@ def convention_of(config) -> LatentConvention:
     return "per_channel" if _get(config, "latents_mean") is not None and _get(config, "latents_std") is not None else "scale_shift"
 
 
-def _shift_and_scale(config, channels: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _shift_and_scale(config, channels: int, device, dtype, dims: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """(shift, scale) per channel with normalised = (z - shift) * scale, as a pipeline reads `config`."""
     scaling = float(_get(config, "scaling_factor") or 1.0)
+    shape = (1, channels) + (1,) * (dims - 2)  # images (B, C, H, W) or clips (B, C, T, H, W)
     if convention_of(config) == "per_channel":
-        shift = torch.tensor(_get(config, "latents_mean"), device=device, dtype=dtype).view(1, channels, 1, 1)
-        scale = scaling / torch.tensor(_get(config, "latents_std"), device=device, dtype=dtype).view(1, channels, 1, 1)
+        shift = torch.tensor(_get(config, "latents_mean"), device=device, dtype=dtype).view(shape)
+        scale = scaling / torch.tensor(_get(config, "latents_std"), device=device, dtype=dtype).view(shape)
         return shift, scale
     shift = float(_get(config, "shift_factor") or 0.0)
-    return torch.full((1, channels, 1, 1), shift, device=device, dtype=dtype), torch.full((1, channels, 1, 1), scaling, device=device, dtype=dtype)
+    return torch.full(shape, shift, device=device, dtype=dtype), torch.full(shape, scaling, device=device, dtype=dtype)
 
 
 def pipeline_normalize(config, latents: torch.Tensor) -> torch.Tensor:
     """The latents a diffusers pipeline feeds its diffusion model, from the VAE's raw latents and config."""
-    shift, scale = _shift_and_scale(config, latents.shape[1], latents.device, latents.dtype)
+    shift, scale = _shift_and_scale(config, latents.shape[1], latents.device, latents.dtype, latents.ndim)
     return (latents - shift) * scale
 
 
 def pipeline_denormalize(config, normalised: torch.Tensor) -> torch.Tensor:
     """The inverse: what the pipeline hands the VAE's decoder."""
-    shift, scale = _shift_and_scale(config, normalised.shape[1], normalised.device, normalised.dtype)
+    shift, scale = _shift_and_scale(config, normalised.shape[1], normalised.device, normalised.dtype, normalised.ndim)
     return normalised / scale + shift
 
 

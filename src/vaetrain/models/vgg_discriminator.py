@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from vaetrain.errors import weights_unavailable
+from vaetrain.frames import as_frames
 
 VGG16_WEIGHTS_FILE = "vgg16-397923af.pth"  # torchvision's ImageNet VGG16 (the file LPIPS-VGG uses too)
 # (feature slice of torchvision's vgg16().features, head) per tap: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
@@ -32,8 +33,8 @@ class VGGDiscriminator(nn.Module):
         self.heads = nn.ModuleList(_head(layers) for layers in _HEADS)
 
     def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """(batch, patches) logits (never conditioned: `condition` is PatchGAN's, refused for this kind)."""
-        features = (images - self.shift) / self.scale
+        """(batch, patches) logits, clips frame by frame (never conditioned: `condition` is PatchGAN's, refused for this kind)."""
+        features = (as_frames(images) - self.shift) / self.scale
         logits = 0
         for layers, head in zip(self.slices, self.heads):
             features = layers(features)

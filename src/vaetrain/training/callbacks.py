@@ -14,6 +14,7 @@ from torchvision.utils import make_grid, save_image
 
 from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.errors import ConfigError
+from vaetrain.frames import as_frames, is_clip
 
 
 class ReconstructionGrid(L.Callback):
@@ -53,8 +54,12 @@ class ReconstructionGrid(L.Callback):
         if not trainer.is_global_zero:
             return None
         pixels = getattr(trainer.datamodule, "pixels", PixelFormat())  # N channels: the display triplet
-        pairs = torch.stack([pixels.to_display(images), pixels.to_display(reconstructions)], dim=1).flatten(0, 1)  # input, recon, ...
-        grid = make_grid(pairs, nrow=2 * min(4, len(images)), padding=2, pad_value=1.0)
+        if is_clip(images):  # per clip, a strip of its frames above a strip of their reconstructions
+            strips = torch.stack([images, reconstructions], dim=1).flatten(0, 1)
+            grid = make_grid(pixels.to_display(as_frames(strips)), nrow=images.shape[2], padding=2, pad_value=1.0)
+        else:
+            pairs = torch.stack([pixels.to_display(images), pixels.to_display(reconstructions)], dim=1).flatten(0, 1)  # input, recon, ...
+            grid = make_grid(pairs, nrow=2 * min(4, len(images)), padding=2, pad_value=1.0)
         path = Path(trainer.default_root_dir) / "reconstructions" / f"step_{self._last_written:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image(grid, path)

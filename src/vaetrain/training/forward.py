@@ -241,7 +241,7 @@ def noisy_latents(latents: torch.Tensor, max_sigma: float) -> torch.Tensor:
     units a diffusion model's output errors are in once latents are normalised)."""
     if max_sigma <= 0:
         return latents
-    sigma = torch.rand(latents.shape[0], 1, 1, 1, device=latents.device) * max_sigma
+    sigma = torch.rand(latents.shape[0], *(1,) * (latents.ndim - 1), device=latents.device) * max_sigma
     return latents + sigma * latents.detach().std() * torch.randn_like(latents)
 
 

@@ -23,6 +23,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
+from vaetrain.frames import as_frames
 from vaetrain.losses.config import LossConfig
 from vaetrain.models.autoencoder import AutoencoderConfig, with_deterministic_posterior
 from vaetrain.models.discriminator import DiscriminatorConfig, synchronise_batch_norm
@@ -31,11 +32,11 @@ from vaetrain.models.families import downsampling_factor, family_of
 from vaetrain.models.quantizer import code_indices
 from vaetrain.training.checkpoint import RunRecord, StepCounters, keep_frozen_networks_out, restore_rng
 from vaetrain.training.checkpoint_io import AtomicCheckpointIO
-from vaetrain.training.config import GanOptimizers, SpeedConfig, StepSettings, TrainingConfig, accumulation_for
+from vaetrain.training.config import GanOptimizers, SpeedConfig, StepSettings, TrainingConfig, accumulation_for, memory_layout
 from vaetrain.training.engines import LightningEngine
 from vaetrain.training.networks import build_networks, compile_units, networks_with
 from vaetrain.training.optim import gan_optimizers
-from vaetrain.training.preflight import check_channels, check_image_sizes, check_terms
+from vaetrain.training.preflight import check_channels, check_frames, check_image_sizes, check_terms
 from vaetrain.training.sharding import full_state_dict, is_sharded, shard, shard_autoencoder
 from vaetrain.training.step import GanStep
 from vaetrain.training.strategies import prepare_strategy
@@ -117,10 +118,11 @@ class AutoencoderModule(L.LightningModule):
                 unit.compile(dynamic=False)
 
     def set_channels_last(self, enabled: bool) -> None:
-        """Stores the convolution networks' weights (and, from then on, each batch) as NHWC or NCHW."""
+        """Stores the convolution networks' weights (and, from then on, each batch) as NHWC or NCHW (NDHWC
+        for 3D convolutions' weights and clips)."""
         self._memory_format = torch.channels_last if enabled else torch.contiguous_format
         for network in networks_with(self, "channels_last"):
-            network.to(memory_format=self._memory_format)
+            network._apply(lambda t: t.contiguous(memory_format=memory_layout(t, enabled)) if t.dim() in (4, 5) else t)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Recompute the autoencoder's activations in backward (less memory, ~30 % more compute); the
@@ -129,7 +131,7 @@ class AutoencoderModule(L.LightningModule):
 
     def prepare_batch(self, images: torch.Tensor) -> torch.Tensor:
         """A batch in the networks' memory layout (NHWC under channels_last)."""
-        return images.contiguous(memory_format=self._memory_format)
+        return images.contiguous(memory_format=memory_layout(images, self._memory_format == torch.channels_last))
 
     def inference_autoencoder(self) -> nn.Module:
         """The EMA weights once the EMA has been updated, else the trained weights."""
@@ -175,6 +177,7 @@ class AutoencoderModule(L.LightningModule):
         """Fails early, in one line, when the images cannot be trained at their size or channel count (see `preflight`)."""
         check_image_sizes(datamodule, self.downsampling_factor, self.discriminator_config, self.loss_config)
         check_channels(datamodule, self.autoencoder.config.in_channels, self.image_channels)
+        check_frames(datamodule, self.autoencoder)
 
     def configure_model(self) -> None:
         """Under `fsdp2` (a device mesh exists): shard the networks `networks.NETWORKS` marks (autoencoders block
@@ -213,7 +216,7 @@ class AutoencoderModule(L.LightningModule):
         images = self.prepare_batch(images)
         reconstruction, latents = self(images, with_latents=True)  # in the run's precision, as training sees it
         with torch.autocast(images.device.type, enabled=False):  # the metrics themselves in fp32
-            lpips = self.perceptual(reconstruction.float(), images.float()) if self.perceptual is not None else None
+            lpips = self.perceptual(as_frames(reconstruction.float()), as_frames(images.float())) if self.perceptual is not None else None
         codebook = family_of(self.autoencoder).codebook(self.inference_autoencoder())
         self.val_metrics.update(images, reconstruction, lpips, code_indices(codebook, latents) if codebook is not None else None)
 

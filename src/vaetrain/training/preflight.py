@@ -25,6 +25,14 @@ def check_image_sizes(datamodule, downsampling_factor: int, discriminator: Discr
         )
 
 
+def check_frames(datamodule, autoencoder) -> None:
+    """Clips for a video family (of a frame count it reads), images for the others."""
+    family, clip = family_of(autoencoder), getattr(datamodule, "clip", None)
+    if family.video and clip is None:
+        raise ConfigError(f"{family.class_name} trains on clips: set data.frames (e.g. 5) and data.path to a folder of videos")
+    family.check_frames(autoencoder, clip.frames if clip is not None else 0)
+
+
 def check_channels(datamodule, in_channels: int, out_channels: int) -> None:
     """The autoencoder reads and writes as many channels as the images have (`data.channels`)."""
     channels = datamodule.pixels.channels if hasattr(datamodule, "pixels") else 3
@@ -46,5 +54,7 @@ def check_terms(module) -> None:
         raise ConfigError("model.discriminator.condition_on_latents does not apply with model.loss.equivariance (the decoded latents are transformed)")
     if module.codebook is not None and (loss.equivariance.probability > 0 or loss.latent_noise > 0 or module.teacher is not None):
         raise ConfigError("the vq family quantises its latents: model.loss.equivariance, latent_noise and distillation do not apply to it")
+    if family_of(autoencoder).video and (loss.equivariance.probability > 0 or module.teacher is not None or module.discriminator_config.condition_on_latents):
+        raise ConfigError("video families: model.loss.equivariance, distillation and model.discriminator.condition_on_latents are image-only")
     if module.teacher is not None and loss.equivariance.probability > 0:
         raise ConfigError("model.loss.equivariance does not apply while distilling (model.loss.distillation.teacher): the latents are the teacher's")

@@ -36,6 +36,9 @@ class DecodeOptions:
 class SampleDecoder:
     """(encoded bytes or path, name) -> {"image": tensor or None, "bad": [(name, reason)], "small": 0/1}."""
 
+    types: tuple[str, ...] = IMAGE_TYPES
+    """The WebDataset keys it reads (the first present one of a sample)."""
+
     def __init__(self, transform: Callable[[Image.Image], torch.Tensor], options: DecodeOptions | None = None) -> None:
         self.transform = transform
         self.options = options or DecodeOptions()

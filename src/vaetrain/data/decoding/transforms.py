@@ -110,6 +110,12 @@ def image_transform(
         if not pixels.is_rgb8:
             raise ConfigError("ADM's centre crop (the ImageNet protocol) reads 8-bit RGB images only")
         return v2.Compose([ADMCenterCrop(resolution), v2.PILToTensor(), *_TO_SIGNED_FLOAT])
+    return _framed(square_geometry(resolution, train=train, flip=flip, crop=crop), pixels)
+
+
+def square_geometry(resolution: int, *, train: bool, flip: bool = True, crop: CropPolicy = "random_crop") -> list[torch.nn.Module]:
+    """The resize / crop / flip steps of `image_transform` on tensors (..., C, H, W): a stack of video
+    frames gets one draw of the random crop and flip, the same for every frame."""
     if not train:
         geometry = [ShortSideSquareCrop(resolution, random=False)]
     elif crop == "resize_crop":
@@ -120,7 +126,19 @@ def image_transform(
         geometry = [ResizeIfSmaller(resolution), v2.RandomCrop(resolution)]
     if train and flip:
         geometry.append(v2.RandomHorizontalFlip())
-    return _framed(geometry, pixels)
+    return geometry
+
+
+def clip_transform(resolution: int, *, train: bool, flip: bool = True, crop: CropPolicy = "random_crop") -> v2.Compose:
+    """uint8 frames (T, 3, H, W) -> float (3, T, H, W) in [-1, 1], cropped alike (`square_geometry`)."""
+    return v2.Compose([*square_geometry(resolution, train=train, flip=flip, crop=crop), *_TO_SIGNED_FLOAT, FramesLast()])
+
+
+class FramesLast(torch.nn.Module):
+    """(T, C, H, W) -> (C, T, H, W), the layout of diffusers' video autoencoders."""
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames.permute(1, 0, 2, 3).contiguous()
 
 
 def native_transform(pixels: PixelFormat = PixelFormat()) -> v2.Compose:

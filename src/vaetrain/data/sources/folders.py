@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from vaetrain.data.decoding.samples import IMAGE_TYPES
+from vaetrain.data.decoding.video import VIDEO_TYPES
 from vaetrain.errors import ConfigError
 
 T = TypeVar("T")
 
 IMAGE_EXTENSIONS = frozenset(f".{kind}" for kind in IMAGE_TYPES)
+VIDEO_EXTENSIONS = frozenset(f".{kind}" for kind in VIDEO_TYPES)
 
 
 def sample_images_dir() -> Path:
@@ -19,17 +21,27 @@ def sample_images_dir() -> Path:
     return Path(str(resources.files("vaetrain.data") / "samples"))
 
 
-def list_images(root: str | Path) -> list[Path]:
-    """All image files below `root`, sorted by relative path so every process sees the same order."""
+def list_images(root: str | Path, videos: bool = False) -> list[Path]:
+    """All image files below `root` (with `videos`: all video files and frame folders, folders of images
+    without subfolders), sorted by relative path so every process sees the same order."""
     root = Path(root).expanduser()
     if not root.exists():
-        raise ConfigError(f"data.path: image folder '{root}' does not exist")
+        raise ConfigError(f"data.path: {'video' if videos else 'image'} folder '{root}' does not exist")
     if not root.is_dir():
         raise ConfigError(f"data.path: '{root}' is not a folder")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    extensions = VIDEO_EXTENSIONS if videos else IMAGE_EXTENSIONS
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in extensions and p.is_file())
+    if videos:
+        files = sorted(files + [d for d in [root, *root.rglob("*")] if d.is_dir() and _is_frame_folder(d)])
     if not files:
-        raise ConfigError(f"data.path: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in '{root}' or its subfolders")
+        kinds = ", ".join(sorted(extensions)) + (" or frame folders" if videos else "")
+        raise ConfigError(f"data.path: no {'videos' if videos else 'images'} ({kinds}) found in '{root}' or its subfolders")
     return files
+
+
+def _is_frame_folder(folder: Path) -> bool:
+    children = list(folder.iterdir())
+    return bool(children) and not any(c.is_dir() for c in children) and any(c.suffix.lower() in IMAGE_EXTENSIONS for c in children)
 
 
 def split_train_val(files: list[T], val_size: int | float) -> tuple[list[T], list[T]]:

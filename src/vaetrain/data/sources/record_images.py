@@ -37,7 +37,7 @@ class RecordImages:
         if spec.kind == "hf":
             records = load_hf_records(str(spec.path), spec.split, spec.image_column)
         else:
-            records = FileRecords(folder_files(spec.root(), spec.file_list))
+            records = FileRecords(folder_files(spec.root(), spec.file_list, spec.videos))
         train, val = split_train_val(list(range(len(records))), spec.val_size)
         self._parts = {"all": records, "train": records.subset(train), "val": records.subset(val)}
 

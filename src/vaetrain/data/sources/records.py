@@ -41,17 +41,17 @@ class FileRecords:
         return FileRecords([self.files[i] for i in indices])
 
 
-def folder_files(root: Path, file_list: str | None = None) -> list[Path]:
+def folder_files(root: Path, file_list: str | None = None, videos: bool = False) -> list[Path]:
     """All images below `root`, or those named in `file_list` (txt: one path a line; csv: a `path`,
     `file_name` or `image` column, else the first), relative to `root` or absolute."""
     if file_list is None:
-        return list_images(root)
+        return list_images(root, videos)
     list_path = Path(file_list).expanduser()
     if not list_path.is_file():
         raise ConfigError(f"data.file_list: '{list_path}' does not exist")
     names = _read_file_list(list_path)
     files = [(Path(n) if Path(n).is_absolute() else root / n) for n in names]
-    missing = [str(f) for f in files if not f.is_file()]
+    missing = [str(f) for f in files if not (f.exists() if videos else f.is_file())]
     if missing:
         raise ConfigError(f"data.file_list: {len(missing)} listed files do not exist, e.g. '{missing[0]}'")
     if not files:

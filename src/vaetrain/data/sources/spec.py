@@ -40,6 +40,8 @@ class SourceSpec:
     """txt or csv selecting part of a folder."""
     val_size: int | float = 0.05
     """Validation part: a count (of images, or of shards) or a fraction below 1."""
+    videos: bool = False
+    """The collection holds videos (files, or frame folders in a folder), read as clips."""
 
     def resolved(self) -> SourceSpec:
         """The kind decided and a local path made absolute, so the spec means the same from any folder."""

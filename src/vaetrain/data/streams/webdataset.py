@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from vaetrain.data.decoding.samples import IMAGE_TYPES
 from vaetrain.data.streams.decoded import merge_reports
 from vaetrain.data.streams.seeding import derived_seed
 from vaetrain.errors import ConfigError
@@ -126,9 +125,9 @@ class WebDatasetStream(IterableDataset):
 
         for sample in tarfile_samples([{"url": url}], handler=keep_going):
             key = f"{url}:{sample.get('__key__', '?')}"
-            data = next((sample[k] for k in IMAGE_TYPES if k in sample), None)
+            data = next((sample[k] for k in self.decode.types if k in sample), None)
             if data is None:
-                yield {"image": None, "bad": [(key, "no image (jpg/png/webp/bmp/tif/npy) in the sample")], "small": 0}
+                yield {"image": None, "bad": [(key, f"none of {'/'.join(self.decode.types)} in the sample")], "small": 0}
                 continue
             yield self.decode(data, key) | {"name": key}
         for error in errors:

@@ -1,5 +1,6 @@
 """Autoencoder families: what the trainer, evaluation and export need to know of a diffusers autoencoder
-class, one small file each (`kl.py`: AutoencoderKL, `tiny.py`: AutoencoderTiny, `dc.py`: AutoencoderDC, `vq.py`: VQModel).
+class, one small file each (`kl.py`: AutoencoderKL, `tiny.py`: AutoencoderTiny, `dc.py`: AutoencoderDC, `vq.py`: VQModel,
+`wan.py`: AutoencoderKLWan, a video family).
 
 Everything outside this package talks to an autoencoder through `family_of(model)` (or `FAMILIES[name]`
 for one not built yet): encode to a `Posterior`, decode, the decoder's last convolution (the adaptive GAN
@@ -22,10 +23,11 @@ from vaetrain.models.families.dc import DCFamily
 from vaetrain.models.families.kl import KLFamily
 from vaetrain.models.families.tiny import TinyFamily
 from vaetrain.models.families.vq import VQFamily
+from vaetrain.models.families.wan import WanFamily
 
 __all__ = ["FAMILIES", "Family", "Posterior", "decode", "downsampling_factor", "encode", "family_of", "family_of_config", "family_of_folder"]
 
-FAMILIES: dict[str, Family] = {family.name: family() for family in (KLFamily, TinyFamily, DCFamily, VQFamily)}
+FAMILIES: dict[str, Family] = {family.name: family() for family in (KLFamily, TinyFamily, DCFamily, VQFamily, WanFamily)}
 
 
 def family_of(model: nn.Module) -> Family:
@@ -45,6 +47,8 @@ def family_of_config(config: dict[str, Any]) -> Family:
             if "encoder_block_types" in config
             else "VQModel"
             if "num_vq_embeddings" in config
+            else "AutoencoderKLWan"
+            if "temperal_downsample" in config
             else "AutoencoderKL"
         )
     return _by_class_name(name)

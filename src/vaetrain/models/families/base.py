@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from vaetrain.errors import ConfigError
+
 
 @dataclass
 class Posterior:
@@ -46,6 +48,8 @@ class Family:
     """The input convolutions of encoder and decoder (vqgan-training's `"conv_in" in n`, `conv_in_lr`)."""
     gradient_checkpointing: ClassVar[bool] = True
     """diffusers' gradient checkpointing computes the same function (the memory budget may switch it on)."""
+    video: ClassVar[bool] = False
+    """Reads and writes clips (B, C, T, H, W) instead of images (B, C, H, W)."""
 
     def model_class(self) -> type:
         import diffusers
@@ -77,6 +81,13 @@ class Family:
         """The decoder's last convolution: the reconstruction is an affine function of its output."""
         return model.decoder.conv_out
 
+    decoder_clamps: ClassVar[bool] = False
+    """The decoder clamps its last convolution's output to [-1, 1] (no gradient outside)."""
+
+    def last_conv_chunk(self, conv: nn.Module, args: tuple) -> tuple[torch.Tensor, bool]:
+        """(the tensor the last convolution convolves in this call, whether the call starts a decode)."""
+        return args[0], True
+
     def set_last_conv(self, model: nn.Module, conv: nn.Conv2d) -> None:
         model.decoder.conv_out = conv
 
@@ -89,6 +100,15 @@ class Family:
 
     def downsampling_factor(self, model: nn.Module) -> int:
         raise NotImplementedError
+
+    def temporal_factor(self, model: nn.Module) -> int:
+        """How many frames one latent frame spans (1: an image family)."""
+        return 1
+
+    def check_frames(self, model: nn.Module, frames: int) -> None:
+        """A one-line ConfigError when clips of `frames` frames do not fit (images: only when clips are asked for)."""
+        if frames:
+            raise ConfigError(f"data.frames={frames}: {self.class_name} reads images; a video family (wan) reads clips")
 
     def width(self, model: nn.Module) -> int:
         """The base channel width (`lr_scale: width` divides by it)."""

@@ -1,0 +1,128 @@
+"""Video files and frame folders -> a clip of uint8 frames (T, 3, H, W), or `BadImage` with the reason.
+
+Decoding goes through PyAV: its wheel carries the FFmpeg libraries, so `pip install` is the whole set-up on
+every machine (torchcodec needs a system FFmpeg of a matching major version, which CI machines and most
+clusters lack). A clip is `frames` frames taken every `stride`-th frame from a start drawn uniformly among
+those that fit (torch's generator, so the resumable stream's per-position seed fixes it), or the first
+frames when evaluating. The frame count is read by demuxing (packets, no decoding), then only the frames up
+to the clip's end are decoded.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaetrain.data.decoding.decode import DEFAULT_MAX_PIXELS, BadImage, decode_image
+from vaetrain.data.decoding.samples import IMAGE_TYPES, DecodeOptions, SampleDecoder
+from vaetrain.data.decoding.transforms import CropPolicy, clip_transform
+from vaetrain.errors import ConfigError
+
+VIDEO_TYPES = ("mp4", "webm", "mov", "mkv", "avi", "gif")
+"""Video containers read as clips (file extensions and WebDataset keys)."""
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Which frames of a video make one training clip."""
+
+    frames: int
+    """Frames per clip (Wan's causal encoder: 1 + 4k)."""
+    stride: int = 1
+    """Take every stride-th frame of the video (2 halves its frame rate)."""
+
+    def __post_init__(self) -> None:
+        if self.frames < 1 or self.stride < 1:
+            raise ConfigError(f"data.frames ({self.frames}) and data.frame_stride ({self.stride}) must be at least 1")
+
+    @property
+    def span(self) -> int:
+        """Frames of the video one clip covers."""
+        return (self.frames - 1) * self.stride + 1
+
+
+def check_video_settings(clip: ClipSpec | None, buckets, schedule, pixels) -> None:
+    """Settings the clip decoder does not honour are refused (one line) rather than ignored."""
+    if clip is None:
+        return
+    for key, value in (("data.buckets", buckets), ("data.resolution_schedule", schedule)):
+        if value:
+            raise ConfigError(f"{key} is not supported with data.frames (video clips are square crops at data.resolution)")
+    if not pixels.is_rgb8:
+        raise ConfigError("data.frames: videos are read as 8-bit RGB; leave data.channels, bit_depth and normalization at their defaults")
+
+
+def read_clip(source: bytes | Path, clip: ClipSpec, *, random_start: bool, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """The clip's frames as uint8 (T, 3, H, W); a folder is a video of its sorted image files."""
+    if isinstance(source, Path) and source.is_dir():
+        return _frame_folder(source, clip, random_start, max_pixels)
+    if (len(source) if isinstance(source, bytes) else source.stat().st_size) == 0:
+        raise BadImage("empty file")
+    import av
+
+    try:
+        with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as container:
+            stream = _video_stream(container)
+            total = sum(1 for packet in container.demux(stream) if packet.size)
+            start = _start(total, clip, random_start)
+            container.seek(0)
+            wanted = set(range(start, start + clip.span, clip.stride))
+            frames = []
+            for index, frame in enumerate(container.decode(stream)):
+                if index in wanted:
+                    if frame.width * frame.height > max_pixels:
+                        raise BadImage(f"frames of {frame.width}x{frame.height} pixels exceed the limit of {max_pixels}")
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                if len(frames) == clip.frames:
+                    break
+    except av.error.FFmpegError as error:
+        raise BadImage(f"unreadable video ({error})") from error
+    except av.codec.codec.UnknownCodecError as error:
+        raise BadImage(f"unsupported codec ({error})") from error
+    if len(frames) < clip.frames:
+        raise BadImage(f"too short: {len(frames)} decodable frames from the clip's start, a clip needs {clip.frames} at stride {clip.stride}")
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
+
+
+def _video_stream(container):
+    streams = container.streams.video
+    if not streams:
+        raise BadImage("no video stream")
+    if streams[0].codec_context is None:
+        raise BadImage("unsupported codec (no decoder)")
+    return streams[0]
+
+
+def _start(total: int, clip: ClipSpec, random_start: bool) -> int:
+    if total < clip.span:
+        raise BadImage(f"too short: {total} frames, a clip needs {clip.span} ({clip.frames} frames at stride {clip.stride})")
+    return int(torch.randint(0, total - clip.span + 1, ())) if random_start else 0
+
+
+def _frame_folder(folder: Path, clip: ClipSpec, random_start: bool, max_pixels: int) -> torch.Tensor:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower().lstrip(".") in IMAGE_TYPES and p.is_file())
+    start = _start(len(files), clip, random_start)
+    frames = [np.asarray(decode_image(f, max_pixels=max_pixels)) for f in files[start : start + clip.span : clip.stride]]
+    if len({f.shape for f in frames}) > 1:
+        raise BadImage(f"frame folder with frames of different sizes ({sorted({f.shape[:2] for f in frames})})")
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
+
+
+class ClipDecoder(SampleDecoder):
+    """A `SampleDecoder` whose samples are clips: (video bytes, path or frame folder, name) ->
+    {"image": float (3, T, H, W) in [-1, 1], ...}, every frame cropped and flipped alike."""
+
+    types = VIDEO_TYPES
+
+    def __init__(
+        self, clip: ClipSpec, resolution: int, *, train: bool, crop: CropPolicy = "random_crop", flip: bool = True, options: DecodeOptions | None = None
+    ):
+        super().__init__(clip_transform(resolution, train=train, flip=flip, crop=crop), options)
+        self.clip, self.random_start = clip, train
+
+    def read(self, data: bytes | Path) -> torch.Tensor:
+        return read_clip(data, self.clip, random_start=self.random_start, max_pixels=self.options.max_pixels)

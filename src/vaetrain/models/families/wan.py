@@ -1,0 +1,103 @@
+"""AutoencoderKLWan (Wan 2.1's video VAE; Qwen-Image's shares the design): causal 3D convolutions, a
+diagonal Gaussian posterior, clips (B, C, T, H, W) of 1 + 4k frames in, 1 + k latent frames out (4x in
+time, 8x in space for Wan 2.1). Its pipelines read per-channel `latents_mean` / `latents_std`.
+
+diffusers' class has no gradient checkpointing (`_supports_gradient_checkpointing = False`) and encodes a
+clip chunk by chunk through mutable feature caches, so recomputing a chunk in backward would see the cache
+of a later chunk: `gradient_checkpointing` is refused for this family rather than approximated.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaetrain.errors import ConfigError
+from vaetrain.models.families.base import Family, Posterior
+
+
+class WanFamily(Family):
+    name = "wan"
+    class_name = "AutoencoderKLWan"
+    deterministic = False
+    video = True
+    latent_conventions = ("per_channel",)
+    gradient_checkpointing = False
+
+    def build(self, config) -> nn.Module:
+        from diffusers import AutoencoderKLWan
+
+        base = config.block_out_channels[0]
+        if any(c % base for c in config.block_out_channels):
+            raise ConfigError(f"model.autoencoder.block_out_channels {config.block_out_channels}: the wan family needs multiples of the first")
+        architecture = dict(config.architecture or {})
+        levels = len(config.block_out_channels)
+        default = [False] * max(levels - 3, 0) + [True] * min(levels - 1, 2)  # Wan 2.1: [False, True, True]
+        temporal = list(architecture.pop("temperal_downsample", default))
+        if len(temporal) != levels - 1:
+            raise ConfigError(f"model.autoencoder.architecture.temperal_downsample needs {levels - 1} entries (one per downsampling), got {temporal}")
+        return AutoencoderKLWan(
+            base_dim=base,
+            dim_mult=[c // base for c in config.block_out_channels],
+            num_res_blocks=config.layers_per_block,
+            z_dim=config.latent_channels,
+            temperal_downsample=temporal,
+            in_channels=config.in_channels,
+            out_channels=config.out_channels,
+            latents_mean=[0.0] * config.latent_channels,  # measured by the export
+            latents_std=[1.0] * config.latent_channels,
+            scale_factor_temporal=2 ** sum(temporal),
+            scale_factor_spatial=2 ** (levels - 1),
+            **architecture,
+        )
+
+    decoder_clamps = True  # `_decode`: torch.clamp(out, -1, 1)
+
+    def last_conv_chunk(self, conv, args) -> tuple[torch.Tensor, bool]:
+        """`WanCausalConv3d.forward`'s own padding: the cached frames of the previous chunks in front (none
+        at a decode's first chunk), the rest of the causal padding as zeros."""
+        x, cache = args[0], (args[1] if len(args) > 1 else None)
+        padding = list(conv._padding)
+        if cache is not None and padding[4] > 0:
+            x = torch.cat([cache.to(x.device), x], dim=2)
+            padding[4] -= cache.shape[2]
+        return F.pad(x, padding), cache is None
+
+    def encode(self, model, images) -> Posterior:
+        posterior = model.encode(images).latent_dist
+        return Posterior(posterior.mean, posterior.logvar)
+
+    def latent_channels(self, model) -> int:
+        return model.config.z_dim
+
+    def downsampling_factor(self, model) -> int:
+        patch = model.config.patch_size or 1
+        return 2 ** (len(model.config.dim_mult) - 1) * patch
+
+    def temporal_factor(self, model) -> int:
+        return 2 ** sum(model.config.temperal_downsample)
+
+    def width(self, model) -> int:
+        return model.config.base_dim
+
+    def encoder_modules(self, model) -> list[nn.Module]:
+        return [model.encoder, model.quant_conv]
+
+    def shard_units(self, model) -> list[nn.Module]:
+        units = []
+        for half in (model.encoder, model.decoder):
+            units += [*getattr(half, "down_blocks", []), *getattr(half, "up_blocks", []), half.mid_block, half]
+        return units + [model.quant_conv, model.post_quant_conv]
+
+    def describe(self, model) -> str:
+        config = model.config
+        return (
+            f"AutoencoderKLWan, base_dim {config.base_dim}, dim_mult {list(config.dim_mult)}, z_dim {config.z_dim}, "
+            f"{self.temporal_factor(model)}x temporal / {self.downsampling_factor(model)}x spatial compression"
+        )
+
+    def check_frames(self, model, frames: int) -> None:
+        """diffusers' encoder reads the first frame alone, then chunks of 4 frames (`_encode`)."""
+        if frames < 1 or (frames - 1) % 4:
+            raise ConfigError(f"data.frames={frames}: {self.class_name} reads clips of 1 + 4k frames (e.g. 5, 9, 17)")

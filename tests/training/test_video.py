@@ -1,0 +1,134 @@
+"""The wan family (AutoencoderKLWan): clips train through the one step, resume exactly, and export a folder
+that diffusers reloads with identical outputs and zero-mean, unit-variance latents under Wan's formula."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import AutoencoderKLWan
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from tests.conftest import TINY_WAN, tiny_module, tiny_trainer
+from vaetrain.cli import main
+from vaetrain.data import ImageDataModule
+from vaetrain.errors import ConfigError
+from vaetrain.evaluation.metrics import ReconstructionMetrics, flicker
+from vaetrain.export.diffusers_folder import export_model
+from vaetrain.export.model_card import CardFacts
+from vaetrain.losses.terms import kl_divergence
+from vaetrain.models import AutoencoderConfig
+from vaetrain.models.autoencoder import autoencoder_from_state, build_autoencoder
+from vaetrain.models.families import decode, encode, family_of
+from vaetrain.models.last_layers import LastLayerInput
+from vaetrain.models.latent_space import pipeline_normalize
+
+
+def _data(folder: Path, frames: int = 5) -> ImageDataModule:
+    return ImageDataModule(path=str(folder), frames=frames, resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
+
+
+def _run(root: Path, folder: Path, max_steps: int, ckpt_path: str | None = None):
+    module = tiny_module(autoencoder=TINY_WAN, loss={"disc_start_step": 1})  # the adaptive GAN weight from step 1
+    checkpoint = ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=2)
+    tiny_trainer(root, max_steps=max_steps, callbacks=[checkpoint], enable_checkpointing=True).fit(
+        module, _data(folder), ckpt_path=ckpt_path, weights_only=True
+    )
+    return module
+
+
+def test_wan_trains_resumes_exactly_and_reloads_in_diffusers_with_identical_outputs(tmp_path, video_folder):
+    straight = _run(tmp_path / "straight", video_folder, 4)
+    _run(tmp_path / "resumed", video_folder, 2)
+    resumed = _run(tmp_path / "resumed", video_folder, 4, ckpt_path=str(tmp_path / "resumed" / "last.ckpt"))
+    for key, value in straight.state_dict().items():  # weights, EMA, discriminator
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    assert straight.counters.generator_steps == 4 and straight.counters.samples_seen == resumed.counters.samples_seen == 8
+
+    model = autoencoder_from_state(dict(straight.autoencoder.config), straight.full_inference_state_dict())
+    folder = export_model(model, tmp_path / "export", _data(video_folder).describe(), facts=CardFacts(settings={"autoencoder": {}, "loss": {}}))
+    reloaded = AutoencoderKLWan.from_pretrained(folder).eval()
+    clips = torch.rand(2, 3, 9, 32, 32) * 2 - 1
+    with torch.no_grad():
+        latents = encode(model, clips).mean
+        assert latents.shape == (2, 4, 3, 8, 8)
+        assert torch.equal(reloaded.encode(clips).latent_dist.mean, latents)
+        assert torch.equal(reloaded.decode(latents).sample, decode(model, latents))
+    statistics = json.loads((folder / "latent_statistics.json").read_text())
+    assert reloaded.config.latents_mean == pytest.approx(statistics["channel_mean"]) and "scaling_factor" not in reloaded.config
+
+
+def test_exported_latents_are_standardised_by_wans_own_formula(tmp_path, video_folder):
+    """WanPipeline: latents = (z - latents_mean) / latents_std (pipeline_wan.py), on the clips measured."""
+    torch.manual_seed(0)
+    model = build_autoencoder(AutoencoderConfig(**TINY_WAN)).eval()
+    data = _data(video_folder)
+    folder = export_model(model, tmp_path / "export", data.describe(), part="all", facts=CardFacts(settings={"autoencoder": {}, "loss": {}}))
+    reloaded = AutoencoderKLWan.from_pretrained(folder).eval()
+    data.prepare_split()
+    clips = torch.stack([s["image"] for s in data.samples("all", train=False)])
+    torch.manual_seed(1)
+    with torch.no_grad():
+        z = reloaded.encode(clips).latent_dist.sample()
+    mean = torch.tensor(reloaded.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(reloaded.config.latents_std).view(1, -1, 1, 1, 1)
+    wan = (z - mean) / std
+    assert torch.allclose(wan, pipeline_normalize(reloaded.config, z), atol=1e-6)
+    per_channel = wan.transpose(0, 1).flatten(1)
+    assert per_channel.mean(dim=1).abs().max() < 0.15 and (per_channel.std(dim=1) - 1).abs().max() < 0.15
+
+
+def test_the_adaptive_weight_reads_the_last_convolution_of_every_chunk():
+    """Wan decodes latent frame by latent frame through a causal 3D convolution with cached frames: the
+    directly computed weight gradient equals autograd's over the whole clip."""
+    torch.manual_seed(0)
+    model = build_autoencoder(AutoencoderConfig(**TINY_WAN))
+    recorder = LastLayerInput(model)
+    clips = torch.rand(2, 3, 9, 16, 16) * 2 - 1
+    reconstruction = decode(model, encode(model, clips).mean)
+    gradient = torch.randn_like(reconstruction)
+    (expected,) = torch.autograd.grad((reconstruction * gradient).sum(), family_of(model).last_conv(model).weight)
+    assert torch.allclose(recorder.take_weight_gradient()(gradient), expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+def test_kl_and_metrics_of_clips_are_those_of_their_frames():
+    torch.manual_seed(0)
+    mean, logvar = torch.randn(2, 4, 3, 5, 5), torch.randn(2, 4, 3, 5, 5) * 0.5
+    by_hand = 0.5 * (mean.square() + logvar.exp() - 1 - logvar)
+    assert kl_divergence(mean, logvar, "mean").item() == pytest.approx(by_hand.mean().item(), rel=1e-5)
+    assert kl_divergence(mean, logvar, "sum").item() == pytest.approx(by_hand.sum(dim=(1, 2, 3, 4)).mean().item(), rel=1e-5)
+
+    clips = torch.rand(2, 3, 4, 16, 16) * 1.6 - 0.8
+    offset = clips + 0.1  # the same error in every frame: no flicker
+    blinking = clips + 0.1 * (torch.arange(4) % 2).view(1, 1, 4, 1, 1)  # every other frame brighter
+    assert flicker(clips / 2 + 0.5, offset / 2 + 0.5).max() < 1e-4
+    assert flicker(clips / 2 + 0.5, blinking / 2 + 0.5).tolist() == pytest.approx([0.05 * 255] * 2, rel=1e-4)
+    on_clips, on_frames = ReconstructionMetrics(), ReconstructionMetrics()
+    on_clips.update(clips, blinking)
+    on_frames.update(clips.transpose(1, 2).flatten(0, 1), blinking.transpose(1, 2).flatten(0, 1))
+    values, expected = on_clips.compute(), on_frames.compute()
+    assert values["psnr"] == pytest.approx(expected["psnr"]) and values["ssim"] == pytest.approx(expected["ssim"])
+    assert values["flicker"] == pytest.approx(0.05 * 255, rel=1e-4) and "flicker" not in expected
+
+
+def test_clips_and_families_must_agree(tmp_path, video_folder, image_folder):
+    trainer = tiny_trainer(tmp_path, max_steps=1)
+    with pytest.raises(ConfigError, match="1 \\+ 4k frames"):
+        trainer.fit(tiny_module(autoencoder=TINY_WAN), _data(video_folder, frames=6))
+    with pytest.raises(ConfigError, match="trains on clips"):
+        trainer.fit(tiny_module(autoencoder=TINY_WAN), ImageDataModule(path=str(image_folder), resolution=32, batch_size=2, num_workers=0))
+    with pytest.raises(ConfigError, match="reads images"):
+        trainer.fit(tiny_module(), _data(video_folder))
+
+
+def test_wan_tiny_from_the_command_line(tmp_path, video_folder):
+    run = tmp_path / "run"
+    tiny = ["--model.autoencoder.block_out_channels", "[8, 16, 16]", "--model.autoencoder.latent_channels", "4"]
+    tiny += ["--model.autoencoder.architecture", "{temperal_downsample: [true, true]}", "--model.discriminator.base_channels", "8"]
+    main(
+        ["fit", "--config", "configs/wan-tiny.yaml", "--data.path", str(video_folder), "--data.resolution", "32", *tiny]
+        + ["--trainer.max_steps", "3", "--model.loss.disc_start_step", "1", "--trainer.default_root_dir", str(run), "--data.num_workers", "0"]
+    )
+    reloaded = AutoencoderKLWan.from_pretrained(run / "diffusers")
+    assert reloaded.config.z_dim == 4 and len(reloaded.config.latents_std) == 4
+    assert any((run / "reconstructions").glob("*.png"))
