@@ -8,8 +8,8 @@ from PIL import Image
 
 from tests.conftest import write_camera_videos_of_samples
 from vaetrain.data import ImageDataModule, sample_images_dir
-from vaetrain.data.camera_clips import camera_frames, write_video
-from vaetrain.data.decoding.video import ClipDecoder, ClipSpec, read_clip
+from vaetrain.data.camera_clips import camera_frames
+from vaetrain.data.decoding.video import ClipDecoder, ClipSpec, read_clip, write_video
 from vaetrain.errors import ConfigError
 
 

@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tests.conftest import TINY_WAN, tiny_module, tiny_trainer
 from vaetrain.cli import main
 from vaetrain.data import ImageDataModule
+from vaetrain.data.decoding.video import read_video
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metrics import ReconstructionMetrics, flicker
 from vaetrain.export.diffusers_folder import export_model
@@ -132,3 +133,14 @@ def test_wan_tiny_from_the_command_line(tmp_path, video_folder):
     reloaded = AutoencoderKLWan.from_pretrained(run / "diffusers")
     assert reloaded.config.z_dim == 4 and len(reloaded.config.latents_std) == 4
     assert any((run / "reconstructions").glob("*.png"))
+
+    data = ["--data.path", str(video_folder), "--data.frames", "5", "--data.resolution", "32", "--data.num_workers", "0"]
+    main(["eval", str(run / "diffusers"), *data, "--metrics", "psnr,ssim", "--out", str(tmp_path / "eval")])
+    values = json.loads((tmp_path / "eval" / "metrics.json").read_text())[0]
+    assert values["flicker"] > 0 and values["images"] == 8 and "image/gif" in (tmp_path / "eval" / "report.html").read_text()
+
+    main(["recon", str(run / "diffusers"), str(video_folder), "--out", str(tmp_path / "recon")])
+    for video in sorted(video_folder.glob("*.mp4")):  # every frame back, at the video's own size and rate
+        original, rate = read_video(video)
+        reconstruction, reconstruction_rate = read_video(tmp_path / "recon" / video.name)
+        assert reconstruction.shape == original.shape == (9, 3, 40, 40) and reconstruction_rate == rate

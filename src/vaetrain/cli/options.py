@@ -18,6 +18,7 @@ from typing import get_args
 
 from vaetrain.data.datamodule import ImageDataModule
 from vaetrain.data.decoding.pixels import PixelFormat
+from vaetrain.data.decoding.video import ClipSpec
 from vaetrain.data.image_sets import ImageSet, Loading, open_source
 from vaetrain.data.sources.spec import SourceKind, SourceSpec
 from vaetrain.evaluation.diffusability import run_probe as probe_models
@@ -37,7 +38,7 @@ def resolution_option(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{value!r} is neither a number of pixels nor 'native'") from None
 
 
-IMAGE_KEYS = ("path", "source", "split", "image_column", "file_list", "resolution", "batch_size", "num_workers")
+IMAGE_KEYS = ("path", "source", "split", "image_column", "file_list", "resolution", "batch_size", "num_workers", "frames", "frame_stride")
 """The `data.*` keys of `vaetrain fit` that the other commands take, from the same specification: the data
 module's signature (defaults) and its docstring (help)."""
 
@@ -47,7 +48,8 @@ def image_options(parser: argparse.ArgumentParser, *, path_help: str, resolution
     helps = dict(re.findall(r"^\s+(\w+): (.+)$", ImageDataModule.__doc__.split("Args:")[1], flags=re.M))
     group = parser.add_argument_group("images (the keys of `vaetrain fit`'s data block, with its defaults)")
     for key in IMAGE_KEYS:
-        default, kind = parameters[key].default, {"resolution": resolution_option, "batch_size": int, "num_workers": int}.get(key, str)
+        kinds = {"resolution": resolution_option, "batch_size": int, "num_workers": int, "frames": int, "frame_stride": int}
+        default, kind = parameters[key].default, kinds.get(key, str)
         extra = {"path": path_help, "resolution": resolution_help}
         options = {"choices": list(get_args(SourceKind))} if key == "source" else {}
         group.add_argument(
@@ -73,10 +75,11 @@ def image_set(args: argparse.Namespace, resolution: int | str, models: list[str]
         check_model_reference(model)
     if args.data_path is None:
         return None
-    spec = SourceSpec(args.data_path, args.data_source, args.data_split, args.data_image_column, args.data_file_list)
+    clip = ClipSpec(args.data_frames, args.data_frame_stride) if args.data_frames else None
+    spec = SourceSpec(args.data_path, args.data_source, args.data_split, args.data_image_column, args.data_file_list, videos=clip is not None)
     pixels = next((p for p in map(recorded_pixel_format, models) if p is not None), PixelFormat())
     open_source(spec).prepare()  # a missing folder, shard or split is a one-line error here
-    return ImageSet(spec, resolution=resolution, pixels=pixels)
+    return ImageSet(spec, resolution=resolution, pixels=pixels, clip=clip)
 
 
 def tiling_options(parser: argparse.ArgumentParser) -> None:

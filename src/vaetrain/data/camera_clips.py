@@ -6,11 +6,12 @@ but with disocclusion), and a reconstruction that flickers is measurable.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from vaetrain.data.decoding.video import write_video
 
 
 def camera_frames(photo: Image.Image, frames: int, size: int, *, seed: int = 0) -> list[np.ndarray]:
@@ -37,33 +38,6 @@ def camera_frames(photo: Image.Image, frames: int, size: int, *, seed: int = 0) 
         frame[max(top - size // 10, 0) : top + size // 10, max(left, 0) : max(left + size // 4, 0)] = 128
         out.append(frame)
     return out
-
-
-def write_video(path: str | Path, frames: list[np.ndarray], *, fps: int = 8, codec: str = "mpeg4") -> Path:
-    """Encodes uint8 (H, W, 3) frames with PyAV (container from the suffix; `gif` for .gif files)."""
-    import av
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("gif" if path.suffix == ".gif" else codec, rate=Fraction(fps))
-        stream.width, stream.height = width, height
-        if path.suffix != ".gif":
-            stream.bit_rate = 4_000_000  # near-lossless at these sizes: the clip shows the photo, not codec blocks
-        stream.pix_fmt = "rgb8" if path.suffix == ".gif" else ("yuv420p" if codec in ("mpeg4", "h264", "libx264", "libvpx-vp9") else stream.pix_fmt)
-        for array in frames:
-            for packet in stream.encode(_frame(array)):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def _frame(array: np.ndarray):
-    import av
-
-    return av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
 
 
 def write_camera_videos(photos: list[Path], folder: str | Path, *, frames: int, size: int, fps: int = 8, codec: str = "mpeg4") -> list[Path]:

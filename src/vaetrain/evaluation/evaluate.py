@@ -139,6 +139,7 @@ def evaluate_model(
     values = {
         "model": str(reference),
         **{name: computed.get(name) if name in options.metrics else None for name in METRICS},
+        "flicker": computed.get("flicker"),  # clips only
         "kl": statistics.kl,
         "latent_mean": statistics.channel_mean,
         "latent_std": statistics.channel_std,

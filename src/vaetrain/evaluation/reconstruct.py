@@ -1,5 +1,6 @@
 """Reconstructing images of any size (padding to the downsampling factor, tiling for very large images),
-and `reconstruct_files`, what `vaetrain recon` does with image files and folders.
+and `reconstruct_files`, what `vaetrain recon` does with image files and folders (videos, for a video
+family: mp4 files out).
 
 Tiling is diffusers' (`AutoencoderKL.enable_tiling`): overlapping tiles, encoded and decoded separately,
 blended linearly across the overlap so that no seam shows (tests/evaluation/test_reconstruct.py measures
@@ -17,11 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaetrain.data.decoding.decode import BadImage
 from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.data.decoding.samples import build_decoder
+from vaetrain.data.decoding.video import read_video, write_video
 from vaetrain.data.sources.folders import list_images
 from vaetrain.errors import ConfigError
-from vaetrain.models.families import decode, downsampling_factor, encode
+from vaetrain.models.families import decode, downsampling_factor, encode, family_of
 
 SEPARATOR_PX = 4
 
@@ -44,7 +47,8 @@ def pad_to_multiple(images: torch.Tensor, factor: int) -> tuple[torch.Tensor, tu
     if pad_h == 0 and pad_w == 0:
         return images, (height, width)
     mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-    return F.pad(images, (0, pad_w, 0, pad_h), mode=mode), (height, width)
+    padding = (0, pad_w, 0, pad_h) + (0, 0) * (images.ndim - 4)  # clips: not in time
+    return F.pad(images, padding, mode=mode), (height, width)
 
 
 @contextmanager
@@ -78,6 +82,7 @@ def tiled(model: nn.Module, config: TilingConfig | None):
 
 _TILE_ATTRIBUTES = {
     "AutoencoderKL": ("use_tiling", "tile_sample_min_size", "tile_latent_min_size", "tile_overlap_factor"),
+    "AutoencoderKLWan": ("use_tiling", "tile_sample_min_height", "tile_sample_min_width", "tile_sample_stride_height", "tile_sample_stride_width"),
     "AutoencoderDC": (
         "use_tiling",
         "tile_sample_min_height",
@@ -130,9 +135,12 @@ def reconstruct_files(
     from torchvision.utils import save_image
 
     pixels = pixels or PixelFormat()
-    pairs = _inputs(inputs)
+    video = family_of(model).video
+    pairs = _inputs(inputs, videos=video)
     target = resolve_device(device)
     model = model.to(target)
+    if video:
+        return reconstruct_videos(model, pairs, Path(out_dir), side_by_side=side_by_side, tiling=tiling, device=target)
     decoder = build_decoder("native", pixels=pixels)
     out_dir = Path(out_dir)
     written, bad = 0, []
@@ -164,15 +172,36 @@ def _write_raw(pixels: PixelFormat, image: torch.Tensor, path: Path) -> None:
     tifffile.imwrite(path, raw, photometric="minisblack", planarconfig="separate")
 
 
-def _inputs(paths: list[str]) -> list[tuple[Path, Path]]:
+def reconstruct_videos(model: nn.Module, pairs, out_dir: Path, *, side_by_side: bool, tiling: TilingConfig | None, device) -> tuple[int, list]:
+    """OUT/<name>.mp4 per video at its own size and frame rate (optionally input | reconstruction): the
+    frames padded to 1 + 4k with the last one repeated (diffusers' causal chunks), then cut back."""
+    written, bad = 0, []
+    for file, relative in pairs:
+        try:
+            frames, rate = read_video(file)
+        except BadImage as error:
+            bad.append((str(file), str(error)))
+            continue
+        count = frames.shape[0]
+        padded = torch.cat([frames, frames[-1:].expand((-count + 1) % 4, -1, -1, -1)])
+        clip = (padded.permute(1, 0, 2, 3).unsqueeze(0).float() / 127.5 - 1).to(device)
+        picture = reconstruct(model, clip, tiling).float().clamp(-1, 1)[:, :, :count]
+        shown = torch.cat([clip[:, :, :count], picture], dim=-1) if side_by_side else picture
+        out = ((shown[0].permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+        write_video(out_dir / relative, list(out), fps=max(1, round(rate)))
+        written += 1
+    return written, bad
+
+
+def _inputs(paths: list[str], videos: bool = False) -> list[tuple[Path, Path]]:
     """(file, output path relative to OUT)."""
-    pairs = []
+    pairs, suffix = [], ".mp4" if videos else ".png"
     for entry in paths:
         path = Path(entry).expanduser()
         if path.is_dir():
-            pairs += [(file, file.relative_to(path).with_suffix(".png")) for file in list_images(path)]
-        elif path.is_file():
-            pairs.append((path, Path(path.name).with_suffix(".png")))
+            pairs += [(file, file.relative_to(path).with_suffix(suffix)) for file in list_images(path, videos)]
+        elif path.is_file() or (videos and path.is_dir()):
+            pairs.append((path, Path(path.name).with_suffix(suffix)))
         else:
             raise ConfigError(f"recon: input '{path}' does not exist")
     return pairs

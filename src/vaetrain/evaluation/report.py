@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from vaetrain.data.decoding.pixels import display_triplet
+from vaetrain.evaluation.report_clips import clip_samples
 from vaetrain.evaluation.results import ModelResult
 
 DIFFERENCE_GAIN = 5  # |original - reconstruction| x 5, so small errors are visible
@@ -39,6 +40,7 @@ TABLE_COLUMNS = (
     ("peak_memory_mb", "peak MB", 0),
     ("fp16_max_abs_activation", "fp16 max |act|", 1),
     ("fp16_nonfinite", "fp16 inf/NaN", None),
+    ("flicker", "flicker ↓", 2),
 )
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #1d1d1f; background: #fff; }
@@ -187,6 +189,8 @@ def _views(values: dict, channels: int) -> list[tuple[str, list[int]]]:
 
 
 def _samples(results: list[ModelResult]) -> str:
+    if results and results[0].samples and results[0].samples[0]["original"].ndim == 4:  # clips (C, T, H, W)
+        return clip_samples(results, DIFFERENCE_GAIN, _png)
     count = min(len(result.samples) for result in results)
     header = (
         "<tr><td>original</td>"

@@ -10,6 +10,7 @@ CODEBOOK = ("codebook_usage", "codebook_perplexity", "dead_codes", "bits_per_ima
 RESULT_KEYS = (
     "model",
     *METRICS,
+    "flicker",
     "kl",
     "latent_mean",
     "latent_std",

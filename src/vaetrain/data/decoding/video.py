@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,22 @@ def read_clip(source: bytes | Path, clip: ClipSpec, *, random_start: bool, max_p
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
 
 
+def read_video(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, float]:
+    """Every frame of a video file or frame folder, uint8 (T, 3, H, W), and its frame rate (8 for folders)."""
+    if path.is_dir():
+        return read_clip(path, ClipSpec(sum(1 for p in path.iterdir() if p.suffix.lower().lstrip(".") in IMAGE_TYPES)), random_start=False), 8.0
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = _video_stream(container)
+            rate = float(stream.average_rate or stream.guessed_rate or 8)
+            frames = sum(1 for packet in container.demux(stream) if packet.size)
+    except av.error.FFmpegError as error:
+        raise BadImage(f"unreadable video ({error})") from error
+    return read_clip(path, ClipSpec(max(frames, 1)), random_start=False, max_pixels=max_pixels), rate
+
+
 def _video_stream(container):
     streams = container.streams.video
     if not streams:
@@ -126,3 +143,30 @@ class ClipDecoder(SampleDecoder):
 
     def read(self, data: bytes | Path) -> torch.Tensor:
         return read_clip(data, self.clip, random_start=self.random_start, max_pixels=self.options.max_pixels)
+
+
+def write_video(path: str | Path, frames: list[np.ndarray], *, fps: int = 8, codec: str = "mpeg4") -> Path:
+    """Encodes uint8 (H, W, 3) frames with PyAV (container from the suffix; `gif` for .gif files)."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("gif" if path.suffix == ".gif" else codec, rate=Fraction(fps))
+        stream.width, stream.height = width, height
+        if path.suffix != ".gif":
+            stream.bit_rate = 4_000_000  # near-lossless at these sizes: the clip shows the photo, not codec blocks
+        stream.pix_fmt = "rgb8" if path.suffix == ".gif" else ("yuv420p" if codec in ("mpeg4", "h264", "libx264", "libvpx-vp9") else stream.pix_fmt)
+        for array in frames:
+            for packet in stream.encode(_frame(array)):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _frame(array: np.ndarray):
+    import av
+
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
