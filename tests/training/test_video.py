@@ -144,3 +144,28 @@ def test_wan_tiny_from_the_command_line(tmp_path, video_folder):
         original, rate = read_video(video)
         reconstruction, reconstruction_rate = read_video(tmp_path / "recon" / video.name)
         assert reconstruction.shape == original.shape == (9, 3, 40, 40) and reconstruction_rate == rate
+
+
+def test_decoder_only_fine_tune_of_a_released_wan_vae_keeps_its_latent_space(tmp_path, video_folder):
+    """wan-vae-finetune-decoder.yaml on a small randomly initialised Wan-architecture "release" (real
+    weights cannot be downloaded here): the decoder learns, the encoder and so every latent stay as they
+    were, and the export keeps the release's latents_mean / latents_std (what its diffusion model reads)."""
+    torch.manual_seed(0)
+    release = build_autoencoder(AutoencoderConfig(**TINY_WAN)).eval()
+    release.register_to_config(latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.5, 2.0, 0.5, 1.0])
+    release.save_pretrained(tmp_path / "release" / "vae")
+    run = tmp_path / "run"
+    small = ["--data.path", str(video_folder), "--data.frames", "5", "--data.resolution", "32", "--data.batch_size", "2", "--data.num_workers", "0"]
+    small += ["--model.loss.perceptual_backbone", "random", "--model.discriminator.base_channels", "8", "--model.discriminator.num_layers", "2"]
+    small += ["--model.optimizer.generator.lr", "1e-3", "--model.ema.enabled", "false", "--trainer.val_check_interval", "2"]
+    preset = ["--config", "configs/wan-vae-finetune-decoder.yaml", "--model.autoencoder.pretrained", str(tmp_path / "release")]
+    main(["fit", *preset, *small, "--trainer.max_steps", "3", "--trainer.devices", "1", "--trainer.default_root_dir", str(run)])
+    tuned = AutoencoderKLWan.from_pretrained(run / "diffusers").eval()
+    weights, released = tuned.state_dict(), release.state_dict()
+    frozen = [k for k in released if k.startswith(("encoder.", "quant_conv."))]
+    assert frozen and all(torch.equal(weights[k], released[k]) for k in frozen)
+    assert not torch.equal(weights["decoder.conv_out.weight"], released["decoder.conv_out.weight"])
+    assert tuned.config.latents_mean == [0.1, -0.2, 0.3, 0.0] and tuned.config.latents_std == [1.5, 2.0, 0.5, 1.0]
+    clips = torch.rand(1, 3, 5, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(tuned.encode(clips).latent_dist.mean, release.encode(clips).latent_dist.mean)

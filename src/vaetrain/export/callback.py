@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightning as L
 
-from vaetrain.export.diffusers_folder import export_model
+from vaetrain.export.diffusers_folder import export_model, keeps_normalisation
 from vaetrain.export.model_card import CardFacts
 from vaetrain.models.autoencoder import autoencoder_from_state
 from vaetrain.models.latent_space import LatentConvention
@@ -16,7 +16,8 @@ from vaetrain.models.latent_space import LatentConvention
 class ExportDiffusers(L.Callback):
     """At the end of `fit`, writes RUN/<dirname> as a diffusers folder (EMA weights when EMA is on), with
     the latent normalisation measured on up to `latent_statistics_images` training images: the same export
-    `vaetrain export` makes of the final checkpoint.
+    `vaetrain export` makes of the final checkpoint. A decoder-only fine-tune of a pretrained model keeps
+    its normalisation (the latent space is unchanged), unless `latents` names a convention to measure.
 
     Args:
         dirname: Folder under the run's root directory.
@@ -45,8 +46,9 @@ class ExportDiffusers(L.Callback):
         images = datamodule.describe() if hasattr(datamodule, "describe") else None
         validation = datamodule.describe_validation() if hasattr(datamodule, "describe_validation") else None
         settings = {name: asdict(getattr(pl_module, f"{name}_config")) for name in ("autoencoder", "loss")}
-        facts = CardFacts(steps=pl_module.counters.generator_steps, settings=settings)
+        facts = CardFacts(steps=pl_module.counters.generator_steps, settings=settings, training_images=images)
+        measured = None if keeps_normalisation(settings, self.latents) else images
         out = Path(trainer.default_root_dir) / self.dirname
         self.path = export_model(
-            model, out, images, part="train", max_images=self.latent_statistics_images, validation=validation, facts=facts, latents=self.latents
+            model, out, measured, part="train", max_images=self.latent_statistics_images, validation=validation, facts=facts, latents=self.latents
         )

@@ -86,6 +86,13 @@ def export_model(
     return save_diffusers_folder(model.cpu(), out_dir, statistics, {"README.md": model_card(model, statistics, facts)} | files)
 
 
+def keeps_normalisation(settings: dict, latents: LatentConvention | None) -> bool:
+    """A decoder-only fine-tune of a pretrained model leaves its latent space as it was, so its export keeps
+    the normalisation the model's diffusion models read (unless a convention to measure is named)."""
+    autoencoder = settings.get("autoencoder") or {}
+    return latents is None and bool(autoencoder.get("pretrained")) and autoencoder.get("train_encoder") is False
+
+
 def export_checkpoint(
     checkpoint: str | Path,
     out_dir: str | Path,
@@ -112,6 +119,7 @@ def export_checkpoint(
     if images is None:
         raise ConfigError(f"'{checkpoint}' records no training data; give the images to measure the latent scale on (--data.path)")
     images = replace(images, resolution=resolution or images.resolution)
+    measured = None if keeps_normalisation(record.settings, latents) else images
     return export_model(
-        model, out_dir, images, part="train", max_images=max_images, validation=record.validation_images(), facts=facts, latents=latents, loading=loading
+        model, out_dir, measured, part="train", max_images=max_images, validation=record.validation_images(), facts=facts, latents=latents, loading=loading
     )

@@ -105,7 +105,7 @@ def build_autoencoder(config: AutoencoderConfig) -> nn.Module:
     """A new or pretrained autoencoder of the configured family, with gradient checkpointing, encoder
     freezing and `trainable` applied."""
     if config.pretrained:
-        model = _load_pretrained(config.pretrained, config.subfolder)
+        model = _load_pretrained(config.pretrained, config.subfolder, config.family)
         check_against_pretrained(config, model)
         if (config.in_channels, config.out_channels) != (3, 3) and model.config.in_channels == 3:
             model = inflate_channels(model, config.in_channels, config.out_channels)  # models/inflate.py's rule
@@ -195,10 +195,11 @@ def with_deterministic_posterior(state_dict: dict[str, torch.Tensor], latent_cha
     return weights
 
 
-def load_pretrained_autoencoder(source: str | Path, subfolder: str | None = None) -> nn.Module:
+def load_pretrained_autoencoder(source: str | Path, subfolder: str | None = None, family: str = "kl") -> nn.Module:
     """diffusers' `from_pretrained` of a folder (any family, by its config's `_class_name`) or a Hub id
-    (AutoencoderKL), in eval mode."""
-    return family_of_folder(source, subfolder).load(source, subfolder)
+    (the `family` named, AutoencoderKL by default), in eval mode."""
+    local = Path(source).expanduser() / (subfolder or "") / "config.json"
+    return (family_of_folder(source, subfolder) if local.is_file() else FAMILIES[family]).load(source, subfolder)
 
 
 def freeze_encoder(model: nn.Module) -> None:
@@ -207,17 +208,17 @@ def freeze_encoder(model: nn.Module) -> None:
         module.requires_grad_(False)
 
 
-def _load_pretrained(source: str, subfolder: str | None) -> nn.Module:
+def _load_pretrained(source: str, subfolder: str | None, family: str) -> nn.Module:
     path = Path(source).expanduser()
     if path.exists():
         try:
-            return load_pretrained_autoencoder(path, subfolder)
+            return load_pretrained_autoencoder(path, subfolder, family)
         except (OSError, ValueError) as error:
             raise ConfigError(f"model.autoencoder.pretrained: cannot load '{source}': {_first_line(error)}") from error
     if not _HUB_ID.match(source):
         raise ConfigError(f"model.autoencoder.pretrained: path '{source}' does not exist")
     try:
-        return load_pretrained_autoencoder(source, subfolder)
+        return load_pretrained_autoencoder(source, subfolder, family)
     except Exception as error:  # noqa: BLE001 - the Hub raises many kinds; all mean "cannot load"
         raise ConfigError(f"model.autoencoder.pretrained: '{source}' is neither a local folder nor loadable from the Hub: {_first_line(error)}") from error
 
