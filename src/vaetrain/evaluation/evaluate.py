@@ -29,6 +29,7 @@ from vaetrain.evaluation.reconstruct import TilingConfig, pad_to_multiple, resol
 from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.results import CODEBOOK, METRICS, ModelResult
 from vaetrain.evaluation.speed import check_fp16_decode, measure_speed
+from vaetrain.frames import as_frames
 from vaetrain.losses.perceptual import for_channels
 from vaetrain.models.autoencoder import downsampling_factor
 from vaetrain.models.families import family_of
@@ -113,7 +114,8 @@ def evaluate_model(
         if usage is not None:
             usage.update(code_indices(codebook, posterior.mean))
         if not timing:  # timed on the first batch, at the evaluated resolution
-            timing["speed"] = measure_speed(model, pad_to_multiple(batch_images, downsampling_factor(model))[0])
+            inputs = batch_images if family_of(model).video else as_frames(batch_images)  # an image model: per frame
+            timing["speed"] = measure_speed(model, pad_to_multiple(inputs, downsampling_factor(model))[0])
             timing["fp16"] = check_fp16_decode(model, posterior.mode())
         samples.extend({"original": _to_uint8(o), "reconstruction": _to_uint8(r)} for o, r in zip(batch_images, reconstruction))
         del samples[options.report_samples :]

@@ -24,6 +24,7 @@ from vaetrain.data.decoding.samples import build_decoder
 from vaetrain.data.decoding.video import read_video, write_video
 from vaetrain.data.sources.folders import list_images
 from vaetrain.errors import ConfigError
+from vaetrain.frames import as_clips, as_frames, is_clip
 from vaetrain.models.families import decode, downsampling_factor, encode, family_of
 
 SEPARATOR_PX = 4
@@ -98,7 +99,11 @@ _TILE_ATTRIBUTES = {
 @torch.no_grad()
 def encode_decode(model: nn.Module, images: torch.Tensor, tiling: TilingConfig | None = None):
     """(posterior, reconstruction) for images of any size: padded to the downsampling factor, decoded
-    from the posterior mode, cropped back to the input's size, in [-1, 1] as the model gives it."""
+    from the posterior mode, cropped back to the input's size, in [-1, 1] as the model gives it. Clips
+    given to an image autoencoder are reconstructed frame by frame (the posterior is then per frame)."""
+    if is_clip(images) and not family_of(model).video:
+        posterior, decoded = encode_decode(model, as_frames(images), tiling)
+        return posterior, as_clips(decoded, images.shape[2])
     height, width = images.shape[-2:]
     padded, _ = pad_to_multiple(images, downsampling_factor(model))
     with tiled(model, tiling):
