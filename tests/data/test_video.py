@@ -78,3 +78,23 @@ def test_video_settings_that_cannot_apply_are_refused(tmp_path, video_folder):
         ImageDataModule(path=str(video_folder), frames=5, channels=1, num_workers=0)
     with pytest.raises(ConfigError, match="no videos"):
         ImageDataModule(path=str(tmp_path / "nothing"), frames=5, num_workers=0).prepare_split() if (tmp_path / "nothing").mkdir() is None else None
+
+
+def test_webdataset_shards_of_videos_give_clips(tmp_path):
+    import io
+    import tarfile
+
+    videos = write_camera_videos_of_samples(tmp_path / "videos", 3, frames=9, size=32)
+    (tmp_path / "shards").mkdir()
+    with tarfile.open(tmp_path / "shards" / "shard-00000.tar", "w") as tar:
+        for i, video in enumerate(videos + [tmp_path / "videos" / "broken.mp4"]):
+            data = video.read_bytes() if video.exists() else b"not a video"
+            info = tarfile.TarInfo(f"{i:04d}.mp4")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    data = ImageDataModule(path=str(tmp_path / "shards" / "shard-{00000..00000}.tar"), frames=5, resolution=32, val_size=0, num_workers=0)
+    data.prepare_split()
+    samples = list(data.samples("train", train=False))
+    clips = [s["image"] for s in samples if s["image"] is not None]
+    assert len(clips) == 3 and all(c.shape == (3, 5, 32, 32) for c in clips)
+    assert [reason for s in samples for _, reason in s["bad"]][0].startswith("unreadable video")

@@ -103,6 +103,8 @@ class WebDatasetStream(IterableDataset):
             rng.shuffle(buffer)
             yield from buffer
             if not self.endless:
+                if pending["bad"] or pending["small"]:  # bad files after the last usable one are counted too
+                    yield {"image": None, **pending}
                 return
             epoch, ordinal = epoch + 1, 0
 
