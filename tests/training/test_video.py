@@ -169,3 +169,35 @@ def test_decoder_only_fine_tune_of_a_released_wan_vae_keeps_its_latent_space(tmp
     clips = torch.rand(1, 3, 5, 32, 32) * 2 - 1
     with torch.no_grad():
         assert torch.equal(tuned.encode(clips).latent_dist.mean, release.encode(clips).latent_dist.mean)
+
+
+def test_the_3d_patchgan_judges_clips_within_its_reach_in_time():
+    """kind patchgan3d: logits per frame and patch; with 2 layers (4 convolutions of temporal kernel 3) a
+    change in frame 0 reaches the logits of frames 0-4 only, and a per-frame PatchGAN's of frame 0 only."""
+    from vaetrain.models.discriminator import DiscriminatorConfig, build_discriminator
+
+    torch.manual_seed(0)
+    clips = torch.rand(2, 3, 8, 32, 32) * 2 - 1
+    changed = clips.clone()
+    changed[:, :, 0] += 0.5
+    for kind, reach in (("patchgan3d", 5), ("patchgan", 1)):
+        config = DiscriminatorConfig(kind=kind, base_channels=8, num_layers=2, norm="spectral")  # (group norm pools the clip's statistics)
+        discriminator = build_discriminator(config).eval()
+        with torch.no_grad():
+            before, after = discriminator(clips), discriminator(changed)
+        frames = before.shape[2] if kind == "patchgan3d" else 8
+        difference = (before - after).abs()
+        per_frame = difference.amax(dim=(0, 1, 3, 4)) if kind == "patchgan3d" else difference.unflatten(0, (2, 8)).amax(dim=(0, 2, 3, 4))
+        assert frames == 8 and (per_frame[:reach] > 0).all() and (per_frame[reach:] == 0).all()
+
+
+def test_the_memory_budget_probes_clip_steps(tmp_path, video_folder):
+    from tests.training.test_memory_budget import ChangeWatchingReader
+    from vaetrain.training.memory_budget import MemoryBudget
+
+    module = tiny_module(autoencoder=TINY_WAN, loss={"disc_start_step": 5}, discriminator={"kind": "patchgan3d"})
+    reader = ChangeWatchingReader()
+    budget = MemoryBudget(max_memory="8GB", reader=reader)
+    tiny_trainer(tmp_path, max_steps=1, callbacks=[budget]).fit(module, _data(video_folder))
+    assert reader.changed and all(all(changed.values()) for changed in reader.changed)
+    assert budget.plan.micro_batch == 2

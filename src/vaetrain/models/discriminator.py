@@ -4,6 +4,7 @@ VGG16 one of vqgan-training (`vgg_discriminator`), chosen by `DiscriminatorConfi
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Literal
 
 import torch
@@ -22,8 +23,9 @@ DiscriminatorNorm = Literal["batch", "group", "spectral", "spectral_group"]
 class DiscriminatorConfig:
     """Which discriminator, and its shape."""
 
-    kind: Literal["patchgan", "vgg16"] = "patchgan"
-    """patchgan: pix2pix's NLayerDiscriminator (LDM); vgg16: a trainable VGG16 with patch heads (vqgan-training)."""
+    kind: Literal["patchgan", "patchgan3d", "vgg16"] = "patchgan"
+    """patchgan: pix2pix's NLayerDiscriminator (LDM; clips frame by frame); patchgan3d: the same layers with 3D
+    convolutions over clips (video families); vgg16: a trainable VGG16 with patch heads (vqgan-training)."""
     base_channels: int = 64
     """PatchGAN: channels of the first layer (doubling per layer, up to 8x)."""
     num_layers: int = 3
@@ -61,16 +63,23 @@ def build_discriminator(config: DiscriminatorConfig, channels: int = 3, latent_c
         raise ConfigError(f"model.discriminator.vgg_backbone={config.vgg_backbone} applies to kind=vgg16 only; the discriminator is {config.kind}")
     if config.condition_on_latents and not latent_channels:
         raise ValueError("build_discriminator: condition_on_latents needs the latent channels")
-    return PatchDiscriminator(config, latent_channels if config.condition_on_latents else 0)
+    return PatchDiscriminator(config, latent_channels if config.condition_on_latents else 0, dims=3 if config.kind == "patchgan3d" else 2)
 
 
 class PatchDiscriminator(nn.Module):
-    """Maps an image to a grid of real/fake logits, one per overlapping patch (70x70 at 3 layers)."""
+    """Maps an image to a grid of real/fake logits, one per overlapping patch (70x70 at 3 layers).
 
-    def __init__(self, config: DiscriminatorConfig | None = None, condition_channels: int = 0) -> None:
+    `dims=3` reads clips (B, C, T, H, W) with the same layers as 3D convolutions: kernel (3, 4, 4), stride
+    (1, s, s), padding (1, 1, 1), so time is never downsampled and each logit sees 1 + 2 (num_layers + 2)
+    frames (11 at 3 layers) by 70x70 pixels. This transposition of pix2pix's layout to clips is vaetrain's own
+    (Wan's discriminator is not released); it judges motion as well as frames."""
+
+    def __init__(self, config: DiscriminatorConfig | None = None, condition_channels: int = 0, dims: int = 2) -> None:
         super().__init__()
         self.config = config = config or DiscriminatorConfig()
         self.condition_channels = condition_channels
+        self.dims = dims
+        _conv = partial(_conv_nd, dims=dims)
         spectral = config.norm in ("spectral", "spectral_group")
         channels = [config.base_channels * min(2**i, 8) for i in range(config.num_layers + 1)]
 
@@ -82,7 +91,7 @@ class PatchDiscriminator(nn.Module):
             stride = 1 if i == config.num_layers else 2
             layers += [
                 _conv(channels[i - 1], channels[i], stride=stride, spectral=spectral, bias=config.norm == "spectral"),
-                *_norm(config.norm, channels[i]),
+                *_norm(config.norm, channels[i], dims),
                 nn.LeakyReLU(0.2, inplace=True),
             ]
         layers.append(_conv(channels[-1], 1, stride=1, spectral=spectral, bias=True))
@@ -92,7 +101,7 @@ class PatchDiscriminator(nn.Module):
     def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of `images` (clips: of each frame); a conditioned discriminator also reads `condition`
         (latents, per image)."""
-        images = as_frames(images)
+        images = as_frames(images) if self.dims == 2 else images
         if self.condition_channels:
             if condition is None:
                 raise ValueError("PatchDiscriminator: conditioned on latents, but no condition was given")
@@ -112,7 +121,7 @@ class PatchDiscriminator(nn.Module):
 def synchronise_batch_norm(discriminator: nn.Module, world_size: int, device_type: str) -> nn.Module:
     """`norm: batch` under data parallelism: SyncBatchNorm, so statistics cover the global batch as in one
     process. The other norms are per-sample and need nothing. PyTorch synchronises batch norm on GPUs only."""
-    if discriminator.config.kind != "patchgan" or discriminator.config.norm != "batch" or world_size <= 1:
+    if discriminator.config.kind == "vgg16" or discriminator.config.norm != "batch" or world_size <= 1:
         return discriminator
     if device_type == "cpu":
         raise ConfigError(
@@ -122,14 +131,17 @@ def synchronise_batch_norm(discriminator: nn.Module, world_size: int, device_typ
     return nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
 
 
-def _conv(in_channels: int, out_channels: int, *, stride: int, spectral: bool, bias: bool) -> nn.Module:
-    conv = nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=stride, padding=1, bias=bias)
+def _conv_nd(in_channels: int, out_channels: int, *, stride: int, spectral: bool, bias: bool, dims: int = 2) -> nn.Module:
+    if dims == 3:
+        conv = nn.Conv3d(in_channels, out_channels, kernel_size=(3, 4, 4), stride=(1, stride, stride), padding=1, bias=bias)
+    else:
+        conv = nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=stride, padding=1, bias=bias)
     return spectral_norm(conv) if spectral else conv
 
 
-def _norm(norm: DiscriminatorNorm, channels: int) -> list[nn.Module]:
+def _norm(norm: DiscriminatorNorm, channels: int, dims: int = 2) -> list[nn.Module]:
     if norm == "batch":
-        return [nn.BatchNorm2d(channels)]
+        return [nn.BatchNorm3d(channels) if dims == 3 else nn.BatchNorm2d(channels)]
     if norm in ("group", "spectral_group"):
         return [nn.GroupNorm(min(32, channels), channels)]
     return []
@@ -137,9 +149,9 @@ def _norm(norm: DiscriminatorNorm, channels: int) -> list[nn.Module]:
 
 def _init_weights(module: nn.Module) -> None:
     """pix2pix's initialisation: N(0, 0.02) convolutions, N(1, 0.02) norm scales."""
-    if isinstance(module, nn.Conv2d):
+    if isinstance(module, (nn.Conv2d, nn.Conv3d)):
         weight = module.parametrizations.weight.original if hasattr(module, "parametrizations") else module.weight
         nn.init.normal_(weight, 0.0, 0.02)
-    elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+    elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)

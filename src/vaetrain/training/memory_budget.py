@@ -101,9 +101,10 @@ class MemoryBudget(L.Callback):
             else [max(datamodule.buckets or [(datamodule.resolution,) * 2], key=lambda hw: hw[0] * hw[1])]
         )
         channels = module.autoencoder.config.in_channels
+        frames = (datamodule.clip.frames,) if getattr(datamodule, "clip", None) is not None else ()  # clips: (C, T, H, W)
         plans = []
         for side in sides:
-            probe = self.probe or StepProbe(module, trainer, self.reader or CudaMemoryReader(), (channels, *side), self.probe_steps)
+            probe = self.probe or StepProbe(module, trainer, self.reader or CudaMemoryReader(), (channels, *frames, *side), self.probe_steps)
             plans.append(
                 trainer.strategy.broadcast(
                     plan_memory(
@@ -148,7 +149,7 @@ class MemoryBudget(L.Callback):
 class StepProbe:
     """(micro-batch, checkpointing) -> the peak memory and step time of the run's own training step."""
 
-    def __init__(self, module, trainer: L.Trainer, reader: MemoryReader, image_shape: tuple[int, int, int], steps: int = 3) -> None:
+    def __init__(self, module, trainer: L.Trainer, reader: MemoryReader, image_shape: tuple[int, ...], steps: int = 3) -> None:
         self.module, self.trainer, self.reader = module, trainer, reader
         self.image_shape, self.steps = image_shape, max(steps, 2)
 

@@ -177,7 +177,7 @@ class AutoencoderModule(L.LightningModule):
         """Fails early, in one line, when the images cannot be trained at their size or channel count (see `preflight`)."""
         check_image_sizes(datamodule, self.downsampling_factor, self.discriminator_config, self.loss_config)
         check_channels(datamodule, self.autoencoder.config.in_channels, self.image_channels)
-        check_frames(datamodule, self.autoencoder)
+        check_frames(datamodule, self.autoencoder, self.discriminator_config.kind)
 
     def configure_model(self) -> None:
         """Under `fsdp2` (a device mesh exists): shard the networks `networks.NETWORKS` marks (autoencoders block
