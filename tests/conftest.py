@@ -117,6 +117,8 @@ def datamodule(image_folder: Path) -> ImageDataModule:
 
 TINY_WAN = {"family": "wan", "block_out_channels": [8, 16, 16], "latent_channels": 4, "norm_num_groups": 32}
 """A CPU-sized AutoencoderKLWan: 4x in time and space (1 + 4k frames -> 1 + k latent frames)."""
+TINY_HUNYUAN = {"family": "hunyuan", "block_out_channels": [8, 16, 16], "latent_channels": 4, "norm_num_groups": 4}
+"""A CPU-sized AutoencoderKLHunyuanVideo, with the same compression."""
 
 
 def write_camera_videos_of_samples(folder: Path, count: int, frames: int = 9, size: int = 40) -> list[Path]:

@@ -1,15 +1,16 @@
-"""The wan family (AutoencoderKLWan): clips train through the one step, resume exactly, and export a folder
-that diffusers reloads with identical outputs and zero-mean, unit-variance latents under Wan's formula."""
+"""The video families (AutoencoderKLWan, AutoencoderKLHunyuanVideo): clips train through the one step, resume
+exactly, and export a folder that diffusers reloads with identical outputs and standardised latents under
+their pipelines' own formulas."""
 
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from diffusers import AutoencoderKLWan
+from diffusers import AutoencoderKLHunyuanVideo, AutoencoderKLWan
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tests.conftest import TINY_WAN, tiny_module, tiny_trainer
+from tests.conftest import TINY_HUNYUAN, TINY_WAN, tiny_module, tiny_trainer
 from vaetrain.cli import main
 from vaetrain.data import ImageDataModule
 from vaetrain.data.decoding.video import read_video
@@ -29,8 +30,11 @@ def _data(folder: Path, frames: int = 5) -> ImageDataModule:
     return ImageDataModule(path=str(folder), frames=frames, resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
 
 
-def _run(root: Path, folder: Path, max_steps: int, ckpt_path: str | None = None):
-    module = tiny_module(autoencoder=TINY_WAN, loss={"disc_start_step": 1})  # the adaptive GAN weight from step 1
+FAMILIES = {"wan": (TINY_WAN, AutoencoderKLWan), "hunyuan": (TINY_HUNYUAN, AutoencoderKLHunyuanVideo)}
+
+
+def _run(root: Path, folder: Path, max_steps: int, ckpt_path: str | None = None, family: dict = TINY_WAN):
+    module = tiny_module(autoencoder=family, loss={"disc_start_step": 1}, discriminator={"kind": "patchgan3d"})  # the adaptive GAN weight from step 1
     checkpoint = ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=2)
     tiny_trainer(root, max_steps=max_steps, callbacks=[checkpoint], enable_checkpointing=True).fit(
         module, _data(folder), ckpt_path=ckpt_path, weights_only=True
@@ -38,17 +42,19 @@ def _run(root: Path, folder: Path, max_steps: int, ckpt_path: str | None = None)
     return module
 
 
-def test_wan_trains_resumes_exactly_and_reloads_in_diffusers_with_identical_outputs(tmp_path, video_folder):
-    straight = _run(tmp_path / "straight", video_folder, 4)
-    _run(tmp_path / "resumed", video_folder, 2)
-    resumed = _run(tmp_path / "resumed", video_folder, 4, ckpt_path=str(tmp_path / "resumed" / "last.ckpt"))
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_video_family_trains_resumes_exactly_and_reloads_in_diffusers_with_identical_outputs(tmp_path, video_folder, name):
+    family, model_class = FAMILIES[name]
+    straight = _run(tmp_path / "straight", video_folder, 4, family=family)
+    _run(tmp_path / "resumed", video_folder, 2, family=family)
+    resumed = _run(tmp_path / "resumed", video_folder, 4, ckpt_path=str(tmp_path / "resumed" / "last.ckpt"), family=family)
     for key, value in straight.state_dict().items():  # weights, EMA, discriminator
         assert torch.equal(value, resumed.state_dict()[key]), key
     assert straight.counters.generator_steps == 4 and straight.counters.samples_seen == resumed.counters.samples_seen == 8
 
     model = autoencoder_from_state(dict(straight.autoencoder.config), straight.full_inference_state_dict())
     folder = export_model(model, tmp_path / "export", _data(video_folder).describe(), facts=CardFacts(settings={"autoencoder": {}, "loss": {}}))
-    reloaded = AutoencoderKLWan.from_pretrained(folder).eval()
+    reloaded = model_class.from_pretrained(folder).eval()
     clips = torch.rand(2, 3, 9, 32, 32) * 2 - 1
     with torch.no_grad():
         latents = encode(model, clips).mean
@@ -56,7 +62,10 @@ def test_wan_trains_resumes_exactly_and_reloads_in_diffusers_with_identical_outp
         assert torch.equal(reloaded.encode(clips).latent_dist.mean, latents)
         assert torch.equal(reloaded.decode(latents).sample, decode(model, latents))
     statistics = json.loads((folder / "latent_statistics.json").read_text())
-    assert reloaded.config.latents_mean == pytest.approx(statistics["channel_mean"]) and "scaling_factor" not in reloaded.config
+    if name == "wan":  # per channel, as Wan's pipelines read it
+        assert reloaded.config.latents_mean == pytest.approx(statistics["channel_mean"]) and "scaling_factor" not in reloaded.config
+    else:  # one scale, as HunyuanVideo's pipeline reads it
+        assert reloaded.config.scaling_factor == pytest.approx(statistics["scaling_factor"]) != 0.476986
 
 
 def test_exported_latents_are_standardised_by_wans_own_formula(tmp_path, video_folder):
@@ -79,11 +88,12 @@ def test_exported_latents_are_standardised_by_wans_own_formula(tmp_path, video_f
     assert per_channel.mean(dim=1).abs().max() < 0.15 and (per_channel.std(dim=1) - 1).abs().max() < 0.15
 
 
-def test_the_adaptive_weight_reads_the_last_convolution_of_every_chunk():
-    """Wan decodes latent frame by latent frame through a causal 3D convolution with cached frames: the
-    directly computed weight gradient equals autograd's over the whole clip."""
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_the_adaptive_weight_reads_the_last_convolution_of_every_chunk(name):
+    """Wan decodes latent frame by latent frame through a causal 3D convolution with cached frames (and
+    HunyuanVideo the clip at once): the directly computed weight gradient equals autograd's over the clip."""
     torch.manual_seed(0)
-    model = build_autoencoder(AutoencoderConfig(**TINY_WAN))
+    model = build_autoencoder(AutoencoderConfig(**FAMILIES[name][0]))
     recorder = LastLayerInput(model)
     clips = torch.rand(2, 3, 9, 16, 16) * 2 - 1
     reconstruction = decode(model, encode(model, clips).mean)
@@ -201,3 +211,15 @@ def test_the_memory_budget_probes_clip_steps(tmp_path, video_folder):
     tiny_trainer(tmp_path, max_steps=1, callbacks=[budget]).fit(module, _data(video_folder))
     assert reader.changed and all(all(changed.values()) for changed in reader.changed)
     assert budget.plan.micro_batch == 2
+
+
+def test_hunyuan_video_tiny_from_the_command_line(tmp_path, video_folder):
+    run = tmp_path / "run"
+    tiny = ["--model.autoencoder.block_out_channels", "[8, 16, 16]", "--model.autoencoder.latent_channels", "4", "--model.autoencoder.norm_num_groups", "4"]
+    main(
+        ["fit", "--config", "configs/hunyuan-video-tiny.yaml", "--data.path", str(video_folder), "--data.resolution", "32", *tiny]
+        + ["--model.discriminator.base_channels", "8", "--trainer.max_steps", "3", "--model.loss.disc_start_step", "1"]
+        + ["--trainer.default_root_dir", str(run), "--data.num_workers", "0"]
+    )
+    reloaded = AutoencoderKLHunyuanVideo.from_pretrained(run / "diffusers")
+    assert reloaded.config.latent_channels == 4 and reloaded.config.scaling_factor != 0.476986

@@ -32,10 +32,11 @@ class AutoencoderConfig:
     anything else is a one-line error.
     """
 
-    family: Literal["kl", "tiny", "dc", "vq", "wan"] = "kl"
+    family: Literal["kl", "tiny", "dc", "vq", "wan", "hunyuan"] = "kl"
     """kl: AutoencoderKL (SD's VAE); tiny: AutoencoderTiny (TAESD, usually distilled: `vaetrain distill`);
     dc: AutoencoderDC (deep compression, f32/f64); vq: VQModel (LDM's VQ-regularised models, VQGAN, FSQ: see
-    `quantizer`); wan: AutoencoderKLWan (Wan 2.1's video VAE: clips, `data.frames`). With `pretrained`: unset, or the folder's own class."""
+    `quantizer`); wan: AutoencoderKLWan (Wan 2.1's video VAE: clips, `data.frames`); hunyuan:
+    AutoencoderKLHunyuanVideo (HunyuanVideo's video VAE). With `pretrained`: unset, or the folder's own class."""
     architecture: dict | None = None
     """More of the diffusers class's own config fields (e.g. AutoencoderTiny's `encoder_block_out_channels`,
     AutoencoderDC's `encoder_block_types`); the fields below that name the same thing take precedence where
@@ -83,12 +84,12 @@ class AutoencoderConfig:
         if self.family != "kl" and self.posterior == "fixed":
             raise ConfigError(f"model.autoencoder.posterior: the {self.family} family is deterministic already; leave it 'learned' (unused)")
         if (
-            self.family not in ("kl", "vq")
+            self.family not in ("kl", "vq", "hunyuan")
             and self.pretrained is None
             and any(getattr(self, name) != default for name, default in (("norm_num_groups", 32), ("mid_block_add_attention", True)))
         ):
             raise ConfigError(
-                f"model.autoencoder.norm_num_groups / mid_block_add_attention are AutoencoderKL's and VQModel's; "
+                f"model.autoencoder.norm_num_groups / mid_block_add_attention are AutoencoderKL's, VQModel's and AutoencoderKLHunyuanVideo's; "
                 f"for {self.family} use model.autoencoder.architecture"
             )
         if self.family != "vq" and self.quantizer != QuantizerConfig():

@@ -1,0 +1,86 @@
+"""AutoencoderKLHunyuanVideo (HunyuanVideo's VAE, also FramePack's): causal 3D convolutions with
+replicate padding, a diagonal Gaussian posterior, clips of 1 + 4k frames, 4x in time and 8x in space,
+16 channels. Its pipelines read a single `scaling_factor` (`latents * scaling_factor`, no shift).
+
+Unlike Wan's, diffusers' class encodes and decodes a clip in one pass (up to `tile_sample_min_num_frames`,
+16, beyond which it tiles in time) and has gradient checkpointing, so it needs nothing of the step beyond
+the family interface: its causal convolutions wrap an `nn.Conv3d` (`.conv`) that reads the padded input.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from vaetrain.errors import ConfigError
+from vaetrain.models.families.base import Family, Posterior
+
+
+class HunyuanVideoFamily(Family):
+    name = "hunyuan"
+    class_name = "AutoencoderKLHunyuanVideo"
+    deterministic = False
+    video = True
+    latent_conventions = ("scale_shift",)
+
+    def build(self, config) -> nn.Module:
+        from diffusers import AutoencoderKLHunyuanVideo
+
+        if any(c % config.norm_num_groups for c in config.block_out_channels):
+            raise ConfigError(f"model.autoencoder.block_out_channels {config.block_out_channels}: each must divide by norm_num_groups={config.norm_num_groups}")
+        levels = len(config.block_out_channels)
+        return AutoencoderKLHunyuanVideo(
+            in_channels=config.in_channels,
+            out_channels=config.out_channels,
+            latent_channels=config.latent_channels,
+            down_block_types=("HunyuanVideoDownBlock3D",) * levels,
+            up_block_types=("HunyuanVideoUpBlock3D",) * levels,
+            block_out_channels=tuple(config.block_out_channels),
+            layers_per_block=config.layers_per_block,
+            norm_num_groups=config.norm_num_groups,
+            mid_block_add_attention=config.mid_block_add_attention,
+            spatial_compression_ratio=2 ** (levels - 1),
+            **(config.architecture or {}),
+        )
+
+    def encode(self, model, images) -> Posterior:
+        posterior = model.encode(images).latent_dist
+        return Posterior(posterior.mean, posterior.logvar)
+
+    def last_conv(self, model) -> nn.Conv3d:
+        return model.decoder.conv_out.conv
+
+    def set_last_conv(self, model, conv: nn.Conv3d) -> None:
+        model.decoder.conv_out.conv = conv
+
+    def first_conv(self, model) -> nn.Conv3d:
+        return model.encoder.conv_in.conv
+
+    def set_first_conv(self, model, conv: nn.Conv3d) -> None:
+        model.encoder.conv_in.conv = conv
+
+    def downsampling_factor(self, model) -> int:
+        return model.config.spatial_compression_ratio
+
+    def temporal_factor(self, model) -> int:
+        return model.config.temporal_compression_ratio
+
+    def width(self, model) -> int:
+        return model.config.block_out_channels[0]
+
+    def encoder_modules(self, model) -> list[nn.Module]:
+        return [model.encoder, model.quant_conv]
+
+    def shard_units(self, model) -> list[nn.Module]:
+        return super().shard_units(model) + [model.quant_conv, model.post_quant_conv]
+
+    def describe(self, model) -> str:
+        config = model.config
+        return (
+            f"AutoencoderKLHunyuanVideo, block_out_channels {list(config.block_out_channels)}, layers_per_block {config.layers_per_block}, "
+            f"{config.temporal_compression_ratio}x temporal / {config.spatial_compression_ratio}x spatial compression"
+        )
+
+    def check_frames(self, model, frames: int) -> None:
+        factor = self.temporal_factor(model)
+        if frames < 1 or (frames - 1) % factor:
+            raise ConfigError(f"data.frames={frames}: {self.class_name} reads clips of 1 + {factor}k frames (e.g. {1 + factor}, {1 + 2 * factor})")
