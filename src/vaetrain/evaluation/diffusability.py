@@ -22,6 +22,7 @@ from vaetrain.evaluation.diffusability_probe import ProbeConfig, standardisation
 from vaetrain.evaluation.metrics import fid_metric, to_uint8
 from vaetrain.evaluation.reconstruct import resolve_device
 from vaetrain.evaluation.token_probe import TokenProbeConfig, tokens_of, train_token_probe
+from vaetrain.frames import as_frames
 from vaetrain.models.families import decode, family_of
 from vaetrain.models.families import encode as encode_latents
 
@@ -33,7 +34,10 @@ def encode(
     model, images: ImageSet, max_images: int | None, device: torch.device, seed: int, loading: Loading = Loading()
 ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
     """(latent samples standardised per channel by their own statistics, the images in [-1, 1], the
-    (shift, scale) that standardised them) of up to `max_images` images at a fixed size."""
+    (shift, scale, latent frames) that standardised them) of up to `max_images` images at a fixed size.
+    Video latents (N, C, T, h, w) are probed frame by frame, (N T, C, h, w): diffusers' DiT, the probe's
+    transformer, unpatchifies square token grids only, so it does not see time; a generated latent frame
+    decodes as a one-frame clip (what a causal video VAE makes of a clip's first frame)."""
     if images.resolution == "native":
         raise ConfigError("probe: --data.resolution must be a number of pixels (every latent needs the same shape)")
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -46,8 +50,10 @@ def encode(
     if not latents:
         raise ConfigError(f"probe: no usable images in '{images.source.path}'")
     latents = torch.cat(latents)
+    clips = latents.ndim == 5
+    latents = as_frames(latents)
     shift, scale = standardisation(latents)
-    return (latents - shift) * scale, torch.cat(originals), (shift, scale)
+    return (latents - shift) * scale, torch.cat(originals), (shift, scale, clips)
 
 
 @torch.no_grad()
@@ -58,12 +64,15 @@ def sample_fid(
     FID against the real images (None without Inception), on the display channels of `pixels` (Inception
     reads 8-bit RGB)."""
     pixels = pixels or PixelFormat()
-    shift, scale = (t.to(samples.device) for t in standardised)
-    decoded = torch.cat([decode(model, chunk / scale + shift).float().clamp(-1, 1).cpu() for chunk in samples.split(32)])
+    shift, scale, clips = standardised if len(standardised) == 3 else (*standardised, False)
+    shift, scale = shift.to(samples.device), scale.to(samples.device)
+    latents = [chunk / scale + shift for chunk in samples.split(32)]
+    latents = [z.unsqueeze(2) for z in latents] if clips else latents  # a latent frame as a one-frame clip
+    decoded = as_frames(torch.cat([decode(model, z).float().clamp(-1, 1).cpu() for z in latents]))
     if inception is None:
         return decoded, None
     fid = fid_metric(inception)
-    fid.update(to_uint8(pixels.to_display(originals)), real=True)
+    fid.update(to_uint8(pixels.to_display(as_frames(originals))), real=True)
     fid.update(to_uint8(pixels.to_display(decoded)), real=False)
     return decoded, float(fid.compute())
 
