@@ -228,3 +228,29 @@ def test_hunyuan_video_tiny_from_the_command_line(tmp_path, video_folder):
     )
     reloaded = AutoencoderKLHunyuanVideo.from_pretrained(run / "diffusers")
     assert reloaded.config.latent_channels == 4 and reloaded.config.scaling_factor != 0.476986
+
+
+def test_training_on_a_folder_with_bad_videos_counts_each_and_goes_on(tmp_path, video_folder):
+    """A zero-byte file, a truncated mp4, a text file named .mp4 and a clip too short are each counted with
+    their reason while training goes on; a lossless mkv (ffv1) and a gif are read like any video."""
+    from PIL import Image
+
+    from vaetrain.data import sample_images_dir
+    from vaetrain.data.camera_clips import camera_frames
+    from vaetrain.data.decoding.video import write_video
+
+    good = sorted(video_folder.glob("*.mp4"))
+    (video_folder / "empty.mp4").write_bytes(b"")
+    (video_folder / "notes.mp4").write_text("not a video")
+    (video_folder / "truncated.mp4").write_bytes(good[0].read_bytes()[: good[0].stat().st_size // 3])
+    frames = camera_frames(Image.open(sorted(sample_images_dir().glob("*.jpg"))[9]), 9, 40)
+    write_video(video_folder / "short.mp4", frames[:3])
+    write_video(video_folder / "lossless.mkv", frames, codec="ffv1")
+    write_video(video_folder / "animated.gif", frames)
+    data = ImageDataModule(path=str(video_folder), frames=5, resolution=32, batch_size=2, val_size=0, num_workers=0, max_bad_fraction=0.5)
+    module = tiny_module(autoencoder=TINY_WAN)
+    tiny_trainer(tmp_path, max_steps=12).fit(module, data)
+    assert module.counters.generator_steps == 12 and data.tracker.seen == 24 + data.tracker.bad
+    reasons = {reason.split(":")[0] for reason in data.tracker.reasons}
+    assert reasons == {"empty file", "unreadable video", "too short"}
+    assert {Path(name).name for name in data.tracker.examples} == {"empty.mp4", "notes.mp4", "truncated.mp4", "short.mp4"}
