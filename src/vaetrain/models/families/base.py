@@ -105,10 +105,21 @@ class Family:
         """How many frames one latent frame spans (1: an image family)."""
         return 1
 
+    def frame_chunk(self, model: nn.Module) -> int:
+        """A causal video encoder reads the first frame alone, then chunks of this many frames."""
+        return self.temporal_factor(model)
+
     def check_frames(self, model: nn.Module, frames: int) -> None:
         """A one-line ConfigError when clips of `frames` frames do not fit (images: only when clips are asked for)."""
-        if frames:
-            raise ConfigError(f"data.frames={frames}: {self.class_name} reads images; a video family (wan) reads clips")
+        if not self.video:
+            if frames:
+                raise ConfigError(f"data.frames={frames}: {self.class_name} reads images; a video family (wan, hunyuan) reads clips")
+            return
+        chunk = self.frame_chunk(model)
+        if frames < 1 or (frames - 1) % chunk:
+            raise ConfigError(
+                f"data.frames={frames}: {self.class_name} reads clips of 1 + {chunk}k frames (e.g. {1 + chunk}, {1 + 2 * chunk}, {1 + 4 * chunk})"
+            )
 
     def width(self, model: nn.Module) -> int:
         """The base channel width (`lr_scale: width` divides by it)."""

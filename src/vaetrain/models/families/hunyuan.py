@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from vaetrain.errors import ConfigError
 from vaetrain.models.families.base import Family, Posterior
+from vaetrain.models.families.kl import ldm_stack
 
 
 class HunyuanVideoFamily(Family):
@@ -25,22 +25,8 @@ class HunyuanVideoFamily(Family):
     def build(self, config) -> nn.Module:
         from diffusers import AutoencoderKLHunyuanVideo
 
-        if any(c % config.norm_num_groups for c in config.block_out_channels):
-            raise ConfigError(f"model.autoencoder.block_out_channels {config.block_out_channels}: each must divide by norm_num_groups={config.norm_num_groups}")
-        levels = len(config.block_out_channels)
-        return AutoencoderKLHunyuanVideo(
-            in_channels=config.in_channels,
-            out_channels=config.out_channels,
-            latent_channels=config.latent_channels,
-            down_block_types=("HunyuanVideoDownBlock3D",) * levels,
-            up_block_types=("HunyuanVideoUpBlock3D",) * levels,
-            block_out_channels=tuple(config.block_out_channels),
-            layers_per_block=config.layers_per_block,
-            norm_num_groups=config.norm_num_groups,
-            mid_block_add_attention=config.mid_block_add_attention,
-            spatial_compression_ratio=2 ** (levels - 1),
-            **(config.architecture or {}),
-        )
+        stack = ldm_stack(config, "HunyuanVideoDownBlock3D", "HunyuanVideoUpBlock3D")
+        return AutoencoderKLHunyuanVideo(**stack, spatial_compression_ratio=2 ** (len(config.block_out_channels) - 1), **(config.architecture or {}))
 
     def encode(self, model, images) -> Posterior:
         posterior = model.encode(images).latent_dist
@@ -79,8 +65,3 @@ class HunyuanVideoFamily(Family):
             f"AutoencoderKLHunyuanVideo, block_out_channels {list(config.block_out_channels)}, layers_per_block {config.layers_per_block}, "
             f"{config.temporal_compression_ratio}x temporal / {config.spatial_compression_ratio}x spatial compression"
         )
-
-    def check_frames(self, model, frames: int) -> None:
-        factor = self.temporal_factor(model)
-        if frames < 1 or (frames - 1) % factor:
-            raise ConfigError(f"data.frames={frames}: {self.class_name} reads clips of 1 + {factor}k frames (e.g. {1 + factor}, {1 + 2 * factor})")

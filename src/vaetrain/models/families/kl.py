@@ -8,9 +8,10 @@ from vaetrain.errors import ConfigError
 from vaetrain.models.families.base import Family, Posterior
 
 
-def ldm_stack(config) -> dict:
+def ldm_stack(config, down: str = "DownEncoderBlock2D", up: str = "UpDecoderBlock2D") -> dict:
     """LDM's convolutional encoder/decoder (one down/up block per entry of `block_out_channels`, attention in
-    the middle block only), as the keyword arguments diffusers' AutoencoderKL and VQModel share."""
+    the middle block only), as the keyword arguments diffusers' AutoencoderKL and VQModel share (and, with
+    its 3D blocks, AutoencoderKLHunyuanVideo)."""
     if any(c % config.norm_num_groups for c in config.block_out_channels):
         raise ConfigError(
             f"model.autoencoder.block_out_channels {config.block_out_channels} must all be divisible by "
@@ -20,8 +21,8 @@ def ldm_stack(config) -> dict:
     return dict(
         in_channels=config.in_channels,
         out_channels=config.out_channels,
-        down_block_types=("DownEncoderBlock2D",) * levels,
-        up_block_types=("UpDecoderBlock2D",) * levels,
+        down_block_types=(down,) * levels,
+        up_block_types=(up,) * levels,
         block_out_channels=tuple(config.block_out_channels),
         layers_per_block=config.layers_per_block,
         latent_channels=config.latent_channels,

@@ -97,7 +97,7 @@ class WanFamily(Family):
             f"{self.temporal_factor(model)}x temporal / {self.downsampling_factor(model)}x spatial compression"
         )
 
-    def check_frames(self, model, frames: int) -> None:
-        """diffusers' encoder reads the first frame alone, then chunks of 4 frames (`_encode`)."""
-        if frames < 1 or (frames - 1) % 4:
-            raise ConfigError(f"data.frames={frames}: {self.class_name} reads clips of 1 + 4k frames (e.g. 5, 9, 17)")
+    def frame_chunk(self, model) -> int:
+        """diffusers' encoder reads the first frame alone, then chunks of 4 frames (`_encode`), whatever the
+        temporal compression."""
+        return 4
