@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
+from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.evaluation import ReconstructionMetrics
 from vaetrain.evaluation.networks import build_inception
 
@@ -90,3 +91,31 @@ def test_rfid_of_a_set_against_itself_is_zero_and_against_another_set_larger():
     self_fid, other_fid = same.compute()["rfid"], other.compute()["rfid"]
     assert abs(self_fid) < 1e-3
     assert other_fid > 100 * max(abs(self_fid), 1e-4)
+
+
+def test_colour_difference_is_ciede2000_and_bias_has_the_casts_sign():
+    """Sharma, Wu and Dalal (2005), the CIEDE2000 test data, pair 1: Lab (50, 2.6772, -79.7751) vs
+    (50, 0, -82.7485) is 2.0425; through the metric: identical images 0, a pure red shifted towards brown
+    (less red) a negative red bias and a noticeable difference."""
+    from skimage.color import deltaE_ciede2000
+
+    from vaetrain.evaluation.colour import NOTICEABLE, channel_bias, delta_e_2000
+
+    assert float(deltaE_ciede2000(torch.tensor([50.0, 2.6772, -79.7751]).numpy(), torch.tensor([50.0, 0.0, -82.7485]).numpy())) == pytest.approx(
+        2.0425, abs=1e-4
+    )
+    red = torch.zeros(1, 3, 8, 8)
+    red[:, 0] = 0.8
+    brown = red.clone()
+    brown[:, 0], brown[:, 1] = 0.55, 0.3
+    assert delta_e_2000(red, red).item() == 0.0 and delta_e_2000(red, brown).item() > NOTICEABLE
+    bias = channel_bias(red, brown)[0]
+    assert bias[0].item() == pytest.approx(-0.25 * 255) and bias[1].item() == pytest.approx(0.3 * 255) and bias[2].item() == 0
+
+    metrics = ReconstructionMetrics()
+    metrics.update(red * 2 - 1, brown * 2 - 1)
+    values = metrics.compute()
+    assert values["delta_e"] == pytest.approx(delta_e_2000(red, brown).item()) and values["bias_c0"] == pytest.approx(-0.25 * 255, rel=1e-4)
+    gray = ReconstructionMetrics(pixels=PixelFormat(channels=1))  # no colour on one channel, but its bias
+    gray.update(torch.zeros(1, 1, 8, 8), torch.full((1, 1, 8, 8), 0.1))
+    assert gray.compute()["delta_e"] is None and gray.compute()["bias_c0"] == pytest.approx(0.05 * 255, rel=1e-4)

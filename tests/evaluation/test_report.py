@@ -107,7 +107,7 @@ def test_the_report_shows_the_channels_the_grids_show():
     """One display rule (`display_triplet`): the report's first view of a sample is the triplet the training
     grids show, for every channel count (2 channels used to be shown as channels 0, 1, 2 here)."""
     from vaetrain.data.decoding.pixels import PixelFormat
-    from vaetrain.evaluation.report import _views
+    from vaetrain.evaluation.report_samples import _views
 
     for channels, display in ((1, None), (2, None), (3, None), (4, None), (6, (3, 2, 1))):
         pixels = PixelFormat(channels=channels, display=display)

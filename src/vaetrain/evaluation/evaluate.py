@@ -142,6 +142,8 @@ def evaluate_model(
         "model": str(reference),
         **{name: computed.get(name) if name in options.metrics else None for name in METRICS},
         "flicker": computed.get("flicker"),  # clips only
+        "delta_e": computed.get("delta_e"),  # RGB only
+        "bias_channels": [computed[f"bias_c{c}"] for c in range(pixels.channels)],
         "kl": statistics.kl,
         "latent_mean": statistics.channel_mean,
         "latent_std": statistics.channel_std,

@@ -15,6 +15,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import FrechetInceptionDistance, MultiScaleStructuralSimilarityIndexMeasure, PeakSignalNoiseRatio
 
 from vaetrain.data.decoding.pixels import PixelFormat
+from vaetrain.evaluation.colour import channel_bias, delta_e_2000
 from vaetrain.frames import as_clips, as_frames, is_clip
 
 FID_REFERENCE_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
@@ -39,6 +40,9 @@ class ReconstructionMetrics(nn.Module):
     Images are compared in the data's own units (`pixels`: raw values / the bit depth's peak), so a 16-bit
     image's PSNR uses 65535 as the peak whatever its normalisation; `psnr_channels` / `ssim_channels` are the
     per-channel means (PSNR per image and channel), `psnr` is over all channels together.
+
+    Colour (`evaluation.colour`): `delta_e`, the mean CIEDE2000 difference of RGB images, and `bias_c0`...,
+    each channel's mean (reconstruction - original) in 8-bit levels.
 
     Clips (B, C, T, H, W) are measured frame by frame (PSNR, SSIM, LPIPS per frame, averaged over frames),
     plus `flicker`, their temporal error.
@@ -68,6 +72,8 @@ class ReconstructionMetrics(nn.Module):
         self.ms_ssim_too_small = 0
         self.lpips = MeanMetric(**sync)
         self.flicker = MeanMetric(**sync)
+        self.delta_e = MeanMetric(**sync)
+        self.bias_channels = ChannelMean(**sync)
         self.fid = fid_metric(fid_features, sync_on_compute) if fid_features is not None else None
         self.fid_reference_given = fid_reference is not None and self.fid is not None
         if self.fid_reference_given:
@@ -91,6 +97,9 @@ class ReconstructionMetrics(nn.Module):
         ssim = _ssim_per_image_and_channel(reconstruction01, target01)
         self.ssim.update(ssim.mean(dim=1))
         self.ssim_channels.update(ssim)
+        self.bias_channels.update(channel_bias(target01, reconstruction01))
+        if target.shape[1] == 3 and self.pixels.display_channels() == [0, 1, 2]:  # colour: RGB images only
+            self.delta_e.update(delta_e_2000(target01, reconstruction01))
         mse = (reconstruction01 - target01).square().mean(dim=(2, 3)).clamp_min(1e-20)
         self.psnr_channels.update(-10 * torch.log10(mse))
         if self.ms_ssim is not None and target.shape[1] in (1, 3):  # torchmetrics' MS-SSIM: gray or RGB
@@ -115,6 +124,8 @@ class ReconstructionMetrics(nn.Module):
         values["lpips"] = float(self.lpips.compute()) if self.lpips.update_count else None
         if self.flicker.update_count:
             values["flicker"] = float(self.flicker.compute())
+        values["delta_e"] = float(self.delta_e.compute()) if self.delta_e.update_count else None
+        values |= {f"bias_c{c}": v for c, v in enumerate(self.bias_channels.compute().reshape(-1).tolist())}
         if self.fid is not None:
             values["rfid"] = float(self.fid.compute()) if int(self.fid.fake_features_num_samples) >= 2 else None
         return {k: (None if v is not None and math.isnan(v) else v) for k, v in values.items()}
@@ -124,9 +135,8 @@ class ReconstructionMetrics(nn.Module):
         return {key: getattr(self.fid, key).detach().cpu() for key in FID_REFERENCE_STATES} if self.fid is not None else None
 
     def reset(self) -> None:
-        for metric in (self.psnr, self.ssim, self.psnr_channels, self.ssim_channels, self.ms_ssim, self.lpips, self.flicker, self.fid):
-            if metric is not None:
-                metric.reset()
+        for metric in self.children():  # every torchmetrics state this module holds
+            metric.reset()
         self.ms_ssim_too_small = 0
 
 

@@ -9,20 +9,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 from pathlib import Path
 
-import torch
-from PIL import Image
-
-from vaetrain.data.decoding.pixels import display_triplet
-from vaetrain.evaluation.report_clips import clip_samples
+from vaetrain.evaluation.colour import NOTICEABLE
+from vaetrain.evaluation.report_samples import name_of, samples_section
 from vaetrain.evaluation.results import ModelResult
 
-DIFFERENCE_GAIN = 5  # |original - reconstruction| x 5, so small errors are visible
-ZOOM = 4  # the crop is the central 1/ZOOM of each side, shown ZOOM times larger
-MAX_DISPLAY_SIDE = 384
 TABLE_COLUMNS = (
     ("psnr", "PSNR (dB) ↑", 2),
     ("ssim", "SSIM ↑", 4),
@@ -41,6 +34,7 @@ TABLE_COLUMNS = (
     ("fp16_max_abs_activation", "fp16 max |act|", 1),
     ("fp16_nonfinite", "fp16 inf/NaN", None),
     ("flicker", "flicker ↓", 2),
+    ("delta_e", "ΔE00 ↓", 2),
 )
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #1d1d1f; background: #fff; }
@@ -64,7 +58,7 @@ def write_report(results: list[ModelResult], path: str | Path, *, run_dir: str |
         f"<style>{STYLE}</style></head><body>",
         "<h1>vaetrain evaluation</h1>",
         _metrics_table(results),
-        _samples(results),
+        samples_section(results),
         _histograms(results),
     ]
     if probe_rows:
@@ -83,12 +77,12 @@ def _diffusability(rows: list[dict], folder: Path) -> str:
     random = any(row.get("probe_backbones") == "random" for row in rows)
     header = "<tr><th>model</th><th>validation flow-matching loss ↓</th><th>sample FID ↓</th><th>latent</th><th>probe seconds</th></tr>"
     cells = "".join(
-        f"<tr><td>{html.escape(_name(r['model']))}</td><td>{_format(r['probe_validation_loss'], 4)}</td><td>{_format(r.get('probe_fid'), 1)}</td>"
+        f"<tr><td>{html.escape(name_of(r['model']))}</td><td>{_format(r['probe_validation_loss'], 4)}</td><td>{_format(r.get('probe_fid'), 1)}</td>"
         f"<td>{'x'.join(str(d) for d in r['probe_latent_shape'])}</td><td>{_format(r['probe_seconds'], 0)}</td></tr>"
         for r in rows
     )
     grids = "".join(
-        f"<h3>{html.escape(_name(r['model']))}</h3><img src='data:image/png;base64,{base64.b64encode((folder / r['probe_samples']).read_bytes()).decode()}'>"
+        f"<h3>{html.escape(name_of(r['model']))}</h3><img src='data:image/png;base64,{base64.b64encode((folder / r['probe_samples']).read_bytes()).decode()}'>"
         for r in rows
         if r.get("probe_samples") and (folder / r["probe_samples"]).is_file()
     )
@@ -99,14 +93,6 @@ def _diffusability(rows: list[dict], folder: Path) -> str:
         + "</p>"
     )
     return f"<h2>Diffusability</h2>{note}<table class='metrics'>{header}{cells}</table>{grids}"
-
-
-def _name(reference: str) -> str:
-    """Short display name: the last path part, with its folder when the part alone says little."""
-    path = Path(reference)
-    if path.name in ("diffusers", "last.ckpt") or path.suffix == ".ckpt" and path.parent.name == "checkpoints":
-        return "/".join(path.parts[-3:] if path.parent.name == "checkpoints" else path.parts[-2:])
-    return path.name or reference
 
 
 def _format(value, digits: int | None) -> str:
@@ -127,7 +113,7 @@ def _metrics_table(results: list[ModelResult]) -> str:
             css = " class='bad'" if key == "fp16_nonfinite" and values.get(key) else ""
             cells.append(f"<td{css}>{_format(values.get(key), digits)}</td>")
         model = values["model"]
-        rows.append(f"<tr><td title='{html.escape(model)}'>{html.escape(_name(model))}</td>{''.join(cells)}</tr>")
+        rows.append(f"<tr><td title='{html.escape(model)}'>{html.escape(name_of(model))}</td>{''.join(cells)}</tr>")
     first = results[0].values
     resolution = first["resolution"]
     where = "native size (padded to the downsampling factor)" if resolution == "native" else f"{resolution}x{resolution} (short side resized, center crop)"
@@ -136,9 +122,17 @@ def _metrics_table(results: list[ModelResult]) -> str:
         f"LPIPS with {first.get('lpips_network') or '—'}; rFID between originals and reconstructions; KL per latent "
         "element; scaling_factor = 1/std and shift_factor = mean of posterior samples."
     ]
+    biases = [(r, r.values.get("bias_channels")) for r in results if r.values.get("bias_channels")]
+    if biases:
+        names = ("R", "G", "B") if first.get("channels", 3) == 3 else tuple(f"c{c}" for c in range(first.get("channels", 3)))
+        shown = "; ".join(f"{name_of(r.values['model'])}: " + ", ".join(f"{n} {v:+.2f}" for n, v in zip(names, b)) for r, b in biases)
+        notes.append(
+            f"Colour: ΔE00 is the mean CIEDE2000 difference (above {NOTICEABLE:g} colours read as different; such samples are flagged below). "
+            f"Mean bias per channel, reconstruction - original in 8-bit levels: {shown}."
+        )
     if first.get("channels", 3) != 3 or first.get("bit_depth", 8) != 8:
         per_channel = "; ".join(
-            f"{_name(r.values['model'])}: PSNR "
+            f"{name_of(r.values['model'])}: PSNR "
             + ", ".join(f"c{c} {v:.2f}" for c, v in enumerate(r.values.get("psnr_channels") or []))
             + " / SSIM "
             + ", ".join(f"c{c} {v:.3f}" for c, v in enumerate(r.values.get("ssim_channels") or []))
@@ -154,65 +148,6 @@ def _metrics_table(results: list[ModelResult]) -> str:
     error_lines = "".join(f"<p class='error'>{html.escape(e)}</p>" for e in errors)
     note_lines = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
     return f"<h2>Metrics</h2><table class='metrics'><tr><th>model</th>{header}</tr>{''.join(rows)}</table>{note_lines}{error_lines}"
-
-
-def _png(image: torch.Tensor) -> str:
-    """A uint8 CHW tensor as an inline <img>, shown at its own size up to MAX_DISPLAY_SIDE."""
-    buffer = io.BytesIO()
-    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
-    height, width = image.shape[-2:]
-    scale = min(1.0, MAX_DISPLAY_SIDE / max(height, width))
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f"<img src='data:image/png;base64,{data}' width='{round(width * scale)}' height='{round(height * scale)}'>"
-
-
-def _zoom(image: torch.Tensor) -> torch.Tensor:
-    height, width = image.shape[-2:]
-    crop_h, crop_w = max(1, height // ZOOM), max(1, width // ZOOM)
-    top, left = (height - crop_h) // 2, (width - crop_w) // 2
-    crop = image[:, top : top + crop_h, left : left + crop_w]
-    return crop.repeat_interleave(ZOOM, dim=1).repeat_interleave(ZOOM, dim=2)
-
-
-def _difference(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-    diff = (original.int() - reconstruction.int()).abs() * DIFFERENCE_GAIN
-    return diff.clamp(0, 255).to(torch.uint8)
-
-
-def _views(values: dict, channels: int) -> list[tuple[str, list[int]]]:
-    """What each sample shows: RGB as it is, 1 channel gray; otherwise the display triplet (`data.decoding.
-    pixels.display_triplet`, the rule grids use too), then every channel on its own (gray)."""
-    triplet = display_triplet(channels, values.get("display_channels"))
-    if channels == 1 or (channels == 3 and triplet == [0, 1, 2]):
-        return [("", triplet)]
-    return [(f"channels {triplet} as RGB", triplet)] + [(f"channel {c}", [c, c, c]) for c in range(channels)]
-
-
-def _samples(results: list[ModelResult]) -> str:
-    if results and results[0].samples and results[0].samples[0]["original"].ndim == 4:  # clips (C, T, H, W)
-        return clip_samples(results, DIFFERENCE_GAIN, _png)
-    count = min(len(result.samples) for result in results)
-    header = (
-        "<tr><td>original</td>"
-        + "".join(f"<td>{html.escape(_name(r.values['model']))}</td><td>|difference| x{DIFFERENCE_GAIN}</td>" for r in results)
-        + "</tr>"
-    )
-    rows = []
-    for index in range(count):
-        original = results[0].samples[index]["original"]
-        for label, view in _views(results[0].values, original.shape[0]):
-            caption = f"<tr><td colspan='{1 + 2 * len(results)}'>{html.escape(label)}</td></tr>" if label else ""
-            full = [_png(original[view])]
-            zoomed = [_png(_zoom(original[view]))]
-            for result in results:
-                reconstruction = result.samples[index]["reconstruction"][view]
-                difference = _difference(original[view], reconstruction)
-                full += [_png(reconstruction), _png(difference)]
-                zoomed += [_png(_zoom(reconstruction)), _png(_zoom(difference))]
-            rows.append(caption + "<tr>" + "".join(f"<td>{cell}</td>" for cell in full) + "</tr>")
-            rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in zoomed) + "</tr>")
-    note = f"<p class='note'>Second row of each sample: the central 1/{ZOOM} of the image, enlarged {ZOOM}x.</p>"
-    return f"<h2>Reconstructions</h2>{note}<table class='samples'>{header}{''.join(rows)}</table>"
 
 
 def _bar_chart(edges: list[float], counts: list[int], title: str, width: int = 220, height: int = 110) -> str:
@@ -238,7 +173,7 @@ def _histograms(results: list[ModelResult]) -> str:
             _bar_chart(h["edges"], h["counts"], f"channel {c}: mean {m:.3f}, std {s:.3f}")
             for c, (h, m, s) in enumerate(zip(result.histograms, result.values["latent_mean"], result.values["latent_std"]))
         )
-        sections.append(f"<h3>{html.escape(_name(result.values['model']))}</h3><div class='charts'>{charts}</div>")
+        sections.append(f"<h3>{html.escape(name_of(result.values['model']))}</h3><div class='charts'>{charts}</div>")
     return "<h2>Latent distribution per channel</h2>" + "".join(sections)
 
 

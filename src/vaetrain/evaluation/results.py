@@ -11,6 +11,8 @@ RESULT_KEYS = (
     "model",
     *METRICS,
     "flicker",
+    "delta_e",
+    "bias_channels",
     "kl",
     "latent_mean",
     "latent_std",
