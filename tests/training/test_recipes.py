@@ -22,6 +22,7 @@ SETTINGS = {
     "gradnorm": dict(loss={"balance": "gradnorm", "reconstruction_weight": 0.001, "disc_weight": 1.0, "disc_start_step": 0}),
     "fixed_posterior": dict(autoencoder={"posterior": "fixed", "posterior_std": 0.1, "latent_clamp": 8.0}, loss={"kl_weight": 0.1}),
     "pooled_masked": dict(loss={"pooled_reconstruction": PooledReconstruction(weight=0.5, factor=2, mask=True)}),
+    "ms_ssim_l1_focal_frequency": dict(loss={"reconstruction": "ms_ssim_l1", "focal_frequency_weight": 1.0, "perceptual_weight": 0.0}),
     "vgg16_thresholded_lecam_r1": dict(
         discriminator={"kind": "vgg16", "vgg_backbone": "random"},
         loss={"gan_loss": "thresholded_hinge", "lecam_weight": 0.1, "r1_weight": 1.0, "r1_every": 2, "disc_start_step": 1},

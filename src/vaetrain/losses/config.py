@@ -12,7 +12,7 @@ from vaetrain.losses.distillation import DistillationConfig
 from vaetrain.losses.equivariance import EquivarianceConfig
 from vaetrain.losses.gan import GanLossKind
 from vaetrain.losses.perceptual import Backbone, PerceptualNetwork, TripletSetting
-from vaetrain.losses.terms import PixelLoss, Reduction
+from vaetrain.losses.terms import PixelLoss, ReconstructionKind, Reduction
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,9 @@ class PooledReconstruction:
 class LossConfig:
     """Every term's weight and how the terms are balanced. Step settings count generator optimizer steps."""
 
-    reconstruction: PixelLoss = "l1"
-    """Pixel loss: l1 or l2 (squared error)."""
+    reconstruction: ReconstructionKind = "l1"
+    """Pixel loss: l1, l2 (squared error) or ms_ssim_l1 (Zhao et al. 2017's 0.84 (1 - MS-SSIM) + 0.16
+    Gaussian-weighted L1: weight-free, any channel count; `losses/structural.py`)."""
     reduction: Reduction = "mean"
     """mean: averages (weights independent of size); sum: LDM's per-image sums (LDM's kl_weight 1e-6 means the same)."""
     reconstruction_weight: float = 1.0
@@ -50,6 +51,11 @@ class LossConfig:
     or `each` (every channel replicated to RGB); null: RGB as it is, 1 channel replicated."""
     pooled_reconstruction: PooledReconstruction = field(default_factory=PooledReconstruction)
     """The low-pass (pooled, optionally flat-region-masked) reconstruction term."""
+    focal_frequency_weight: float = 0.0
+    """Weight of the focal frequency loss (Jiang et al. 2021: spectrum distance weighted towards the
+    frequencies reconstructed worst; weight-free, any channel count); 0 switches it off."""
+    focal_frequency_alpha: float = 1.0
+    """Its spectrum weight matrix's exponent (the reference's alpha, default 1)."""
     codebook_weight: float = 1.0
     """vq family: weight of the codebook and commitment terms (taming's codebook_weight: 1.0)."""
     kl_weight: float = 1e-6
@@ -101,6 +107,6 @@ class LossConfig:
             raise ConfigError(f"model.loss.latent_noise must be >= 0, got {self.latent_noise}")
         if self.r1_every < 1:
             raise ConfigError(f"model.loss.r1_every must be >= 1, got {self.r1_every}")
-        for name in ("reconstruction_weight", "perceptual_weight", "kl_weight", "disc_weight", "lecam_weight", "r1_weight"):
+        for name in ("reconstruction_weight", "perceptual_weight", "kl_weight", "disc_weight", "lecam_weight", "r1_weight", "focal_frequency_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"model.loss.{name} must be >= 0, got {getattr(self, name)}")

@@ -15,9 +15,11 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from vaetrain.frames import as_frames, is_clip
+from vaetrain.losses.structural import ms_ssim_l1_map
 
 Reduction = Literal["mean", "sum"]
 PixelLoss = Literal["l1", "l2"]
+ReconstructionKind = Literal["l1", "l2", "ms_ssim_l1"]
 
 # vqgan-training's edge detector (vae_trainer.py, `blurriness_heatmap`): a ring of ones around -20
 _EDGE_KERNEL = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, -20, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0]], dtype=torch.float32).view(1, 1, 5, 5)
@@ -30,8 +32,10 @@ def reduce(per_element: torch.Tensor, reduction: Reduction) -> torch.Tensor:
     return per_element.mean()
 
 
-def reconstruction_loss(target: torch.Tensor, reconstruction: torch.Tensor, kind: PixelLoss, reduction: Reduction) -> torch.Tensor:
-    """L1 or squared error, in fp32."""
+def reconstruction_loss(target: torch.Tensor, reconstruction: torch.Tensor, kind: ReconstructionKind, reduction: Reduction) -> torch.Tensor:
+    """L1, squared error or Zhao et al.'s MS-SSIM + L1 mix (on [0, 1] values; clips frame by frame), in fp32."""
+    if kind == "ms_ssim_l1":
+        return reduce(ms_ssim_l1_map((as_frames(target) + 1) / 2, (as_frames(reconstruction) + 1) / 2), reduction)
     loss_fn = F.l1_loss if kind == "l1" else F.mse_loss
     return reduce(loss_fn(reconstruction.float(), target.float(), reduction="none"), reduction)
 

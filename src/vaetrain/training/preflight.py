@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from vaetrain.errors import ConfigError
 from vaetrain.losses.config import LossConfig
+from vaetrain.losses.structural import WINDOW
 from vaetrain.losses.terms import FLAT_MASK_BLUR
 from vaetrain.models.discriminator import DiscriminatorConfig
 from vaetrain.models.families import family_of
@@ -17,6 +18,10 @@ def check_image_sizes(datamodule, downsampling_factor: int, discriminator: Discr
     sides = datamodule.training_sides()
     if discriminator.kind == "vgg16" and any(side % PATCH for side in sides):
         raise ConfigError(f"model.discriminator.kind=vgg16 needs image sides divisible by {PATCH}; data.resolution is {datamodule.resolution}")
+    if loss.reconstruction == "ms_ssim_l1" and min(sides) <= WINDOW // 2:
+        raise ConfigError(
+            f"model.loss.reconstruction=ms_ssim_l1 needs images over {WINDOW // 2} px (its widest window's reach); data.resolution is {min(sides)}"
+        )
     pooled = loss.pooled_reconstruction
     if pooled.weight > 0 and pooled.mask and min(sides) // pooled.factor <= FLAT_MASK_BLUR // 2:
         raise ConfigError(
