@@ -19,8 +19,9 @@ from vaetrain.training.checkpoint import load_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SHARED = ROOT.parent / "shared" / "data"
-EVALS = (("tiny_imagenet_64", "holdout", 64), ("clothing_64", "clothing", 64), ("clothing_128", "clothing", 128))
-"""(column, image set, center-crop size) of every evaluation: the held-out Tiny-ImageNet images and the clothing photos."""
+EVALS = (("tiny_imagenet_64", "holdout", 64), ("clothing_64", "clothing", 64), ("clothing_128", "clothing", 128), ("clothing_native", "clothing", "native"))
+"""(column, image set, center-crop size or native) of every evaluation: the held-out Tiny-ImageNet images and
+the clothing photos, cropped and whole at their own size (400 x 533 mostly; tiled above 512 px as `eval` does)."""
 
 
 def vaetrain(*args: str) -> None:
@@ -96,7 +97,7 @@ def evaluate_runs(names: list[str], out: Path, *, data: Path, holdout: Path, clo
             "--data.resolution",
             str(resolution),
             "--data.batch_size",
-            "16",
+            "16" if resolution != "native" else "1",
             "--metrics",
             "psnr,ssim,lpips",
             "--backbones",
@@ -105,7 +106,7 @@ def evaluate_runs(names: list[str], out: Path, *, data: Path, holdout: Path, clo
             str(target),
         )
         for row in json.loads((target / "metrics.json").read_text()):
-            keys = ("psnr", "ssim", "lpips", "images", "codebook_usage", "codebook_perplexity", "bits_per_image")
+            keys = ("psnr", "ssim", "lpips", "images", "delta_e", "bias_channels", "codebook_usage", "codebook_perplexity", "bits_per_image")
             metrics[Path(row["model"]).parent.name][label] = {k: row.get(k) for k in keys}
     return metrics
 

@@ -93,6 +93,7 @@ def table(names: list[str], trained: dict, metrics: dict, args) -> str:
     discrete = any(metrics[n]["tiny_imagenet_64"].get("codebook_usage") is not None for n in names)
     tokens = probed and any(metrics[n]["probe"].get("token_nll") is not None for n in names)
     header = "| recipe | steps | s/step | " + " | ".join(f"{label} PSNR / SSIM" for label, _, _ in EVALS) + " | LPIPS* (tiny-imagenet) |"
+    header += " ΔE00 ↓ / bias R, G, B (clothing native) |"
     header += " codes used / perplexity (tiny-imagenet) |" if discrete else ""
     header += " probe loss ↓ | probe FID* |" if probed else ""
     header += " token NLL ↓ (nats) / bits per image |" if tokens else ""
@@ -101,6 +102,8 @@ def table(names: list[str], trained: dict, metrics: dict, args) -> str:
         steps, seconds = trained[name]["generator_steps"], trained[name]["train_seconds"] or args.seconds
         cells = [f"{metrics[name][label]['psnr']:.2f} / {metrics[name][label]['ssim']:.4f}" for label, _, _ in EVALS]
         line = f"| `{name}` | {steps} | {seconds / max(steps, 1):.2f} | " + " | ".join(cells) + f" | {metrics[name]['tiny_imagenet_64']['lpips']:.4f} |"
+        native = metrics[name]["clothing_native"]
+        line += f" {native['delta_e']:.2f} / {', '.join(f'{b:+.1f}' for b in native['bias_channels'])} |"
         held = metrics[name]["tiny_imagenet_64"]
         if discrete:
             used = held.get("codebook_usage")
@@ -183,9 +186,11 @@ def write_results(markdown: str, names: list[str], args) -> None:
         f"(bf16-mixed where the CPU has native bf16). Each recipe trained {args.seconds} s (Lightning's training timer) on "
         f"{args.data.name} minus its last {args.holdout} sorted files, tiny architecture at 64 px, batch 8, one recipe at a "
         f"time; every result (EMA weights) evaluated on the same held-out images: the {args.holdout} held-out Tiny-ImageNet "
-        f"images at 64 px and {args.clothing_images} clothing photos center-cropped at 64 and 128 px (MS-SSIM needs 161 px: "
-        f"not reported). *LPIPS runs on a randomly initialised AlexNet (no weights offline): plumbing only, not a quality "
-        f"measure. Sorted by Tiny-ImageNet PSNR.{probe_note}\n\n{markdown}\n\n{recipes}\n{markers[1]}"
+        f"images at 64 px and {args.clothing_images} clothing photos center-cropped at 64 and 128 px and whole at their native "
+        f"size (mostly 400 x 533, tiled above 512 px as `eval` does; ΔE00: mean CIEDE2000 colour difference, bias: mean "
+        f"reconstruction - original per channel in 8-bit levels) (MS-SSIM needs 161 px: not reported). *LPIPS runs on a "
+        f"randomly initialised AlexNet (no weights offline): plumbing only, not a quality measure. Sorted by Tiny-ImageNet "
+        f"PSNR.{probe_note}\n\n{markdown}\n\n{recipes}\n{markers[1]}"
     )
     replace_section(section, markers)
 
