@@ -254,3 +254,34 @@ def test_training_on_a_folder_with_bad_videos_counts_each_and_goes_on(tmp_path, 
     reasons = {reason.split(":")[0] for reason in data.tracker.reasons}
     assert reasons == {"empty file", "unreadable video", "too short"}
     assert {Path(name).name for name in data.tracker.examples} == {"empty.mp4", "notes.mp4", "truncated.mp4", "short.mp4"}
+
+
+def test_joint_image_and_video_training_mixes_one_frame_clips_and_resumes_exactly(tmp_path, video_folder, image_folder):
+    """data.image_ratio 0.5: every other micro-batch is images as one-frame clips (which ones: by the batch's
+    number alone), and a resumed run reads exactly what an uninterrupted one read."""
+    from vaetrain.data.streams.mixed import image_batches_before, is_image_batch
+
+    assert [is_image_batch(n, 0.25) for n in range(8)] == [False, False, False, True] * 2 and image_batches_before(8, 0.25) == 2
+
+    def data() -> ImageDataModule:
+        return ImageDataModule(
+            path=str(video_folder), frames=5, image_path=str(image_folder), image_ratio=0.5, resolution=32, batch_size=2, val_size=2, num_workers=0
+        )
+
+    loader = iter(data().train_dataloader())
+    shapes = [tuple(next(loader)["image"].shape) for _ in range(4)]
+    assert shapes == [(2, 3, 5, 32, 32), (2, 3, 1, 32, 32)] * 2
+
+    def run(root: Path, max_steps: int, ckpt_path: str | None = None):
+        module = tiny_module(autoencoder=TINY_WAN, loss={"disc_start_step": 1}, discriminator={"kind": "patchgan3d"})
+        checkpoint = ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=3)
+        tiny_trainer(root, max_steps=max_steps, callbacks=[checkpoint], enable_checkpointing=True).fit(module, data(), ckpt_path=ckpt_path, weights_only=True)
+        return module
+
+    straight = run(tmp_path / "straight", 6)
+    run(tmp_path / "resumed", 3)
+    resumed = run(tmp_path / "resumed", 6, ckpt_path=str(tmp_path / "resumed" / "last.ckpt"))
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    with pytest.raises(ConfigError, match="together"):
+        ImageDataModule(path=str(video_folder), frames=5, image_ratio=0.5, num_workers=0)

@@ -24,6 +24,7 @@ from vaetrain.data.quality import BadFileTracker
 from vaetrain.data.sources.spec import Part, SourceKind, SourceSpec, StreamLayout
 from vaetrain.data.streams.buckets import check_crop_settings
 from vaetrain.data.streams.decoded import first_usable
+from vaetrain.data.streams.mixed import MixedStream
 from vaetrain.data.streams.schedule import Phase, check_sides, phased_stream, schedule_phases
 from vaetrain.errors import ConfigError
 
@@ -69,6 +70,8 @@ class ImageDataModule(L.LightningDataModule):
         resolution_schedule: [[step, resolution], ...]: training crops change size at these generator steps.
         frames: Clips of this many frames from video files and frame folders (0: images). Wan: 1 + 4k.
         frame_stride: Every frame_stride-th frame of a video makes the clip.
+        image_path: With frames: a folder (or dataset) of images trained as one-frame clips beside the videos.
+        image_ratio: The fraction of micro-batches that are images from image_path (joint image + video training).
     """
 
     def __init__(
@@ -107,6 +110,8 @@ class ImageDataModule(L.LightningDataModule):
         resolution_schedule: list[tuple[int, int]] | None = None,
         frames: int = 0,
         frame_stride: int = 1,
+        image_path: str | None = None,
+        image_ratio: float = 0.0,
     ) -> None:
         super().__init__()
         value_range, display = (tuple(v) if v else None for v in (value_range, display_channels))
@@ -115,31 +120,27 @@ class ImageDataModule(L.LightningDataModule):
         self.resolution_schedule = [tuple(entry) for entry in resolution_schedule] if resolution_schedule else None
         self.phase_batch_sizes: list[int] | None = None  # per phase, when a memory budget plans them
         schedule_phases(resolution, self.resolution_schedule)  # bad entries fail here, in one line
-        if resolution <= 0:
-            raise ConfigError(f"data.resolution must be positive, got {resolution}")
-        if batch_size <= 0:
-            raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
+        for key, value in (("resolution", resolution), ("batch_size", batch_size)):
+            if value <= 0:
+                raise ConfigError(f"data.{key} must be positive, got {value}")
         self.clip = ClipSpec(frames, frame_stride) if frames else None
         videos = self.clip is not None
         spec = SourceSpec(path, source, split, image_column, file_list, val_size=0 if val_path else val_size, videos=videos)
         self.source = open_source(spec)
         self.val_source = open_source(SourceSpec(val_path, val_source, val_split, image_column, val_size=0, videos=videos)) if val_path else None
-        check_video_settings(self.clip, buckets, self.resolution_schedule, self.pixels)
+        check_video_settings(self.clip, buckets, self.resolution_schedule, self.pixels, image_path, image_ratio)
+        self.image_source, self.image_ratio = (open_source(SourceSpec(image_path, val_size=0)), image_ratio) if image_ratio else (None, 0.0)
+        if self.image_source is not None and "webdataset" in (self.source.spec.kind, self.image_source.spec.kind):
+            raise ConfigError("data.image_ratio mixes folders or datasets (read by position); WebDataset shards are read in order")
         self.buckets = [tuple(b) for b in buckets] if buckets else None
         check_crop_settings(self.buckets, crop, self.resolution_schedule, self.source)
         self.resolution = resolution
         self.batch_size = batch_size  # the micro-batch; a memory budget may change it for the run
-        self.crop = crop
-        self.small_images = small_images
-        self.flip = flip
-        self.val_batch_size = val_batch_size or batch_size
-        self.shuffle_buffer = shuffle_buffer
-        self.background = tuple(background)
-        self.max_image_pixels = max_image_pixels
+        self.crop, self.small_images, self.flip = crop, small_images, flip
+        self.val_batch_size, self.shuffle_buffer = val_batch_size or batch_size, shuffle_buffer
+        self.background, self.max_image_pixels = tuple(background), max_image_pixels
         self.num_workers = default_num_workers() if num_workers is None else num_workers
-        self.prefetch_factor = prefetch_factor
-        self.seed = seed
-        self.start_sample = 0
+        self.prefetch_factor, self.seed, self.start_sample = prefetch_factor, seed, 0
         self.tracker = BadFileTracker(max_bad_fraction, bad_fraction_min_samples)
         self._batches_seen = 0
         self._validation_checked = False  # validation images decoded once at start-up, bad ones left out
@@ -167,9 +168,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def prepare_split(self) -> None:
         """Lists the collections and splits them (one-line errors for missing files, columns, shards)."""
-        self.source.prepare()
-        if self.val_source is not None:
-            self.val_source.prepare()
+        for source in (self.source, self.image_source, self.val_source):
+            if source is not None:
+                source.prepare()
         if not self.pixels.measured:  # percentiles, on up to `normalization_images` evenly spaced training images
             raw = self.source.images("train", raw_decoder(self.decoder(train=False).options), max_items=self.normalization_images)
             self.pixels = measure_bounds(self.pixels, (sample["image"] for sample in raw if sample["image"] is not None))
@@ -187,8 +188,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def decoder(self, *, train: bool, resolution: int | None = None) -> SampleDecoder:
         if self.clip is not None:
-            options = DecodeOptions(background=self.background, max_pixels=self.max_image_pixels)
-            return ClipDecoder(self.clip, resolution or self.resolution, train=train, crop=self.crop, flip=self.flip, options=options)
+            options, side = DecodeOptions(background=self.background, max_pixels=self.max_image_pixels), resolution or self.resolution
+            return ClipDecoder(self.clip, side, train=train, crop=self.crop, flip=self.flip, options=options)
         cut = {"crop": self.crop, "flip": self.flip, "small_images": self.small_images}
         return build_decoder(
             resolution or self.resolution, train=train, background=self.background, max_pixels=self.max_image_pixels, pixels=self.pixels, **cut
@@ -208,6 +209,9 @@ class ImageDataModule(L.LightningDataModule):
             stream = phased_stream(self.source, lambda side: self.decoder(train=True, resolution=side), self.phases(), layout, accumulate)
             return image_loader(stream, None, self.num_workers, self.prefetch_factor)
         stream = self.source.train_samples(self.decoder(train=True), layout, self._bucket_decoders())
+        if self.image_source is not None:  # joint image + video training (`streams/mixed.py`)
+            images = self.image_source.train_samples(build_decoder(self.resolution, train=True, crop=self.crop, flip=self.flip), layout)
+            return image_loader(MixedStream(stream, images, self.image_ratio, layout), None, self.num_workers, self.prefetch_factor)
         return image_loader(stream, self.batch_size, self.num_workers, self.prefetch_factor)
 
     def val_dataloader(self) -> DataLoader:

@@ -46,8 +46,12 @@ class ClipSpec:
         return (self.frames - 1) * self.stride + 1
 
 
-def check_video_settings(clip: ClipSpec | None, buckets, schedule, pixels) -> None:
+def check_video_settings(clip: ClipSpec | None, buckets, schedule, pixels, image_path: str | None = None, image_ratio: float = 0.0) -> None:
     """Settings the clip decoder does not honour are refused (one line) rather than ignored."""
+    if not 0 <= image_ratio < 1:
+        raise ConfigError(f"data.image_ratio must be in [0, 1), got {image_ratio}")
+    if (image_ratio > 0) != (image_path is not None) or (image_ratio > 0 and clip is None):
+        raise ConfigError("joint image + video training needs data.frames, data.image_path and data.image_ratio > 0 together")
     if clip is None:
         return
     for key, value in (("data.buckets", buckets), ("data.resolution_schedule", schedule)):
