@@ -81,6 +81,7 @@ def test_lpips_is_the_mean_of_what_the_caller_measured():
     assert metrics.compute()["lpips"] == pytest.approx(0.5)
 
 
+@pytest.mark.slow  # 30 s of Inception on CPU; eval's rFID plumbing stays in test_evaluate.py
 def test_rfid_of_a_set_against_itself_is_zero_and_against_another_set_larger():
     inception = build_inception("random")
     same = ReconstructionMetrics(fid_features=inception)

@@ -42,6 +42,7 @@ def test_evaluation_images_cut_by_the_protocol(image_folder):
     assert any(torch.allclose(image, expected, atol=1e-6) for image in batch)
 
 
+@pytest.mark.slow  # 38 s (two evaluations through Inception); the protocol's crop and reference are tested above
 def test_eval_with_the_imagenet_protocol_caches_and_reuses_the_reference(tmp_path, image_folder, capsys):
     torch.manual_seed(0)  # no mid-block attention: at 256 px the tiny f2 model would attend over 16,384 positions
     build_autoencoder(AutoencoderConfig(**(TINY_AUTOENCODER | {"mid_block_add_attention": False}))).save_pretrained(tmp_path / "vae")

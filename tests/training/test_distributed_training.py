@@ -109,6 +109,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # 64 s of real processes; the default suite keeps DDP's equivalence test (make test-slow runs this)
 def test_fsdp_two_processes_match_one_export_and_resume_sharded_or_not(tmp_path):
     """`fsdp2` (FSDP2 through Lightning's ModelParallelStrategy) with 2 CPU processes: same weights as one
     unsharded process, an export gathered from the shards, and a checkpoint that resumes sharded on 2
