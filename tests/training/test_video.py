@@ -149,11 +149,6 @@ def test_wan_tiny_from_the_command_line(tmp_path, video_folder):
     values = json.loads((tmp_path / "eval" / "metrics.json").read_text())[0]
     assert values["flicker"] > 0 and values["images"] == 8 and "image/gif" in (tmp_path / "eval" / "report.html").read_text()
 
-    probe = ["--probe-steps", "3", "--probe-samples", "4", "--probe-batch-size", "4", "--backbones", "random", "--out", str(tmp_path / "probe")]
-    main(["probe", str(run / "diffusers"), *data, *probe])
-    row = json.loads((tmp_path / "probe" / "probe.json").read_text())[0]  # latent frames (8 clips x 2) as the probe's images
-    assert row["probe_latent_shape"] == [4, 8, 8] and row["probe_images"] == 16 and row["probe_fid"] is not None
-
     main(["recon", str(run / "diffusers"), str(video_folder), "--out", str(tmp_path / "recon")])
     for video in sorted(video_folder.glob("*.mp4")):  # every frame back, at the video's own size and rate
         original, rate = read_video(video)
@@ -285,3 +280,14 @@ def test_joint_image_and_video_training_mixes_one_frame_clips_and_resumes_exactl
         assert torch.equal(value, resumed.state_dict()[key]), key
     with pytest.raises(ConfigError, match="together"):
         ImageDataModule(path=str(video_folder), frames=5, image_ratio=0.5, num_workers=0)
+
+
+@pytest.mark.slow  # 8 s; the probe's own tests are in tests/evaluation
+def test_the_probe_reads_video_latents_frame_by_frame(tmp_path, video_folder):
+    torch.manual_seed(0)
+    build_autoencoder(AutoencoderConfig(**TINY_WAN)).save_pretrained(tmp_path / "wan")
+    data = ["--data.path", str(video_folder), "--data.frames", "5", "--data.resolution", "32", "--data.num_workers", "0"]
+    probe = ["--probe-steps", "3", "--probe-samples", "4", "--probe-batch-size", "4", "--backbones", "random", "--out", str(tmp_path / "probe")]
+    main(["probe", str(tmp_path / "wan"), *data, *probe])
+    row = json.loads((tmp_path / "probe" / "probe.json").read_text())[0]  # latent frames (8 clips x 2) as the probe's images
+    assert row["probe_latent_shape"] == [4, 8, 8] and row["probe_images"] == 16 and row["probe_fid"] is not None
