@@ -145,9 +145,10 @@ def test_wan_tiny_from_the_command_line(tmp_path, video_folder):
     assert any((run / "reconstructions").glob("*.png"))
 
     data = ["--data.path", str(video_folder), "--data.frames", "5", "--data.resolution", "32", "--data.num_workers", "0"]
-    main(["eval", str(run / "diffusers"), *data, "--metrics", "psnr,ssim", "--out", str(tmp_path / "eval")])
+    main(["eval", str(run / "diffusers"), *data, "--metrics", "psnr,ssim,rfvd", "--backbones", "random", "--out", str(tmp_path / "eval")])
     values = json.loads((tmp_path / "eval" / "metrics.json").read_text())[0]
     assert values["flicker"] > 0 and values["images"] == 8 and "image/gif" in (tmp_path / "eval" / "report.html").read_text()
+    assert values["rfvd"] > 0  # a random I3D stand-in: plumbing only
 
     main(["recon", str(run / "diffusers"), str(video_folder), "--out", str(tmp_path / "recon")])
     for video in sorted(video_folder.glob("*.mp4")):  # every frame back, at the video's own size and rate
@@ -291,3 +292,19 @@ def test_the_probe_reads_video_latents_frame_by_frame(tmp_path, video_folder):
     main(["probe", str(tmp_path / "wan"), *data, *probe])
     row = json.loads((tmp_path / "probe" / "probe.json").read_text())[0]  # latent frames (8 clips x 2) as the probe's images
     assert row["probe_latent_shape"] == [4, 8, 8] and row["probe_images"] == 16 and row["probe_fid"] is not None
+
+
+def test_rfvd_of_clips_against_themselves_is_zero_and_grows_with_their_error():
+    from vaetrain.evaluation.networks import build_video_features
+
+    torch.manual_seed(0)
+    clips, noise = torch.rand(6, 3, 5, 32, 32) * 2 - 1, torch.rand(6, 3, 5, 32, 32) * 2 - 1
+    values = []
+    for reconstruction in (clips, (3 * clips + noise) / 4, (clips + noise) / 2):
+        metrics = ReconstructionMetrics(fvd_features=build_video_features("random"))
+        metrics.update(clips, reconstruction)
+        values.append(metrics.compute()["rfvd"])
+    assert abs(values[0]) < 1e-3 < values[1] < values[2]
+    images = ReconstructionMetrics(fvd_features=build_video_features("random"))
+    images.update(clips[:, :, 0], clips[:, :, 0])
+    assert images.compute()["rfvd"] is None  # images have no rFVD

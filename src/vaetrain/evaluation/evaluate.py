@@ -23,7 +23,7 @@ from vaetrain.errors import ConfigError, PretrainedWeightsUnavailable
 from vaetrain.evaluation.latents import LatentAccumulator
 from vaetrain.evaluation.measure import autoencoder_pairs, measure
 from vaetrain.evaluation.metrics import CodebookUsage
-from vaetrain.evaluation.networks import build_inception, build_lpips_metric
+from vaetrain.evaluation.networks import build_inception, build_lpips_metric, build_video_features
 from vaetrain.evaluation.protocol import PROTOCOLS, FidReference
 from vaetrain.evaluation.reconstruct import TilingConfig, pad_to_multiple, resolve_device
 from vaetrain.evaluation.report import write_report
@@ -69,12 +69,20 @@ class Networks:
 
     lpips: nn.Module | None = None
     inception: nn.Module | None = None
+    video_features: nn.Module | None = None  # rFVD's I3D, for clips
     errors: list[str] = field(default_factory=list)
 
 
-def build_networks(options: EvalOptions, lpips: nn.Module | None = None, inception: nn.Module | None = None) -> Networks:
+def build_networks(
+    options: EvalOptions, lpips: nn.Module | None = None, inception: nn.Module | None = None, clips: bool = False, video_features: nn.Module | None = None
+) -> Networks:
     """Pretrained weights that cannot be had offline cost their metric only: the others still run."""
-    networks = Networks(lpips=lpips, inception=inception)
+    networks = Networks(lpips=lpips, inception=inception, video_features=video_features)
+    if "rfvd" in options.metrics and clips and video_features is None:
+        try:
+            networks.video_features = build_video_features(options.backbones)
+        except PretrainedWeightsUnavailable as error:
+            networks.errors.append(str(error))
     if "lpips" in options.metrics and lpips is None:
         try:
             networks.lpips = build_lpips_metric(options.lpips_network, options.backbones)
@@ -128,6 +136,7 @@ def evaluate_model(
         ms_ssim="ms_ssim" in options.metrics,
         fid_features=networks.inception if "rfid" in options.metrics else None,
         fid_reference=fid_reference,
+        fvd_features=networks.video_features if "rfvd" in options.metrics else None,
         progress=f"eval {Path(str(reference)).name}",
         lpips=lpips,
         device=device,
@@ -185,11 +194,12 @@ def evaluate(
     lpips: nn.Module | None = None,
     inception: nn.Module | None = None,
     run_dir: str | Path | None = None,
+    video_features: nn.Module | None = None,
 ) -> list[ModelResult]:
     """Evaluates every model (loaded one at a time by `load_model`) on the same images and writes
     OUT/metrics.json, metrics.csv, report.html. `lpips`/`inception` inject the networks (tests: random
     weights, no download)."""
-    networks = build_networks(options, lpips, inception)
+    networks = build_networks(options, lpips, inception, clips=images.clip is not None, video_features=video_features)
     for error in networks.errors:
         print(f"vaetrain eval: {error}", file=sys.stderr)
     cache = FidReference(options.fid_reference, options.protocol or "custom") if options.fid_reference and networks.inception is not None else None

@@ -65,15 +65,18 @@ def measure(
     fid_features: nn.Module | None = None,
     lpips: nn.Module | None = None,
     fid_reference: dict | None = None,
+    fvd_features: nn.Module | None = None,
     device: torch.device | str = "cpu",
     each: Callable[[torch.Tensor, torch.Tensor, Posterior | None], None] | None = None,
     progress: str | None = None,
 ) -> Measured:
     """Every batch (a loader's dict, whose bad files are collected, or a tensor) through `pairs` into
     `ReconstructionMetrics` in the units of `pixels` (PSNR, SSIM; MS-SSIM when asked; rFID with
-    `fid_features`; LPIPS with `lpips`), on this process's images alone; `each(images, reconstruction,
+    `fid_features`, rFVD of clips with `fvd_features`; LPIPS with `lpips`), on this process's images alone; `each(images, reconstruction,
     posterior)` sees every batch too (latent statistics, report samples, timing)."""
-    metrics = ReconstructionMetrics(ms_ssim=ms_ssim, fid_features=fid_features, sync_on_compute=False, pixels=pixels, fid_reference=fid_reference)
+    metrics = ReconstructionMetrics(
+        ms_ssim=ms_ssim, fid_features=fid_features, sync_on_compute=False, pixels=pixels, fid_reference=fid_reference, fvd_features=fvd_features
+    )
     metrics = metrics.to(device)
     measured = Measured()
     for batch in with_progress(batches, progress):

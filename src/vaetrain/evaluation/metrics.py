@@ -56,6 +56,7 @@ class ReconstructionMetrics(nn.Module):
         sync_on_compute: bool = True,
         pixels: PixelFormat | None = None,
         fid_reference: dict | None = None,
+        fvd_features: nn.Module | None = None,
     ) -> None:
         """`sync_on_compute=False`: this process's images only, for code that runs on one rank of a
         distributed run (the export's model card), where a collective would wait for the others forever.
@@ -72,6 +73,7 @@ class ReconstructionMetrics(nn.Module):
         self.ms_ssim_too_small = 0
         self.lpips = MeanMetric(**sync)
         self.flicker = MeanMetric(**sync)
+        self.fvd = fid_metric(fvd_features, sync_on_compute, input_size=(3, 5, 32, 32)) if fvd_features is not None else None
         self.delta_e = MeanMetric(**sync)
         self.bias_channels = ChannelMean(**sync)
         self.fid = fid_metric(fid_features, sync_on_compute) if fid_features is not None else None
@@ -93,6 +95,9 @@ class ReconstructionMetrics(nn.Module):
         target01, reconstruction01 = self.pixels.to_unit(target), self.pixels.to_unit(reconstruction)
         if length:
             self.flicker.update(flicker(as_clips(target01, length), as_clips(reconstruction01, length)))
+            if self.fvd is not None:  # rFVD: the I3D reads 8-bit RGB clips, the display channels
+                self.fvd.update(as_clips(to_uint8(self.pixels.to_display(target)), length), real=True)
+                self.fvd.update(as_clips(to_uint8(self.pixels.to_display(reconstruction)), length), real=False)
         self.psnr.update(reconstruction01, target01)
         ssim = _ssim_per_image_and_channel(reconstruction01, target01)
         self.ssim.update(ssim.mean(dim=1))
@@ -124,6 +129,8 @@ class ReconstructionMetrics(nn.Module):
         values["lpips"] = float(self.lpips.compute()) if self.lpips.update_count else None
         if self.flicker.update_count:
             values["flicker"] = float(self.flicker.compute())
+        if self.fvd is not None:
+            values["rfvd"] = float(self.fvd.compute()) if int(self.fvd.fake_features_num_samples) >= 2 else None
         values["delta_e"] = float(self.delta_e.compute()) if self.delta_e.update_count else None
         values |= {f"bias_c{c}": v for c, v in enumerate(self.bias_channels.compute().reshape(-1).tolist())}
         if self.fid is not None:
@@ -148,10 +155,11 @@ def flicker(target01: torch.Tensor, reconstruction01: torch.Tensor) -> torch.Ten
     return change.abs().mean(dim=(1, 2, 3, 4)) * 255
 
 
-def fid_metric(features: nn.Module, sync_on_compute: bool = True) -> FrechetInceptionDistance:
+def fid_metric(features: nn.Module, sync_on_compute: bool = True, input_size: tuple[int, ...] = (3, 299, 299)) -> FrechetInceptionDistance:
     """FID on 8-bit RGB images (what saved files hold) through `features` (torch-fidelity's 2048-d Inception
-    pool, or a random one offline): rFID here, the probe's sample FID in `diffusability`."""
-    return FrechetInceptionDistance(feature=features, normalize=False, input_img_size=(3, 299, 299), sync_on_compute=sync_on_compute)
+    pool, or a random one offline): rFID here, the probe's sample FID in `diffusability`; with a video
+    feature network (I3D) on 8-bit clips, rFVD (`input_size` only sizes the probe of its feature count)."""
+    return FrechetInceptionDistance(feature=features, normalize=False, input_img_size=input_size, sync_on_compute=sync_on_compute)
 
 
 def to_uint8(images01: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ TABLE_COLUMNS = (
     ("ms_ssim", "MS-SSIM ↑", 4),
     ("lpips", "LPIPS ↓", 4),
     ("rfid", "rFID ↓", 3),
+    ("rfvd", "rFVD ↓", 2),
     ("kl", "KL / element", 4),
     ("scaling_factor", "scaling_factor", 5),
     ("shift_factor", "shift_factor", 5),
@@ -143,7 +144,7 @@ def _metrics_table(results: list[ModelResult]) -> str:
             f"LPIPS {first.get('lpips_channels')}. Per channel: {per_channel}."
         )
     if first.get("backbones") == "random":
-        notes.append("LPIPS and rFID use randomly initialised networks here: not comparable with published numbers.")
+        notes.append("LPIPS, rFID and rFVD use randomly initialised networks here: not comparable with published numbers.")
     errors = sorted({error for result in results for error in result.errors})
     error_lines = "".join(f"<p class='error'>{html.escape(e)}</p>" for e in errors)
     note_lines = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)

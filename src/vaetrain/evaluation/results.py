@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "rfid")
+METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "rfid", "rfvd")
+"""What `eval --metrics` can ask for (rfvd: clips only, through an I3D)."""
 CODEBOOK = ("codebook_usage", "codebook_perplexity", "dead_codes", "bits_per_image")
 """A discrete autoencoder's use of its codebook on the evaluated images (None for continuous ones)."""
 RESULT_KEYS = (
