@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import pytest
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer, write_images
@@ -20,6 +21,7 @@ def _expected_fingerprints(folder: Path) -> set[str]:
     return {hashlib.sha1(dataset[i]["image"].numpy().tobytes()).hexdigest() for i in range(len(dataset))}
 
 
+@pytest.mark.slow  # 17 s of real processes; the default suite's DDP training test reads with two processes too
 def test_two_processes_read_disjoint_samples_covering_the_epoch(tmp_path):
     folder = tmp_path / "images"
     write_images(folder, 12)  # 10 training images after the 2 validation ones

@@ -171,6 +171,7 @@ def test_spectral_norm_advances_once_per_accumulated_batch(datamodule):
     assert changed == [False, False, True, False, False, True, False, False]
 
 
+@pytest.mark.slow  # 11 s of Inception on CPU; validation's other metrics are tested in the default suite
 def test_rfid_is_measured_on_every_nth_validation(datamodule):
     from vaetrain.evaluation.networks import build_inception
 
