@@ -292,6 +292,7 @@ def test_the_cpu_vq_preset_and_fsq_train_and_export_from_the_command_line(tmp_pa
     assert model.config.num_vq_embeddings == (1000 if overlay else 1024) and model.config.scaling_factor != 0.18215
 
 
+@pytest.mark.slow  # 11 s: a real `vaetrain fit` in a subprocess
 def test_fit_prints_no_line_a_user_cannot_act_on(tmp_path, image_folder):
     """Lightning's advertisement, the TPU/HPU lines, the seed and AMP notes and the known-harmless warnings
     (LeafSpec, the model summary under bf16, manual optimisation with ModelCheckpoint, frozen modules in eval

@@ -58,6 +58,7 @@ def find(template: np.ndarray, picture: np.ndarray, tolerance: float = 3.0) -> b
     return False
 
 
+@pytest.mark.slow  # 10 s: Chromium renders the report; the report's content is tested in the default suite
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
 def test_report_shows_the_table_and_the_images_in_chromium(tmp_path, image_folder, random_lpips):
     torch.manual_seed(0)
