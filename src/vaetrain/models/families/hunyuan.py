@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from vaetrain.models.families.base import Family, Posterior
-from vaetrain.models.families.kl import ldm_stack
+from vaetrain.models.families.kl import KLFamily, ldm_stack
 
 
-class HunyuanVideoFamily(Family):
+class HunyuanVideoFamily(KLFamily):
+    """AutoencoderKL's stack, posterior, width, encoder modules and FSDP units, in 3D blocks."""
+
     name = "hunyuan"
     class_name = "AutoencoderKLHunyuanVideo"
-    deterministic = False
     video = True
     latent_conventions = ("scale_shift",)
 
@@ -27,10 +27,6 @@ class HunyuanVideoFamily(Family):
 
         stack = ldm_stack(config, "HunyuanVideoDownBlock3D", "HunyuanVideoUpBlock3D")
         return AutoencoderKLHunyuanVideo(**stack, spatial_compression_ratio=2 ** (len(config.block_out_channels) - 1), **(config.architecture or {}))
-
-    def encode(self, model, images) -> Posterior:
-        posterior = model.encode(images).latent_dist
-        return Posterior(posterior.mean, posterior.logvar)
 
     def last_conv(self, model) -> nn.Conv3d:
         return model.decoder.conv_out.conv
@@ -49,15 +45,6 @@ class HunyuanVideoFamily(Family):
 
     def temporal_factor(self, model) -> int:
         return model.config.temporal_compression_ratio
-
-    def width(self, model) -> int:
-        return model.config.block_out_channels[0]
-
-    def encoder_modules(self, model) -> list[nn.Module]:
-        return [model.encoder, model.quant_conv]
-
-    def shard_units(self, model) -> list[nn.Module]:
-        return super().shard_units(model) + [model.quant_conv, model.post_quant_conv]
 
     def describe(self, model) -> str:
         config = model.config

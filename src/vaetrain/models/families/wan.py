@@ -14,13 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaetrain.errors import ConfigError
-from vaetrain.models.families.base import Family, Posterior
+from vaetrain.models.families.kl import KLFamily
 
 
-class WanFamily(Family):
+class WanFamily(KLFamily):
+    """AutoencoderKL's posterior, encoder modules and FSDP units; its own build, layout and chunked decoder."""
+
     name = "wan"
     class_name = "AutoencoderKLWan"
-    deterministic = False
     video = True
     latent_conventions = ("per_channel",)
     gradient_checkpointing = False
@@ -64,10 +65,6 @@ class WanFamily(Family):
             padding[4] -= cache.shape[2]
         return F.pad(x, padding), cache is None
 
-    def encode(self, model, images) -> Posterior:
-        posterior = model.encode(images).latent_dist
-        return Posterior(posterior.mean, posterior.logvar)
-
     def latent_channels(self, model) -> int:
         return model.config.z_dim
 
@@ -80,15 +77,6 @@ class WanFamily(Family):
 
     def width(self, model) -> int:
         return model.config.base_dim
-
-    def encoder_modules(self, model) -> list[nn.Module]:
-        return [model.encoder, model.quant_conv]
-
-    def shard_units(self, model) -> list[nn.Module]:
-        units = []
-        for half in (model.encoder, model.decoder):
-            units += [*getattr(half, "down_blocks", []), *getattr(half, "up_blocks", []), half.mid_block, half]
-        return units + [model.quant_conv, model.post_quant_conv]
 
     def describe(self, model) -> str:
         config = model.config
