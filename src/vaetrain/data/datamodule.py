@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from vaetrain.data.decoding.decode import DEFAULT_MAX_PIXELS
 from vaetrain.data.decoding.pixels import Normalization, PixelFormat, measure_bounds
-from vaetrain.data.decoding.samples import DecodeOptions, SampleDecoder, build_decoder, raw_decoder
+from vaetrain.data.decoding.samples import SampleDecoder, build_decoder, raw_decoder
 from vaetrain.data.decoding.transforms import CropPolicy, bucket_transform
 from vaetrain.data.decoding.video import ClipDecoder, ClipSpec, check_video_settings
 from vaetrain.data.image_sets import DEFAULT_BATCH_SIZE, ImageSet, default_num_workers, image_loader, open_source
@@ -186,14 +186,12 @@ class ImageDataModule(L.LightningDataModule):
         """Resume after `samples_seen` images of all processes together (restored from a checkpoint)."""
         self.start_sample = samples_seen
 
-    def decoder(self, *, train: bool, resolution: int | None = None) -> SampleDecoder:
-        if self.clip is not None:
-            options, side = DecodeOptions(background=self.background, max_pixels=self.max_image_pixels), resolution or self.resolution
-            return ClipDecoder(self.clip, side, train=train, crop=self.crop, flip=self.flip, options=options)
-        cut = {"crop": self.crop, "flip": self.flip, "small_images": self.small_images}
-        return build_decoder(
-            resolution or self.resolution, train=train, background=self.background, max_pixels=self.max_image_pixels, pixels=self.pixels, **cut
-        )
+    def decoder(self, *, train: bool, resolution: int | None = None, images: bool = False) -> SampleDecoder:
+        """Clips with `data.frames` (unless `images`: joint training's images), else images, cut as configured."""
+        side, common = resolution or self.resolution, {"crop": self.crop, "flip": self.flip, "background": self.background, "max_pixels": self.max_image_pixels}
+        if self.clip is not None and not images:
+            return ClipDecoder(self.clip, side, train=train, **common)
+        return build_decoder(side, train=train, pixels=self.pixels, small_images=self.small_images, **common)
 
     def samples(self, part: Part, *, train: bool, max_items: int | None = None, rank: int = 0, world_size: int = 1) -> Dataset | IterableDataset:
         """Decoded images of `part`, with the training (augmenting) or evaluation transform; "val" reads the
@@ -210,7 +208,7 @@ class ImageDataModule(L.LightningDataModule):
             return image_loader(stream, None, self.num_workers, self.prefetch_factor)
         stream = self.source.train_samples(self.decoder(train=True), layout, self._bucket_decoders())
         if self.image_source is not None:  # joint image + video training (`streams/mixed.py`)
-            images = self.image_source.train_samples(build_decoder(self.resolution, train=True, crop=self.crop, flip=self.flip), layout)
+            images = self.image_source.train_samples(self.decoder(train=True, images=True), layout)
             return image_loader(MixedStream(stream, images, self.image_ratio, layout), None, self.num_workers, self.prefetch_factor)
         return image_loader(stream, self.batch_size, self.num_workers, self.prefetch_factor)
 

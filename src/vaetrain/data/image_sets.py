@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from vaetrain.data.decoding.decode import DEFAULT_MAX_PIXELS
 from vaetrain.data.decoding.pixels import PixelFormat
-from vaetrain.data.decoding.samples import DecodeOptions, build_decoder
+from vaetrain.data.decoding.samples import build_decoder
 from vaetrain.data.decoding.transforms import EvalCrop
 from vaetrain.data.decoding.video import ClipDecoder, ClipSpec
 from vaetrain.data.sources.record_images import RecordImages
@@ -100,8 +100,7 @@ def evaluation_images(
     if images.clip is not None:
         if images.resolution == "native":
             raise ConfigError("clips are evaluated at a square resolution; 'native' applies to images")
-        options = DecodeOptions(background=images.background, max_pixels=images.max_image_pixels)
-        decoder = ClipDecoder(images.clip, images.resolution, train=False, options=options)
+        decoder = ClipDecoder(images.clip, images.resolution, train=False, background=images.background, max_pixels=images.max_image_pixels)
     else:
         decoder = build_decoder(
             images.resolution, background=images.background, max_pixels=images.max_image_pixels, pixels=images.pixels, eval_crop=images.eval_crop

@@ -11,6 +11,7 @@ to the clip's end are decoded.
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -61,52 +62,64 @@ def check_video_settings(clip: ClipSpec | None, buckets, schedule, pixels, image
         raise ConfigError("data.frames: videos are read as 8-bit RGB; leave data.channels, bit_depth and normalization at their defaults")
 
 
-def read_clip(source: bytes | Path, clip: ClipSpec, *, random_start: bool, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
-    """The clip's frames as uint8 (T, 3, H, W); a folder is a video of its sorted image files."""
+def read_clip(
+    source: bytes | Path, clip: ClipSpec, *, random_start: bool, max_pixels: int = DEFAULT_MAX_PIXELS, background: tuple[int, int, int] = (255, 255, 255)
+) -> torch.Tensor:
+    """The clip's frames as uint8 (T, 3, H, W); a folder is a video of its sorted image files (transparent
+    frames composited on `background`)."""
     if isinstance(source, Path) and source.is_dir():
-        return _frame_folder(source, clip, random_start, max_pixels)
+        return _frame_folder(source, clip, random_start, max_pixels, background)
+    with _opened(source) as (container, stream):
+        return _decode(container, stream, clip, random_start, max_pixels)
+
+
+def read_video(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, float]:
+    """Every frame of a video file or frame folder, uint8 (T, 3, H, W), and its frame rate (8 for folders)."""
+    if path.is_dir():
+        return _frame_folder(path, None, False, max_pixels), 8.0
+    with _opened(path) as (container, stream):
+        return _decode(container, stream, None, False, max_pixels), float(stream.average_rate or stream.guessed_rate or 8)
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """A frame folder's frames: its image files in name order."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower().lstrip(".") in IMAGE_TYPES and p.is_file())
+
+
+@contextmanager
+def _opened(source: bytes | Path):
+    """(container, its video stream); whatever FFmpeg raises while it is read becomes `BadImage`."""
     if (len(source) if isinstance(source, bytes) else source.stat().st_size) == 0:
         raise BadImage("empty file")
     import av
 
     try:
         with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as container:
-            stream = _video_stream(container)
-            total = sum(1 for packet in container.demux(stream) if packet.size)
-            start = _start(total, clip, random_start)
-            container.seek(0)
-            wanted = set(range(start, start + clip.span, clip.stride))
-            frames = []
-            for index, frame in enumerate(container.decode(stream)):
-                if index in wanted:
-                    if frame.width * frame.height > max_pixels:
-                        raise BadImage(f"frames of {frame.width}x{frame.height} pixels exceed the limit of {max_pixels}")
-                    frames.append(frame.to_ndarray(format="rgb24"))
-                if len(frames) == clip.frames:
-                    break
+            yield container, _video_stream(container)
     except av.error.FFmpegError as error:
         raise BadImage(f"unreadable video ({error})") from error
     except av.codec.codec.UnknownCodecError as error:
         raise BadImage(f"unsupported codec ({error})") from error
+
+
+def _decode(container, stream, clip: ClipSpec | None, random_start: bool, max_pixels: int) -> torch.Tensor:
+    """The frames of `clip` (None: every frame): counted by demuxing, then decoded up to the clip's end."""
+    total = sum(1 for packet in container.demux(stream) if packet.size)
+    clip = clip or ClipSpec(max(total, 1))
+    start = _start(total, clip, random_start)
+    container.seek(0)
+    wanted = set(range(start, start + clip.span, clip.stride))
+    frames = []
+    for index, frame in enumerate(container.decode(stream)):
+        if index in wanted:
+            if frame.width * frame.height > max_pixels:
+                raise BadImage(f"frames of {frame.width}x{frame.height} pixels exceed the limit of {max_pixels}")
+            frames.append(frame.to_ndarray(format="rgb24"))
+        if len(frames) == clip.frames:
+            break
     if len(frames) < clip.frames:
         raise BadImage(f"too short: {len(frames)} decodable frames from the clip's start, a clip needs {clip.frames} at stride {clip.stride}")
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
-
-
-def read_video(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, float]:
-    """Every frame of a video file or frame folder, uint8 (T, 3, H, W), and its frame rate (8 for folders)."""
-    if path.is_dir():
-        return read_clip(path, ClipSpec(sum(1 for p in path.iterdir() if p.suffix.lower().lstrip(".") in IMAGE_TYPES)), random_start=False), 8.0
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            stream = _video_stream(container)
-            rate = float(stream.average_rate or stream.guessed_rate or 8)
-            frames = sum(1 for packet in container.demux(stream) if packet.size)
-    except av.error.FFmpegError as error:
-        raise BadImage(f"unreadable video ({error})") from error
-    return read_clip(path, ClipSpec(max(frames, 1)), random_start=False, max_pixels=max_pixels), rate
 
 
 def _video_stream(container):
@@ -124,10 +137,11 @@ def _start(total: int, clip: ClipSpec, random_start: bool) -> int:
     return int(torch.randint(0, total - clip.span + 1, ())) if random_start else 0
 
 
-def _frame_folder(folder: Path, clip: ClipSpec, random_start: bool, max_pixels: int) -> torch.Tensor:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower().lstrip(".") in IMAGE_TYPES and p.is_file())
+def _frame_folder(folder: Path, clip: ClipSpec | None, random_start: bool, max_pixels: int, background: tuple[int, int, int] = (255, 255, 255)) -> torch.Tensor:
+    files = frame_files(folder)
+    clip = clip or ClipSpec(max(len(files), 1))
     start = _start(len(files), clip, random_start)
-    frames = [np.asarray(decode_image(f, max_pixels=max_pixels)) for f in files[start : start + clip.span : clip.stride]]
+    frames = [np.asarray(decode_image(f, max_pixels=max_pixels, background=background)) for f in files[start : start + clip.span : clip.stride]]
     if len({f.shape for f in frames}) > 1:
         raise BadImage(f"frame folder with frames of different sizes ({sorted({f.shape[:2] for f in frames})})")
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
@@ -140,13 +154,22 @@ class ClipDecoder(SampleDecoder):
     types = VIDEO_TYPES
 
     def __init__(
-        self, clip: ClipSpec, resolution: int, *, train: bool, crop: CropPolicy = "random_crop", flip: bool = True, options: DecodeOptions | None = None
+        self,
+        clip: ClipSpec,
+        resolution: int,
+        *,
+        train: bool,
+        crop: CropPolicy = "random_crop",
+        flip: bool = True,
+        background: tuple[int, int, int] = (255, 255, 255),
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
-        super().__init__(clip_transform(resolution, train=train, flip=flip, crop=crop), options)
+        super().__init__(clip_transform(resolution, train=train, flip=flip, crop=crop), DecodeOptions(background=background, max_pixels=max_pixels))
         self.clip, self.random_start = clip, train
 
     def read(self, data: bytes | Path) -> torch.Tensor:
-        return read_clip(data, self.clip, random_start=self.random_start, max_pixels=self.options.max_pixels)
+        options = self.options
+        return read_clip(data, self.clip, random_start=self.random_start, max_pixels=options.max_pixels, background=options.background)
 
 
 def write_video(path: str | Path, frames: list[np.ndarray], *, fps: int = 8, codec: str = "mpeg4") -> Path:

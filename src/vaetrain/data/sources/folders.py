@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from vaetrain.data.decoding.samples import IMAGE_TYPES
-from vaetrain.data.decoding.video import VIDEO_TYPES
+from vaetrain.data.decoding.video import VIDEO_TYPES, frame_files
 from vaetrain.errors import ConfigError
 
 T = TypeVar("T")
@@ -40,8 +40,7 @@ def list_images(root: str | Path, videos: bool = False) -> list[Path]:
 
 
 def _is_frame_folder(folder: Path) -> bool:
-    children = list(folder.iterdir())
-    return bool(children) and not any(c.is_dir() for c in children) and any(c.suffix.lower() in IMAGE_EXTENSIONS for c in children)
+    return not any(c.is_dir() for c in folder.iterdir()) and bool(frame_files(folder))
 
 
 def split_train_val(files: list[T], val_size: int | float) -> tuple[list[T], list[T]]:
