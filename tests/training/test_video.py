@@ -308,3 +308,24 @@ def test_rfvd_of_clips_against_themselves_is_zero_and_grows_with_their_error():
     images = ReconstructionMetrics(fvd_features=build_video_features("random"))
     images.update(clips[:, :, 0], clips[:, :, 0])
     assert images.compute()["rfvd"] is None  # images have no rFVD
+
+
+def test_joint_trainings_images_and_frame_folders_are_read_with_the_data_settings(tmp_path, video_folder):
+    """data.background reaches the images mixed in (data.image_path) and the frames of frame folders: fully
+    transparent pictures come out as the background, black here, not the default white."""
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "frames" / "shot").mkdir(parents=True)
+    for i in range(4):
+        Image.new("RGBA", (40, 40), (200, 30, 30, 0)).save(tmp_path / "images" / f"{i}.png")
+    for i in range(5):
+        Image.new("RGBA", (40, 40), (200, 30, 30, 0)).save(tmp_path / "frames" / "shot" / f"{i:03d}.png")
+    mixed = ImageDataModule(
+        path=str(video_folder), frames=5, image_path=str(tmp_path / "images"), image_ratio=0.5, resolution=32, batch_size=2, background=(0, 0, 0), num_workers=0
+    )
+    image_batch = [b["image"] for _, b in zip(range(2), mixed.train_dataloader())][1]
+    assert image_batch.shape == (2, 3, 1, 32, 32) and torch.all(image_batch == -1)
+    frames = ImageDataModule(path=str(tmp_path / "frames"), frames=5, resolution=32, batch_size=1, val_size=0, background=(0, 0, 0), num_workers=0)
+    frames.prepare_split()
+    assert torch.all(next(iter(frames.samples("all", train=False)))["image"] == -1)
