@@ -199,8 +199,7 @@ def with_deterministic_posterior(state_dict: dict[str, torch.Tensor], latent_cha
 def load_pretrained_autoencoder(source: str | Path, subfolder: str | None = None, family: str = "kl") -> nn.Module:
     """diffusers' `from_pretrained` of a folder (any family, by its config's `_class_name`) or a Hub id
     (the `family` named, AutoencoderKL by default), in eval mode."""
-    local = Path(source).expanduser() / (subfolder or "") / "config.json"
-    return (family_of_folder(source, subfolder) if local.is_file() else FAMILIES[family]).load(source, subfolder)
+    return family_of_folder(source, subfolder, default=family).load(source, subfolder)
 
 
 def freeze_encoder(model: nn.Module) -> None:

@@ -64,12 +64,12 @@ def _by_class_name(name: str) -> Family:
     raise ConfigError(f"autoencoder class '{name}' is not one vaetrain trains ({', '.join(f.class_name for f in FAMILIES.values())})")
 
 
-def family_of_folder(folder: str | Path, subfolder: str | None = None) -> Family:
+def family_of_folder(folder: str | Path, subfolder: str | None = None, default: str = "kl") -> Family:
     """The family a diffusers folder holds, read from its config.json's `_class_name`; a folder without one
-    (a Hub id) is taken as AutoencoderKL's."""
+    (a Hub id) is taken as the `default` family's (AutoencoderKL's unless named)."""
     config = Path(folder).expanduser() / (subfolder or "") / "config.json"
     if not config.is_file():
-        return FAMILIES["kl"]
+        return FAMILIES[default]
     try:
         return family_of_config(json.loads(config.read_text()))
     except json.JSONDecodeError as error:
