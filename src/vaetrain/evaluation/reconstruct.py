@@ -179,8 +179,8 @@ def _write_raw(pixels: PixelFormat, image: torch.Tensor, path: Path) -> None:
 
 def reconstruct_videos(model: nn.Module, pairs, out_dir: Path, *, side_by_side: bool, tiling: TilingConfig | None, device) -> tuple[int, list]:
     """OUT/<name>.mp4 per video at its own size and frame rate (optionally input | reconstruction): the
-    frames padded to 1 + 4k with the last one repeated (diffusers' causal chunks), then cut back."""
-    written, bad = 0, []
+    frames padded to 1 + ck with the last one repeated (c: the family's causal chunk), then cut back."""
+    written, bad, chunk = 0, [], family_of(model).frame_chunk(model)
     for file, relative in pairs:
         try:
             frames, rate = read_video(file)
@@ -188,7 +188,7 @@ def reconstruct_videos(model: nn.Module, pairs, out_dir: Path, *, side_by_side: 
             bad.append((str(file), str(error)))
             continue
         count = frames.shape[0]
-        padded = torch.cat([frames, frames[-1:].expand((-count + 1) % 4, -1, -1, -1)])
+        padded = torch.cat([frames, frames[-1:].expand((-count + 1) % chunk, -1, -1, -1)])
         clip = (padded.permute(1, 0, 2, 3).unsqueeze(0).float() / 127.5 - 1).to(device)
         picture = reconstruct(model, clip, tiling).float().clamp(-1, 1)[:, :, :count]
         shown = torch.cat([clip[:, :, :count], picture], dim=-1) if side_by_side else picture
@@ -205,7 +205,7 @@ def _inputs(paths: list[str], videos: bool = False) -> list[tuple[Path, Path]]:
         path = Path(entry).expanduser()
         if path.is_dir():
             pairs += [(file, file.relative_to(path).with_suffix(suffix)) for file in list_images(path, videos)]
-        elif path.is_file() or (videos and path.is_dir()):
+        elif path.is_file():
             pairs.append((path, Path(path.name).with_suffix(suffix)))
         else:
             raise ConfigError(f"recon: input '{path}' does not exist")
