@@ -86,6 +86,17 @@ def tiny_trainer(root: Path | None = None, **overrides) -> L.Trainer:
     return L.Trainer(**(kwargs | overrides))
 
 
+def fit_with_checkpoints(root: Path, module, datamodule, max_steps: int, *, ckpt_path: str | None = None, every: int = 2) -> L.Trainer:
+    """Fits with a checkpoint every `every` generator steps and `last.ckpt` in `root`: the two halves of a
+    resume test (stop at a step, then resume from `root/last.ckpt`)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    checkpoint = ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=every)
+    trainer = tiny_trainer(root, max_steps=max_steps, callbacks=[checkpoint], enable_checkpointing=True)
+    trainer.fit(module, datamodule, ckpt_path=ckpt_path, weights_only=True)
+    return trainer
+
+
 def write_images(folder: Path, count: int, sizes: list[tuple[int, int]] | None = None, seed: int = 0) -> list[Path]:
     """Random RGB images of varied sizes and formats: a stand-in for a user's folder."""
     rng = np.random.default_rng(seed)

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import AutoencoderKLHunyuanVideo, AutoencoderKLWan
-from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tests.conftest import TINY_HUNYUAN, TINY_WAN, tiny_module, tiny_trainer
+from tests.conftest import TINY_HUNYUAN, TINY_WAN, fit_with_checkpoints, tiny_module, tiny_trainer
 from vaetrain.cli import main
 from vaetrain.data import ImageDataModule
 from vaetrain.data.decoding.video import read_video
@@ -35,10 +34,7 @@ FAMILIES = {"wan": (TINY_WAN, AutoencoderKLWan), "hunyuan": (TINY_HUNYUAN, Autoe
 
 def _run(root: Path, folder: Path, max_steps: int, ckpt_path: str | None = None, family: dict = TINY_WAN):
     module = tiny_module(autoencoder=family, loss={"disc_start_step": 1}, discriminator={"kind": "patchgan3d"})  # the adaptive GAN weight from step 1
-    checkpoint = ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=2)
-    tiny_trainer(root, max_steps=max_steps, callbacks=[checkpoint], enable_checkpointing=True).fit(
-        module, _data(folder), ckpt_path=ckpt_path, weights_only=True
-    )
+    fit_with_checkpoints(root, module, _data(folder), max_steps, ckpt_path=ckpt_path)
     return module
 
 
@@ -270,8 +266,7 @@ def test_joint_image_and_video_training_mixes_one_frame_clips_and_resumes_exactl
 
     def run(root: Path, max_steps: int, ckpt_path: str | None = None):
         module = tiny_module(autoencoder=TINY_WAN, loss={"disc_start_step": 1}, discriminator={"kind": "patchgan3d"})
-        checkpoint = ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=3)
-        tiny_trainer(root, max_steps=max_steps, callbacks=[checkpoint], enable_checkpointing=True).fit(module, data(), ckpt_path=ckpt_path, weights_only=True)
+        fit_with_checkpoints(root, module, data(), max_steps, ckpt_path=ckpt_path, every=3)
         return module
 
     straight = run(tmp_path / "straight", 6)

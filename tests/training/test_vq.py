@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import VQModel
-from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tests.conftest import tiny_module, tiny_trainer
+from tests.conftest import fit_with_checkpoints, tiny_module
 from vaetrain.data import ImageDataModule
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metrics import CodebookUsage
@@ -38,10 +37,7 @@ def _data(folder: Path) -> ImageDataModule:
 
 def _run(root: Path, folder: Path, quantizer: QuantizerConfig, max_steps: int, ckpt_path: str | None = None):
     module = _module(quantizer)
-    checkpoint = ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=2)
-    tiny_trainer(root, max_steps=max_steps, callbacks=[checkpoint], enable_checkpointing=True).fit(
-        module, _data(folder), ckpt_path=ckpt_path, weights_only=True
-    )
+    fit_with_checkpoints(root, module, _data(folder), max_steps, ckpt_path=ckpt_path)
     return module
 
 
