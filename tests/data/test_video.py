@@ -74,6 +74,8 @@ def test_unusable_videos_are_counted_each_with_its_reason(tmp_path):
 def test_video_settings_that_cannot_apply_are_refused(tmp_path, video_folder):
     with pytest.raises(ConfigError, match="data.buckets"):
         ImageDataModule(path=str(video_folder), frames=5, buckets=[(32, 48)], num_workers=0)
+    with pytest.raises(ConfigError, match="data.frame_stride=2 applies to clips"):
+        ImageDataModule(path=str(video_folder), frame_stride=2, num_workers=0)
     with pytest.raises(ConfigError, match="8-bit RGB"):
         ImageDataModule(path=str(video_folder), frames=5, channels=1, num_workers=0)
     with pytest.raises(ConfigError, match="no videos"):

@@ -324,3 +324,12 @@ def test_joint_trainings_images_and_frame_folders_are_read_with_the_data_setting
     frames = ImageDataModule(path=str(tmp_path / "frames"), frames=5, resolution=32, batch_size=1, val_size=0, background=(0, 0, 0), num_workers=0)
     frames.prepare_split()
     assert torch.all(next(iter(frames.samples("all", train=False)))["image"] == -1)
+
+
+def test_rfvd_asked_of_images_is_refused_in_one_line(tmp_path, image_folder, capsys):
+    from tests.conftest import tiny_diffusers_kl
+
+    tiny_diffusers_kl().save_pretrained(tmp_path / "kl")
+    images = ["--data.path", str(image_folder), "--data.resolution", "32"]
+    code = main(["eval", str(tmp_path / "kl"), *images, "--metrics", "psnr,rfvd", "--out", str(tmp_path / "eval")])
+    assert code == 2 and "--metrics rfvd measures clips" in capsys.readouterr().err and not (tmp_path / "eval").exists()

@@ -18,7 +18,7 @@ from typing import get_args
 
 from vaetrain.data.datamodule import ImageDataModule
 from vaetrain.data.decoding.pixels import PixelFormat
-from vaetrain.data.decoding.video import ClipSpec
+from vaetrain.data.decoding.video import clip_spec
 from vaetrain.data.image_sets import ImageSet, Loading, open_source
 from vaetrain.data.sources.spec import SourceKind, SourceSpec
 from vaetrain.evaluation.diffusability import run_probe as probe_models
@@ -75,7 +75,7 @@ def image_set(args: argparse.Namespace, resolution: int | str, models: list[str]
         check_model_reference(model)
     if args.data_path is None:
         return None
-    clip = ClipSpec(args.data_frames, args.data_frame_stride) if args.data_frames else None
+    clip = clip_spec(args.data_frames, args.data_frame_stride)
     spec = SourceSpec(args.data_path, args.data_source, args.data_split, args.data_image_column, args.data_file_list, videos=clip is not None)
     pixels = next((p for p in map(recorded_pixel_format, models) if p is not None), PixelFormat())
     open_source(spec).prepare()  # a missing folder, shard or split is a one-line error here

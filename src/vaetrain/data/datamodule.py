@@ -18,7 +18,7 @@ from vaetrain.data.decoding.decode import DEFAULT_MAX_PIXELS
 from vaetrain.data.decoding.pixels import Normalization, PixelFormat, measure_bounds
 from vaetrain.data.decoding.samples import SampleDecoder, build_decoder, raw_decoder
 from vaetrain.data.decoding.transforms import CropPolicy, bucket_transform
-from vaetrain.data.decoding.video import ClipDecoder, ClipSpec, check_video_settings
+from vaetrain.data.decoding.video import ClipDecoder, check_video_settings, clip_spec
 from vaetrain.data.image_sets import DEFAULT_BATCH_SIZE, ImageSet, default_num_workers, image_loader, open_source
 from vaetrain.data.quality import BadFileTracker
 from vaetrain.data.sources.spec import Part, SourceKind, SourceSpec, StreamLayout
@@ -123,7 +123,7 @@ class ImageDataModule(L.LightningDataModule):
         for key, value in (("resolution", resolution), ("batch_size", batch_size)):
             if value <= 0:
                 raise ConfigError(f"data.{key} must be positive, got {value}")
-        self.clip = ClipSpec(frames, frame_stride) if frames else None
+        self.clip = clip_spec(frames, frame_stride)
         videos = self.clip is not None
         spec = SourceSpec(path, source, split, image_column, file_list, val_size=0 if val_path else val_size, videos=videos)
         self.source = open_source(spec)

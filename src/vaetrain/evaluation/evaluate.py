@@ -199,6 +199,8 @@ def evaluate(
     """Evaluates every model (loaded one at a time by `load_model`) on the same images and writes
     OUT/metrics.json, metrics.csv, report.html. `lpips`/`inception` inject the networks (tests: random
     weights, no download)."""
+    if "rfvd" in options.metrics and images.clip is None and set(options.metrics) != set(METRICS):
+        raise ConfigError("--metrics rfvd measures clips: give --data.frames (and videos), or leave rfvd out")
     networks = build_networks(options, lpips, inception, clips=images.clip is not None, video_features=video_features)
     for error in networks.errors:
         print(f"vaetrain eval: {error}", file=sys.stderr)

@@ -47,6 +47,15 @@ class ClipSpec:
         return (self.frames - 1) * self.stride + 1
 
 
+def clip_spec(frames: int, stride: int = 1) -> ClipSpec | None:
+    """`data.frames` / `data.frame_stride` as a `ClipSpec` (None: images); a stride without frames is refused."""
+    if not frames:
+        if stride != 1:
+            raise ConfigError(f"data.frame_stride={stride} applies to clips; set data.frames too")
+        return None
+    return ClipSpec(frames, stride)
+
+
 def check_video_settings(clip: ClipSpec | None, buckets, schedule, pixels, image_path: str | None = None, image_ratio: float = 0.0) -> None:
     """Settings the clip decoder does not honour are refused (one line) rather than ignored."""
     if not 0 <= image_ratio < 1:
