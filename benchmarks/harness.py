@@ -80,14 +80,18 @@ def train_for(name: str, configs: list[str], overrides: list[str], *, out: Path,
     return result
 
 
-def evaluate_runs(names: list[str], out: Path, *, data: Path, holdout: Path, clothing: Path, clothing_images: int) -> dict[str, dict[str, dict]]:
-    """One `vaetrain eval` per image set of `EVALS` with every run's exported EMA weights: the same images for all."""
+def evaluate_runs(
+    names: list[str], out: Path, *, data: Path, holdout: Path, clothing: Path, clothing_images: int, native_images: int | None = None
+) -> dict[str, dict[str, dict]]:
+    """One `vaetrain eval` per image set of `EVALS` with every run's exported EMA weights: the same images for all.
+    `native_images`: how many clothing photos the native-size column measures (evenly spaced by name, as
+    `--data.max_images` picks; a 400 x 533 photo costs as much as 52 64-px crops), `clothing_images` when None."""
     metrics: dict[str, dict[str, dict]] = {name: {} for name in names}
     for label, source, resolution in EVALS:
         images = (
             ["--data.path", str(data), "--data.file_list", str(holdout)]
             if source == "holdout"
-            else ["--data.path", str(clothing), "--data.max_images", str(clothing_images)]
+            else ["--data.path", str(clothing), "--data.max_images", str(native_images if resolution == "native" and native_images else clothing_images)]
         )
         target = out / f"eval_{label}"
         vaetrain(

@@ -21,10 +21,16 @@ import json
 import sys
 from pathlib import Path
 
+from diffusers_example import train_example
 from harness import EVALS, ROOT, SHARED, evaluate_runs, holdout_split, machine, replace_section, train_for, vaetrain
 
 TINY = "configs/tiny.yaml"
 RECIPES: dict[str, tuple[str, list[str]]] = {  # name -> (what it is, the presets it trains, layered in order)
+    "tiny": ("configs/tiny.yaml as it is (what `make demo` trains)", [TINY]),
+    "ms_ssim_l1": ("tiny with Zhao et al.'s MS-SSIM + L1 mix in place of L1 (no LPIPS)", [TINY, "configs/race/ms_ssim_l1.yaml"]),
+    "ms_ssim_l1_lpips": ("ldm with the MS-SSIM + L1 mix in place of L1 (LPIPS 1)", [TINY, "configs/race/ldm.yaml", "configs/race/ms_ssim_l1.yaml"]),
+    "focal_frequency": ("tiny + the focal frequency loss (weight 1, alpha 1) beside L1 (no LPIPS)", [TINY, "configs/race/focal_frequency.yaml"]),
+    "focal_frequency_lpips": ("ldm + the focal frequency loss (weight 1, alpha 1)", [TINY, "configs/race/ldm.yaml", "configs/race/focal_frequency.yaml"]),
     "ldm": ("LDM's objective on the tiny model: L1 + LPIPS + KL, hinge PatchGAN from step 200, LDM's adaptive weight", [TINY, "configs/race/ldm.yaml"]),
     "ldm_lecam": ("ldm + LeCam 0.1 on the discriminator", [TINY, "configs/race/ldm_lecam.yaml"]),
     "ldm_no_lpips": ("ldm without LPIPS (L1 + KL + adaptive PatchGAN): cheaper steps", [TINY, "configs/race/ldm_no_lpips.yaml"]),
@@ -50,17 +56,32 @@ RECIPES: dict[str, tuple[str, list[str]]] = {  # name -> (what it is, the preset
     ),
 }
 EQUIVARIANCE = "configs/race/eq.yaml"
+SWEEP = {  # NAME@VALUE: the recipe with one setting changed (the tiny preset's sweep)
+    "lr": ("learning rate of both networks", ("--model.optimizer.generator.lr={}", "--model.optimizer.discriminator.lr={}")),
+    "ema": ("EMA decay", ("--model.ema.decay={}",)),
+    "gan_start": ("GAN start (generator steps)", ("--model.loss.disc_start_step={}",)),
+}
+EXAMPLES = {  # name -> what it is: a baseline trained by its own script (benchmarks/diffusers_example.py), not by vaetrain
+    "diffusers_example": "diffusers' examples/research_projects/autoencoderkl/train_autoencoderkl.py, its own defaults (benchmarks/diffusers_example.py)"
+}
 
 
-def recipe(name: str) -> tuple[str, list[str]]:
-    """A named recipe; NAME+eq adds EQ-VAE's equivariance term (its reference settings) to it."""
+def recipe(name: str) -> tuple[str, list[str], list[str]]:
+    """A named recipe: (what it is, its presets, its command-line overrides). NAME+eq adds EQ-VAE's equivariance
+    term (its reference settings); NAME@SETTING=VALUE changes one setting of `SWEEP`."""
+    name, _, swept = name.partition("@")
     base, _, extra = name.partition("+")
-    if base not in RECIPES or extra not in ("", "eq"):
+    setting, _, value = swept.partition("=")
+    if base not in RECIPES or extra not in ("", "eq") or (swept and (setting not in SWEEP or not value)):
         raise KeyError(name)
     description, configs = RECIPES[base]
     if extra == "eq":
-        return f"{base} + EQ-VAE's equivariance term (probability 0.5, scales 8/32..31/32, rotations, low-resolution batches 0.25)", [*configs, EQUIVARIANCE]
-    return description, configs
+        description = f"{base} + EQ-VAE's equivariance term (probability 0.5, scales 8/32..31/32, rotations, low-resolution batches 0.25)"
+        configs = [*configs, EQUIVARIANCE]
+    if not swept:
+        return description, configs, []
+    what, flags = SWEEP[setting]
+    return f"{name} with {what} {value}", configs, [flag.format(value) for flag in flags]
 
 
 def probe(names: list[str], args, holdout: Path, metrics: dict) -> None:
@@ -126,11 +147,16 @@ def main() -> None:
     parser.add_argument("--holdout", type=int, default=1000, help="last images of the sorted list, never trained on")
     parser.add_argument("--clothing", type=Path, default=SHARED / "clothing")
     parser.add_argument("--clothing-images", type=int, default=300)
+    parser.add_argument("--native-images", type=int, default=40, help="of those, how many the native-size column measures (CPU cost)")
     parser.add_argument("--no-results", action="store_true", help="do not write benchmarks/RESULTS.md")
     parser.add_argument("--probe-steps", type=int, default=0, help="also run the diffusability probe with this many steps (0: no)")
     parser.add_argument("--token-steps", type=int, default=0, help="with --probe-steps: also the token probe of discrete models, this many steps")
     parser.add_argument("--section", default="recipe-race", help="the RESULTS.md section to write (its own markers)")
     parser.add_argument("--title", default="Recipe race (issue 11)")
+    parser.add_argument("--diffusers-script", type=Path, help="diffusers' train_autoencoderkl.py, for the diffusers_example recipe")
+    parser.add_argument("--example-deps", type=Path, help="a folder with the example's own dependencies (see benchmarks/diffusers_example.py)")
+    parser.add_argument("--schedule", default="one recipe at a time", help="how the runs shared the machine, for RESULTS.md")
+    parser.add_argument("--train-only", action="store_true", help="train and stop (to share the cores: evaluate with a later call naming all)")
     args = parser.parse_args()
     for folder in (args.data, args.clothing):
         if not folder.is_dir():
@@ -142,8 +168,12 @@ def main() -> None:
     if unknown:
         sys.exit(f"recipe_race: unknown recipes {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
     train_list, holdout = holdout_split(args.data, args.holdout, args.out)
-    trained = {name: train_for(name, recipe(name)[1], [], out=args.out, seconds=args.seconds, data=args.data, train_list=train_list) for name in names}
-    metrics = evaluate_runs(names, args.out, data=args.data, holdout=holdout, clothing=args.clothing, clothing_images=args.clothing_images)
+    trained = {name: train(name, args, train_list) for name in names}
+    if args.train_only:
+        return
+    metrics = evaluate_runs(
+        names, args.out, data=args.data, holdout=holdout, clothing=args.clothing, clothing_images=args.clothing_images, native_images=args.native_images
+    )
     if args.probe_steps:
         probe(names, args, holdout, metrics)
     (args.out / "race.json").write_text(json.dumps({"trained": trained, "metrics": metrics}, indent=2))
@@ -153,7 +183,24 @@ def main() -> None:
         write_results(markdown, names, args)
 
 
+def train(name: str, args, train_list: Path) -> dict:
+    common = {"out": args.out, "seconds": args.seconds, "data": args.data, "train_list": train_list}
+    if name in EXAMPLES:
+        return train_example(name, [], script=args.diffusers_script or Path("missing"), deps=args.example_deps or Path("."), **common)
+    _, configs, overrides = recipe(name)
+    return train_for(name, configs, overrides, **common)
+
+
+def describe(name: str) -> str:
+    if name in EXAMPLES:
+        return f"- `{name}`: {EXAMPLES[name]}"
+    description, configs, overrides = recipe(name)
+    return f"- `{name}`: {description} (`{' + '.join(configs)}`{' ' + ' '.join(overrides) if overrides else ''})"
+
+
 def _known(name: str) -> bool:
+    if name in EXAMPLES:
+        return True
     try:
         recipe(name)
     except KeyError:
@@ -166,7 +213,8 @@ def write_results(markdown: str, names: list[str], args) -> None:
     command = f".venv/bin/python benchmarks/recipe_race.py --seconds {args.seconds} --recipes {','.join(names)}"
     command += f" --probe-steps {args.probe_steps} --section {args.section}" if args.probe_steps else ""
     command += f" --token-steps {args.token_steps} --title '{args.title}'" if args.token_steps else ""
-    recipes = "\n".join(f"- `{name}`: {recipe(name)[0]} (`{' + '.join(recipe(name)[1])}`)" for name in names)
+    command += f" --diffusers-script {args.diffusers_script} --example-deps {args.example_deps}" if args.diffusers_script else ""
+    recipes = "\n".join(describe(name) for name in names)
     probe_note = (
         (
             f" The probe: the same tiny diffusion transformer trained {args.probe_steps} steps (rectified flow) on each VAE's "
@@ -184,13 +232,13 @@ def write_results(markdown: str, names: list[str], args) -> None:
     section = (
         f"{markers[0]}\n## {args.title}\n\nCommand: `{command}`. Machine: {machine()}; no GPU; precision as `fit` picks "
         f"(bf16-mixed where the CPU has native bf16). Each recipe trained {args.seconds} s (Lightning's training timer) on "
-        f"{args.data.name} minus its last {args.holdout} sorted files, tiny architecture at 64 px, batch 8, one recipe at a "
-        f"time; every result (EMA weights) evaluated on the same held-out images: the {args.holdout} held-out Tiny-ImageNet "
-        f"images at 64 px and {args.clothing_images} clothing photos center-cropped at 64 and 128 px and whole at their native "
-        f"size (mostly 400 x 533, tiled above 512 px as `eval` does; ΔE00: mean CIEDE2000 colour difference, bias: mean "
-        f"reconstruction - original per channel in 8-bit levels) (MS-SSIM needs 161 px: not reported). *LPIPS runs on a "
-        f"randomly initialised AlexNet (no weights offline): plumbing only, not a quality measure. Sorted by Tiny-ImageNet "
-        f"PSNR.{probe_note}\n\n{markdown}\n\n{recipes}\n{markers[1]}"
+        f"{args.data.name} minus its last {args.holdout} sorted files, tiny architecture at 64 px, batch 8, {args.schedule}; "
+        f"every result (EMA weights) evaluated on the same held-out images: the {args.holdout} held-out Tiny-ImageNet "
+        f"images at 64 px, {args.clothing_images} clothing photos center-cropped at 64 and 128 px, and {args.native_images} "
+        f"of them (evenly spaced by name) whole at their native size (mostly 400 x 533, tiled above 512 px as `eval` does; "
+        f"ΔE00: mean CIEDE2000 colour difference, bias: mean reconstruction - original per channel in 8-bit levels) "
+        f"(MS-SSIM needs 161 px: not reported). *LPIPS runs on a randomly initialised AlexNet (no weights offline): "
+        f"plumbing only, not a quality measure. Sorted by Tiny-ImageNet PSNR.{probe_note}\n\n{markdown}\n\n{recipes}\n{markers[1]}"
     )
     replace_section(section, markers)
 

@@ -65,3 +65,18 @@ def test_focal_frequency_weights_the_worst_frequencies_and_passes_no_gradient_th
     weighted = (torch.tensor([[1.0, 0.5], [0.0, 0.0]]) * torch.fft.fft2(leaf, norm="ortho").abs() ** 2).mean()
     (expected,) = torch.autograd.grad(weighted, leaf)
     assert torch.allclose(reconstruction.grad, expected, atol=1e-6)
+
+
+def test_ms_ssim_l1_is_computed_in_32_bits_under_mixed_precision():
+    """Under bf16 autocast the Gaussian filters ran in bf16: E[x^2] - E[x]^2 went negative beside C2 = 9e-4 and
+    the race's ms_ssim_l1 run died of non-finite gradients at the GAN's start. The map must not depend on it."""
+    generator = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 40, 40, generator=generator)
+    reconstruction = (target + 0.05 * torch.randn(target.shape, generator=generator)).clamp(0, 1).requires_grad_()
+    exact = ms_ssim_l1_map(target, reconstruction)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = ms_ssim_l1_map(target, reconstruction)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, exact, rtol=0, atol=1e-6)
+    (gradient,) = torch.autograd.grad(mixed.mean(), reconstruction)
+    assert torch.isfinite(gradient).all()
