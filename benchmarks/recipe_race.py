@@ -61,8 +61,12 @@ SWEEP = {  # NAME@VALUE: the recipe with one setting changed (the tiny preset's 
     "ema": ("EMA decay", ("--model.ema.decay={}",)),
     "gan_start": ("GAN start (generator steps)", ("--model.loss.disc_start_step={}",)),
 }
-EXAMPLES = {  # name -> what it is: a baseline trained by its own script (benchmarks/diffusers_example.py), not by vaetrain
-    "diffusers_example": "diffusers' examples/research_projects/autoencoderkl/train_autoencoderkl.py, its own defaults (benchmarks/diffusers_example.py)"
+EXAMPLES = {  # name -> (what it is, its arguments): baselines trained by their own script (benchmarks/diffusers_example.py)
+    "diffusers_example": ("diffusers' examples/research_projects/autoencoderkl/train_autoencoderkl.py, its own defaults (benchmarks/diffusers_example.py)", []),
+    "diffusers_example_tiny_lr": (
+        "the same script with tiny.yaml's learning rate and batch (lr 2e-4 for both networks, batch 8), its other defaults",
+        ["--learning_rate", "2e-4", "--disc_learning_rate", "2e-4", "--train_batch_size", "8"],
+    ),
 }
 
 
@@ -186,14 +190,14 @@ def main() -> None:
 def train(name: str, args, train_list: Path) -> dict:
     common = {"out": args.out, "seconds": args.seconds, "data": args.data, "train_list": train_list}
     if name in EXAMPLES:
-        return train_example(name, [], script=args.diffusers_script or Path("missing"), deps=args.example_deps or Path("."), **common)
+        return train_example(name, EXAMPLES[name][1], script=args.diffusers_script or Path("missing"), deps=args.example_deps or Path("."), **common)
     _, configs, overrides = recipe(name)
     return train_for(name, configs, overrides, **common)
 
 
 def describe(name: str) -> str:
     if name in EXAMPLES:
-        return f"- `{name}`: {EXAMPLES[name]}"
+        return f"- `{name}`: {EXAMPLES[name][0]}{' (`' + ' '.join(EXAMPLES[name][1]) + '`)' if EXAMPLES[name][1] else ''}"
     description, configs, overrides = recipe(name)
     return f"- `{name}`: {description} (`{' + '.join(configs)}`{' ' + ' '.join(overrides) if overrides else ''})"
 
@@ -210,7 +214,7 @@ def _known(name: str) -> bool:
 
 def write_results(markdown: str, names: list[str], args) -> None:
     markers = (f"<!-- {args.section}:start -->", f"<!-- {args.section}:end -->")
-    command = f".venv/bin/python benchmarks/recipe_race.py --seconds {args.seconds} --recipes {','.join(names)}"
+    command = f".venv/bin/python benchmarks/recipe_race.py --seconds {args.seconds} --recipes {','.join(names)} --native-images {args.native_images}"
     command += f" --probe-steps {args.probe_steps} --section {args.section}" if args.probe_steps else ""
     command += f" --token-steps {args.token_steps} --title '{args.title}'" if args.token_steps else ""
     command += f" --diffusers-script {args.diffusers_script} --example-deps {args.example_deps}" if args.diffusers_script else ""
