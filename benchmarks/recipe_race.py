@@ -125,10 +125,10 @@ def table(names: list[str], trained: dict, metrics: dict, args) -> str:
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for name in sorted(names, key=lambda n: -metrics[n]["tiny_imagenet_64"]["psnr"]):
         steps, seconds = trained[name]["generator_steps"], trained[name]["train_seconds"] or args.seconds
-        cells = [f"{metrics[name][label]['psnr']:.2f} / {metrics[name][label]['ssim']:.4f}" for label, _, _ in EVALS]
+        cells = [f"{metrics[name][label]['psnr']:.2f} / {metrics[name][label]['ssim']:.4f}" if label in metrics[name] else "—" for label, _, _ in EVALS]
         line = f"| `{name}` | {steps} | {seconds / max(steps, 1):.2f} | " + " | ".join(cells) + f" | {metrics[name]['tiny_imagenet_64']['lpips']:.4f} |"
-        native = metrics[name]["clothing_native"]
-        line += f" {native['delta_e']:.2f} / {', '.join(f'{b:+.1f}' for b in native['bias_channels'])} |"
+        native = metrics[name].get("clothing_native")
+        line += f" {native['delta_e']:.2f} / {', '.join(f'{b:+.1f}' for b in native['bias_channels'])} |" if native else " — |"
         held = metrics[name]["tiny_imagenet_64"]
         if discrete:
             used = held.get("codebook_usage")
