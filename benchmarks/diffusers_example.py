@@ -35,8 +35,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 OWN_DEFAULTS = ["--seed", "0"]
 """Everything else (lr 4.5e-6, AdamW, batch 4, L2 summed per image + 0.5 LPIPS, KL 1e-6, discriminator from
@@ -44,19 +42,11 @@ step 50001, no EMA, fp32, gradient clipping 1.0, checkpoints every 500 steps) is
 
 
 def tiny_model_config(folder: Path) -> Path:
-    """configs/tiny.yaml's AutoencoderKL architecture as a diffusers config.json in `folder`."""
-    from diffusers import AutoencoderKL
+    """configs/tiny.yaml's AutoencoderKL, built as `vaetrain fit` builds it, saved as a diffusers config.json in `folder`."""
+    from vaetrain.cli.fit import model_and_data
 
-    architecture = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())["model"]["autoencoder"]
-    blocks = len(architecture["block_out_channels"])
-    AutoencoderKL(
-        block_out_channels=tuple(architecture["block_out_channels"]),
-        layers_per_block=architecture["layers_per_block"],
-        latent_channels=architecture["latent_channels"],
-        norm_num_groups=architecture["norm_num_groups"],
-        down_block_types=("DownEncoderBlock2D",) * blocks,
-        up_block_types=("UpDecoderBlock2D",) * blocks,
-    ).save_config(folder)
+    module, _, _ = model_and_data(["--config", str(ROOT / "configs" / "tiny.yaml")])
+    module.autoencoder.save_config(folder)
     return folder
 
 
@@ -72,11 +62,13 @@ def train_example(name: str, extra: list[str], *, out: Path, seconds: int, data:
         sys.exit(f"recipe_race: --diffusers-script {script} not found (diffusers' examples/research_projects/autoencoderkl/train_autoencoderkl.py)")
     files = [line for line in train_list.read_text().splitlines() if line]
     images = run / "images"  # the script reads a folder (datasets' imagefolder): the training list as links
-    if not images.is_dir():
+    if not images.is_dir():  # made whole, then renamed: an interrupted start does not leave a partial folder behind
+        partial = run / "images.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
         for index, relative in enumerate(files):
-            link = images / f"{index:06d}{Path(relative).suffix}"
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(data / relative)
+            (partial / f"{index:06d}{Path(relative).suffix}").symlink_to(data / relative)
+        partial.rename(images)
     model = tiny_model_config(run / "model")
     command = [sys.executable, __file__, "--seconds", str(seconds), "--counters", str(run / "counters.json"), str(script)]
     command += ["--model_config_name_or_path", str(model), "--train_data_dir", str(images), "--output_dir", str(run / "example")]

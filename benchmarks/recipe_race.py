@@ -171,6 +171,9 @@ def main() -> None:
     unknown = [name for name in names if not _known(name)]
     if unknown:
         sys.exit(f"recipe_race: unknown recipes {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+    examples = [name for name in names if name in EXAMPLES]
+    if examples and not (args.diffusers_script and args.example_deps):
+        sys.exit(f"recipe_race: {', '.join(examples)} need --diffusers-script and --example-deps (see benchmarks/diffusers_example.py)")
     train_list, holdout = holdout_split(args.data, args.holdout, args.out)
     trained = {name: train(name, args, train_list) for name in names}
     if args.train_only:
@@ -190,7 +193,7 @@ def main() -> None:
 def train(name: str, args, train_list: Path) -> dict:
     common = {"out": args.out, "seconds": args.seconds, "data": args.data, "train_list": train_list}
     if name in EXAMPLES:
-        return train_example(name, EXAMPLES[name][1], script=args.diffusers_script or Path("missing"), deps=args.example_deps or Path("."), **common)
+        return train_example(name, EXAMPLES[name][1], script=args.diffusers_script, deps=args.example_deps, **common)
     _, configs, overrides = recipe(name)
     return train_for(name, configs, overrides, **common)
 
