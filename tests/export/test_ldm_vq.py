@@ -9,6 +9,7 @@ from diffusers import VQModel
 from tests.export.ldm_reference import SMALL, TAMING_IMAGENET_1024, VQ_F4, VQ_F8, VQ_F16, ldm_decode, ldm_encode, ldm_quantize, ldm_vq_shapes, random_ldm_vq
 from vaetrain.errors import ConfigError
 from vaetrain.export import diffusers_to_ldm, ldm_to_diffusers, write_ldm_checkpoint
+from vaetrain.export.ldm import ldm_config
 
 CASES = {
     "ldm-vq-f4": VQ_F4,
@@ -86,6 +87,14 @@ def test_a_vqmodel_with_attention_inside_levels_converts_to_ldms_names_shapes_an
     assert_same_outputs(model, ldm)
 
 
+def test_a_converted_ldm_vq_model_has_ldms_scale_factor_one():
+    """Every LDM config with a VQ first stage (configs/latent-diffusion/*-vq-*.yaml, cin256-v2.yaml,
+    models/ldm/*/config.yaml) leaves LatentDiffusion's scale_factor at its default 1.0; 0.18215 is SD's KL VAE's."""
+    assert ldm_config(random_ldm_vq(VQ_F4 | SMALL))["scaling_factor"] == 1.0
+    assert ldm_to_diffusers(random_ldm_vq(VQ_F8 | SMALL)).config.scaling_factor == 1.0
+    assert ldm_config(random_ldm_vq(VQ_F4 | SMALL), scaling_factor=0.5)["scaling_factor"] == 0.5
+
+
 def test_a_vqmodel_attending_at_other_levels_in_encoder_and_decoder_has_no_ldm_equivalent():
     model = VQModel(
         block_out_channels=[32, 32],
@@ -104,7 +113,7 @@ def test_convert_command_both_ways_for_an_attending_vq_checkpoint(tmp_path):
     write_ldm_checkpoint(ldm | {"loss.discriminator.main.0.weight": torch.zeros(1)}, tmp_path / "vq-f16.ckpt")
     assert main(["convert", str(tmp_path / "vq-f16.ckpt"), str(tmp_path / "diffusers")]) == 0
     folder = VQModel.from_pretrained(tmp_path / "diffusers")
-    assert folder.config.down_block_types[-1] == "AttnDownEncoderBlock2D"
+    assert folder.config.down_block_types[-1] == "AttnDownEncoderBlock2D" and folder.config.scaling_factor == 1.0
     assert main(["convert", str(tmp_path / "diffusers"), str(tmp_path / "back.safetensors"), "--prefix", "first_stage_model."]) == 0
     from safetensors.torch import load_file
 

@@ -31,6 +31,7 @@ from vaetrain.errors import ConfigError
 
 LDM_GROUP_NORM_GROUPS = 32  # LDM's `Normalize` is hard-wired to 32 groups
 CODEBOOK_KEY = "quantize.embedding.weight"  # the same name in LDM's VQModel and diffusers'
+LDM_VQ_SCALE_FACTOR = 1.0  # LatentDiffusion's default: no LDM config with a VQ first stage sets scale_factor
 _ATTENTION_RENAMES = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 _LEVEL_ATTENTION = re.compile(r"(encoder\.down|decoder\.up)\.(\d+)\.attn\.(\d+)\.")  # LDM's attention inside a level
 _BLOCK_TYPES = {"down": ("DownEncoderBlock2D", "AttnDownEncoderBlock2D"), "up": ("UpDecoderBlock2D", "AttnUpDecoderBlock2D")}
@@ -61,11 +62,14 @@ def read_ldm_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def ldm_config(state_dict: dict[str, torch.Tensor], *, scaling_factor: float | None = None, sample_size: int = 512) -> dict:
     """AutoencoderKL (or, with a codebook, VQModel) config fields read off the tensor shapes of an LDM state dict.
-    A level holding `attn` tensors (LDM's `attn_resolutions`) becomes an Attn*Block2D."""
+    A level holding `attn` tensors (LDM's `attn_resolutions`) becomes an Attn*Block2D. `scaling_factor`
+    defaults to SD's 0.18215 for a KL model and to LDM's 1.0 for a VQ model (`LDM_VQ_SCALE_FACTOR`)."""
     levels = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"encoder\.down\.(\d+)\.", k))})
     widths = [state_dict[f"encoder.down.{i}.block.0.conv2.weight"].shape[0] for i in levels]
     layers = len({m.group(1) for k in state_dict if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k))})
     attending = {(m[1], int(m[2])) for k in state_dict if (m := _LEVEL_ATTENTION.match(k))}
+    if scaling_factor is None:
+        scaling_factor = LDM_VQ_SCALE_FACTOR if CODEBOOK_KEY in state_dict else LDM_VAE_DEFAULT_SCALING_FACTOR
     return {
         "in_channels": state_dict["encoder.conv_in.weight"].shape[1],
         "out_channels": state_dict["decoder.conv_out.weight"].shape[0],
@@ -77,7 +81,7 @@ def ldm_config(state_dict: dict[str, torch.Tensor], *, scaling_factor: float | N
         "latent_channels": state_dict["decoder.conv_in.weight"].shape[1],
         "norm_num_groups": LDM_GROUP_NORM_GROUPS,
         "sample_size": sample_size,
-        "scaling_factor": LDM_VAE_DEFAULT_SCALING_FACTOR if scaling_factor is None else scaling_factor,
+        "scaling_factor": scaling_factor,
     } | _vq_fields(state_dict)
 
 
