@@ -2,8 +2,11 @@
 checked against LDM's forward pass written down from its code (tests/export/ldm_reference.py) on random
 weights, in both directions. The configs are the released ones with `ch` 128 -> 32 (see ldm_reference)."""
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 from diffusers import VQModel
 
 from tests.export.ldm_reference import SMALL, TAMING_IMAGENET_1024, VQ_F4, VQ_F8, VQ_F16, ldm_decode, ldm_encode, ldm_quantize, ldm_vq_shapes, random_ldm_vq
@@ -104,6 +107,23 @@ def test_a_vqmodel_attending_at_other_levels_in_encoder_and_decoder_has_no_ldm_e
     )
     with pytest.raises(ConfigError, match="same resolutions"):
         diffusers_to_ldm(model)
+
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+
+
+@pytest.mark.parametrize("preset,ddconfig", [("vq-f8.yaml", VQ_F8), ("vq-f16.yaml", VQ_F16), ("vq-f16-1024.yaml", TAMING_IMAGENET_1024)])
+def test_the_vq_presets_build_the_released_architecture(preset, ddconfig):
+    """Built from the preset (on the meta device: no memory), the model's LDM names and shapes are those of
+    the released model's config, attention inside the levels included."""
+    from vaetrain.models.autoencoder import AutoencoderConfig, build_autoencoder
+    from vaetrain.models.quantizer import QuantizerConfig
+
+    fields = yaml.safe_load((CONFIGS / preset).read_text())["model"]["autoencoder"]
+    config = AutoencoderConfig(**(fields | {"quantizer": QuantizerConfig(**fields["quantizer"])}))
+    with torch.device("meta"):
+        model = build_autoencoder(config)
+    assert {k: tuple(v.shape) for k, v in diffusers_to_ldm(model).items()} == ldm_vq_shapes(**ddconfig)
 
 
 def test_convert_command_both_ways_for_an_attending_vq_checkpoint(tmp_path):
