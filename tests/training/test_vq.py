@@ -17,8 +17,9 @@ from vaetrain.export.model_card import CardFacts
 from vaetrain.losses.terms import vq_loss
 from vaetrain.models import AutoencoderConfig
 from vaetrain.models.autoencoder import autoencoder_from_state
+from vaetrain.models.codebook import Codebook
 from vaetrain.models.families import decode, encode, family_of
-from vaetrain.models.quantizer import FSQ_MAX_CODES, Codebook, QuantizerConfig, fsq_grid, fsq_indices, lookup
+from vaetrain.models.quantizer import FSQ_MAX_CODES, QuantizerConfig, fsq_grid, fsq_indices, lookup
 
 QUANTIZERS = {
     "vq": QuantizerConfig(codebook_size=32),
