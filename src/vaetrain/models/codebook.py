@@ -25,6 +25,12 @@ def kmeans(samples: torch.Tensor, clusters: int, iterations: int, generator: tor
     return centres
 
 
+def statistics(flat: torch.Tensor, indices: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each code's count (size,) and the sum of its encoder outputs (size, d)."""
+    counts = torch.bincount(indices, minlength=size).float()
+    return counts, torch.zeros(size, flat.shape[1], device=flat.device).index_add_(0, indices, flat)
+
+
 class Codebook(nn.Module):
     """The training state of a `vq` family's codebook: EMA statistics (checkpointed buffers) and what the
     current accumulated batch contributes (pending, dropped after a skipped update). `observe` runs per
@@ -41,39 +47,53 @@ class Codebook(nn.Module):
         self.register_buffer("commits", torch.tensor(0))
         self._pending: dict[str, torch.Tensor] = {}
 
+    @property
+    def kmeans_due(self) -> bool:
+        """The next commit initialises the codebook by k-means."""
+        return self.config.kind == "vq" and self.config.kmeans_init and not bool(self.initialised)
+
     @torch.no_grad()
     def observe(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
-        """One micro-batch's encoder outputs (N, d) and their codes."""
-        counts = torch.bincount(indices, minlength=self.config.size).float()
-        sums = torch.zeros(self.config.size, flat.shape[1], device=flat.device).index_add_(0, indices, flat.float())
-        keep = flat[torch.randperm(len(flat), device=flat.device)[: self.reservoir]].float()
+        """One micro-batch's encoder outputs (N, d) and their codes (the lookup's, against the codebook of
+        the step before). Until k-means has run, the outputs themselves are kept too: the commit assigns them
+        again, to the k-means codebook."""
+        flat = flat.float()
+        counts, sums = statistics(flat, indices, self.config.size)
+        keep = flat[torch.randperm(len(flat), device=flat.device)[: self.reservoir]]
         pending = self._pending
         self._pending = {
             "counts": counts if not pending else pending["counts"] + counts,
             "sums": sums if not pending else pending["sums"] + sums,
             "samples": keep if not pending else torch.cat([pending["samples"], keep])[-self.reservoir :],
         }
+        if self.kmeans_due:
+            self._pending["rows"] = flat if not pending else torch.cat([pending["rows"], flat])
 
     @torch.no_grad()
     def commit(self, weight: torch.Tensor, reduce_sum: Callable | None = None, broadcast: Callable | None = None) -> None:
-        """After a finite update: k-means initialisation (first time), the EMA codebook update, the use counts
-        and dead-code restarts, from the accumulated batch (summed over processes; samples from rank 0)."""
+        """After a finite update, in the references' order (Jukebox's `forward`: `init_k`, then `quantise`, then
+        `update_k`; lucidrains' `EuclideanCodebook.forward`: `init_embed_` before the distances): k-means
+        initialisation (first time), then the accumulated batch assigned to that codebook, then the EMA codebook
+        update, the use counts and dead-code restarts (counts and sums summed over processes; samples from rank 0)."""
         pending, self._pending = self._pending, {}
         if not pending:
             return
         counts, sums, samples = pending["counts"], pending["sums"], pending["samples"]
-        if reduce_sum is not None:
-            counts, sums = reduce_sum(counts), reduce_sum(sums)
         if broadcast is not None:
             samples = broadcast(samples)
         config = self.config
         generator = torch.Generator().manual_seed(int(self.commits))  # the same draws on every process, and on resume
         if not bool(self.initialised) and config.kind == "vq":
-            if config.kmeans_init:
-                assign(weight, kmeans(samples, config.size, config.kmeans_iters, generator))
+            if self.kmeans_due:
+                centres = kmeans(samples, config.size, config.kmeans_iters, generator)
+                assign(weight, centres)
+                rows = pending["rows"]  # this batch's codes are those of the k-means codebook, not of the one it replaced
+                counts, sums = statistics(rows, torch.argmin(torch.cdist(rows, centres), dim=1), config.size)
             self.embed_avg.copy_(full(weight).float())  # lucidrains' EMA start: the codebook itself, each code counted once
             self.cluster_size.fill_(1.0)
             self.initialised.fill_(True)
+        if reduce_sum is not None:
+            counts, sums = reduce_sum(counts), reduce_sum(sums)
         if config.ema_decay is not None:  # rosinality/vq-vae-2-pytorch `Quantize.forward`, eps 1e-5
             decay, eps = config.ema_decay, 1e-5
             self.cluster_size.mul_(decay).add_(counts, alpha=1 - decay)

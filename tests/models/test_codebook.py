@@ -1,0 +1,69 @@
+"""The vq family's codebook state (`models.codebook.Codebook`): the references' order in one commit
+(initialise, assign, update), codes never used counted dead, and the samples drawn for k-means and restarts
+independent of accumulation and of the number of processes."""
+
+import torch
+
+from vaetrain.models.codebook import Codebook
+from vaetrain.models.quantizer import QuantizerConfig, lookup
+
+SIZE, DIM = 64, 4
+
+
+def _clusters(per_cluster: int = 32, seed: int = 0) -> torch.Tensor:
+    """SIZE well separated clusters of encoder outputs (rows), shuffled."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = 3 * torch.randn(SIZE, DIM, generator=generator)
+    rows = centres[:, None] + 0.1 * torch.randn(SIZE, per_cluster, DIM, generator=generator)
+    return rows.reshape(-1, DIM)[torch.randperm(SIZE * per_cluster, generator=generator)]
+
+
+def _start() -> torch.Tensor:
+    """diffusers' `VectorQuantizer` initialisation: uniform in +-1/codes."""
+    return torch.empty(SIZE, DIM).uniform_(-1 / SIZE, 1 / SIZE, generator=torch.Generator().manual_seed(1))
+
+
+def _indices(weight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    return lookup(weight, rows.T.reshape(1, DIM, 1, -1)).indices
+
+
+def _error(weight: torch.Tensor, rows: torch.Tensor) -> float:
+    return torch.mean((rows - weight[_indices(weight, rows)]) ** 2).item()
+
+
+def _first_commit(rows: torch.Tensor, **quantizer) -> tuple[torch.Tensor, Codebook]:
+    weight, codebook = _start(), Codebook(QuantizerConfig(codebook_size=SIZE, kmeans_init=True, **quantizer), DIM)
+    torch.manual_seed(0)
+    codebook.observe(rows, _indices(weight, rows))  # looked up against the codebook before k-means, as the forward does
+    codebook.commit(weight)
+    return weight, codebook
+
+
+def test_restarts_keep_the_kmeans_codebook_they_are_committed_with():
+    """k-means initialises, then the batch is assigned to the k-means codebook, then restarts read that
+    assignment (Jukebox: `init_k`, `quantise`, `update_k`): no code the k-means codebook uses is restarted,
+    and the quantisation error stays k-means'."""
+    rows = _clusters()
+    centres, _ = _first_commit(rows)
+    used = torch.bincount(_indices(centres, rows), minlength=SIZE) > 0
+    restarted, _ = _first_commit(rows, restart_threshold=1.0)
+    assert int(used.sum()) >= SIZE - 4  # k-means from samples drawn with replacement may leave a few codes empty
+    assert torch.equal(restarted[used], centres[used])
+    assert _error(restarted, rows) <= _error(centres, rows) + 1e-7
+
+
+def test_the_first_ema_update_moves_the_kmeans_codebook_by_the_batch_assigned_to_it():
+    """k-means, then rosinality's `Quantize.forward` EMA update (by hand) with the counts and sums of the
+    batch assigned to the k-means codebook, from the start each code counted once at its k-means centre."""
+    rows = _clusters()
+    centres, _ = _first_commit(rows)
+    updated, _ = _first_commit(rows, ema_decay=0.9)
+    assigned = _indices(centres, rows)
+    counts = torch.bincount(assigned, minlength=SIZE).float()
+    sums = torch.zeros(SIZE, DIM).index_add_(0, assigned, rows)
+    decay, eps = 0.9, 1e-5
+    cluster_size = decay * torch.ones(SIZE) + (1 - decay) * counts
+    embed_avg = decay * centres + (1 - decay) * sums
+    n = cluster_size.sum()
+    smoothed = (cluster_size + eps) / (n + SIZE * eps) * n
+    torch.testing.assert_close(updated, embed_avg / smoothed[:, None], rtol=1e-5, atol=1e-6)
