@@ -5,7 +5,8 @@ independent of accumulation and of the number of processes."""
 import torch
 
 from vaetrain.models.codebook import Codebook
-from vaetrain.models.quantizer import QuantizerConfig, lookup
+from vaetrain.models.quantizer import ALIVE_USE, QuantizerConfig, lookup
+from vaetrain.training.diagnostics import DiagnosticsMonitor
 
 SIZE, DIM = 64, 4
 
@@ -67,3 +68,19 @@ def test_the_first_ema_update_moves_the_kmeans_codebook_by_the_batch_assigned_to
     n = cluster_size.sum()
     smoothed = (cluster_size + eps) / (n + SIZE * eps) * n
     torch.testing.assert_close(updated, embed_avg / smoothed[:, None], rtol=1e-5, atol=1e-6)
+
+
+def test_a_code_never_used_is_dead_from_the_first_step_and_a_collapse_warns_within_a_short_run():
+    """Every step's encoder outputs take codes 0-2 of 64: after one commit only those 3 are alive, and
+    the diagnostics' collapse warning fires after its patience (200 steps), inside vq-tiny's 300."""
+    config = QuantizerConfig(codebook_size=SIZE)
+    codebook, monitor, warnings = Codebook(config, DIM), DiagnosticsMonitor(), []
+    rows, indices = torch.randn(30, DIM), torch.arange(30) % 3
+    for step in range(300):
+        codebook.observe(rows, indices)
+        codebook.commit(torch.zeros(SIZE, DIM))
+        alive = codebook.usage > ALIVE_USE
+        if step == 0:
+            assert alive.nonzero().flatten().tolist() == [0, 1, 2]
+        warnings += monitor.update(step + 1, {"train/codebook_alive": alive.float().mean().item()}, gan_active=False)
+    assert len(warnings) == 1 and "of the codebook stayed in use" in warnings[0]

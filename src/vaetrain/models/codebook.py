@@ -34,7 +34,15 @@ def statistics(flat: torch.Tensor, indices: torch.Tensor, size: int) -> tuple[to
 class Codebook(nn.Module):
     """The training state of a `vq` family's codebook: EMA statistics (checkpointed buffers) and what the
     current accumulated batch contributes (pending, dropped after a skipped update). `observe` runs per
-    micro-batch; `commit` once per generator step after a finite update; `discard` after a skipped one."""
+    micro-batch; `commit` once per generator step after a finite update; `discard` after a skipped one.
+
+    `usage` is each code's uses per generator step, an EMA (`usage_decay`) that starts at the first commit's
+    counts, as lucidrains' `EuclideanCodebook.init_embed_` starts `cluster_size` at the cluster sizes of the
+    batch it initialised on: a code never used is 0, dead from the start (`ALIVE_USE`, the diagnostics), and
+    restarted by the first commit at any `restart_threshold` (as Jukebox's first `update_k` after `init_k`
+    restarts, at its threshold of 1, every code the batch left unused). A restarted code's use is set to the
+    threshold (lucidrains' `replace`, `reset_cluster_size`'s default), so it is restarted again while it is
+    used less."""
 
     def __init__(self, config: QuantizerConfig, dim: int, reservoir: int = 4096) -> None:
         super().__init__()
@@ -42,7 +50,7 @@ class Codebook(nn.Module):
         size = config.size
         self.register_buffer("cluster_size", torch.zeros(size))
         self.register_buffer("embed_avg", torch.zeros(size, dim))
-        self.register_buffer("usage", torch.ones(size))  # EMA of each code's use per step: 1 until measured
+        self.register_buffer("usage", torch.zeros(size))  # EMA of each code's uses per step: 0 (dead) until used
         self.register_buffer("initialised", torch.tensor(False))
         self.register_buffer("commits", torch.tensor(0))
         self._pending: dict[str, torch.Tensor] = {}
@@ -101,7 +109,10 @@ class Codebook(nn.Module):
             total = self.cluster_size.sum()
             smoothed = (self.cluster_size + eps) / (total + config.size * eps) * total
             assign(weight, self.embed_avg / smoothed[:, None])
-        self.usage.mul_(config.usage_decay).add_(counts, alpha=1 - config.usage_decay)
+        if int(self.commits) == 0:
+            self.usage.copy_(counts)
+        else:
+            self.usage.mul_(config.usage_decay).add_(counts, alpha=1 - config.usage_decay)
         if config.restart_threshold > 0:  # Jukebox `update_k`: dead codes <- random recent encoder outputs
             dead = self.usage < config.restart_threshold
             if bool(dead.any()):
@@ -109,7 +120,7 @@ class Codebook(nn.Module):
                 assign(weight, picks, dead)
                 self.embed_avg[dead] = picks
                 self.cluster_size[dead] = 1.0
-                self.usage[dead] = 1.0
+                self.usage[dead] = config.restart_threshold
         self.commits += 1
 
     def discard(self) -> None:
