@@ -2,6 +2,10 @@
 (initialise, assign, update), codes never used counted dead, and the samples drawn for k-means and restarts
 independent of accumulation and of the number of processes."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
 import torch
 
 from vaetrain.models.codebook import Codebook
@@ -84,3 +88,76 @@ def test_a_code_never_used_is_dead_from_the_first_step_and_a_collapse_warns_with
             assert alive.nonzero().flatten().tolist() == [0, 1, 2]
         warnings += monitor.update(step + 1, {"train/codebook_alive": alive.float().mean().item()}, gan_active=False)
     assert len(warnings) == 1 and "of the codebook stayed in use" in warnings[0]
+
+
+def test_the_samples_come_from_every_micro_batch_alike_at_accumulation_1_and_2():
+    """A reservoir of 64 rows, a window of two micro-batches of 64: every code restarted draws from both
+    micro-batches, and the codebook is the one a single micro-batch of all 128 rows gives."""
+    rows, indices = torch.randn(128, DIM, generator=torch.Generator().manual_seed(2)), torch.zeros(128, dtype=torch.long)
+    config = QuantizerConfig(codebook_size=SIZE, restart_threshold=1e9)  # every code restarted at every commit
+    whole, halves = Codebook(config, DIM, reservoir=64), Codebook(config, DIM, reservoir=64)
+    one, two = torch.zeros(SIZE, DIM), torch.zeros(SIZE, DIM)
+    whole.observe(rows, indices)
+    whole.commit(one)
+    halves.observe(rows[:64], indices[:64])
+    halves.observe(rows[64:], indices[64:])
+    halves.commit(two)
+    assert torch.equal(one, two)
+    first = (two[:, None] == rows[None, :64]).all(dim=2).any(dim=1)
+    second = (two[:, None] == rows[None, 64:]).all(dim=2).any(dim=1)
+    assert bool((first | second).all()) and 16 <= int(first.sum()) <= 48
+
+
+class _Threads:
+    """Threads standing in for processes: `gather` stacks every thread's tensor, a collective."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.slots, self.barrier = count, [None] * count, threading.Barrier(count, timeout=60)
+
+    def gather(self, rank: int, tensor: torch.Tensor) -> torch.Tensor:
+        self.slots[rank] = tensor
+        self.barrier.wait()
+        stacked = torch.stack(self.slots)
+        self.barrier.wait()
+        return stacked
+
+
+def _train(layout: list[list[list[int]]], windows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`layout[rank][micro_batch]`: the images (of each window's 8) that process reads in that micro-batch.
+    Two windows with k-means, EMA updates and restarts, a reservoir smaller than a window; rank 0's state."""
+    config = QuantizerConfig(codebook_size=SIZE, ema_decay=0.9, kmeans_init=True, restart_threshold=1.0)
+    threads, results = _Threads(len(layout)), {}
+
+    def run(rank: int) -> None:
+        weight, codebook = _start(), Codebook(config, DIM, reservoir=48)
+        codebook.place(rank, len(layout))
+        gather = partial(threads.gather, rank) if len(layout) > 1 else None
+        for window in windows:
+            for images in layout[rank]:
+                flat = window[images].reshape(-1, DIM)
+                codebook.observe(flat, _indices(weight, flat), images=len(images))
+            codebook.commit(weight, gather and (lambda t: gather(t).sum(dim=0)), gather)
+        results[rank] = {"weight": weight} | codebook.state_dict()
+
+    with ThreadPoolExecutor(len(layout)) as pool:
+        for done in [pool.submit(run, rank) for rank in range(len(layout))]:
+            done.result()
+    return results[0]
+
+
+def test_kmeans_and_restarts_are_the_same_at_accumulation_1_and_2_and_on_2_or_4_processes():
+    """The training stream's layout (image i of a process's micro-batch m is global image (m * B + i) *
+    processes + rank): 1 process x 1 or 2 micro-batches, 2 processes x 1 or 2, 4 processes x 1."""
+    windows = _clusters(per_cluster=4).reshape(2, 8, 16, DIM)  # 2 windows of 8 images of 16 rows (4x4 tokens)
+    one = _train([[list(range(8))]], windows)
+    layouts = {
+        "k=2": [[[0, 1, 2, 3], [4, 5, 6, 7]]],
+        "2 processes": [[[r, r + 2, r + 4, r + 6]] for r in range(2)],
+        "2 processes, k=2": [[[r, r + 2], [r + 4, r + 6]] for r in range(2)],
+        "4 processes": [[[r, r + 4]] for r in range(4)],
+    }
+    assert int(one["commits"]) == 2 and not torch.equal(one["weight"], _start())
+    for name, layout in layouts.items():
+        other = _train(layout, windows)
+        for key, value in one.items():
+            torch.testing.assert_close(other[key], value, rtol=1e-6, atol=1e-6, msg=f"{name}: {key}")

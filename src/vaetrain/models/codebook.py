@@ -5,11 +5,13 @@ generator step after a finite update (see `models.quantizer` for the references)
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from vaetrain.models.quantizer import QuantizerConfig, assign, full
+from vaetrain.models.reservoir import Reservoir
 
 
 def kmeans(samples: torch.Tensor, clusters: int, iterations: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -42,7 +44,10 @@ class Codebook(nn.Module):
     restarted by the first commit at any `restart_threshold` (as Jukebox's first `update_k` after `init_k`
     restarts, at its threshold of 1, every code the batch left unused). A restarted code's use is set to the
     threshold (lucidrains' `replace`, `reset_cluster_size`'s default), so it is restarted again while it is
-    used less."""
+    used less.
+
+    k-means and restarts draw from `reservoir` encoder outputs of the window, sampled alike whatever the
+    accumulation and the number of processes (`models.reservoir`; `place` says which process this is)."""
 
     def __init__(self, config: QuantizerConfig, dim: int, reservoir: int = 4096) -> None:
         super().__init__()
@@ -53,42 +58,53 @@ class Codebook(nn.Module):
         self.register_buffer("usage", torch.zeros(size))  # EMA of each code's uses per step: 0 (dead) until used
         self.register_buffer("initialised", torch.tensor(False))
         self.register_buffer("commits", torch.tensor(0))
-        self._pending: dict[str, torch.Tensor] = {}
+        self.rank, self.processes = 0, 1
+        self._pending: dict[str, Any] = {}
+
+    def place(self, rank: int, processes: int) -> None:
+        """This process's rank among the data-parallel processes (the samples' image numbers depend on it)."""
+        self.rank, self.processes = rank, processes
 
     @property
     def kmeans_due(self) -> bool:
         """The next commit initialises the codebook by k-means."""
         return self.config.kind == "vq" and self.config.kmeans_init and not bool(self.initialised)
 
+    @property
+    def draws(self) -> bool:
+        """The next commit draws samples (k-means or restarts)."""
+        return self.kmeans_due or self.config.restart_threshold > 0
+
     @torch.no_grad()
-    def observe(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
+    def observe(self, flat: torch.Tensor, indices: torch.Tensor, images: int | None = None) -> None:
         """One micro-batch's encoder outputs (N, d) and their codes (the lookup's, against the codebook of
-        the step before). Until k-means has run, the outputs themselves are kept too: the commit assigns them
-        again, to the k-means codebook."""
+        the step before), `images` images' rows in raster order (None: each row an image). Until k-means has
+        run, the outputs themselves are kept too: the commit assigns them again, to the k-means codebook."""
         flat = flat.float()
         counts, sums = statistics(flat, indices, self.config.size)
-        keep = flat[torch.randperm(len(flat), device=flat.device)[: self.reservoir]]
         pending = self._pending
-        self._pending = {
-            "counts": counts if not pending else pending["counts"] + counts,
-            "sums": sums if not pending else pending["sums"] + sums,
-            "samples": keep if not pending else torch.cat([pending["samples"], keep])[-self.reservoir :],
-        }
+        if pending:
+            counts, sums = pending["counts"] + counts, pending["sums"] + sums
+        self._pending = {"counts": counts, "sums": sums}
+        if self.draws:
+            reservoir = pending.get("reservoir") or Reservoir(self.reservoir, int(self.commits), self.rank, self.processes)
+            reservoir.add(flat, images or len(flat))
+            self._pending["reservoir"] = reservoir
         if self.kmeans_due:
             self._pending["rows"] = flat if not pending else torch.cat([pending["rows"], flat])
 
     @torch.no_grad()
-    def commit(self, weight: torch.Tensor, reduce_sum: Callable | None = None, broadcast: Callable | None = None) -> None:
+    def commit(self, weight: torch.Tensor, reduce_sum: Callable | None = None, gather: Callable | None = None) -> None:
         """After a finite update, in the references' order (Jukebox's `forward`: `init_k`, then `quantise`, then
         `update_k`; lucidrains' `EuclideanCodebook.forward`: `init_embed_` before the distances): k-means
         initialisation (first time), then the accumulated batch assigned to that codebook, then the EMA codebook
-        update, the use counts and dead-code restarts (counts and sums summed over processes; samples from rank 0)."""
+        update, the use counts and dead-code restarts. With several processes, `reduce_sum` sums the counts
+        and sums over them, and `gather` (each process's tensor stacked) merges their samples."""
         pending, self._pending = self._pending, {}
         if not pending:
             return
-        counts, sums, samples = pending["counts"], pending["sums"], pending["samples"]
-        if broadcast is not None:
-            samples = broadcast(samples)
+        counts, sums = pending["counts"], pending["sums"]
+        samples = pending["reservoir"].samples(gather) if self.draws else None
         config = self.config
         generator = torch.Generator().manual_seed(int(self.commits))  # the same draws on every process, and on resume
         if not bool(self.initialised) and config.kind == "vq":
