@@ -113,7 +113,7 @@ class Codebook(nn.Module):
                 assign(weight, centres)
                 rows = pending["rows"]  # this batch's codes are those of the k-means codebook, not of the one it replaced
                 counts, sums = statistics(rows, torch.argmin(torch.cdist(rows, centres), dim=1), config.size)
-            self.embed_avg.copy_(full(weight).float())  # lucidrains' EMA start: the codebook itself, each code counted once
+            self.embed_avg.copy_(full(weight).float())  # Jukebox's `init_k` start: each code counted once, at itself
             self.cluster_size.fill_(1.0)
             self.initialised.fill_(True)
         if reduce_sum is not None:
