@@ -142,7 +142,7 @@ def test_fsdp_two_processes_match_one_export_and_resume_sharded_or_not(tmp_path)
 
 
 @pytest.mark.slow  # two fsdp runs of real processes (the vq family's single-process resume is in test_vq.py)
-@pytest.mark.parametrize(("strategy", "quantizer"), [("ddp", "ema"), ("fsdp", "ema"), ("ddp", "alive")])
+@pytest.mark.parametrize(("strategy", "quantizer"), [("ddp", "ema"), ("fsdp", "ema"), ("ddp", "alive"), ("fsdp", "alive")])
 def test_a_kept_alive_codebook_trains_across_processes_like_one_process(tmp_path, strategy, quantizer):
     """The vq family's EMA codebook updates sum the accumulated batch's statistics over processes, and k-means
     and restarts draw from samples of all processes' micro-batches (`models.reservoir`), so 2 processes (DDP,
