@@ -110,7 +110,7 @@ class AutoencoderForward:
         config = codebook.config
         quantized = lookup(self.family.codebook(autoencoder), latents, config.levels if config.kind == "fsq" else None)
         if torch.is_grad_enabled():
-            codebook.observe(quantized.inputs.detach(), quantized.indices)
+            codebook.observe(quantized.inputs.detach(), quantized.indices, len(latents))
         if config.kind == "fsq":
             loss = config.fsq_bound_weight * fsq_bound_penalty(quantized.inputs)
         else:

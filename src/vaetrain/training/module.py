@@ -167,6 +167,8 @@ class AutoencoderModule(L.LightningModule):
             torch.backends.cudnn.allow_tf32 = True
         self.set_channels_last(self.speed_config.use_channels_last(device.type))
         self.discriminator = synchronise_batch_norm(self.discriminator, self.trainer.world_size, device.type)
+        if self.codebook is not None:  # its samples are numbered over all processes' images
+            self.codebook.place(self.trainer.global_rank, self.trainer.world_size)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "check_resolution"):
             self.check_data(datamodule)

@@ -21,11 +21,11 @@ from torch import nn
 from vaetrain.losses.gan import LeCamAnchors
 from vaetrain.losses.perceptual import build_perceptual_loss, channel_triplets, for_channels
 from vaetrain.models.autoencoder import build_autoencoder, load_pretrained_autoencoder
+from vaetrain.models.codebook import Codebook
 from vaetrain.models.discriminator import build_discriminator
 from vaetrain.models.ema import build_ema
 from vaetrain.models.families import family_of
 from vaetrain.models.feature_encoders import AlignmentHead, build_feature_encoder
-from vaetrain.models.quantizer import Codebook
 from vaetrain.training.forward import check_student, freeze_teacher
 
 Role = Literal["generator", "discriminator", "frozen", "shard_blocks", "shard", "channels_last", "compile", "probe_restore"]

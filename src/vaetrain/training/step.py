@@ -234,7 +234,7 @@ class GanStep:
             if (codebook := self.networks.codebook) is not None:
                 if finite:
                     reduce_sum = (lambda t: processes.mean(t) * processes.count) if processes else None
-                    codebook.commit(self.forward.family.codebook(self.networks.autoencoder), reduce_sum, engine.broadcast if processes else None)
+                    codebook.commit(self.forward.family.codebook(self.networks.autoencoder), reduce_sum, engine.gather if processes else None)
                 else:
                     codebook.discard()
         else:
