@@ -9,13 +9,13 @@ from diffusers import AutoencoderKL
 from PIL import Image
 
 from tests.conftest import TINY_AUTOENCODER
+from vaetrain.checkpoints import load_autoencoder
 from vaetrain.cli import main
 from vaetrain.data import ImageSet, SourceSpec, evaluation_images, images_of
 from vaetrain.evaluation import measure_latent_statistics, reconstruct
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate
 from vaetrain.evaluation.networks import build_inception
 from vaetrain.evaluation.results import RESULT_KEYS
-from vaetrain.export import load_autoencoder
 from vaetrain.models import AutoencoderConfig, build_autoencoder
 
 

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from tests.conftest import TINY_AUTOENCODER
+from vaetrain.checkpoints import load_autoencoder
 from vaetrain.data import ImageSet, SourceSpec
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate
 from vaetrain.evaluation.networks import build_inception
 from vaetrain.evaluation.report import read_scalars
-from vaetrain.export import load_autoencoder
 from vaetrain.models import AutoencoderConfig, build_autoencoder
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

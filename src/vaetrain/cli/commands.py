@@ -10,6 +10,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+from vaetrain.checkpoints.references import check_model_reference, held_out_images, load_autoencoder, recorded_pixel_format
 from vaetrain.cli.options import MODEL_HELP, data_loading, image_options, image_set, probe, probe_options, tiling_options
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate, run_dir_of
@@ -18,7 +19,7 @@ from vaetrain.evaluation.reconstruct import TilingConfig, reconstruct_files
 from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.results import METRICS
 from vaetrain.export.diffusers_folder import export_checkpoint
-from vaetrain.export.formats import check_model_reference, convert, held_out_images, load_autoencoder, recorded_pixel_format
+from vaetrain.export.formats import convert
 from vaetrain.export.model_card import push_to_hub
 from vaetrain.models.latent_space import CONVENTIONS
 

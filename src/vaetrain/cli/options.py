@@ -16,6 +16,7 @@ import re
 import sys
 from typing import get_args
 
+from vaetrain.checkpoints.references import check_model_reference, recorded_pixel_format
 from vaetrain.data.datamodule import ImageDataModule
 from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.data.decoding.video import clip_spec
@@ -24,7 +25,6 @@ from vaetrain.data.sources.spec import SourceKind, SourceSpec
 from vaetrain.evaluation.diffusability import run_probe as probe_models
 from vaetrain.evaluation.diffusability_probe import SIZES, ProbeConfig
 from vaetrain.evaluation.token_probe import TokenProbeConfig
-from vaetrain.export.formats import check_model_reference, recorded_pixel_format
 
 MODEL_HELP = "vaetrain .ckpt, diffusers folder, LDM/SD .ckpt/.safetensors or Hub id"
 
