@@ -2,7 +2,11 @@
 packages below it, so no two packages import each other, and no module imports itself round a circle."""
 
 import ast
+import inspect
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +124,26 @@ def test_a_training_import_in_the_schema_or_evaluation_fails_the_layering(tmp_pa
             test_every_package_imports_only_lower_layers()
         (copy / module).write_text(original)
     test_every_package_imports_only_lower_layers()
+
+
+def test_importing_evaluation_and_the_schema_loads_no_training_module():
+    """At run time too: `vaetrain eval`'s modules and the schema bring no `vaetrain.training` module in."""
+    code = (
+        "import sys, vaetrain.evaluation.evaluate, vaetrain.evaluation.diffusability, vaetrain.checkpoints; "
+        "print(sorted(m for m in sys.modules if m.startswith(('vaetrain.training', 'vaetrain.export', 'vaetrain.cli'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_environment())
+    assert result.stdout.strip() == "[]"
+
+
+def _environment() -> dict[str, str]:
+    return os.environ | {"PYTHONPATH": os.pathsep.join([str(SOURCE.parent), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_evaluation_takes_no_model_loader():
+    """`evaluate` and the diffusability probe load models themselves (`checkpoints.load_autoencoder`)."""
+    from vaetrain.evaluation.diffusability import run_probe
+    from vaetrain.evaluation.evaluate import evaluate
+
+    for function in (evaluate, run_probe):
+        assert not {"load_model", "load", "loader"} & set(inspect.signature(function).parameters), function.__name__
