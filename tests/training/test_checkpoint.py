@@ -11,9 +11,7 @@ from diffusers import AutoencoderKL
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer, write_images
-from vaetrain.cli import main
-from vaetrain.data import ImageDataModule
-from vaetrain.training.checkpoint import (
+from vaetrain.checkpoints.schema import (
     AUTOENCODER_PREFIX,
     EMA_COUNT_KEY,
     EMA_PREFIX,
@@ -24,6 +22,8 @@ from vaetrain.training.checkpoint import (
     autoencoder_weights,
     load_checkpoint,
 )
+from vaetrain.cli import main
+from vaetrain.data import ImageDataModule
 from vaetrain.training.memory_budget import MemoryBudget
 from vaetrain.training.memory_search import StepMeasurement
 

@@ -23,6 +23,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
+from vaetrain.checkpoints.schema import RunRecord, StepCounters
 from vaetrain.frames import as_frames
 from vaetrain.losses.config import LossConfig
 from vaetrain.models.autoencoder import AutoencoderConfig, with_deterministic_posterior
@@ -30,7 +31,7 @@ from vaetrain.models.discriminator import DiscriminatorConfig, synchronise_batch
 from vaetrain.models.ema import EMAConfig
 from vaetrain.models.families import downsampling_factor, family_of
 from vaetrain.models.quantizer import code_indices
-from vaetrain.training.checkpoint import RunRecord, StepCounters, keep_frozen_networks_out, restore_rng
+from vaetrain.training.checkpoint import keep_frozen_networks_out, record_of, restore_rng
 from vaetrain.training.checkpoint_io import AtomicCheckpointIO
 from vaetrain.training.config import GanOptimizers, SpeedConfig, StepSettings, TrainingConfig, accumulation_for, memory_layout
 from vaetrain.training.engines import LightningEngine
@@ -230,7 +231,7 @@ class AutoencoderModule(L.LightningModule):
         self.log_dict(per_channel, sync_dist=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        RunRecord.from_module(self, getattr(self.trainer, "datamodule", None)).write_into(checkpoint)
+        record_of(self, getattr(self.trainer, "datamodule", None)).write_into(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         record = RunRecord.read_from(checkpoint)

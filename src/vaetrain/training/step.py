@@ -26,13 +26,13 @@ import torch
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from vaetrain.checkpoints.schema import StepCounters
 from vaetrain.errors import ConfigError, TrainingDiverged
 from vaetrain.losses.config import LossConfig
 from vaetrain.losses.equivariance import LatentTransform
 from vaetrain.losses.objective import Processes, discriminator_objective, gan_ramp, generator_loss
 from vaetrain.models.ema import EMAConfig
 from vaetrain.models.last_layers import LastLayerInput
-from vaetrain.training.checkpoint import StepCounters
 from vaetrain.training.config import StepSettings
 from vaetrain.training.forward import AutoencoderForward, Reconstruction, draw_equivariance
 from vaetrain.training.interfaces import Engine, Network, Phase

@@ -4,8 +4,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
+from vaetrain.checkpoints import diffusers_to_ldm, ldm_to_diffusers, load_autoencoder, read_ldm_state_dict, write_ldm_checkpoint
 from vaetrain.errors import ConfigError
-from vaetrain.export import diffusers_to_ldm, ldm_to_diffusers, load_autoencoder, read_ldm_state_dict, write_ldm_checkpoint
 
 LDM_LIKE = dict(
     block_out_channels=(32, 64),
