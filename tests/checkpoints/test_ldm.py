@@ -125,7 +125,7 @@ def test_an_ldm_vq_checkpoint_converts_to_vqmodel_and_back_with_equal_tensors(tm
 
 
 def test_an_incomplete_attention_inside_a_level_is_refused_in_one_line():
-    """Attention inside levels converts (tests/export/test_ldm_vq.py); tensors that make no whole attention
+    """Attention inside levels converts (tests/checkpoints/test_ldm_vq.py); tensors that make no whole attention
     block are refused, not dropped."""
     ldm = diffusers_to_ldm(randomised(AutoencoderKL(**LDM_LIKE)))
     with pytest.raises(ConfigError, match="do not fit AutoencoderKL"):
