@@ -34,6 +34,7 @@ from vaetrain.training.checkpoint import RunRecord, StepCounters, keep_frozen_ne
 from vaetrain.training.checkpoint_io import AtomicCheckpointIO
 from vaetrain.training.config import GanOptimizers, SpeedConfig, StepSettings, TrainingConfig, accumulation_for, memory_layout
 from vaetrain.training.engines import LightningEngine
+from vaetrain.training.features import Setup
 from vaetrain.training.networks import build_networks, compile_units, networks_with
 from vaetrain.training.optim import gan_optimizers
 from vaetrain.training.preflight import check_channels, check_frames, check_image_sizes, check_terms
@@ -77,10 +78,12 @@ class AutoencoderModule(L.LightningModule):
         self.speed_config = speed
         self.validation_config = validation
 
-        build_networks(self, perceptual=perceptual, alignment_encoder=alignment_encoder, teacher=teacher)
-        check_terms(self)
+        injected = {"perceptual": perceptual, "alignment_encoder": alignment_encoder, "teacher": teacher}
+        setup = Setup(autoencoder, discriminator, loss, ema, injected)
+        self.features = build_networks(self, setup)
+        check_terms(setup, self.autoencoder, self.features)
         settings = StepSettings.from_configs(autoencoder, training, optimizer)
-        self.gan_step = GanStep(self, self.loss_config, self.ema_config, settings)  # after the EMA copy: its hook stays off it
+        self.gan_step = GanStep(self, loss, ema, settings, self.features)  # after the EMA copy: its hook stays off it
         self.engine = LightningEngine(self)
         codebook = family_of(self.autoencoder).codebook(self.autoencoder)
         self.val_metrics = ValidationMetrics(validation, inception, codes=len(codebook) if codebook is not None else None)
@@ -175,7 +178,7 @@ class AutoencoderModule(L.LightningModule):
 
     def check_data(self, datamodule) -> None:
         """Fails early, in one line, when the images cannot be trained at their size or channel count (see `preflight`)."""
-        check_image_sizes(datamodule, self.downsampling_factor, self.discriminator_config, self.loss_config)
+        check_image_sizes(datamodule, self.downsampling_factor, self.discriminator_config, self.loss_config, self.features)
         check_channels(datamodule, self.autoencoder.config.in_channels, self.image_channels)
         check_frames(datamodule, self.autoencoder, self.discriminator_config.kind)
 

@@ -1,6 +1,7 @@
 """Which network plays which role, declared once. Every consumer (the optimizers, the step's gradient
 guard, the memory probe's restore, channels-last, compilation, FSDP sharding, the checkpoint's frozen-key
-filter) reads `NETWORKS`; a new network is one line here and an attribute of that name on the module.
+filter) reads `NETWORKS`: the core networks here and each training unit's own (`features.*.networks`); a new
+network is one line in its unit and an attribute of that name on the holder.
 
 Roles:
 - `generator` / `discriminator`: trained by that optimizer (its trainable parameters, in this order);
@@ -13,56 +14,34 @@ Roles:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 from torch import nn
 
-from vaetrain.losses.gan import LeCamAnchors
 from vaetrain.losses.perceptual import build_perceptual_loss, channel_triplets, for_channels
-from vaetrain.models.autoencoder import build_autoencoder, load_pretrained_autoencoder
+from vaetrain.models.autoencoder import build_autoencoder
 from vaetrain.models.discriminator import build_discriminator
 from vaetrain.models.ema import build_ema
 from vaetrain.models.families import family_of
-from vaetrain.models.feature_encoders import AlignmentHead, build_feature_encoder
-from vaetrain.models.quantizer import Codebook
-from vaetrain.training.forward import check_student, freeze_teacher
+from vaetrain.training.features import FEATURES, Feature, Setup, build_features
+from vaetrain.training.features.base import network
+from vaetrain.training.interfaces import Network, NetworkRole
 
-Role = Literal["generator", "discriminator", "frozen", "shard_blocks", "shard", "channels_last", "compile", "probe_restore"]
-
-
-@dataclass(frozen=True)
-class Network:
-    """One network of the training module: the attribute that holds it (or None) and its roles."""
-
-    name: str
-    roles: frozenset[Role]
-    what: str
-
-
-def _network(name: str, roles: str, what: str) -> Network:
-    return Network(name, frozenset(roles.split()), what)
-
-
-NETWORKS: tuple[Network, ...] = (
-    _network("autoencoder", "generator shard_blocks channels_last compile probe_restore", "the autoencoder being trained"),
-    _network("alignment_projection", "generator shard probe_restore", "VA-VAE's 1x1 projection of the latent (trained, never exported)"),
-    _network("discriminator", "discriminator shard channels_last compile probe_restore", "PatchGAN or VGG16"),
-    _network("ema", "shard_blocks channels_last probe_restore", "the EMA copy of the autoencoder (AveragedModel)"),
-    _network("lecam_anchors", "probe_restore", "LeCam's moving anchors (buffers)"),
-    _network("codebook", "probe_restore", "the vq family's codebook statistics (EMA sums, use counts)"),
-    _network("perceptual", "frozen channels_last compile", "LPIPS"),
-    _network("alignment_encoder", "frozen", "VA-VAE's vision encoder"),
-    _network("teacher", "frozen shard_blocks channels_last", "the VAE being distilled"),
-    _network("val_metrics", "frozen", "validation metrics, with rFID's Inception"),
+CORE: tuple[Network, ...] = (
+    network("autoencoder", "generator shard_blocks channels_last compile probe_restore", "the autoencoder being trained"),
+    network("discriminator", "discriminator shard channels_last compile probe_restore", "PatchGAN or VGG16"),
+    network("ema", "shard_blocks channels_last probe_restore", "the EMA copy of the autoencoder (AveragedModel)"),
+    network("perceptual", "frozen channels_last compile", "LPIPS"),
+    network("val_metrics", "frozen", "validation metrics, with rFID's Inception"),
 )
+NETWORKS: tuple[Network, ...] = CORE + tuple(declared for unit in FEATURES for declared in unit.networks)
 
 
-def names_with(role: Role) -> tuple[str, ...]:
-    return tuple(network.name for network in NETWORKS if role in network.roles)
+def names_with(role: NetworkRole) -> tuple[str, ...]:
+    return tuple(declared.name for declared in NETWORKS if role in declared.roles)
 
 
-def networks_with(module: nn.Module, role: Role) -> list[nn.Module]:
+def networks_with(module: nn.Module, role: NetworkRole) -> list[nn.Module]:
     """The module's networks that have `role` and exist (an unused term's network is None)."""
     return [network for name in names_with(role) if (network := getattr(module, name, None)) is not None]
 
@@ -90,26 +69,24 @@ def compile_units(network: nn.Module) -> list[nn.Module]:
     return [half for half in halves if half is not None] or [network]
 
 
-def build_networks(module: nn.Module, *, perceptual: nn.Module | None, alignment_encoder: nn.Module | None, teacher: nn.Module | None) -> None:
-    """Sets every member of `NETWORKS` on the module from its config blocks (None where its term is off);
-    injected networks (`perceptual`, `alignment_encoder`, `teacher`) replace the configured ones."""
-    loss = module.loss_config
-    module.autoencoder = autoencoder = build_autoencoder(module.autoencoder_config)
-    channels, latent_channels = module.image_channels, family_of(autoencoder).latent_channels(autoencoder)
-    module.discriminator = build_discriminator(module.discriminator_config, channels, latent_channels)
-    module.lecam_anchors = LeCamAnchors() if loss.lecam_weight > 0 else None
-    codebook = family_of(autoencoder).codebook(autoencoder)
-    module.codebook = Codebook(module.autoencoder_config.quantizer, codebook.shape[1]) if codebook is not None else None
+def build_networks(module: nn.Module, setup: Setup) -> list[Feature]:
+    """Sets every member of `NETWORKS` on the module: the core networks from their config blocks (LPIPS None
+    where its weight is 0; an injected `perceptual` replaces the configured one), then each active unit's
+    (`features.build_features`); returns the active units."""
+    loss = setup.loss
+    module.autoencoder = autoencoder = build_autoencoder(setup.autoencoder)
+    image_channels = image_channels_of(autoencoder)
+    latent_channels = family_of(autoencoder).latent_channels(autoencoder)
+    module.discriminator = build_discriminator(setup.discriminator, image_channels, latent_channels)
+    perceptual = setup.injected.get("perceptual")
     if perceptual is None and loss.perceptual_weight > 0:
-        channel_triplets(channels, loss.perceptual_channels)  # a missing setting fails before VGG loads
+        channel_triplets(image_channels, loss.perceptual_channels)  # a missing setting fails before VGG loads
         perceptual = build_perceptual_loss(loss.perceptual_network, loss.perceptual_backbone)
-    module.perceptual = for_channels(perceptual, channels, loss.perceptual_channels)
-    module.ema = build_ema(autoencoder, module.ema_config.decay) if module.ema_config.enabled else None
-    module.alignment_encoder = module.alignment_projection = None
-    if loss.alignment.weight > 0:
-        module.alignment_encoder = alignment_encoder or build_feature_encoder(loss.alignment.encoder)
-        module.alignment_projection = AlignmentHead(latent_channels, module.alignment_encoder.feature_dim)
-    module.teacher = None
-    if teacher is not None or loss.distillation.teacher:
-        module.teacher = freeze_teacher(teacher or load_pretrained_autoencoder(loss.distillation.teacher, loss.distillation.subfolder))
-        check_student(autoencoder, module.teacher)
+    module.perceptual = for_channels(perceptual, image_channels, loss.perceptual_channels)
+    module.ema = build_ema(autoencoder, setup.ema.decay) if setup.ema.enabled else None
+    return build_features(module, setup, autoencoder)
+
+
+def image_channels_of(autoencoder: nn.Module) -> int:
+    """Channels the autoencoder writes (and the discriminator and LPIPS read)."""
+    return autoencoder.config.get("out_channels") or autoencoder.config.in_channels
