@@ -30,6 +30,7 @@ from vaetrain.errors import ConfigError
 from vaetrain.models.families import family_of
 from vaetrain.training.checkpoint import capture_rng, restore_rng
 from vaetrain.training.engines import ProbeEngine
+from vaetrain.training.features import no_accumulation_reason
 from vaetrain.training.memory_search import MeasureSteps, StepMeasurement, parse_memory_size, plan_memory
 from vaetrain.training.networks import networks_with
 
@@ -113,7 +114,7 @@ class MemoryBudget(L.Callback):
                         global_batch // world,
                         self.headroom,
                         checkpointing_available=family_of(module.autoencoder).gradient_checkpointing,
-                        no_accumulation="model.loss.balance=gradnorm" if module.loss_config.balance == "gradnorm" else None,
+                        no_accumulation=no_accumulation_reason(module.features),
                     ),
                     src=0,
                 )

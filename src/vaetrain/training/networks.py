@@ -1,7 +1,8 @@
 """Which network plays which role, declared once. Every consumer (the optimizers, the step's gradient
 guard, the memory probe's restore, channels-last, compilation, FSDP sharding, the checkpoint's frozen-key
-filter) reads `NETWORKS`: the core networks here and each training unit's own (`features.*.networks`); a new
-network is one line in its unit and an attribute of that name on the holder.
+filter) reads `declared()`: the core networks here (`NETWORKS`) and each registered training unit's own
+(`features.FEATURES`, each unit's `networks`); a new network is one line in its unit and an attribute of
+that name on the holder.
 
 Roles:
 - `generator` / `discriminator`: trained by that optimizer (its trainable parameters, in this order);
@@ -23,22 +24,27 @@ from vaetrain.models.autoencoder import build_autoencoder
 from vaetrain.models.discriminator import build_discriminator
 from vaetrain.models.ema import build_ema
 from vaetrain.models.families import family_of
-from vaetrain.training.features import FEATURES, Feature, Setup, build_features
+from vaetrain.training import features
+from vaetrain.training.features import Feature, Setup, build_features
 from vaetrain.training.features.base import network
 from vaetrain.training.interfaces import Network, NetworkRole
 
-CORE: tuple[Network, ...] = (
+NETWORKS: tuple[Network, ...] = (
     network("autoencoder", "generator shard_blocks channels_last compile probe_restore", "the autoencoder being trained"),
     network("discriminator", "discriminator shard channels_last compile probe_restore", "PatchGAN or VGG16"),
     network("ema", "shard_blocks channels_last probe_restore", "the EMA copy of the autoencoder (AveragedModel)"),
     network("perceptual", "frozen channels_last compile", "LPIPS"),
     network("val_metrics", "frozen", "validation metrics, with rFID's Inception"),
 )
-NETWORKS: tuple[Network, ...] = CORE + tuple(declared for unit in FEATURES for declared in unit.networks)
+
+
+def declared() -> tuple[Network, ...]:
+    """Every network a run can have: the core ones, then each registered unit's, in the registry's order."""
+    return NETWORKS + tuple(network for unit in features.FEATURES for network in unit.networks)
 
 
 def names_with(role: NetworkRole) -> tuple[str, ...]:
-    return tuple(declared.name for declared in NETWORKS if role in declared.roles)
+    return tuple(network.name for network in declared() if role in network.roles)
 
 
 def networks_with(module: nn.Module, role: NetworkRole) -> list[nn.Module]:
