@@ -37,7 +37,8 @@ class LossConfig:
     """Pixel loss: l1, l2 (squared error) or ms_ssim_l1 (Zhao et al. 2017's 0.84 (1 - MS-SSIM) + 0.16
     Gaussian-weighted L1: weight-free, any channel count; `losses/structural.py`)."""
     reduction: Reduction = "mean"
-    """mean: averages (weights independent of size); sum: LDM's per-image sums (LDM's kl_weight 1e-6 means the same)."""
+    """mean: averages (weights independent of size); sum: LDM's per-image sums (LDM's kl_weight 1e-6 means the
+    same), per clip on clips (every term summed over the clip's frames too; `losses/terms.py`)."""
     reconstruction_weight: float = 1.0
     """Weight of the pixel loss (under gradnorm: the norm its gradient is scaled to; vqgan-training: 0.001)."""
     perceptual_weight: float = 1.0

@@ -25,8 +25,7 @@ from torch import nn
 from vaetrain.frames import as_frames
 from vaetrain.losses.config import LossConfig
 from vaetrain.losses.gan import discriminator_loss, generator_adversarial_loss
-from vaetrain.losses.structural import focal_frequency_loss
-from vaetrain.losses.terms import kl_divergence, latent_penalty, pooled_reconstruction_loss, reconstruction_loss
+from vaetrain.losses.terms import focal_frequency_term, kl_divergence, latent_penalty, pooled_reconstruction_loss, reconstruction_loss
 
 
 @dataclass(frozen=True)
@@ -113,11 +112,11 @@ def image_terms(target: torch.Tensor, config: LossConfig, perceptual: nn.Module 
     """name -> (weight, scale under the reduction rule, function of the reconstruction) for every active term."""
     terms = {"reconstruction": (config.reconstruction_weight, 1.0, lambda x: reconstruction_loss(target, x, config.reconstruction, config.reduction))}
     if perceptual is not None and config.perceptual_weight > 0:
-        pixels = float(target[0].numel()) if config.reduction == "sum" else 1.0  # LDM counts LPIPS once per pixel
+        pixels = float(target[0].numel()) if config.reduction == "sum" else 1.0  # LDM counts LPIPS once per pixel (of every frame)
         terms["perceptual"] = (config.perceptual_weight, pixels, lambda x: perceptual(as_frames(x), as_frames(target)).float().mean())
     if config.focal_frequency_weight > 0:
-        frequency = partial(focal_frequency_loss, as_frames(target), alpha=config.focal_frequency_alpha)
-        terms["focal_frequency"] = (config.focal_frequency_weight, 1.0, lambda x: frequency(as_frames(x)))
+        frequency = partial(focal_frequency_term, target, alpha=config.focal_frequency_alpha, reduction=config.reduction)
+        terms["focal_frequency"] = (config.focal_frequency_weight, 1.0, frequency)
     pooled = config.pooled_reconstruction
     if pooled.weight > 0:
         pooled_loss = partial(pooled_reconstruction_loss, target, factor=pooled.factor, kind=pooled.kind, mask=pooled.mask, reduction=config.reduction)

@@ -60,7 +60,13 @@ def ms_ssim_l1_map(target01: torch.Tensor, reconstruction01: torch.Tensor, alpha
 
 
 def focal_frequency_loss(target: torch.Tensor, reconstruction: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    """FFL of (B, C, H, W) images (any range; vaetrain's [-1, 1])."""
+    """FFL of (B, C, H, W) images (any range; vaetrain's [-1, 1]): the reference's mean of the map."""
+    return focal_frequency_map(target, reconstruction, alpha).mean()
+
+
+def focal_frequency_map(target: torch.Tensor, reconstruction: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """FFL per image, channel and frequency (B, C, H, W): the weighted squared spectrum distance, before the
+    reference's mean (the orthonormal DFT has one frequency per pixel, so `reduction: sum` sums it as pixels)."""
     prediction = torch.fft.fft2(reconstruction.float(), norm="ortho")
     truth = torch.fft.fft2(target.float(), norm="ortho")
     distance = (prediction - truth).abs() ** 2
@@ -68,4 +74,4 @@ def focal_frequency_loss(target: torch.Tensor, reconstruction: torch.Tensor, alp
         weight = distance.sqrt() ** alpha
         weight = weight / weight.amax(dim=(-2, -1), keepdim=True)
         weight = torch.nan_to_num(weight, nan=0.0).clamp(0.0, 1.0)
-    return (weight * distance).mean()
+    return weight * distance

@@ -2,7 +2,15 @@
 
 `reduction` applies to every term at once, so `kl_weight` keeps one meaning:
 - "mean": averaged over pixels (or latent elements). Weights do not depend on resolution or latent size.
-- "sum": LDM's `LPIPSWithDiscriminator`: summed over each image's elements, averaged over the batch.
+- "sum": LDM's `LPIPSWithDiscriminator`: summed over each sample's elements, averaged over the batch.
+
+A sample is an image or a whole clip: on clips (B, C, T, H, W) every term sums over the clip's frames as
+well as its pixels (L1/L2, KL over the latent clip, and the terms computed frame by frame: MS-SSIM + L1,
+the pooled term, the focal frequency term and LPIPS, each summed over the frames of a clip), so a clip
+twice as long weighs every term twice, and the balance between terms does not depend on its length. The
+focal frequency term's reference takes the mean of its map (`structural.focal_frequency_loss`); under "sum"
+its map is summed like pixels (the orthonormal DFT has one frequency per pixel). The adversarial term stays
+a mean over logits under both (LDM's; the adaptive weight makes it scale-free).
 """
 
 from __future__ import annotations
@@ -14,8 +22,8 @@ import torch.nn.functional as F
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torchvision.transforms.v2.functional import gaussian_blur
 
-from vaetrain.frames import as_frames, is_clip
-from vaetrain.losses.structural import ms_ssim_l1_map
+from vaetrain.frames import as_clips, as_frames, is_clip
+from vaetrain.losses.structural import focal_frequency_map, ms_ssim_l1_map
 
 Reduction = Literal["mean", "sum"]
 PixelLoss = Literal["l1", "l2"]
@@ -32,10 +40,15 @@ def reduce(per_element: torch.Tensor, reduction: Reduction) -> torch.Tensor:
     return per_element.mean()
 
 
+def reduce_frames(per_element: torch.Tensor, like: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    """`reduce` of a map computed frame by frame ((B * T, ...) for clips `like` (B, C, T, H, W)): per clip."""
+    return reduce(as_clips(per_element, like.shape[2]) if is_clip(like) else per_element, reduction)
+
+
 def reconstruction_loss(target: torch.Tensor, reconstruction: torch.Tensor, kind: ReconstructionKind, reduction: Reduction) -> torch.Tensor:
     """L1, squared error or Zhao et al.'s MS-SSIM + L1 mix (on [0, 1] values; clips frame by frame), in fp32."""
     if kind == "ms_ssim_l1":
-        return reduce(ms_ssim_l1_map((as_frames(target) + 1) / 2, (as_frames(reconstruction) + 1) / 2), reduction)
+        return reduce_frames(ms_ssim_l1_map((as_frames(target) + 1) / 2, (as_frames(reconstruction) + 1) / 2), target, reduction)
     loss_fn = F.l1_loss if kind == "l1" else F.mse_loss
     return reduce(loss_fn(reconstruction.float(), target.float(), reduction="none"), reduction)
 
@@ -82,7 +95,12 @@ def pooled_reconstruction_loss(
     if mask:
         difference = difference * flat_region_mask(pooled_target)
     per_element = difference.abs() if kind == "l1" else difference.pow(2)
-    return reduce(per_element, reduction)
+    return reduce_frames(per_element, target, reduction)
+
+
+def focal_frequency_term(target: torch.Tensor, reconstruction: torch.Tensor, *, alpha: float, reduction: Reduction) -> torch.Tensor:
+    """Jiang et al.'s focal frequency loss (`structural.focal_frequency_map`), frame by frame on clips."""
+    return reduce_frames(focal_frequency_map(as_frames(target), as_frames(reconstruction), alpha), target, reduction)
 
 
 def vq_loss(inputs: torch.Tensor, codes: torch.Tensor, beta: float, *, legacy: bool, codebook_trained: bool = True) -> torch.Tensor:

@@ -2,9 +2,15 @@
 replicate padding, a diagonal Gaussian posterior, clips of 1 + 4k frames, 4x in time and 8x in space,
 16 channels. Its pipelines read a single `scaling_factor` (`latents * scaling_factor`, no shift).
 
-Unlike Wan's, diffusers' class encodes and decodes a clip in one pass (up to `tile_sample_min_num_frames`,
-16, beyond which it tiles in time) and has gradient checkpointing, so it needs nothing of the step beyond
-the family interface: its causal convolutions wrap an `nn.Conv3d` (`.conv`) that reads the padded input.
+Unlike Wan's, diffusers' class can run a clip through its encoder and decoder in one pass, and has
+gradient checkpointing; its causal convolutions wrap an `nn.Conv3d` (`.conv`) that reads the padded input.
+By default it tiles in time: above `tile_sample_min_num_frames` (16) frames it encodes overlapping windows of
+17 frames, and above 16 // 4 = 4 latent frames it decodes overlapping windows of 5 latent frames, blended
+linearly (`_temporal_tiled_encode` / `_temporal_tiled_decode`). A trained model runs in one pass instead
+(`configure`): the decoder's last convolution then runs once on the whole clip, so LDM's adaptive weight
+reads the gradient of the function trained, and the reconstruction is the clip's own, not a blend of windows.
+A model read back for `recon`, `eval` or an export (`from_state`, `load`) keeps diffusers' tiling, which
+bounds the memory of long clips without gradients.
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ class HunyuanVideoFamily(KLFamily):
 
         stack = ldm_stack(config, "HunyuanVideoDownBlock3D", "HunyuanVideoUpBlock3D")
         return AutoencoderKLHunyuanVideo(**stack, spatial_compression_ratio=2 ** (len(config.block_out_channels) - 1), **(config.architecture or {}))
+
+    def configure(self, model, config) -> None:
+        """One pass while training (see the module docstring): the frame-wise tiling switched off on the model
+        built or loaded for training, and so on its EMA copy (a deep copy), which validation reads."""
+        model.use_framewise_encoding = model.use_framewise_decoding = False
 
     def last_conv(self, model) -> nn.Conv3d:
         return model.decoder.conv_out.conv
