@@ -27,6 +27,7 @@ from vaetrain.data.streams.decoded import first_usable
 from vaetrain.data.streams.mixed import MixedStream
 from vaetrain.data.streams.schedule import Phase, check_sides, phased_stream, schedule_phases
 from vaetrain.errors import ConfigError
+from vaetrain.plan import RunPlan
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -118,7 +119,6 @@ class ImageDataModule(L.LightningDataModule):
         self.pixels = PixelFormat(channels, bit_depth, normalization, value_range, tuple(percentiles), display=display)
         self.normalization_images = normalization_images
         self.resolution_schedule = [tuple(entry) for entry in resolution_schedule] if resolution_schedule else None
-        self.phase_batch_sizes: list[int] | None = None  # per phase, when a memory budget plans them
         schedule_phases(resolution, self.resolution_schedule)  # bad entries fail here, in one line
         for key, value in (("resolution", resolution), ("batch_size", batch_size)):
             if value <= 0:
@@ -135,7 +135,8 @@ class ImageDataModule(L.LightningDataModule):
         self.buckets = [tuple(b) for b in buckets] if buckets else None
         check_crop_settings(self.buckets, crop, self.resolution_schedule, self.source)
         self.resolution = resolution
-        self.batch_size = batch_size  # the micro-batch; a memory budget may change it for the run
+        self.batch_size = batch_size  # as configured; the run's micro-batch is the plan's (`micro_batch`)
+        self.plan: RunPlan | None = None  # handed over by the training module's set-up (`vaetrain.plan`)
         self.crop, self.small_images, self.flip = crop, small_images, flip
         self.val_batch_size, self.shuffle_buffer = val_batch_size or batch_size, shuffle_buffer
         self.background, self.max_image_pixels = tuple(background), max_image_pixels
@@ -156,7 +157,12 @@ class ImageDataModule(L.LightningDataModule):
 
     def phases(self) -> list[Phase]:
         """The training phases: `resolution` from step 0, then each `resolution_schedule` entry."""
-        return schedule_phases(self.resolution, self.resolution_schedule, self.phase_batch_sizes, self.batch_size)
+        return schedule_phases(self.resolution, self.resolution_schedule, self.plan and self.plan.phase_batch_sizes, self.micro_batch)
+
+    @property
+    def micro_batch(self) -> int:
+        """The run's micro-batch: the plan's (a memory budget may change it), else `batch_size`."""
+        return self.plan.micro_batch if self.plan is not None and self.plan.micro_batch else self.batch_size
 
     def training_sides(self) -> list[int]:
         """Every side a training crop has (all phases, all buckets)."""
@@ -201,16 +207,16 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world_size()
-        layout = StreamLayout(self.batch_size, self.seed, rank, world_size, self.start_sample, self.num_workers, self.shuffle_buffer)
-        if self.resolution_schedule:  # G = phase 0's micro-batch x the module's accumulation x processes
-            accumulate = getattr(self.trainer.lightning_module, "accumulate", 1) if self.trainer is not None else 1
+        layout = StreamLayout(self.micro_batch, self.seed, rank, world_size, self.start_sample, self.num_workers, self.shuffle_buffer)
+        if self.resolution_schedule:  # G = phase 0's micro-batch x the plan's accumulation x processes
+            accumulate = self.plan.accumulate if self.plan is not None else 1
             stream = phased_stream(self.source, lambda side: self.decoder(train=True, resolution=side), self.phases(), layout, accumulate)
             return image_loader(stream, None, self.num_workers, self.prefetch_factor)
         stream = self.source.train_samples(self.decoder(train=True), layout, self._bucket_decoders())
         if self.image_source is not None:  # joint image + video training (`streams/mixed.py`)
             images = self.image_source.train_samples(self.decoder(train=True, images=True), layout)
             return image_loader(MixedStream(stream, images, self.image_ratio, layout), None, self.num_workers, self.prefetch_factor)
-        return image_loader(stream, self.batch_size, self.num_workers, self.prefetch_factor)
+        return image_loader(stream, self.micro_batch, self.num_workers, self.prefetch_factor)
 
     def val_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world_size()

@@ -19,6 +19,7 @@ from torch import nn
 from vaetrain.data.image_sets import ImageSet
 from vaetrain.errors import ConfigError
 from vaetrain.models.autoencoder import autoencoder_from_state, with_deterministic_posterior
+from vaetrain.plan import StepCounters
 from vaetrain.training.networks import frozen_prefixes
 from vaetrain.training.sharding import is_sharded
 
@@ -27,18 +28,6 @@ FORMAT_VERSION = 2
 AUTOENCODER_PREFIX = "autoencoder."  # the LightningModule's attribute names, checked by a test
 EMA_PREFIX = "ema.module."
 EMA_COUNT_KEY = "ema.n_averaged"
-
-
-@dataclass
-class StepCounters:
-    """Saved in every checkpoint. `generator_steps` equals Lightning's `trainer.global_step`."""
-
-    generator_steps: int = 0
-    discriminator_steps: int = 0
-    micro_batches: int = 0
-    samples_seen: int = 0
-    skipped_updates: int = 0  # accumulated batches whose update was dropped (non-finite gradient)
-    consecutive_skips: int = 0
 
 
 @dataclass
@@ -66,13 +55,7 @@ class RunRecord:
         if hasattr(datamodule, "describe"):
             validation, part = datamodule.describe_validation()
             data = datamodule.describe().as_dict() | {"validation": validation.as_dict() | {"part": part}}
-        plan = {
-            "micro_batch": getattr(datamodule, "batch_size", None),
-            "accumulate": module.accumulate,
-            "processes": module.trainer.world_size,
-            "gradient_checkpointing": module.autoencoder.is_gradient_checkpointing,
-            "memory": module.memory_plan or None,
-        }
+        plan = module.plan.as_record()
         if getattr(datamodule, "resolution_schedule", None):  # where the crop size changes (data/streams/schedule.py)
             plan["resolution_phases"] = [phase.as_dict() for phase in datamodule.phases()]
         settings = {name: asdict(getattr(module, f"{name}_config")) for name in configs}

@@ -30,7 +30,8 @@ from vaetrain.models.discriminator import DiscriminatorConfig, synchronise_batch
 from vaetrain.models.ema import EMAConfig
 from vaetrain.models.families import downsampling_factor, family_of
 from vaetrain.models.quantizer import code_indices
-from vaetrain.training.checkpoint import RunRecord, StepCounters, keep_frozen_networks_out, restore_rng
+from vaetrain.plan import RunPlan, StepCounters
+from vaetrain.training.checkpoint import RunRecord, keep_frozen_networks_out, restore_rng
 from vaetrain.training.checkpoint_io import AtomicCheckpointIO
 from vaetrain.training.config import GanOptimizers, SpeedConfig, StepSettings, TrainingConfig, accumulation_for, memory_layout
 from vaetrain.training.engines import LightningEngine
@@ -83,11 +84,11 @@ class AutoencoderModule(L.LightningModule):
         self.features = build_networks(self, setup)
         check_terms(setup, self.autoencoder, self.features)
         settings = StepSettings.from_configs(autoencoder, training, optimizer)
-        self.gan_step = GanStep(self, loss, ema, settings, self.features)  # after the EMA copy: its hook stays off it
+        self.plan = RunPlan()  # the run's plan (`vaetrain.plan`): set-up, then the memory budget, write it
+        self.gan_step = GanStep(self, loss, ema, settings, self.features, self.plan)  # after the EMA copy: its hook stays off it
         self.engine = LightningEngine(self)
         codebook = family_of(self.autoencoder).codebook(self.autoencoder)
         self.val_metrics = ValidationMetrics(validation, inception, codes=len(codebook) if codebook is not None else None)
-        self.memory_plan: dict[str, Any] = {}  # set by the memory budget; recorded in checkpoints
         self._memory_format = torch.contiguous_format
         self._pending_rng_state: dict[str, Any] | None = None
         self._last_batch_time: float | None = None
@@ -98,11 +99,11 @@ class AutoencoderModule(L.LightningModule):
     # ----------------------------------------------------------------------------------------- state
     @property
     def counters(self) -> StepCounters:
-        return self.gan_step.counters
+        return self.plan.counters
 
     @property
     def accumulate(self) -> int:
-        return self.gan_step.accumulate
+        return self.plan.accumulate
 
     @property
     def image_channels(self) -> int:
@@ -131,6 +132,7 @@ class AutoencoderModule(L.LightningModule):
         """Recompute the autoencoder's activations in backward (less memory, ~30 % more compute); the
         memory budget switches it for the run (the config keeps the value it was given)."""
         self.autoencoder.enable_gradient_checkpointing() if enabled else self.autoencoder.disable_gradient_checkpointing()
+        self.plan.gradient_checkpointing = enabled
 
     def prepare_batch(self, images: torch.Tensor) -> torch.Tensor:
         """A batch in the networks' memory layout (NHWC under channels_last)."""
@@ -173,8 +175,12 @@ class AutoencoderModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "check_resolution"):
             self.check_data(datamodule)
+        self.plan.processes = self.trainer.world_size
+        if datamodule is not None:
+            self.plan.micro_batch = self.plan.micro_batch or getattr(datamodule, "batch_size", None)
+            datamodule.plan = self.plan  # handed over: the data module reads the micro-batch and accumulation from it
         if self.training_config.global_batch_size and datamodule is not None:
-            self.gan_step.accumulate = accumulation_for(self.training_config.global_batch_size, self.trainer.world_size, datamodule.batch_size)
+            self.gan_step.accumulate = accumulation_for(self.training_config.global_batch_size, self.trainer.world_size, self.plan.micro_batch)
 
     def check_data(self, datamodule) -> None:
         """Fails early, in one line, when the images cannot be trained at their size or channel count (see `preflight`)."""
@@ -235,7 +241,7 @@ class AutoencoderModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         record = RunRecord.read_from(checkpoint)
-        self.gan_step.counters = record.counters
+        self.plan.counters = record.counters
         self._pending_rng_state = record.rng
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "set_start_sample"):

@@ -32,7 +32,7 @@ from vaetrain.losses.config import LossConfig
 from vaetrain.losses.objective import Processes, discriminator_objective, gan_ramp, generator_loss
 from vaetrain.models.ema import EMAConfig
 from vaetrain.models.last_layers import LastLayerInput
-from vaetrain.training.checkpoint import StepCounters
+from vaetrain.plan import RunPlan, StepCounters
 from vaetrain.training.config import StepSettings
 from vaetrain.training.features import Feature, Update, refuse_accumulation
 from vaetrain.training.forward import AutoencoderForward, Reconstruction
@@ -41,16 +41,19 @@ from vaetrain.training.networks import trainable_parameters
 
 
 class GanStep:
-    """See the module docstring. `accumulate` (micro-batches per update) is run-time state: a memory plan
-    or a global batch size sets it, the configs stay as given."""
+    """See the module docstring. The counters and `accumulate` (micro-batches per update) are the run's plan's
+    (`vaetrain.plan.RunPlan`): a memory plan or a global batch size sets the accumulation, the configs stay
+    as given."""
 
-    def __init__(self, networks: nn.Module, loss: LossConfig, ema: EMAConfig, settings: StepSettings, features: list[Feature] = ()) -> None:
+    def __init__(
+        self, networks: nn.Module, loss: LossConfig, ema: EMAConfig, settings: StepSettings, features: list[Feature] = (), plan: RunPlan | None = None
+    ) -> None:
         self.networks = networks
         self.loss = loss
         self.ema = ema
         self.settings = settings
         self.features = list(features)
-        self.counters = StepCounters()
+        self.plan = plan or RunPlan()
         self.accumulate = settings.accumulate
         self.last_layer = LastLayerInput(networks.autoencoder)
         self.guard = UpdateGuard(settings.clip_norm, settings.max_consecutive_skips)
@@ -60,8 +63,16 @@ class GanStep:
         self._power_iteration_window: tuple[int, int] = (-1, -1)
 
     @property
+    def counters(self) -> StepCounters:
+        return self.plan.counters
+
+    @counters.setter
+    def counters(self, counters: StepCounters) -> None:
+        self.plan.counters = counters
+
+    @property
     def accumulate(self) -> int:
-        return self._accumulate
+        return self.plan.accumulate
 
     @accumulate.setter
     def accumulate(self, micro_batches: int) -> None:
@@ -69,18 +80,20 @@ class GanStep:
         batches are counted from the micro-batch where it was set. A unit may refuse accumulation (gradient
         normalisation) in one line."""
         refuse_accumulation(self.features, micro_batches)
-        self._accumulate, self._window_origin = micro_batches, self.counters.micro_batches
+        self.plan.accumulate_from_here(micro_batches)
 
     def _window(self) -> tuple[int, int]:
         """(where the current accumulation setting began, the accumulated batch's number since then)."""
-        return self._window_origin, (self.counters.micro_batches - self._window_origin) // self._accumulate
+        plan = self.plan
+        return plan.window_origin, (plan.counters.micro_batches - plan.window_origin) // plan.accumulate
 
     def snapshot(self) -> tuple:
         """The step's own state, for `restore` after steps that must leave no trace (the memory probe)."""
-        return (replace(self.counters), self._accumulate, self._window_origin, self._power_iteration_window, self.guard.skipping)
+        plan = self.plan
+        return (replace(plan.counters), plan.accumulate, plan.window_origin, self._power_iteration_window, self.guard.skipping)
 
     def restore(self, snapshot: tuple) -> None:
-        counters, self._accumulate, self._window_origin, self._power_iteration_window, self.guard.skipping = snapshot
+        counters, self.plan.accumulate, self.plan.window_origin, self._power_iteration_window, self.guard.skipping = snapshot
         self.counters = replace(counters)
         self.guard.norms = {}
         for feature in self.features:
@@ -99,7 +112,7 @@ class GanStep:
         """One micro-batch; returns detached values to log. `full_objective`: both networks and the GAN term
         whatever the counters say (the memory probe measures the most expensive step)."""
         counters = self.counters
-        closes_window = (counters.micro_batches - self._window_origin + 1) % self._accumulate == 0
+        closes_window = (counters.micro_batches - self.plan.window_origin + 1) % self.plan.accumulate == 0
         phase = "both" if full_objective else self.phase()
         for feature in self.features:
             images = feature.begin(images, self.factor)
