@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
+from vaetrain.checkpoints.schema import load_checkpoint
 from vaetrain.data import list_images
-from vaetrain.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"

@@ -24,12 +24,12 @@ import torch
 from PIL import Image
 
 from harness import ROOT, machine, vaetrain
+from vaetrain.checkpoints.references import load_autoencoder, recorded_pixel_format
 from vaetrain.data.decoding.arrays import read_pixels
 from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.data.synthetic import ct_slice
 from vaetrain.evaluation.measure import measure
 from vaetrain.evaluation.reconstruct import reconstruct
-from vaetrain.export.formats import load_autoencoder, recorded_pixel_format
 
 VARIANTS = {
     "range_0_65535": [],  # the 16-bit default: the whole uint16 range -> [-1, 1]

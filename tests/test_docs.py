@@ -3,6 +3,7 @@ docs parses with the command's own parser (an unknown key, a removed option or a
 
 import argparse
 import functools
+import pkgutil
 import re
 import shlex
 from pathlib import Path
@@ -77,3 +78,12 @@ def test_the_docs_show_commands_of_every_kind():
 def test_every_documented_command_parses(line, monkeypatch):
     monkeypatch.chdir(ROOT)  # presets are named relative to the checkout
     parses(line, monkeypatch)
+
+
+API_ENTRIES = [entry for path in PAGES for entry in re.findall(r"^::: ([\w.]+)", path.read_text(), flags=re.M)]
+
+
+@pytest.mark.parametrize("entry", API_ENTRIES)
+def test_every_api_page_entry_names_an_object(entry):
+    """The `::: module.name` entries mkdocstrings renders name what the code holds now (a moved module fails)."""
+    assert pkgutil.resolve_name(entry) is not None

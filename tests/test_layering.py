@@ -2,7 +2,14 @@
 packages below it, so no two packages import each other, and no module imports itself round a circle."""
 
 import ast
+import inspect
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 SOURCE = Path(__file__).parents[1] / "src" / "vaetrain"
 LAYERS = {  # a package may import the packages of lower layers only
@@ -12,10 +19,11 @@ LAYERS = {  # a package may import the packages of lower layers only
     "models": 1,
     "losses": 1,
     "data": 1,
-    "evaluation": 2,
-    "training": 3,
-    "export": 4,
-    "cli": 5,
+    "checkpoints": 2,
+    "evaluation": 3,
+    "training": 4,
+    "export": 5,
+    "cli": 6,
 }
 
 
@@ -87,12 +95,56 @@ def test_benchmarks_import_nothing_from_the_tests():
     assert not wrong, "\n".join(wrong)
 
 
-def test_export_reads_training_through_the_checkpoint_schema_only():
-    """`export` takes from `training` only what a checkpoint holds (`training.checkpoint`), never the engine."""
-    wrong = [
+def _importers_of(package: str, *packages: str) -> list[str]:
+    """`path imports name` for every import of `vaetrain.<package>` in the given packages' source."""
+    return [
         f"{path.relative_to(SOURCE)} imports {name}"
-        for path in (SOURCE / "export").rglob("*.py")
+        for low in packages
+        for path in (SOURCE / low).rglob("*.py")
         for name in _imports(path, top_level_only=False)
-        if name.startswith("vaetrain.training") and name != "vaetrain.training.checkpoint"
+        if name == f"vaetrain.{package}" or name.startswith(f"vaetrain.{package}.")
     ]
+
+
+def test_checkpoints_are_read_without_the_training_stack():
+    """Evaluation, export and the checkpoint schema read checkpoints through `vaetrain.checkpoints`, never
+    through `training` (not even the export callback: it reads the LightningModule it is handed)."""
+    wrong = _importers_of("training", "checkpoints", "evaluation", "export")
     assert not wrong, "\n".join(wrong)
+
+
+def test_a_training_import_in_the_schema_or_evaluation_fails_the_layering(tmp_path, monkeypatch):
+    """The layer check itself catches such an import: a copy of the source with one added fails it."""
+    copy = tmp_path / "vaetrain"
+    shutil.copytree(SOURCE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setitem(globals(), "SOURCE", copy)
+    for module in ("checkpoints/schema.py", "evaluation/evaluate.py"):
+        original = (copy / module).read_text()
+        (copy / module).write_text(original + "\nfrom vaetrain.training.networks import frozen_prefixes\n")
+        with pytest.raises(AssertionError, match=f"{module} imports vaetrain.training.networks"):
+            test_every_package_imports_only_lower_layers()
+        (copy / module).write_text(original)
+    test_every_package_imports_only_lower_layers()
+
+
+def test_importing_evaluation_and_the_schema_loads_no_training_module():
+    """At run time too: `vaetrain eval`'s modules and the schema bring no `vaetrain.training` module in."""
+    code = (
+        "import sys, vaetrain.evaluation.evaluate, vaetrain.evaluation.diffusability, vaetrain.checkpoints; "
+        "print(sorted(m for m in sys.modules if m.startswith(('vaetrain.training', 'vaetrain.export', 'vaetrain.cli'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_environment())
+    assert result.stdout.strip() == "[]"
+
+
+def _environment() -> dict[str, str]:
+    return os.environ | {"PYTHONPATH": os.pathsep.join([str(SOURCE.parent), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_evaluation_takes_no_model_loader():
+    """`evaluate` and the diffusability probe load models themselves (`checkpoints.load_autoencoder`)."""
+    from vaetrain.evaluation.diffusability import run_probe
+    from vaetrain.evaluation.evaluate import evaluate
+
+    for function in (evaluate, run_probe):
+        assert not {"load_model", "load", "loader"} & set(inspect.signature(function).parameters), function.__name__

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,14 +10,16 @@ from diffusers import AutoencoderKL
 from PIL import Image
 
 from tests.conftest import TINY_AUTOENCODER
+from vaetrain.checkpoints.schema import autoencoder_from_checkpoint
 from vaetrain.cli import main
 from vaetrain.data import ImageSet, SourceSpec, evaluation_images, images_of
 from vaetrain.evaluation import measure_latent_statistics, reconstruct
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate
 from vaetrain.evaluation.networks import build_inception
 from vaetrain.evaluation.results import RESULT_KEYS
-from vaetrain.export import load_autoencoder
 from vaetrain.models import AutoencoderConfig, build_autoencoder
+
+CHECKPOINT_V1 = Path(__file__).parents[1] / "fixtures" / "checkpoint_v1.ckpt"  # a tiny vaetrain checkpoint with an updated EMA
 
 
 def save_model(path, seed: int) -> str:
@@ -41,7 +44,7 @@ def eval_data(folder, resolution=32) -> ImageSet:
 
 def test_eval_writes_every_metric_for_every_model(tmp_path, models, image_folder, random_lpips, inception):
     options = EvalOptions(batch_size=4)
-    results = evaluate(models, eval_data(image_folder), options, tmp_path / "out", load_model=load_autoencoder, lpips=random_lpips, inception=inception)
+    results = evaluate(models, eval_data(image_folder), options, tmp_path / "out", lpips=random_lpips, inception=inception)
     rows = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert [row["model"] for row in rows] == models
     for row in rows:
@@ -60,7 +63,7 @@ def test_eval_writes_every_metric_for_every_model(tmp_path, models, image_folder
 
 def test_eval_figures_match_direct_computations(tmp_path, models, image_folder):
     data = eval_data(image_folder)
-    [result] = evaluate(models[:1], data, EvalOptions(batch_size=4, metrics=("psnr",)), tmp_path / "out", load_model=load_autoencoder)
+    [result] = evaluate(models[:1], data, EvalOptions(batch_size=4, metrics=("psnr",)), tmp_path / "out")
     model = AutoencoderKL.from_pretrained(models[0]).eval()
     images = torch.cat([images_of(b) for b in evaluation_images(data, batch_size=4)])
     reconstruction = reconstruct(model, images).clamp(-1, 1)
@@ -73,8 +76,26 @@ def test_eval_figures_match_direct_computations(tmp_path, models, image_folder):
     assert result.values["lpips"] is None and result.values["rfid"] is None  # not asked for
 
 
+def test_eval_loads_a_training_checkpoint_itself(tmp_path, image_folder):
+    """A vaetrain `.ckpt` path is evaluated as given (no loader passed in): its EMA weights, or with
+    `use_ema=False` its trained weights, exactly as the checkpoint schema reads them."""
+    data = eval_data(image_folder)
+    images = torch.cat([images_of(b) for b in evaluation_images(data, batch_size=4)])
+    psnr = {}
+    for use_ema in (True, False):
+        options = EvalOptions(batch_size=4, metrics=("psnr",), use_ema=use_ema)
+        [result] = evaluate([str(CHECKPOINT_V1)], data, options, tmp_path / f"out-{use_ema}")
+        model = autoencoder_from_checkpoint(CHECKPOINT_V1, use_ema=use_ema)[0]
+        reconstruction = reconstruct(model, images).clamp(-1, 1)
+        mse = (((reconstruction + 1) / 2 - (images + 1) / 2) ** 2).flatten(1).mean(1)
+        assert result.values["psnr"] == pytest.approx(float((10 * torch.log10(1 / mse)).mean()), abs=1e-4)
+        assert result.values["model"] == str(CHECKPOINT_V1) and result.values["images"] == 12
+        psnr[use_ema] = result.values["psnr"]
+    assert psnr[True] != psnr[False]  # the EMA copy and the trained weights differ in this checkpoint
+
+
 def test_native_resolution_keeps_every_image_whole(tmp_path, models, image_folder):
-    [result] = evaluate(models[:1], eval_data(image_folder, "native"), EvalOptions(metrics=("psnr", "ssim")), tmp_path / "out", load_model=load_autoencoder)
+    [result] = evaluate(models[:1], eval_data(image_folder, "native"), EvalOptions(metrics=("psnr", "ssim")), tmp_path / "out")
     sizes = {tuple(sample["original"].shape[1:]) for sample in result.samples}
     assert sizes == {(48, 40), (40, 64), (36, 36), (52, 80)}  # write_images' (w, h) sizes, uncropped
     assert result.samples[0]["reconstruction"].shape == result.samples[0]["original"].shape

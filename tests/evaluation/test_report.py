@@ -13,7 +13,6 @@ from vaetrain.data import ImageSet, SourceSpec
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate
 from vaetrain.evaluation.networks import build_inception
 from vaetrain.evaluation.report import read_scalars
-from vaetrain.export import load_autoencoder
 from vaetrain.models import AutoencoderConfig, build_autoencoder
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -64,15 +63,7 @@ def test_report_shows_the_table_and_the_images_in_chromium(tmp_path, image_folde
     torch.manual_seed(0)
     build_autoencoder(AutoencoderConfig(**TINY_AUTOENCODER)).save_pretrained(tmp_path / "model")
     data = ImageSet(SourceSpec(path=str(image_folder)), resolution=32)
-    [result] = evaluate(
-        [str(tmp_path / "model")],
-        data,
-        EvalOptions(batch_size=4),
-        tmp_path / "out",
-        load_model=load_autoencoder,
-        lpips=random_lpips,
-        inception=build_inception("random"),
-    )
+    [result] = evaluate([str(tmp_path / "model")], data, EvalOptions(batch_size=4), tmp_path / "out", lpips=random_lpips, inception=build_inception("random"))
     pixels = screenshot(tmp_path / "out" / "report.html", tmp_path / "shot.png")
 
     header = np.all(pixels == np.array(TABLE_HEADER_RGB), axis=2)

@@ -6,11 +6,11 @@ from diffusers import AutoencoderKL
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer
+from vaetrain.checkpoints.schema import autoencoder_from_checkpoint
 from vaetrain.data import ImageSet, SourceSpec, evaluation_images, images_of
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation import measure_latent_statistics
 from vaetrain.export import export_checkpoint
-from vaetrain.training.checkpoint import autoencoder_from_checkpoint
 
 
 @pytest.fixture

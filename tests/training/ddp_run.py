@@ -25,6 +25,10 @@ from vaetrain.training.sharding import full_state_dict
 from vaetrain.training.strategies import FullyShardedStrategy
 
 GLOBAL_BATCH = 4
+QUANTIZERS = {
+    "ema": QuantizerConfig(codebook_size=32, ema_decay=0.9),
+    "alive": QuantizerConfig(codebook_size=32, ema_decay=0.9, kmeans_init=True, restart_threshold=1.0),
+}
 
 
 class MarkStarted(L.Callback):
@@ -53,7 +57,7 @@ def main() -> None:
     parser.add_argument("--export", action="store_true", help="write OUT/diffusers at the end")
     parser.add_argument("--validate", action="store_true", help="validation and a reconstruction grid every 2 steps")
     parser.add_argument("--balance", choices=["adaptive", "gradnorm"], default="adaptive")
-    parser.add_argument("--vq", action="store_true", help="the vq family with an EMA codebook")
+    parser.add_argument("--vq", nargs="?", const="ema", choices=sorted(QUANTIZERS), help="the vq family: an EMA codebook, or alive: + k-means, restarts")
     args = parser.parse_args()
 
     L.seed_everything(0)
@@ -67,7 +71,7 @@ def main() -> None:
         loss={"disc_start_step": 2, "sample_posterior": False} | gradnorm,
         training={"global_batch_size": GLOBAL_BATCH},
         optimizer=OptimizerConfig(lr=1e-4),
-        autoencoder={"family": "vq", "quantizer": QuantizerConfig(codebook_size=32, ema_decay=0.9)} if args.vq else None,
+        autoencoder={"family": "vq", "quantizer": QUANTIZERS[args.vq]} if args.vq else None,
     )
     strategy = DDPStrategy(find_unused_parameters=True, process_group_backend="gloo", timeout=timedelta(seconds=args.timeout)) if args.devices > 1 else "auto"
     if args.strategy == "fsdp":

@@ -13,12 +13,12 @@ from diffusers import AutoencoderKL
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer
+from vaetrain.checkpoints.references import recorded_pixel_format
 from vaetrain.data import ImageDataModule
 from vaetrain.data.decoding.pixels import PIXEL_FORMAT_FILE, PixelFormat
 from vaetrain.data.synthetic import write_multiband_tiffs
 from vaetrain.errors import ConfigError
 from vaetrain.export.diffusers_folder import export_checkpoint
-from vaetrain.export.formats import recorded_pixel_format
 
 SIX_BANDS = {"autoencoder": {"in_channels": 6, "out_channels": 6}, "loss": {"perceptual_channels": [[0, 1, 2], [3, 4, 5]], "disc_start_step": 1}}
 

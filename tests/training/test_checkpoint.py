@@ -11,19 +11,19 @@ from diffusers import AutoencoderKL
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer, write_images
-from vaetrain.cli import main
-from vaetrain.data import ImageDataModule
-from vaetrain.training.checkpoint import (
+from vaetrain.checkpoints.schema import (
     AUTOENCODER_PREFIX,
     EMA_COUNT_KEY,
     EMA_PREFIX,
     FORMAT_VERSION,
     RunRecord,
-    StepCounters,
     autoencoder_from_checkpoint,
     autoencoder_weights,
     load_checkpoint,
 )
+from vaetrain.cli import main
+from vaetrain.data import ImageDataModule
+from vaetrain.plan import StepCounters
 from vaetrain.training.memory_budget import MemoryBudget
 from vaetrain.training.memory_search import StepMeasurement
 

@@ -142,16 +142,21 @@ def test_fsdp_two_processes_match_one_export_and_resume_sharded_or_not(tmp_path)
 
 
 @pytest.mark.slow  # two fsdp runs of real processes (the vq family's single-process resume is in test_vq.py)
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_an_ema_codebook_trains_across_processes_like_one_process(tmp_path, strategy):
-    """The vq family's EMA codebook updates sum the accumulated batch's statistics over processes, so 2
-    processes (DDP, or FSDP2 with the codebook sharded) end with the codebook of 1 process."""
+@pytest.mark.parametrize(("strategy", "quantizer"), [("ddp", "ema"), ("fsdp", "ema"), ("ddp", "alive"), ("fsdp", "alive")])
+def test_a_kept_alive_codebook_trains_across_processes_like_one_process(tmp_path, strategy, quantizer):
+    """The vq family's EMA codebook updates sum the accumulated batch's statistics over processes, and k-means
+    and restarts draw from samples of all processes' micro-batches (`models.reservoir`), so 2 processes (DDP,
+    or FSDP2 with the codebook sharded) and 1 process accumulating 2 micro-batches end with the codebook of
+    1 process taking the batch whole."""
     folder = tmp_path / "images"
     write_images(folder, 14)
-    two = train(folder, tmp_path / "two", "--devices", "2", "--steps", "3", "--micro-batch", "2", "--strategy", strategy, "--vq")
-    one = train(folder, tmp_path / "one", "--devices", "1", "--steps", "3", "--micro-batch", "4", "--vq")
-    for key in ("autoencoder.quantize.embedding.weight", "codebook.cluster_size", "codebook.embed_avg", "codebook.usage"):
-        torch.testing.assert_close(two["state"][key], one["state"][key], rtol=1e-6, atol=1e-5, msg=key)  # sums in another order
+    one = train(folder, tmp_path / "one", "--devices", "1", "--steps", "3", "--micro-batch", "4", "--vq", quantizer)
+    runs = {"2 processes": train(folder, tmp_path / "two", "--devices", "2", "--steps", "3", "--micro-batch", "2", "--strategy", strategy, "--vq", quantizer)}
+    if quantizer == "alive":
+        runs["accumulation 2"] = train(folder, tmp_path / "k2", "--devices", "1", "--steps", "3", "--micro-batch", "2", "--vq", quantizer)
+    for name, run in runs.items():
+        for key in ("autoencoder.quantize.embedding.weight", "codebook.cluster_size", "codebook.embed_avg", "codebook.usage"):
+            torch.testing.assert_close(run["state"][key], one["state"][key], rtol=1e-6, atol=1e-5, msg=f"{name}: {key}")  # sums in another order
     assert not torch.equal(one["state"]["codebook.embed_avg"], torch.zeros_like(one["state"]["codebook.embed_avg"]))
 
 

@@ -13,10 +13,10 @@ from diffusers import AutoencoderDC, AutoencoderKL, AutoencoderTiny
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_diffusers_kl, tiny_module, tiny_trainer
+from vaetrain.checkpoints.references import load_autoencoder
 from vaetrain.data import ImageDataModule
 from vaetrain.errors import ConfigError
 from vaetrain.export.diffusers_folder import export_model
-from vaetrain.export.formats import load_autoencoder
 from vaetrain.export.model_card import CardFacts
 from vaetrain.losses.alignment import AlignmentConfig
 from vaetrain.losses.distillation import DistillationConfig

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import write_images
-from vaetrain.training.checkpoint import load_checkpoint
+from vaetrain.checkpoints.schema import load_checkpoint
 
 ROOT = Path(__file__).parents[2]
 SMALL = [

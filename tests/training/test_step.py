@@ -9,8 +9,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer
+from vaetrain.checkpoints.schema import load_checkpoint
 from vaetrain.errors import ConfigError, TrainingDiverged
-from vaetrain.training.checkpoint import load_checkpoint
 from vaetrain.training.engines import PlainEngine
 from vaetrain.training.memory_budget import probe_step
 from vaetrain.training.optim import OptimizerConfig

@@ -17,8 +17,9 @@ from vaetrain.export.model_card import CardFacts
 from vaetrain.losses.terms import vq_loss
 from vaetrain.models import AutoencoderConfig
 from vaetrain.models.autoencoder import autoencoder_from_state
+from vaetrain.models.codebook import Codebook
 from vaetrain.models.families import decode, encode, family_of
-from vaetrain.models.quantizer import FSQ_MAX_CODES, Codebook, QuantizerConfig, fsq_grid, fsq_indices, lookup
+from vaetrain.models.quantizer import FSQ_MAX_CODES, QuantizerConfig, fsq_grid, fsq_indices, lookup
 
 QUANTIZERS = {
     "vq": QuantizerConfig(codebook_size=32),
@@ -110,11 +111,26 @@ def test_dead_code_restarts_revive_a_collapsed_codebook():
     assert len(after.unique()) > 8 and int((weight == 50.0).all(dim=1).sum()) == 0
 
 
+def _rosinality_ema(cluster_size, embed_avg, flat, indices, decay, eps=1e-5):
+    """rosinality/vq-vae-2-pytorch, vqvae.py, `Quantize.forward`'s training branch, written out (its
+    (dim, codes) layout transposed): one-hot assignment, EMA of the counts and of the sums, Laplace smoothing
+    of the counts, codebook = EMA sums / smoothed counts."""
+    onehot = torch.nn.functional.one_hot(indices, len(cluster_size)).float()
+    cluster_size = cluster_size * decay + onehot.sum(0) * (1 - decay)
+    embed_avg = embed_avg * decay + (flat.T @ onehot).T * (1 - decay)
+    n = cluster_size.sum()
+    smoothed = (cluster_size + eps) / (n + len(cluster_size) * eps) * n
+    return embed_avg / smoothed[:, None]
+
+
 def test_the_ema_codebook_update_is_vq_vae_2s_and_the_same_at_accumulation_1_and_2():
-    """rosinality/vq-vae-2-pytorch `Quantize.forward` by hand for one update; two micro-batches committed
-    together equal one batch; a skipped window leaves the codebook as it was."""
+    """rosinality's `Quantize.forward` by hand from the state the codebook updates from: the first update
+    from the start (each code counted once at itself: Jukebox's `init_k`, k_sum = k and k_elem = 1; not
+    rosinality's zero counts, under which a code's first update is about decay / ((1 - decay) x its count) x
+    itself, throwing a k-means codebook outwards), then one from arbitrary statistics. Two micro-batches
+    committed together equal one batch; a skipped window changes nothing."""
     torch.manual_seed(0)
-    config = QuantizerConfig(codebook_size=4, ema_decay=0.5)
+    config = QuantizerConfig(codebook_size=4, ema_decay=0.75)  # not 0.5: decay and 1 - decay swapped would pass
     flat, indices = torch.randn(6, 2), torch.tensor([0, 0, 1, 1, 1, 3])
     start = torch.randn(4, 2)
     one, two = start.clone(), start.clone()
@@ -125,12 +141,16 @@ def test_the_ema_codebook_update_is_vq_vae_2s_and_the_same_at_accumulation_1_and
     halves.observe(flat[3:], indices[3:])
     halves.commit(two)
     assert torch.allclose(one, two)
-    counts = torch.tensor([2.0, 3.0, 0.0, 1.0])
-    cluster = 0.5 * torch.ones(4) + 0.5 * counts  # lucidrains' start: each code counted once, averaged at itself
-    sums = torch.zeros(4, 2).index_add_(0, indices, flat)
-    average = 0.5 * start + 0.5 * sums
-    total, eps = cluster.sum(), 1e-5
-    assert torch.allclose(one, average / ((cluster + eps) / (total + 4 * eps) * total)[:, None], atol=1e-6)
+    torch.testing.assert_close(one, _rosinality_ema(torch.ones(4), start, flat, indices, 0.75), rtol=1e-6, atol=1e-6)
+
+    cluster_size, embed_avg = torch.tensor([3.0, 0.5, 0.0, 2.0]), torch.randn(4, 2)  # any statistics, set alike
+    whole.cluster_size.copy_(cluster_size)
+    whole.embed_avg.copy_(embed_avg)
+    flat, indices = torch.randn(5, 2), torch.tensor([2, 2, 0, 3, 3])
+    whole.observe(flat, indices)
+    whole.commit(one)
+    torch.testing.assert_close(one, _rosinality_ema(cluster_size, embed_avg, flat, indices, 0.75), rtol=1e-6, atol=1e-6)
+
     poisoned = one.clone()
     whole.observe(flat * float("nan"), indices)
     whole.discard()  # the step skipped this window

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from vaetrain.cli.quiet import quiet
 from vaetrain.errors import ConfigError, VaetrainError, one_line
 
 COMMANDS = {
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"vaetrain: error: unknown command '{argv[0]}'\n{usage()}", file=sys.stderr)
         return 2
+    quiet()
     try:
         if argv[0] in ("fit", "validate"):
             from vaetrain.cli.fit import run_lightning

@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
+from vaetrain.checkpoints.references import check_model_reference, held_out_images, load_autoencoder, recorded_pixel_format
 from vaetrain.cli.options import MODEL_HELP, data_loading, image_options, image_set, probe, probe_options, tiling_options
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate, run_dir_of
@@ -18,7 +18,7 @@ from vaetrain.evaluation.reconstruct import TilingConfig, reconstruct_files
 from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.results import METRICS
 from vaetrain.export.diffusers_folder import export_checkpoint
-from vaetrain.export.formats import check_model_reference, convert, held_out_images, load_autoencoder, recorded_pixel_format
+from vaetrain.export.formats import convert
 from vaetrain.export.model_card import push_to_hub
 from vaetrain.models.latent_space import CONVENTIONS
 
@@ -87,11 +87,11 @@ def run_eval(argv: list[str]) -> int:
         device=args.device,
         protocol=args.protocol,
         fid_reference=(args.fid_reference or str(Path(args.out) / f"{args.protocol}-inception.pt")) if protocol else None,
+        use_ema=not args.no_ema,
     )
-    load = partial(load_autoencoder, use_ema=not args.no_ema)
-    results = evaluate(args.models, images, options, args.out, load_model=load, run_dir=args.run)
+    results = evaluate(args.models, images, options, args.out, run_dir=args.run)
     if args.probe:
-        rows = probe(args, images, load)
+        rows = probe(args, images)
         write_report(results, Path(args.out) / "report.html", run_dir=args.run or run_dir_of(args.models), probe_rows=rows)
     for result in results:
         values = result.values
@@ -130,8 +130,7 @@ def run_probe(argv: list[str]) -> int:
     images = image_set(args, 256 if args.data_resolution is None else args.data_resolution, args.models)
     if images is None:
         raise ConfigError("probe: --data.path is required (the images to encode)")
-    load = partial(load_autoencoder, use_ema=not args.no_ema)
-    rows = probe(args, images, load)
+    rows = probe(args, images)
     for row in rows:
         fid = f", sample FID {row['probe_fid']:.1f}" if row["probe_fid"] is not None else ""
         token = f", token NLL {row['token_nll']:.4f} nats ({row['token_bits_per_image']:.0f} bits/image)" if row.get("token_nll") is not None else ""

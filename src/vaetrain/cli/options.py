@@ -16,6 +16,7 @@ import re
 import sys
 from typing import get_args
 
+from vaetrain.checkpoints.references import check_model_reference, recorded_pixel_format
 from vaetrain.data.datamodule import ImageDataModule
 from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.data.decoding.video import clip_spec
@@ -24,7 +25,6 @@ from vaetrain.data.sources.spec import SourceKind, SourceSpec
 from vaetrain.evaluation.diffusability import run_probe as probe_models
 from vaetrain.evaluation.diffusability_probe import SIZES, ProbeConfig
 from vaetrain.evaluation.token_probe import TokenProbeConfig
-from vaetrain.export.formats import check_model_reference, recorded_pixel_format
 
 MODEL_HELP = "vaetrain .ckpt, diffusers folder, LDM/SD .ckpt/.safetensors or Hub id"
 
@@ -100,8 +100,9 @@ def probe_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--token-steps", type=int, default=2000, help="training steps of the token probe's transformer")
 
 
-def probe(args: argparse.Namespace, images, load) -> list[dict]:
-    """The diffusability probe (and, with ``--tokens``, the token probe) of every model in ``args.models``."""
+def probe(args: argparse.Namespace, images) -> list[dict]:
+    """The diffusability probe (and, with ``--tokens``, the token probe) of every model in ``args.models``
+    (a checkpoint's trained weights with ``--no-ema``)."""
     config = ProbeConfig(
         model_size=args.probe_model_size, steps=args.probe_steps, batch_size=args.probe_batch_size, samples=args.probe_samples, seed=args.probe_seed
     )
@@ -110,7 +111,7 @@ def probe(args: argparse.Namespace, images, load) -> list[dict]:
         images,
         config,
         args.out,
-        load_model=load,
+        use_ema=not args.no_ema,
         max_images=args.data_max_images,
         inception=probe_inception(args.backbones),
         backbones=args.backbones,

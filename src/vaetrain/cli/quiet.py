@@ -1,7 +1,8 @@
 """Console output a user can act on: the lines Lightning and its dependencies print that say nothing about
 this run (an advertisement, accelerators the machine does not have, notes about vaetrain's own deliberate
-choices, deprecations inside Lightning) are dropped where they are made, one pattern each; everything
-else, warnings included, still reaches the console.
+choices, deprecations inside Lightning and inside the `lpips` package) are dropped where they are made, one
+pattern each; everything else, warnings included, still reaches the console. Every command installs them
+(`vaetrain.cli.main`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ NOISE_WARNINGS = (
     r"is not supported by the model summary",  # bf16: the summary's size estimate, not the training
     r"Using ModelCheckpoint with manual optimization and every_n_train_steps",  # vaetrain steps optimizers itself, by design
     r"Found \d+ module\(s\) in eval mode at the start of training",  # LPIPS and the teacher are frozen on purpose
+    r"The parameter 'pretrained' is deprecated since 0\.13",  # torchvision, called so by `lpips` (LPIPS in fit, eval)
+    r"Arguments other than a weight enum or `None` for 'weights' are deprecated since 0\.13",  # the same call
 )
 """Warning messages dropped (regular expressions matched at the start of the message)."""
 

@@ -2,8 +2,8 @@
 datasets, WebDataset shards), robust decoding, transforms, the resumable training stream, the
 LightningDataModule, and `evaluation_images` for commands that only read images.
 
-May import: `vaetrain.errors` and third-party packages only (never models, losses, evaluation, training,
-export or the command line).
+May import: `vaetrain.errors` and third-party packages only (never models, losses, checkpoints, evaluation,
+training, export or the command line).
 """
 
 from vaetrain.data.datamodule import ImageDataModule

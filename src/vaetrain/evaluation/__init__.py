@@ -2,8 +2,8 @@
 statistics, speed and fp16 safety, reconstruction of any image size (and of files), `evaluate` and its
 HTML report.
 
-May import: errors, models, losses, data; never training, export or the command line (models to evaluate
-come in through a loader function).
+May import: errors, frames, models, losses, data and checkpoints (models to evaluate are loaded by
+`checkpoints.load_autoencoder`); never training, export or the command line.
 """
 
 from vaetrain.evaluation.latents import LatentAccumulator, LatentStatistics, measure_latent_statistics

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
+from vaetrain.checkpoints.references import load_autoencoder
 from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.data.image_sets import ImageSet, Loading, evaluation_images, images_of
 from vaetrain.errors import ConfigError
@@ -83,7 +83,7 @@ def run_probe(
     config: ProbeConfig,
     out_dir: str | Path,
     *,
-    load_model: Callable[[str], nn.Module],
+    use_ema: bool = True,
     max_images: int | None = None,
     inception: nn.Module | None = None,
     backbones: str = "pretrained",
@@ -91,15 +91,15 @@ def run_probe(
     loading: Loading = Loading(),
     tokens: TokenProbeConfig | None = None,
 ) -> list[dict]:
-    """One row per model: validation flow-matching loss (lower: easier latents), its curve, sample FID; with
-    `tokens`, a discrete model's token probe too (`token_probe`: NLL per token, bits per image; None for
-    continuous models)."""
+    """One row per model (each loaded by `load_autoencoder`; `use_ema`: a vaetrain checkpoint's EMA weights):
+    validation flow-matching loss (lower: easier latents), its curve, sample FID; with `tokens`, a discrete
+    model's token probe too (`token_probe`: NLL per token, bits per image; None for continuous models)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = resolve_device(device)
     rows = []
     for index, reference in enumerate(models):
-        model = load_model(reference).to(target).eval()
+        model = load_autoencoder(reference, use_ema=use_ema).to(target).eval()
         latents, originals, standardised = encode(model, images, max_images, target, config.seed, loading)
         print(f"vaetrain probe: {reference}: {len(latents)} latents {tuple(latents.shape[1:])}, {config.steps} steps", file=sys.stderr)
         result = train_probe(latents, config, progress=_progress(config.steps))

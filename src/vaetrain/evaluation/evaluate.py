@@ -1,7 +1,7 @@
 """`vaetrain eval`: every model on the same images, one pass each, into metrics.json, metrics.csv and report.html.
 
-Models come through an injected `load_model` (the command line passes `vaetrain.export.load_autoencoder`),
-images through `evaluation_images`: this package reads neither checkpoints nor data modules itself.
+Models are loaded by `vaetrain.checkpoints.load_autoencoder` (any model reference: a vaetrain `.ckpt`, a
+diffusers folder, an LDM/SD file, a Hub id), images read by `evaluation_images`: no data module, no training code.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,6 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from vaetrain.checkpoints.references import load_autoencoder
 from vaetrain.data.image_sets import DEFAULT_BATCH_SIZE, ImageSet, evaluation_images
 from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError, PretrainedWeightsUnavailable
@@ -56,6 +56,8 @@ class EvalOptions:
     """The protocol the images were cut by (`evaluation.protocol.PROTOCOLS`), written beside every number."""
     fid_reference: str | None = None
     """A file of the originals' Inception statistics: read when it exists, else written by the first model."""
+    use_ema: bool = True
+    """A vaetrain checkpoint's EMA weights (when it has them); False: its trained weights (`--no-ema`)."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(METRICS))
@@ -190,13 +192,12 @@ def evaluate(
     options: EvalOptions,
     out_dir: str | Path,
     *,
-    load_model: Callable[[str], nn.Module],
     lpips: nn.Module | None = None,
     inception: nn.Module | None = None,
     run_dir: str | Path | None = None,
     video_features: nn.Module | None = None,
 ) -> list[ModelResult]:
-    """Evaluates every model (loaded one at a time by `load_model`) on the same images and writes
+    """Evaluates every model (loaded one at a time by `load_autoencoder`) on the same images and writes
     OUT/metrics.json, metrics.csv, report.html. `lpips`/`inception` inject the networks (tests: random
     weights, no download)."""
     if "rfvd" in options.metrics and images.clip is None and set(options.metrics) != set(METRICS):
@@ -207,7 +208,7 @@ def evaluate(
     cache = FidReference(options.fid_reference, options.protocol or "custom") if options.fid_reference and networks.inception is not None else None
     state, results = cache.load() if cache is not None else None, []
     for reference in models:
-        results.append(evaluate_model(reference, load_model(reference), images, options, networks, state))
+        results.append(evaluate_model(reference, load_autoencoder(reference, use_ema=options.use_ema), images, options, networks, state))
         if cache is not None and state is None and results[-1].fid_reference is not None:
             state = results[-1].fid_reference
             cache.save(state)

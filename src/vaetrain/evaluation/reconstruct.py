@@ -24,6 +24,7 @@ from vaetrain.data.decoding.samples import build_decoder
 from vaetrain.data.decoding.video import read_video, write_video
 from vaetrain.data.sources.folders import list_images
 from vaetrain.errors import ConfigError
+from vaetrain.evaluation.progress import Bar, Progress, bar, counting_calls
 from vaetrain.frames import as_clips, as_frames, is_clip
 from vaetrain.models.families import decode, downsampling_factor, encode, family_of
 
@@ -131,26 +132,36 @@ def reconstruct_files(
     tiling: TilingConfig | None = None,
     device: str = "auto",
     pixels: PixelFormat | None = None,
+    progress: Progress = bar,
 ) -> tuple[int, list[tuple[str, str]]]:
     """Writes OUT/<name>.png for each image, at its own size (a folder keeps its layout below OUT; a file
     keeps its name), optionally input | reconstruction; returns how many were written and the unusable
     files with their reasons. Images read as `pixels` (the model's training format); other than 8-bit RGB,
     the reconstruction is OUT/<name>.tif in the data's own units and dtype (channels first), and the
-    side-by-side picture OUT/<name>.png shows the display channels."""
-    from torchvision.utils import save_image
-
+    side-by-side picture OUT/<name>.png shows the display channels. `progress` shows the files done (and a
+    video's chunks) with an estimate, on stderr."""
     pixels = pixels or PixelFormat()
     video = family_of(model).video
     pairs = _inputs(inputs, videos=video)
     target = resolve_device(device)
     model = model.to(target)
-    if video:
-        return reconstruct_videos(model, pairs, Path(out_dir), side_by_side=side_by_side, tiling=tiling, device=target)
-    decoder = build_decoder("native", pixels=pixels)
-    out_dir = Path(out_dir)
+    files = progress(len(pairs), "recon", "video" if video else "image")
+    try:
+        if video:
+            return reconstruct_videos(model, pairs, Path(out_dir), side_by_side=side_by_side, tiling=tiling, device=target, progress=progress, files=files)
+        return _reconstruct_images(model, pairs, Path(out_dir), side_by_side=side_by_side, tiling=tiling, device=target, pixels=pixels, files=files)
+    finally:
+        files.close()
+
+
+def _reconstruct_images(model, pairs, out_dir: Path, *, side_by_side: bool, tiling, device, pixels: PixelFormat, files) -> tuple[int, list]:
+    from torchvision.utils import save_image
+
+    target, decoder = device, build_decoder("native", pixels=pixels)
     written, bad = 0, []
     for file, relative in pairs:
         sample = decoder(file, str(file))
+        files.update(1)
         if sample["image"] is None:
             bad += sample["bad"]
             continue
@@ -177,20 +188,35 @@ def _write_raw(pixels: PixelFormat, image: torch.Tensor, path: Path) -> None:
     tifffile.imwrite(path, raw, photometric="minisblack", planarconfig="separate")
 
 
-def reconstruct_videos(model: nn.Module, pairs, out_dir: Path, *, side_by_side: bool, tiling: TilingConfig | None, device) -> tuple[int, list]:
+def reconstruct_videos(
+    model: nn.Module, pairs, out_dir: Path, *, side_by_side: bool, tiling: TilingConfig | None, device, progress: Progress, files: Bar
+) -> tuple[int, list]:
     """OUT/<name>.mp4 per video at its own size and frame rate (optionally input | reconstruction): the
-    frames padded to 1 + ck with the last one repeated (c: the family's causal chunk), then cut back."""
-    written, bad, chunk = 0, [], family_of(model).frame_chunk(model)
+    frames padded to 1 + ck with the last one repeated (c: the family's causal chunk), then cut back. Each
+    video's encoder and decoder calls (diffusers' chunks and tiles) advance a bar of its own; `files` counts
+    the videos done."""
+    family = family_of(model)
+    written, bad, chunk = 0, [], family.frame_chunk(model)
     for file, relative in pairs:
         try:
             frames, rate = read_video(file)
         except BadImage as error:
             bad.append((str(file), str(error)))
+            files.update(1)
             continue
         count = frames.shape[0]
         padded = torch.cat([frames, frames[-1:].expand((-count + 1) % chunk, -1, -1, -1)])
         clip = (padded.permute(1, 0, 2, 3).unsqueeze(0).float() / 127.5 - 1).to(device)
-        picture = reconstruct(model, clip, tiling).float().clamp(-1, 1)[:, :, :count]
+        clip, (height, width) = pad_to_multiple(clip, downsampling_factor(model))
+        with tiled(model, tiling):
+            chunks = progress(family.coder_calls(model, tuple(clip.shape)), f"{relative} ({count} frames)", "chunk")
+            try:
+                with counting_calls([model.encoder, model.decoder], chunks):
+                    picture = reconstruct(model, clip).float().clamp(-1, 1)[:, :, :count, :height, :width]
+            finally:
+                chunks.close()
+        clip = clip[..., :height, :width]
+        files.update(1)
         shown = torch.cat([clip[:, :, :count], picture], dim=-1) if side_by_side else picture
         out = ((shown[0].permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
         write_video(out_dir / relative, list(out), fps=max(1, round(rate)))

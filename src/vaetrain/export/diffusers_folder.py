@@ -10,6 +10,7 @@ from pathlib import Path
 
 from torch import nn
 
+from vaetrain.checkpoints.schema import autoencoder_from_checkpoint
 from vaetrain.data.decoding.pixels import PIXEL_FORMAT_FILE
 from vaetrain.data.image_sets import ImageSet, Loading, evaluation_images, images_of
 from vaetrain.data.sources.spec import Part
@@ -19,7 +20,6 @@ from vaetrain.evaluation.measure import with_progress
 from vaetrain.export.model_card import CardFacts, measure_reconstruction, model_card
 from vaetrain.models.families import family_of
 from vaetrain.models.latent_space import LatentConvention, convention_fields
-from vaetrain.training.checkpoint import autoencoder_from_checkpoint
 
 LATENT_STATISTICS_FILE = "latent_statistics.json"
 

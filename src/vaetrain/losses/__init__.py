@@ -3,8 +3,8 @@ discriminator regularisers (`gan`), the whole objective of both networks with it
 LDM's adaptive weight, vqgan-training's gradient normalisation), its settings (`config`) and the frozen
 LPIPS network (`perceptual`).
 
-May import: `vaetrain.errors` and third-party packages only (never models, data, evaluation, training,
-export or the command line).
+May import: `vaetrain.errors` and third-party packages only (never models, data, checkpoints, evaluation,
+training, export or the command line).
 """
 
 from vaetrain.errors import PretrainedWeightsUnavailable

@@ -2,8 +2,8 @@
 AutoencoderDC; built, loaded or rebuilt from weights), its latent normalisation convention
 (`latent_space`), the PatchGAN and VGG16 discriminators and the EMA copy.
 
-May import: `vaetrain.errors` and third-party packages only (never losses, data, evaluation, training,
-export or the command line).
+May import: `vaetrain.errors` and third-party packages only (never losses, data, checkpoints, evaluation,
+training, export or the command line).
 """
 
 from vaetrain.models.autoencoder import AutoencoderConfig, build_autoencoder, downsampling_factor, with_deterministic_posterior

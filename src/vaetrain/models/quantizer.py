@@ -3,7 +3,8 @@
 Inference in diffusers (`VectorQuantizer.forward`) takes the nearest codebook row by `torch.cdist` and
 passes `z + (z_q - z).detach()` to `post_quant_conv`. Training here does the same lookup and the same
 expression (`lookup`), so the exported folder decodes bit for bit what the training forward decoded; the
-quantiser's own state (EMA statistics, usage counts) lives in `Codebook`, a network of the training module.
+quantiser's own state (EMA statistics, usage counts) lives in `models.codebook.Codebook`, a network of the
+training module.
 
 - `vq`: taming-transformers' `VectorQuantizer2` (taming/modules/vqvae/quantize.py, `forward`): nearest
   code, straight-through estimator, loss beta x commitment + codebook (`legacy_loss: true`, the reference's
@@ -29,13 +30,11 @@ good), and per micro-batch (so accumulation would change the recipe).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from vaetrain.errors import ConfigError
@@ -169,87 +168,3 @@ def assign(weight: torch.Tensor, value: torch.Tensor, rows: torch.Tensor | None 
         weight.data[rows] = value.to(weight.dtype)
     else:
         weight.data.copy_(value)
-
-
-def kmeans(samples: torch.Tensor, clusters: int, iterations: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Lloyd's k-means from `clusters` samples drawn with replacement (lucidrains' `kmeans`: empty clusters
-    keep their previous centre)."""
-    picks = torch.randint(len(samples), (clusters,), generator=generator).to(samples.device)
-    centres = samples[picks].clone()
-    for _ in range(iterations):
-        assign = torch.argmin(torch.cdist(samples, centres), dim=1)
-        counts = torch.bincount(assign, minlength=clusters).float()
-        sums = torch.zeros_like(centres).index_add_(0, assign, samples)
-        centres = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
-    return centres
-
-
-class Codebook(nn.Module):
-    """The training state of a `vq` family's codebook: EMA statistics (checkpointed buffers) and what the
-    current accumulated batch contributes (pending, dropped after a skipped update). `observe` runs per
-    micro-batch; `commit` once per generator step after a finite update; `discard` after a skipped one."""
-
-    def __init__(self, config: QuantizerConfig, dim: int, reservoir: int = 4096) -> None:
-        super().__init__()
-        self.config, self.reservoir = config, reservoir
-        size = config.size
-        self.register_buffer("cluster_size", torch.zeros(size))
-        self.register_buffer("embed_avg", torch.zeros(size, dim))
-        self.register_buffer("usage", torch.ones(size))  # EMA of each code's use per step: 1 until measured
-        self.register_buffer("initialised", torch.tensor(False))
-        self.register_buffer("commits", torch.tensor(0))
-        self._pending: dict[str, torch.Tensor] = {}
-
-    @torch.no_grad()
-    def observe(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
-        """One micro-batch's encoder outputs (N, d) and their codes."""
-        counts = torch.bincount(indices, minlength=self.config.size).float()
-        sums = torch.zeros(self.config.size, flat.shape[1], device=flat.device).index_add_(0, indices, flat.float())
-        keep = flat[torch.randperm(len(flat), device=flat.device)[: self.reservoir]].float()
-        pending = self._pending
-        self._pending = {
-            "counts": counts if not pending else pending["counts"] + counts,
-            "sums": sums if not pending else pending["sums"] + sums,
-            "samples": keep if not pending else torch.cat([pending["samples"], keep])[-self.reservoir :],
-        }
-
-    @torch.no_grad()
-    def commit(self, weight: torch.Tensor, reduce_sum: Callable | None = None, broadcast: Callable | None = None) -> None:
-        """After a finite update: k-means initialisation (first time), the EMA codebook update, the use counts
-        and dead-code restarts, from the accumulated batch (summed over processes; samples from rank 0)."""
-        pending, self._pending = self._pending, {}
-        if not pending:
-            return
-        counts, sums, samples = pending["counts"], pending["sums"], pending["samples"]
-        if reduce_sum is not None:
-            counts, sums = reduce_sum(counts), reduce_sum(sums)
-        if broadcast is not None:
-            samples = broadcast(samples)
-        config = self.config
-        generator = torch.Generator().manual_seed(int(self.commits))  # the same draws on every process, and on resume
-        if not bool(self.initialised) and config.kind == "vq":
-            if config.kmeans_init:
-                assign(weight, kmeans(samples, config.size, config.kmeans_iters, generator))
-            self.embed_avg.copy_(full(weight).float())  # lucidrains' EMA start: the codebook itself, each code counted once
-            self.cluster_size.fill_(1.0)
-            self.initialised.fill_(True)
-        if config.ema_decay is not None:  # rosinality/vq-vae-2-pytorch `Quantize.forward`, eps 1e-5
-            decay, eps = config.ema_decay, 1e-5
-            self.cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
-            self.embed_avg.mul_(decay).add_(sums, alpha=1 - decay)
-            total = self.cluster_size.sum()
-            smoothed = (self.cluster_size + eps) / (total + config.size * eps) * total
-            assign(weight, self.embed_avg / smoothed[:, None])
-        self.usage.mul_(config.usage_decay).add_(counts, alpha=1 - config.usage_decay)
-        if config.restart_threshold > 0:  # Jukebox `update_k`: dead codes <- random recent encoder outputs
-            dead = self.usage < config.restart_threshold
-            if bool(dead.any()):
-                picks = samples[torch.randint(len(samples), (int(dead.sum()),), generator=generator).to(samples.device)]
-                assign(weight, picks, dead)
-                self.embed_avg[dead] = picks
-                self.cluster_size[dead] = 1.0
-                self.usage[dead] = 1.0
-        self.commits += 1
-
-    def discard(self) -> None:
-        self._pending = {}

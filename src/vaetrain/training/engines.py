@@ -53,8 +53,8 @@ class LightningEngine:
     def mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.module.trainer.strategy.reduce(tensor, reduce_op="mean")
 
-    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
-        return self.module.trainer.strategy.broadcast(tensor, src=0)
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.module.trainer.strategy.all_gather(tensor)
 
     def loss_scale(self) -> float:
         scaler = getattr(self.module.trainer.precision_plugin, "scaler", None)
@@ -91,8 +91,8 @@ class PlainEngine:
     def loss_scale(self) -> float:
         return float(self.scaler.get_scale()) if self.scaler is not None else 1.0
 
-    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor[None]
 
     @contextmanager
     def accumulating(self, network: Trained, sync: bool):

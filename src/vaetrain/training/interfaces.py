@@ -42,8 +42,8 @@ class Engine(Protocol):
 
     def mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor: ...
 
-    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Rank 0's `tensor` on every process (the same draws everywhere)."""
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's `tensor` (the same shape on all), stacked in rank order: (processes, ...)."""
 
     def loss_scale(self) -> float:
         """The factor `backward` multiplies losses by (a loss scaler's scale under fp16; else 1)."""

@@ -23,6 +23,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
+from vaetrain.checkpoints.schema import RunRecord
 from vaetrain.frames import as_frames
 from vaetrain.losses.config import LossConfig
 from vaetrain.models.autoencoder import AutoencoderConfig, with_deterministic_posterior
@@ -31,7 +32,7 @@ from vaetrain.models.ema import EMAConfig
 from vaetrain.models.families import downsampling_factor, family_of
 from vaetrain.models.quantizer import code_indices
 from vaetrain.plan import RunPlan, StepCounters
-from vaetrain.training.checkpoint import RunRecord, keep_frozen_networks_out, restore_rng
+from vaetrain.training.checkpoint import keep_frozen_networks_out, record_of, restore_rng
 from vaetrain.training.checkpoint_io import AtomicCheckpointIO
 from vaetrain.training.config import GanOptimizers, SpeedConfig, StepSettings, TrainingConfig, accumulation_for, memory_layout
 from vaetrain.training.engines import LightningEngine
@@ -172,6 +173,8 @@ class AutoencoderModule(L.LightningModule):
             torch.backends.cudnn.allow_tf32 = True
         self.set_channels_last(self.speed_config.use_channels_last(device.type))
         self.discriminator = synchronise_batch_norm(self.discriminator, self.trainer.world_size, device.type)
+        for feature in self.features:
+            feature.place(self.trainer.global_rank, self.trainer.world_size)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "check_resolution"):
             self.check_data(datamodule)
@@ -237,7 +240,7 @@ class AutoencoderModule(L.LightningModule):
         self.log_dict(per_channel, sync_dist=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        RunRecord.from_module(self, getattr(self.trainer, "datamodule", None)).write_into(checkpoint)
+        record_of(self, getattr(self.trainer, "datamodule", None)).write_into(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         record = RunRecord.read_from(checkpoint)

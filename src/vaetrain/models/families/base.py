@@ -121,6 +121,12 @@ class Family:
                 f"data.frames={frames}: {self.class_name} reads clips of 1 + {chunk}k frames (e.g. {1 + chunk}, {1 + 2 * chunk}, {1 + 4 * chunk})"
             )
 
+    def coder_calls(self, model: nn.Module, shape: tuple[int, ...]) -> int | None:
+        """How many times diffusers' class calls `model.encoder` and `model.decoder` (together) to reconstruct one
+        clip of `shape` (B=1, C, T, H, W; sides divisible by the downsampling factor) with the model's tiling
+        settings as they stand: a video's progress in chunks. None: not counted for this family."""
+        return None
+
     def width(self, model: nn.Module) -> int:
         """The base channel width (`lr_scale: width` divides by it)."""
         raise NotImplementedError
@@ -157,3 +163,13 @@ class Family:
     def load(self, source: str | Path, subfolder: str | None = None) -> nn.Module:
         """diffusers' `from_pretrained`, in eval mode (`low_cpu_mem_usage=False`: no `accelerate` advice)."""
         return self.model_class().from_pretrained(source, subfolder=subfolder, low_cpu_mem_usage=False).eval()
+
+
+def tile_grid(model: nn.Module, height: int, width: int, divisor: int = 1) -> int:
+    """Tiles diffusers' tiled encode (`divisor` 1, sample sides) or decode (`divisor` the spatial compression,
+    latent sides) cuts a `height` x `width` frame into: 1 unless tiling is on and a side exceeds the tile."""
+    low_h, low_w = model.tile_sample_min_height // divisor, model.tile_sample_min_width // divisor
+    if not (model.use_tiling and (height > low_h or width > low_w)):
+        return 1
+    rows = len(range(0, height, model.tile_sample_stride_height // divisor))
+    return rows * len(range(0, width, model.tile_sample_stride_width // divisor))

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaetrain.errors import ConfigError
+from vaetrain.models.families.base import tile_grid
 from vaetrain.models.families.kl import KLFamily
 
 
@@ -89,3 +90,12 @@ class WanFamily(KLFamily):
         """diffusers' encoder reads the first frame alone, then chunks of 4 frames (`_encode`), whatever the
         temporal compression."""
         return 4
+
+    def coder_calls(self, model, shape) -> int | None:
+        """`_encode`: the encoder per tile per chunk (the first frame, then 4 at a time), on patchified sides;
+        `_decode`: the decoder per tile per latent frame."""
+        frames, height, width = shape[-3:]
+        patch, factor = model.config.patch_size or 1, self.downsampling_factor(model)
+        encodes = tile_grid(model, height // patch, width // patch) * (1 + (frames - 1) // 4)
+        latent_frames = 1 + (frames - 1) // self.temporal_factor(model)
+        return encodes + tile_grid(model, height // factor, width // factor, model.spatial_compression_ratio) * latent_frames

@@ -115,6 +115,10 @@ class Feature:
         """Sets this unit's networks on `holder` (after the autoencoder, discriminator, LPIPS and EMA)."""
         self.holder = holder
 
+    def place(self, rank: int, world_size: int) -> None:
+        """At set-up: this process's rank among `world_size` (a unit that numbers samples over processes)."""
+        return None
+
     # refusals
     def conflicts(self, run: Run) -> Iterator[str]:
         return iter(())

@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from vaetrain.losses.terms import fsq_bound_penalty, vq_loss
+from vaetrain.models.codebook import Codebook
 from vaetrain.models.families import family_of
-from vaetrain.models.quantizer import ALIVE_USE, Codebook, lookup
+from vaetrain.models.quantizer import ALIVE_USE, lookup
 from vaetrain.training.features.base import Feature, Latents, Run, Setup, Update, network
 
 
@@ -30,6 +31,9 @@ class CodebookFeature(Feature):
         self.family = family_of(autoencoder)
         holder.codebook = Codebook(self.setup.autoencoder.quantizer, self.family.codebook(autoencoder).shape[1])
 
+    def place(self, rank: int, world_size: int) -> None:
+        self.holder.codebook.place(rank, world_size)  # its samples are numbered over all processes' images
+
     def conflicts(self, run: Run) -> Iterator[str]:
         if run.active & {"equivariance", "latent_noise", "distillation"}:
             yield "the vq family quantises its latents: model.loss.equivariance, latent_noise and distillation do not apply to it"
@@ -39,7 +43,7 @@ class CodebookFeature(Feature):
         config = codebook.config
         quantized = lookup(self.family.codebook(autoencoder), stage.latents, config.levels if config.kind == "fsq" else None)
         if torch.is_grad_enabled():
-            codebook.observe(quantized.inputs.detach(), quantized.indices)
+            codebook.observe(quantized.inputs.detach(), quantized.indices, len(stage.latents))
         if config.kind == "fsq":
             loss = config.fsq_bound_weight * fsq_bound_penalty(quantized.inputs)
         else:
@@ -61,7 +65,7 @@ class CodebookFeature(Feature):
         codebook, processes = self.holder.codebook, update.processes
         if update.finite:
             reduce_sum = (lambda t: processes.mean(t) * processes.count) if processes else None
-            codebook.commit(self.family.codebook(self.holder.autoencoder), reduce_sum, update.engine.broadcast if processes else None)
+            codebook.commit(self.family.codebook(self.holder.autoencoder), reduce_sum, update.engine.gather if processes else None)
         else:
             codebook.discard()
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
+from vaetrain.checkpoints import diffusers_to_ldm, ldm_to_diffusers, load_autoencoder, read_ldm_state_dict, write_ldm_checkpoint
 from vaetrain.errors import ConfigError
-from vaetrain.export import diffusers_to_ldm, ldm_to_diffusers, load_autoencoder, read_ldm_state_dict, write_ldm_checkpoint
 
 LDM_LIKE = dict(
     block_out_channels=(32, 64),
@@ -125,7 +125,7 @@ def test_an_ldm_vq_checkpoint_converts_to_vqmodel_and_back_with_equal_tensors(tm
 
 
 def test_an_incomplete_attention_inside_a_level_is_refused_in_one_line():
-    """Attention inside levels converts (tests/export/test_ldm_vq.py); tensors that make no whole attention
+    """Attention inside levels converts (tests/checkpoints/test_ldm_vq.py); tensors that make no whole attention
     block are refused, not dropped."""
     ldm = diffusers_to_ldm(randomised(AutoencoderKL(**LDM_LIKE)))
     with pytest.raises(ConfigError, match="do not fit AutoencoderKL"):

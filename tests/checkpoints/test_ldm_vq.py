@@ -1,5 +1,5 @@
 """LDM's and taming's VQ checkpoints (attention inside resolution levels included) <-> diffusers' VQModel,
-checked against LDM's forward pass written down from its code (tests/export/ldm_reference.py) on random
+checked against LDM's forward pass written down from its code (tests.checkpoints.ldm_reference.py) on random
 weights, in both directions. The configs are the released ones with `ch` 128 -> 32 (see ldm_reference)."""
 
 from pathlib import Path
@@ -9,10 +9,21 @@ import torch
 import yaml
 from diffusers import VQModel
 
-from tests.export.ldm_reference import SMALL, TAMING_IMAGENET_1024, VQ_F4, VQ_F8, VQ_F16, ldm_decode, ldm_encode, ldm_quantize, ldm_vq_shapes, random_ldm_vq
+from tests.checkpoints.ldm_reference import (
+    SMALL,
+    TAMING_IMAGENET_1024,
+    VQ_F4,
+    VQ_F8,
+    VQ_F16,
+    ldm_decode,
+    ldm_encode,
+    ldm_quantize,
+    ldm_vq_shapes,
+    random_ldm_vq,
+)
+from vaetrain.checkpoints import diffusers_to_ldm, ldm_to_diffusers, write_ldm_checkpoint
+from vaetrain.checkpoints.ldm import ldm_config
 from vaetrain.errors import ConfigError
-from vaetrain.export import diffusers_to_ldm, ldm_to_diffusers, write_ldm_checkpoint
-from vaetrain.export.ldm import ldm_config
 
 CASES = {
     "ldm-vq-f4": VQ_F4,

@@ -1,0 +1,174 @@
+"""Every figure a reading quotes from a RESULTS.md table (the issue-26 reading's all of them), in the phrase
+that quotes it, computed from the table; a claim in words (who leads, who ties, what loses everywhere) is
+checked on the table too and raises `Contradicted` when the table no longer says it.
+
+    .venv/bin/python benchmarks/quotes.py   # every phrase as the tables make it today
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from readings import CHANGELOG, PRESETS, PSNR_SETS, README, Quote, Table, best, cell, each, fewer_steps, gaps, mean_psnr, require, span
+
+
+def _tiny_leads(rows: Table) -> tuple[str, ...]:
+    """The run count, tiny's mean PSNR, the runner-up and its mean."""
+    ranked = sorted(rows, key=lambda row: mean_psnr(rows, row), reverse=True)
+    require(ranked[0] == "tiny", "tiny.yaml has the highest mean PSNR")
+    return str(len(rows)), f"{mean_psnr(rows, 'tiny'):.2f}", ranked[1], f"{mean_psnr(rows, ranked[1]):.2f}"
+
+
+def _tiny_columns(rows: Table) -> tuple[str, ...]:
+    """tiny's PSNR where it is alone in front, the column it ties and with whom, its ΔE00 (the lowest)."""
+    alone = [s for s in PSNR_SETS if best(rows, s) == ["tiny"]]
+    require(alone == list(PSNR_SETS[1:]), "tiny.yaml alone has the highest PSNR on the clothing columns")
+    require(best(rows, PSNR_SETS[0]) == ["tiny@gan_start=0", "tiny"], "tiny.yaml ties tiny@gan_start=0 on Tiny-ImageNet")
+    require(best(rows, "ΔE00", lowest=True) == ["tiny"], "tiny.yaml has the lowest ΔE00")
+    return each([cell(rows, "tiny", s) for s in alone]), f"{cell(rows, 'tiny', PSNR_SETS[0]):.2f}", f"{cell(rows, 'tiny', 'ΔE00'):.2f}"
+
+
+def _ssim_leader(rows: Table) -> tuple[str, ...]:
+    require(all(best(rows, s, 1) == ["ms_ssim_l1"] for s in PSNR_SETS), "ms_ssim_l1 has the best SSIM in every column")
+    return (span(gaps(rows, "ms_ssim_l1", "tiny", index=1), joiner=" to +"),)
+
+
+def _loses_everywhere(rows: Table, worse: str, better: str) -> None:
+    """`worse` has lower PSNR and SSIM than `better` in every column."""
+    require(all(g > 0 for i in (0, 1) for g in gaps(rows, better, worse, index=i)), f"{worse} loses to {better} in every column")
+
+
+def _lr_sweep(rows: Table) -> tuple[str, ...]:
+    require(all(g > 0 for g in gaps(rows, "tiny@lr=4e-4", "tiny", index=1)), "lr 4e-4 has the better SSIM")
+    return span(gaps(rows, "tiny", "tiny@lr=1e-4")), span(gaps(rows, "tiny", "tiny@lr=4e-4"))
+
+
+def _focal(rows: Table) -> tuple[str, ...]:
+    _loses_everywhere(rows, "focal_frequency", "tiny")
+    return (span(fewer_steps(rows, [("focal_frequency", "tiny")]), 0),)
+
+
+def _ms_ssim_cost(rows: Table) -> tuple[str, ...]:
+    """Its PSNR behind tiny.yaml (it has the best SSIM), its bias on the native-size photos."""
+    _ssim_leader(rows)
+    return span(gaps(rows, "tiny", "ms_ssim_l1")), ", ".join(f"{cell(rows, 'ms_ssim_l1', 'ΔE00', i):.1f}" for i in (1, 2, 3))
+
+
+def _lpips_cost(rows: Table) -> tuple[str, ...]:
+    pairs = [("ldm", "tiny"), ("focal_frequency_lpips", "focal_frequency"), ("ms_ssim_l1_lpips", "ms_ssim_l1")]
+    for with_lpips, without in pairs:
+        _loses_everywhere(rows, with_lpips, without)
+    return (span(fewer_steps(rows, pairs), 0),)
+
+
+def _against_the_example(rows: Table) -> tuple[str, ...]:
+    ahead, colour = gaps(rows, "tiny", "diffusers_example"), [f"{cell(rows, row, 'ΔE00'):.2f}" for row in ("tiny", "diffusers_example")]
+    return f"{ahead[0]:.2f}", each(ahead[1:3], sign="+"), f"{ahead[3]:.2f}", *colour
+
+
+def _ldm_variants(rows: Table) -> tuple[str, ...]:
+    values = [cell(rows, name, PSNR_SETS[0]) for name in ("ldm", "ldm_lecam", "ldm_no_lpips")]
+    return (f"{max(values) - min(values):.2f}",)
+
+
+def _lecam(rows: Table) -> tuple[str, ...]:
+    require(all(best(rows, s, 1) == ["ldm_lecam"] for s in PSNR_SETS[:3]), "LeCam has the best SSIM everywhere")
+    require(best(rows, "clothing_128") == ["ldm_lecam"], "LeCam has the best 128 px PSNR")
+    return (f"{cell(rows, 'ldm_lecam', 'clothing_128') - cell(rows, 'ldm', 'clothing_128'):.2f}",)
+
+
+def _gradnorm_behind(rows: Table) -> tuple[str, ...]:
+    recipes, sets = ("gradnorm", "gradnorm_lowpass", "vqgan_training"), PSNR_SETS[:3]
+    return (span([max(cell(rows, n, s) for n in rows) - cell(rows, g, s) for g in recipes for s in sets]),)
+
+
+def _discrete_leads_reconstruction(rows: Table) -> tuple[str, ...]:
+    columns = [(s, index, False) for s in PSNR_SETS[:3] for index in (0, 1)] + [("LPIPS", 0, True)]
+    for column, index, lowest in columns:
+        require(best(rows, column, index, lowest) == ["ldm_no_lpips"], f"the KL autoencoder leads {column}")
+    require(best(rows, "probe loss", lowest=True) != ["ldm_no_lpips"], "the KL autoencoder's latents are not the probe's easiest")
+    return ()
+
+
+def _discrete_lead(rows: Table) -> tuple[str, ...]:
+    return tuple(f"{cell(rows, 'ldm_no_lpips', s) - max(cell(rows, n, s) for n in ('vq', 'vq_alive', 'fsq')):.1f}" for s in PSNR_SETS[:2])
+
+
+def _per_frame_lead(rows: Table) -> tuple[str, ...]:
+    ahead = [cell(rows, "kl_tiny_per_frame", c) - cell(rows, "wan_tiny", c) for c in ("PSNR", "SSIM")]
+    return f"{ahead[0]:.1f}", f"{ahead[1]:.2f}", f"{cell(rows, 'kl_tiny_per_frame', 'flicker'):.1f}", f"{cell(rows, 'wan_tiny', 'flicker'):.1f}"
+
+
+def _ratio(rows: Table, a: str, b: str, column: str = "steps") -> float:
+    return cell(rows, a, column) / cell(rows, b, column)
+
+
+def _values(*cells: tuple[str, str, int]) -> Callable[[Table], tuple[str, ...]]:
+    """Cells as the table prints them: (row, column, digits)."""
+    return lambda rows: tuple(f"{cell(rows, row, column):.{digits}f}" for row, column, digits in cells)
+
+
+def _spans(*pairs: tuple[str, str], sets: tuple[str, ...] = PSNR_SETS, digits: int = 2, joiner: str = "-") -> Callable[[Table], tuple[str, ...]]:
+    """For each (better, worse): the span of their PSNR gaps."""
+    return lambda rows: tuple(span(gaps(rows, a, b, sets), digits, joiner) for a, b in pairs)
+
+
+RACE_26 = "recipe-race-26"
+QUOTES: tuple[Quote, ...] = (
+    # issue 26: the reading after its table
+    Quote(RACE_26, "the highest mean PSNR of the {} runs ({} dB; next `{}`, {} dB)", _tiny_leads),
+    Quote(
+        RACE_26,
+        "the highest PSNR on the 64 / 128 px clothing crops and the native-size photos ({} dB), a tie with "
+        "`tiny@gan_start=0` on the held-out 64 px images ({} dB each) and the lowest ΔE00 on the native-size photos ({})",
+        _tiny_columns,
+    ),
+    Quote(RACE_26, "the best SSIM in every column is `ms_ssim_l1`'s (+{} over tiny.yaml)", _ssim_leader),
+    Quote(RACE_26, "lr 2e-4 beats 1e-4 by {} dB and 4e-4 by {} dB (4e-4 has the better SSIM)", _lr_sweep),
+    Quote(RACE_26, "EMA 0.99 beats 0.9 by {} dB, while 0.999 loses {} dB", _spans(("tiny", "tiny@ema=0.9"), ("tiny", "tiny@ema=0.999"))),
+    Quote(RACE_26, "at {} steps (its 1000-step horizon", _values(("tiny@ema=0.999", "steps", 0))),
+    Quote(RACE_26, "GAN start 0 is {} dB behind 200, and 400 is {} dB behind it", _spans(("tiny", "tiny@gan_start=0"), ("tiny", "tiny@gan_start=400"))),
+    Quote(RACE_26, "the focal frequency loss costs {} % of the steps and helps neither PSNR nor SSIM here", _focal),
+    Quote(RACE_26, "MS-SSIM + L1 (separable filters: {} s/step against L1's {})", _values(("ms_ssim_l1", "s/step", 2), ("tiny", "s/step", 2))),
+    Quote(RACE_26, "but {} dB less PSNR and a dark cast (bias {} levels in R, G, B on the native-size photos", _ms_ssim_cost),
+    Quote(RACE_26, "LPIPS on a random VGG costs {} % of the steps and lost everywhere", _lpips_cost),
+    Quote(
+        RACE_26,
+        "tiny.yaml is +{} dB on the held-out images, {} dB on the clothing crops and +{} dB on the native-size photos (ΔE00 {} against {})",
+        _against_the_example,
+    ),
+    Quote(RACE_26, "the script is still {} dB behind", lambda r: (each(gaps(r, "tiny", "diffusers_example_tiny_lr")),)),
+    # the CHANGELOG's line on issue 26
+    Quote(RACE_26, "the highest mean PSNR of its {} runs ({} dB; next `{}`, {} dB)", _tiny_leads, CHANGELOG),
+    Quote(RACE_26, "(the highest SSIM in the race, {} dB less PSNR at equal time)", lambda r: _ms_ssim_cost(r)[:1], README),
+    # issue 11
+    Quote("recipe-race", "The three LDM variants are within {} dB of each other on the held-out Tiny-ImageNet images", _ldm_variants),
+    Quote("recipe-race", "`ldm_no_lpips` tops that column with {}x the steps of `ldm`", lambda r: (f"{_ratio(r, 'ldm_no_lpips', 'ldm'):.1f}",)),
+    Quote("recipe-race", "LeCam gives the best SSIM everywhere and the best PSNR on the 128 px clothing crops (+{} dB over `ldm`", _lecam),
+    Quote("recipe-race", "LPIPS on a random VGG costs ~{} % of a CPU step", lambda r: (f"{100 - 100 * _ratio(r, 'ldm_no_lpips', 'ldm', 's/step'):.0f}",)),
+    Quote("recipe-race", "Every gradnorm recipe is {} dB behind the best PSNR of each column", _gradnorm_behind),
+    Quote(
+        "recipe-race",
+        "it was {} dB behind the race's best PSNR",
+        lambda r: (span([max(cell(r, n, s) for n in r) - cell(r, "vqgan_training", s) for s in PSNR_SETS[:3]], 1),),
+        PRESETS,
+    ),
+    # issue 13
+    Quote("families", "reaches *higher* PSNR than the f8c4 KL model in the same time (+{} dB", _spans(("dc", "kl"), sets=PSNR_SETS[:3], joiner=" to +")),
+    Quote("families", "and is {} dB behind at 128 px", lambda r: (f"{cell(r, 'kl', 'clothing_128') - cell(r, 'taesd', 'clothing_128'):.1f}",)),
+    Quote("families", "so it took {}x the steps ({} vs {})", lambda r: (f"{_ratio(r, 'dc', 'kl'):.1f}", *_values(("dc", "steps", 0), ("kl", "steps", 0))(r))),
+    # issue 12
+    Quote("latent-race", "+{} dB PSNR on all three image sets", _spans(("ldm_no_lpips+eq", "ldm_no_lpips"), sets=PSNR_SETS[:3], digits=1, joiner=" to +")),
+    Quote("latent-race", "flow-matching loss {} against {}", _values(("ldm_no_lpips+eq", "probe loss", 3), ("ldm_no_lpips", "probe loss", 3))),
+    # issue 23
+    Quote("discrete-race", "the continuous f8c4 KL autoencoder leads every reconstruction column (PSNR, SSIM and LPIPS*", _discrete_leads_reconstruction),
+    Quote("discrete-race", "+{} dB on Tiny-ImageNet, +{} dB on clothing at 64 px over the best discrete model)", _discrete_lead),
+    Quote("discrete-race", "both beat plain VQ by {} dB", lambda r: (span(gaps(r, "vq_alive", "vq", PSNR_SETS[:3]) + gaps(r, "fsq", "vq", PSNR_SETS[:3]), 1),)),
+    # issue 24
+    Quote("video-race", "+{} dB PSNR, +{} SSIM, and *less* flicker ({} vs {} levels)", _per_frame_lead),
+)
+
+
+if __name__ == "__main__":
+    for quote in QUOTES:
+        print(f"[{quote.section} -> {quote.document.name}] {quote.render()}")
