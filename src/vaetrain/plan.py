@@ -40,6 +40,8 @@ class RunPlan:
     """Per resolution phase, when a memory budget plans them."""
     processes: int = 1
     gradient_checkpointing: bool = False
+    channels_last: bool = False
+    """Weights and batches stored NHWC (set at set-up from `speed.channels_last` and the device)."""
     memory: dict[str, Any] = field(default_factory=dict)
     """The memory budget's figures (empty without one)."""
 

@@ -32,7 +32,7 @@ from vaetrain.training.checkpoint import capture_rng, restore_rng
 from vaetrain.training.engines import ProbeEngine
 from vaetrain.training.features import no_accumulation_reason
 from vaetrain.training.memory_search import MeasureSteps, StepMeasurement, parse_memory_size, plan_memory
-from vaetrain.training.networks import networks_with
+from vaetrain.training.networks import in_layout, networks_with
 
 
 class MemoryReader:
@@ -186,7 +186,7 @@ class StepProbe:
 def probe_step(module, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """One full-objective update of the run's `GanStep` through `ProbeEngine`, in the precision plugin's
     training context (autocast), as Lightning runs `training_step`."""
-    images = module.prepare_batch(images)
+    images = in_layout(images, module.plan.channels_last)
     with module.trainer.precision_plugin.train_step_context():
         return module.gan_step(images, ProbeEngine(module), full_objective=True)
 

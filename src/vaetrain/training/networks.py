@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import nn
 
 from vaetrain.losses.perceptual import build_perceptual_loss, channel_triplets, for_channels
-from vaetrain.models.autoencoder import build_autoencoder
+from vaetrain.models.autoencoder import build_autoencoder, with_deterministic_posterior
 from vaetrain.models.discriminator import build_discriminator
 from vaetrain.models.ema import build_ema
 from vaetrain.models.families import family_of
@@ -28,6 +29,7 @@ from vaetrain.training import features
 from vaetrain.training.features import Feature, Setup, build_features
 from vaetrain.training.features.base import network
 from vaetrain.training.interfaces import Network, NetworkRole
+from vaetrain.training.sharding import full_state_dict, is_sharded, shard, shard_autoencoder
 
 NETWORKS: tuple[Network, ...] = (
     network("autoencoder", "generator shard_blocks channels_last compile probe_restore", "the autoencoder being trained"),
@@ -96,3 +98,49 @@ def build_networks(module: nn.Module, setup: Setup) -> list[Feature]:
 def image_channels_of(autoencoder: nn.Module) -> int:
     """Channels the autoencoder writes (and the discriminator and LPIPS read)."""
     return autoencoder.config.get("out_channels") or autoencoder.config.in_channels
+
+
+def compile_networks(holder: nn.Module) -> None:
+    """Compiles the networks' forwards in place (`nn.Module.compile`), so parameter names, state dicts and
+    checkpoints are the same as without compiling (role `compile`)."""
+    for member in networks_with(holder, "compile"):
+        for unit in compile_units(member):
+            unit.compile(dynamic=False)
+
+
+def set_channels_last(holder: nn.Module, enabled: bool) -> None:
+    """Stores the convolution networks' weights (role `channels_last`) as NHWC or NCHW (NDHWC for 3D
+    convolutions' weights); batches follow through `in_layout`."""
+    for member in networks_with(holder, "channels_last"):
+        member._apply(lambda t: t.contiguous(memory_format=memory_layout(t, enabled)) if t.dim() in (4, 5) else t)
+
+
+def in_layout(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A batch in the networks' memory layout (NHWC under channels_last)."""
+    return images.contiguous(memory_format=memory_layout(images, channels_last))
+
+
+def memory_layout(tensor: torch.Tensor, channels_last: bool) -> torch.memory_format:
+    """NHWC (NDHWC for 5-d weights and clips) under channels-last, else contiguous."""
+    if not channels_last:
+        return torch.contiguous_format
+    return torch.channels_last_3d if tensor.dim() == 5 else torch.channels_last
+
+
+def shard_networks(holder: nn.Module, mesh) -> None:
+    """Under `fsdp2` (a device mesh exists): shards the networks marked `shard_blocks` (block by block) and
+    `shard` over all processes, once. Without a mesh, nothing."""
+    if mesh is None or is_sharded(holder.autoencoder):
+        return
+    for member in networks_with(holder, "shard_blocks"):
+        shard_autoencoder(getattr(member, "module", member), mesh["data_parallel"])  # the EMA's AveragedModel holds one
+    for member in networks_with(holder, "shard"):
+        shard(member, mesh["data_parallel"])
+
+
+def inference_weights(holder: nn.Module, fixed_posterior: bool) -> dict[str, torch.Tensor]:
+    """The inference autoencoder's weights as complete CPU tensors, as diffusers should read them (a fixed
+    posterior's log-variance pinned, see `with_deterministic_posterior`); under FSDP every process must call it."""
+    model = holder.inference_autoencoder()
+    weights = full_state_dict(model)
+    return with_deterministic_posterior(weights, model.config.latent_channels) if fixed_posterior else weights

@@ -52,3 +52,10 @@ def check_terms(setup: Setup, autoencoder, features: list[Feature]) -> None:
     if family.video and setup.discriminator.condition_on_latents:
         raise ConfigError("video families: model.discriminator.condition_on_latents is image-only")
     check_features(features, Run(setup, family, autoencoder.config.in_channels, frozenset(feature.name for feature in features)))
+
+
+def check_data(datamodule, autoencoder, image_channels: int, discriminator: DiscriminatorConfig, loss: LossConfig, features: list[Feature]) -> None:
+    """Fails early, in one line, when the images cannot be trained at their size, channel count or frame count."""
+    check_image_sizes(datamodule, family_of(autoencoder).downsampling_factor(autoencoder), discriminator, loss, features)
+    check_channels(datamodule, autoencoder.config.in_channels, image_channels)
+    check_frames(datamodule, autoencoder, discriminator.kind)

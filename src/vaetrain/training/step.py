@@ -14,8 +14,13 @@ counting); what is computed is this file's. The engine calls `prepare_gradients`
 each optimizer step: the `UpdateGuard` measures the gradient norm, skips a non-finite update and clips;
 nothing buffered takes a value from a skipped window.
 
-Counters (see the module docstring of `training.module` for which setting uses which):
-generator and discriminator optimizer steps, micro-batches, samples of all processes, skipped updates.
+Counters (the run's plan holds them): generator and discriminator optimizer steps, micro-batches, samples
+of all processes, skipped updates. Lightning's `global_step` would count every `optimizer.step()` of both
+optimizers, so the discriminator steps through the strategy and `trainer.global_step` counts generator steps.
+Settings say which counter they use: generator steps (`trainer.max_steps`, `loss.disc_start_step`, `ema.*`,
+the generator LR schedule, `checkpoint.every_n_train_steps`, `grid.every_n_steps`); discriminator steps
+(its LR schedule); micro-batches, Lightning's batches (`trainer.val_check_interval`, `log_every_n_steps`);
+`samples_seen`, images consumed by all processes together.
 """
 
 from __future__ import annotations
@@ -25,9 +30,7 @@ from functools import partial
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 
-from vaetrain.errors import TrainingDiverged
 from vaetrain.losses.config import LossConfig
 from vaetrain.losses.objective import Processes, discriminator_objective, gan_ramp, generator_loss
 from vaetrain.models.ema import EMAConfig
@@ -38,6 +41,7 @@ from vaetrain.training.features import Feature, Update, refuse_accumulation
 from vaetrain.training.forward import AutoencoderForward, Reconstruction
 from vaetrain.training.interfaces import Engine, Phase, Trained
 from vaetrain.training.networks import trainable_parameters
+from vaetrain.training.update_guard import UpdateGuard
 
 
 class GanStep:
@@ -248,55 +252,3 @@ class GanStep:
         ema, config, steps = self.networks.ema, self.ema, self.counters.generator_steps
         if ema is not None and steps >= config.start_step and (steps - config.start_step) % config.every_n_steps == 0:
             ema.update_parameters(self.networks.autoencoder)
-
-
-class UpdateGuard:
-    """`prepare` runs after unscaling, before a network's optimizer steps: it records the gradient norm; a
-    non-finite one (or any in a window whose generator update was already skipped) drops the gradients, so
-    the optimizer leaves weights and moments unchanged; otherwise it clips to the network's norm, if set.
-    `end_window` counts a skipped window and raises after `max_consecutive_skips` in a row."""
-
-    def __init__(self, clip_norm: dict[str, float | None] | None, max_consecutive_skips: int) -> None:
-        self.clip_norm = clip_norm or {}
-        self.max_consecutive_skips = max_consecutive_skips
-        self.norms: dict[str, torch.Tensor] = {}
-        self.skipping = False
-
-    def prepare(self, network: str, parameters: list[nn.Parameter]) -> None:
-        parameters = [p for p in parameters if p.grad is not None]
-        norm = total_norm(parameters)
-        self.norms[network] = norm.detach()
-        if self.skipping or not bool(torch.isfinite(norm)):
-            self.skipping = True
-            for parameter in parameters:
-                parameter.grad = None
-            return
-        clip = self.clip_norm.get(network)
-        if clip:
-            torch.nn.utils.clip_grads_with_norm_(parameters, clip, norm)
-
-    def end_window(self, counters: StepCounters) -> None:
-        if not self.skipping:
-            counters.consecutive_skips = 0
-            return
-        self.skipping = False
-        counters.skipped_updates += 1
-        counters.consecutive_skips += 1
-        if counters.consecutive_skips >= self.max_consecutive_skips:
-            norms = ", ".join(f"{k} {float(v):.3g}" for k, v in self.norms.items())
-            raise TrainingDiverged(
-                f"{counters.consecutive_skips} updates in a row had non-finite gradients (norms: {norms}) and were "
-                f"skipped, at generator step {counters.generator_steps}; the last checkpoint holds the last good "
-                "weights (lower the learning rate, set model.optimizer.*.gradient_clip_norm, or use 32-bit precision; "
-                "model.training.max_consecutive_skips sets the limit)"
-            )
-
-
-def total_norm(parameters: list[nn.Parameter]) -> torch.Tensor:
-    """The L2 norm of all gradients together in fp32; under FSDP2 over all shards (every process gets it)."""
-    if not parameters:
-        return torch.zeros(())
-    norm = torch.nn.utils.get_total_norm([p.grad for p in parameters], foreach=True)
-    if isinstance(norm, DTensor):
-        norm = norm.full_tensor()
-    return norm.float()
