@@ -143,7 +143,6 @@ class ImageDataModule(L.LightningDataModule):
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.prefetch_factor, self.seed, self.start_sample = prefetch_factor, seed, 0
         self.tracker = BadFileTracker(max_bad_fraction, bad_fraction_min_samples)
-        self._batches_seen = 0
         self._validation_checked = False  # validation images decoded once at start-up, bad ones left out
 
     def describe(self) -> ImageSet:
@@ -232,17 +231,12 @@ class ImageDataModule(L.LightningDataModule):
         return torch.stack(images)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Counts what the loaders skipped (raising past the threshold) and hands the module a tensor."""
+        """Counts what the loaders skipped (`BadFileTracker.take`) and hands the module a tensor; validation
+        images are the same every time: not counted again."""
         if not isinstance(batch, dict):
             return batch
-        if (trainer := self.trainer) is not None and not trainer.training:
-            return batch["image"]  # validation images are the same every time: not counted again
-        self.tracker.update(len(batch["image"]) + len(batch["bad"]), batch["bad"], batch["small"])
-        self.source.observe(batch)
-        self._batches_seen += 1
-        if trainer is not None and (batch["bad"] or batch["small"] or self._batches_seen % 50 == 0):
-            self.tracker.log_to(trainer.loggers, trainer.global_step)
-        return batch["image"]
+        validating = self.trainer is not None and not self.trainer.training
+        return batch["image"] if validating else self.tracker.take(batch, self.source, self.trainer)
 
     def state_dict(self) -> dict[str, Any]:
         return self.tracker.state_dict() | {"pixels": self.pixels.as_dict()} | self.source.state_dict()
