@@ -61,7 +61,7 @@ class AutoencoderModule(L.LightningModule):
         self.speed_config, self.validation_config = speed, validation
         setup = Setup(autoencoder, discriminator, loss, ema, {"perceptual": perceptual, "alignment_encoder": alignment_encoder, "teacher": teacher})
         self.features = build_networks(self, setup)
-        check_terms(setup, self.autoencoder, self.features)
+        check_terms(setup, self.autoencoder)
         self.plan = RunPlan()  # the run's plan: set-up, then the memory budget, write it
         settings = StepSettings.from_configs(autoencoder, training, optimizer)
         self.gan_step = GanStep(self, loss, ema, settings, self.features, self.plan)  # after the EMA copy: its hook stays off it

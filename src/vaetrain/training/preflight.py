@@ -8,7 +8,7 @@ from vaetrain.losses.structural import WINDOW
 from vaetrain.models.discriminator import DiscriminatorConfig
 from vaetrain.models.families import family_of
 from vaetrain.models.vgg_discriminator import PATCH
-from vaetrain.training.features import Feature, Run, Setup, check_features, check_sizes
+from vaetrain.training.features import Feature, Setup, check_sizes
 
 
 def check_image_sizes(datamodule, downsampling_factor: int, discriminator: DiscriminatorConfig, loss: LossConfig, features: list[Feature]) -> None:
@@ -45,13 +45,11 @@ def check_channels(datamodule, in_channels: int, out_channels: int) -> None:
         )
 
 
-def check_terms(setup: Setup, autoencoder, features: list[Feature]) -> None:
-    """Settings that cannot go together, refused in one line: the family's own, then each active unit's
-    (`Feature.conflicts`, one loop)."""
-    family = family_of(autoencoder)
-    if family.video and setup.discriminator.condition_on_latents:
+def check_terms(setup: Setup, autoencoder) -> None:
+    """Settings that cannot go together beyond the units' own refusals (`Feature.conflicts`, checked as the
+    units are built), refused in one line."""
+    if family_of(autoencoder).video and setup.discriminator.condition_on_latents:
         raise ConfigError("video families: model.discriminator.condition_on_latents is image-only")
-    check_features(features, Run(setup, family, autoencoder.config.in_channels, frozenset(feature.name for feature in features)))
 
 
 def check_data(datamodule, autoencoder, image_channels: int, discriminator: DiscriminatorConfig, loss: LossConfig, features: list[Feature]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from vaetrain.errors import ConfigError
+from vaetrain.models.families import family_of
 from vaetrain.training.features.alignment import Alignment
 from vaetrain.training.features.base import Feature, Run, Setup, Update
 from vaetrain.training.features.codebook import CodebookFeature
@@ -33,15 +34,16 @@ FEATURES: tuple[type[Feature], ...] = (
 
 
 def build_features(holder: nn.Module, setup: Setup, autoencoder: nn.Module) -> list[Feature]:
-    """The run's active units, each with its networks set on `holder` (every inactive unit's to None)."""
-    active = []
+    """The run's active units, their refusals checked (one loop, before anything heavy loads), each with its
+    networks set on `holder` (every inactive unit's to None)."""
+    active = [unit(setup) for unit in FEATURES if unit.wanted(setup, autoencoder)]
+    family = family_of(autoencoder)
+    check_features(active, Run(setup, family, autoencoder.config.in_channels, frozenset(feature.name for feature in active)))
     for unit in FEATURES:
         for declared in unit.networks:
             setattr(holder, declared.name, None)
-        if unit.wanted(setup, autoencoder):
-            feature = unit(setup)
-            feature.build(holder, autoencoder)
-            active.append(feature)
+    for feature in active:
+        feature.build(holder, autoencoder)
     return active
 
 
