@@ -87,3 +87,14 @@ API_ENTRIES = [entry for path in PAGES for entry in re.findall(r"^::: ([\w.]+)",
 def test_every_api_page_entry_names_an_object(entry):
     """The `::: module.name` entries mkdocstrings renders name what the code holds now (a moved module fails)."""
     assert pkgutil.resolve_name(entry) is not None
+
+
+def test_the_architecture_page_names_every_module_and_none_that_is_gone():
+    """docs/architecture.md lists every module of the package and every benchmark script, and nothing else."""
+    root = Path(__file__).parents[1]
+    source = root / "src" / "vaetrain"
+    paths = re.findall(r"`((?:benchmarks/)?[\w/]+\.py)`", (root / "docs" / "architecture.md").read_text())
+    named = {path for path in paths if not path.startswith("tests/")}
+    modules = {p.relative_to(source).as_posix() for p in source.rglob("*.py")} | {f"benchmarks/{p.name}" for p in (root / "benchmarks").glob("*.py")}
+    assert not modules - named, f"missing from docs/architecture.md: {sorted(modules - named)}"
+    assert not named - modules, f"named in docs/architecture.md but gone: {sorted(named - modules)}"

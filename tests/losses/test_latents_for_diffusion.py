@@ -12,7 +12,8 @@ from vaetrain.losses.equivariance import EquivarianceConfig, LatentTransform, dr
 from vaetrain.models import build_autoencoder
 from vaetrain.models.feature_encoders import AlignmentHead, RandomFeatures
 from vaetrain.models.last_layers import EncoderLastLayer
-from vaetrain.training.forward import AlignmentTerm, noisy_latents
+from vaetrain.training.features.alignment import AlignmentTerm
+from vaetrain.training.features.latent_noise import noisy_latents
 
 
 def test_a_rotation_commutes_with_a_decoder_that_upsamples():

@@ -134,7 +134,7 @@ def test_rgb_only_terms_refuse_other_channel_counts_in_one_line():
     from tests.conftest import tiny_autoencoder_config
     from vaetrain.losses.alignment import AlignmentConfig
     from vaetrain.models.autoencoder import build_autoencoder
-    from vaetrain.training.forward import check_student
+    from vaetrain.training.features.distillation import check_student
 
     with pytest.raises(ConfigError, match="alignment: its vision encoder reads RGB"):
         tiny_module(

@@ -17,13 +17,13 @@ from vaetrain.checkpoints.schema import (
     EMA_PREFIX,
     FORMAT_VERSION,
     RunRecord,
-    StepCounters,
     autoencoder_from_checkpoint,
     autoencoder_weights,
     load_checkpoint,
 )
 from vaetrain.cli import main
 from vaetrain.data import ImageDataModule
+from vaetrain.plan import StepCounters
 from vaetrain.training.memory_budget import MemoryBudget
 from vaetrain.training.memory_search import StepMeasurement
 

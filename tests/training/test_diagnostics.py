@@ -73,8 +73,8 @@ def test_warmup_ramp_by_step():
 def test_warmup_in_training_discriminator_first_then_a_ramped_adversarial_term(datamodule):
     module = tiny_module(loss={"disc_start_step": 2, "disc_warmup_steps": 2, "balance": "fixed", "disc_weight": 0.8})
     rows = []
-    original = module._log_training
-    module._log_training = lambda logs, size: (rows.append(dict(logs)), original(logs, size))[1]
+    original = module._step_logs
+    module._step_logs = lambda owner, logs, size: (rows.append(dict(logs)), original(owner, logs, size))[1]
     tiny_trainer(max_steps=7).fit(module, datamodule)
     weights = [float(row["train/adaptive_weight"]) if "train/adaptive_weight" in row else None for row in rows]
     trains_discriminator = ["train/discriminator" in row for row in rows]

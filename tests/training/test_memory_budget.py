@@ -123,7 +123,7 @@ def test_budget_callback_sets_micro_batch_checkpointing_and_accumulation(datamod
     trainer = tiny_trainer(max_steps=2, callbacks=[budget])
     trainer.fit(module, datamodule)
     assert budget.plan is not None and budget.plan.gradient_checkpointing and budget.plan.micro_batch == 4
-    assert datamodule.batch_size == 4
+    assert datamodule.micro_batch == 4
     assert module.accumulate == 2
     assert module.autoencoder.is_gradient_checkpointing
     assert module.counters.samples_seen == 2 * 8  # 2 generator steps of the configured global batch
@@ -135,7 +135,7 @@ def test_without_a_budget_nothing_changes(datamodule):
     budget = MemoryBudget(max_memory=None)
     budget.probe = lambda m, c: pytest.fail("probed without a budget")
     tiny_trainer(max_steps=1, callbacks=[budget]).fit(module, datamodule)
-    assert datamodule.batch_size == 2 and module.accumulate == 2 and not module.autoencoder.is_gradient_checkpointing
+    assert datamodule.micro_batch == 2 and module.accumulate == 2 and not module.autoencoder.is_gradient_checkpointing
 
 
 def test_cuda_probe_refuses_cpu(datamodule):

@@ -20,12 +20,12 @@ def test_a_network_declared_once_is_honoured_by_every_consumer(monkeypatch):
     module = tiny_module()
     module.extra_trained, module.extra_frozen = nn.Conv2d(3, 3, 3), nn.Linear(2, 2).requires_grad_(False)
 
-    module.set_channels_last(True)
+    networks.set_channels_last(module, True)
     assert module.extra_trained.weight.is_contiguous(memory_format=torch.channels_last)
 
     compiled = []
     monkeypatch.setattr(nn.Module, "compile", lambda self, **kwargs: compiled.append(self))
-    module._compile_networks()
+    networks.compile_networks(module)
     assert module.extra_trained in compiled and module.autoencoder.encoder in compiled and module.extra_frozen not in compiled
 
     trainer = tiny_trainer(max_steps=1)

@@ -99,7 +99,7 @@ def test_the_memory_budget_plans_every_phase_and_applies_each_at_its_change(tmp_
     for step, micro, _ in seen:
         per_step[step] = per_step.get(step, 0) + micro
     assert per_step == {step: 4 for step in range(5)}  # the global batch is kept in every phase
-    phases = module.memory_plan["phases"]
+    phases = module.plan.memory["phases"]
     assert [(p["start_step"], p["resolution"], p["micro_batch"], p["accumulate"]) for p in phases][1] == (3, 32, 1, 4)
     assert phases[0]["micro_batch"] * phases[0]["accumulate"] == 4
 

@@ -21,24 +21,13 @@ from torch import nn
 from vaetrain.data.image_sets import ImageSet
 from vaetrain.errors import ConfigError
 from vaetrain.models.autoencoder import autoencoder_from_state, with_deterministic_posterior
+from vaetrain.plan import StepCounters
 
 CHECKPOINT_KEY = "vaetrain"
 FORMAT_VERSION = 2
 AUTOENCODER_PREFIX = "autoencoder."  # the LightningModule's attribute names, checked by a test
 EMA_PREFIX = "ema.module."
 EMA_COUNT_KEY = "ema.n_averaged"
-
-
-@dataclass
-class StepCounters:
-    """Saved in every checkpoint. `generator_steps` equals Lightning's `trainer.global_step`."""
-
-    generator_steps: int = 0
-    discriminator_steps: int = 0
-    micro_batches: int = 0
-    samples_seen: int = 0
-    skipped_updates: int = 0  # accumulated batches whose update was dropped (non-finite gradient)
-    consecutive_skips: int = 0
 
 
 @dataclass

@@ -27,6 +27,7 @@ from vaetrain.data.streams.decoded import first_usable
 from vaetrain.data.streams.mixed import MixedStream
 from vaetrain.data.streams.schedule import Phase, check_sides, phased_stream, schedule_phases
 from vaetrain.errors import ConfigError
+from vaetrain.plan import RunPlan
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -118,7 +119,6 @@ class ImageDataModule(L.LightningDataModule):
         self.pixels = PixelFormat(channels, bit_depth, normalization, value_range, tuple(percentiles), display=display)
         self.normalization_images = normalization_images
         self.resolution_schedule = [tuple(entry) for entry in resolution_schedule] if resolution_schedule else None
-        self.phase_batch_sizes: list[int] | None = None  # per phase, when a memory budget plans them
         schedule_phases(resolution, self.resolution_schedule)  # bad entries fail here, in one line
         for key, value in (("resolution", resolution), ("batch_size", batch_size)):
             if value <= 0:
@@ -135,14 +135,14 @@ class ImageDataModule(L.LightningDataModule):
         self.buckets = [tuple(b) for b in buckets] if buckets else None
         check_crop_settings(self.buckets, crop, self.resolution_schedule, self.source)
         self.resolution = resolution
-        self.batch_size = batch_size  # the micro-batch; a memory budget may change it for the run
+        self.batch_size = batch_size  # as configured; the run's micro-batch is the plan's (`micro_batch`)
+        self.plan: RunPlan | None = None  # handed over by the training module's set-up (`vaetrain.plan`)
         self.crop, self.small_images, self.flip = crop, small_images, flip
         self.val_batch_size, self.shuffle_buffer = val_batch_size or batch_size, shuffle_buffer
         self.background, self.max_image_pixels = tuple(background), max_image_pixels
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.prefetch_factor, self.seed, self.start_sample = prefetch_factor, seed, 0
         self.tracker = BadFileTracker(max_bad_fraction, bad_fraction_min_samples)
-        self._batches_seen = 0
         self._validation_checked = False  # validation images decoded once at start-up, bad ones left out
 
     def describe(self) -> ImageSet:
@@ -156,7 +156,12 @@ class ImageDataModule(L.LightningDataModule):
 
     def phases(self) -> list[Phase]:
         """The training phases: `resolution` from step 0, then each `resolution_schedule` entry."""
-        return schedule_phases(self.resolution, self.resolution_schedule, self.phase_batch_sizes, self.batch_size)
+        return schedule_phases(self.resolution, self.resolution_schedule, self.plan and self.plan.phase_batch_sizes, self.micro_batch)
+
+    @property
+    def micro_batch(self) -> int:
+        """The run's micro-batch: the plan's (a memory budget may change it), else `batch_size`."""
+        return self.plan.micro_batch if self.plan is not None and self.plan.micro_batch else self.batch_size
 
     def training_sides(self) -> list[int]:
         """Every side a training crop has (all phases, all buckets)."""
@@ -201,16 +206,16 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world_size()
-        layout = StreamLayout(self.batch_size, self.seed, rank, world_size, self.start_sample, self.num_workers, self.shuffle_buffer)
-        if self.resolution_schedule:  # G = phase 0's micro-batch x the module's accumulation x processes
-            accumulate = getattr(self.trainer.lightning_module, "accumulate", 1) if self.trainer is not None else 1
+        layout = StreamLayout(self.micro_batch, self.seed, rank, world_size, self.start_sample, self.num_workers, self.shuffle_buffer)
+        if self.resolution_schedule:  # G = phase 0's micro-batch x the plan's accumulation x processes
+            accumulate = self.plan.accumulate if self.plan is not None else 1
             stream = phased_stream(self.source, lambda side: self.decoder(train=True, resolution=side), self.phases(), layout, accumulate)
             return image_loader(stream, None, self.num_workers, self.prefetch_factor)
         stream = self.source.train_samples(self.decoder(train=True), layout, self._bucket_decoders())
         if self.image_source is not None:  # joint image + video training (`streams/mixed.py`)
             images = self.image_source.train_samples(self.decoder(train=True, images=True), layout)
             return image_loader(MixedStream(stream, images, self.image_ratio, layout), None, self.num_workers, self.prefetch_factor)
-        return image_loader(stream, self.batch_size, self.num_workers, self.prefetch_factor)
+        return image_loader(stream, self.micro_batch, self.num_workers, self.prefetch_factor)
 
     def val_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world_size()
@@ -226,17 +231,12 @@ class ImageDataModule(L.LightningDataModule):
         return torch.stack(images)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Counts what the loaders skipped (raising past the threshold) and hands the module a tensor."""
+        """Counts what the loaders skipped (`BadFileTracker.take`) and hands the module a tensor; validation
+        images are the same every time: not counted again."""
         if not isinstance(batch, dict):
             return batch
-        if (trainer := self.trainer) is not None and not trainer.training:
-            return batch["image"]  # validation images are the same every time: not counted again
-        self.tracker.update(len(batch["image"]) + len(batch["bad"]), batch["bad"], batch["small"])
-        self.source.observe(batch)
-        self._batches_seen += 1
-        if trainer is not None and (batch["bad"] or batch["small"] or self._batches_seen % 50 == 0):
-            self.tracker.log_to(trainer.loggers, trainer.global_step)
-        return batch["image"]
+        validating = self.trainer is not None and not self.trainer.training
+        return batch["image"] if validating else self.tracker.take(batch, self.source, self.trainer)
 
     def state_dict(self) -> dict[str, Any]:
         return self.tracker.state_dict() | {"pixels": self.pixels.as_dict()} | self.source.state_dict()

@@ -34,6 +34,7 @@ class BadFileTracker:
     bad_validation: int = 0  # validation files found unusable at start-up (left out of validation)
     reasons: Counter = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)
+    batches: int = 0  # training batches counted (not checkpointed: it only spaces the logging)
 
     def update(self, seen: int, bad_files: list[tuple[str, str]], skipped_small: int = 0) -> None:
         self.seen += seen
@@ -59,6 +60,16 @@ class BadFileTracker:
             "data/samples_read": float(self.seen),
             "data/bad_validation_files": float(self.bad_validation),
         }
+
+    def take(self, batch: dict, source, trainer) -> object:
+        """A training batch's images, after counting what its loader skipped (raising past the threshold),
+        telling the source what was read, and logging the counts now and then."""
+        self.update(len(batch["image"]) + len(batch["bad"]), batch["bad"], batch["small"])
+        source.observe(batch)
+        self.batches += 1
+        if trainer is not None and (batch["bad"] or batch["small"] or self.batches % 50 == 0):
+            self.log_to(trainer.loggers, trainer.global_step)
+        return batch["image"]
 
     def state_dict(self) -> dict[str, int]:
         return {"bad": self.bad, "seen": self.seen, "skipped_small": self.skipped_small}

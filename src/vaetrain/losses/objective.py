@@ -1,7 +1,8 @@
 """The autoencoder's whole objective, as taming-transformers keeps it in one module: the generator's image
 terms (reconstruction, LPIPS, pooled reconstruction) and adversarial term on the reconstruction, balanced
 LDM's way (adaptive weight) or vqgan-training's (gradient normalisation), plus a latent regulariser (KL, or
-mean(mu^2) for a fixed-variance posterior); and the discriminator's (GAN loss + LeCam + lazy R1).
+mean(mu^2) for a fixed-variance posterior); and the discriminator's GAN loss (its regularisers, LeCam and
+lazy R1, are training units that add their penalties: `training.features`; the formulas are `losses.gan`'s).
 
 A "mean" weight equals a "sum" weight times latent_elements / pixel_elements (c / (3 f^2) per image):
 LDM's 1e-6 at f8c4 is 1e-6 * 4 / 192 = 2.1e-8 under "mean". Mixing a mean reconstruction with a summed
@@ -23,7 +24,7 @@ from torch import nn
 
 from vaetrain.frames import as_frames
 from vaetrain.losses.config import LossConfig
-from vaetrain.losses.gan import LeCamAnchors, discriminator_loss, generator_adversarial_loss, lecam_penalty, r1_penalty
+from vaetrain.losses.gan import discriminator_loss, generator_adversarial_loss
 from vaetrain.losses.terms import focal_frequency_term, kl_divergence, latent_penalty, pooled_reconstruction_loss, reconstruction_loss
 
 
@@ -201,12 +202,8 @@ def generator_loss(
     return GeneratorLossOutput(backward_target=backward_target, total=total, terms=terms)
 
 
-def discriminator_objective(
-    real_logits: torch.Tensor, fake_logits: torch.Tensor, config: LossConfig, anchors: LeCamAnchors | None = None, r1_images: torch.Tensor | None = None
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The discriminator's loss on one batch's logits and the values to log: the GAN loss, + LeCam towards
-    `anchors` (when `lecam_weight` > 0), + lazy R1 on `r1_images` (the real images the real logits were
-    computed from with gradients, when R1 is due: gamma / 2 x `r1_every`, StyleGAN2's lazy regularisation)."""
+def discriminator_objective(real_logits: torch.Tensor, fake_logits: torch.Tensor, config: LossConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The discriminator's GAN loss on one batch's logits and the values to log."""
     loss = discriminator_loss(real_logits, fake_logits, config.gan_loss)
     real, fake = real_logits.detach(), fake_logits.detach()
     real_accuracy, fake_accuracy = (real > 0).float().mean(), (fake < 0).float().mean()
@@ -219,12 +216,4 @@ def discriminator_objective(
         "train/discriminator_accuracy_fake": fake_accuracy,
         "train/logit_gap": real.mean() - fake.mean(),
     }
-    if config.lecam_weight > 0:
-        lecam = lecam_penalty(real_logits, fake_logits, anchors.real, anchors.fake)
-        loss = loss + config.lecam_weight * lecam
-        logs |= {"train/lecam": lecam.detach(), "train/lecam_anchor_real": anchors.real.clone(), "train/lecam_anchor_fake": anchors.fake.clone()}
-    if r1_images is not None:
-        r1 = r1_penalty(real_logits, r1_images)
-        loss = loss + 0.5 * config.r1_weight * config.r1_every * r1
-        logs["train/r1"] = r1.detach()
     return loss, logs

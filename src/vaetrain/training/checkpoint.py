@@ -23,13 +23,7 @@ def record_of(module, datamodule=None) -> RunRecord:
     if hasattr(datamodule, "describe"):
         validation, part = datamodule.describe_validation()
         data = datamodule.describe().as_dict() | {"validation": validation.as_dict() | {"part": part}}
-    plan = {
-        "micro_batch": getattr(datamodule, "batch_size", None),
-        "accumulate": module.accumulate,
-        "processes": module.trainer.world_size,
-        "gradient_checkpointing": module.autoencoder.is_gradient_checkpointing,
-        "memory": module.memory_plan or None,
-    }
+    plan = module.plan.as_record()
     if getattr(datamodule, "resolution_schedule", None):  # where the crop size changes (data/streams/schedule.py)
         plan["resolution_phases"] = [phase.as_dict() for phase in datamodule.phases()]
     settings = {name: asdict(getattr(module, f"{name}_config")) for name in configs}

@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import torch
-
 from vaetrain.errors import ConfigError
 from vaetrain.training.optim import OptimizerConfig
 
@@ -110,10 +108,3 @@ class StepSettings:
             clip_norm={"generator": optimizers.generator.gradient_clip_norm, "discriminator": optimizers.discriminator.gradient_clip_norm},
             max_consecutive_skips=training.max_consecutive_skips,
         )
-
-
-def memory_layout(tensor: torch.Tensor, channels_last: bool) -> torch.memory_format:
-    """NHWC (NDHWC for 5-d weights and clips) under channels-last, else contiguous."""
-    if not channels_last:
-        return torch.contiguous_format
-    return torch.channels_last_3d if tensor.dim() == 5 else torch.channels_last

@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager, contextmanager
 import torch
 from torch import nn
 
-from vaetrain.training.interfaces import Network
+from vaetrain.training.interfaces import Trained
 from vaetrain.training.step import GanStep
 
 _INDEX = {"generator": 0, "discriminator": 1}
@@ -36,10 +36,10 @@ class LightningEngine:
     def backward(self, loss: torch.Tensor) -> None:
         self.module.manual_backward(loss)
 
-    def accumulating(self, network: Network, sync: bool) -> AbstractContextManager:
+    def accumulating(self, network: Trained, sync: bool) -> AbstractContextManager:
         return self._optimizer(network).toggle_model(sync_grad=sync)
 
-    def optimizer_step(self, network: Network) -> None:
+    def optimizer_step(self, network: Trained) -> None:
         optimizer = self._optimizer(network)
         if network == "generator":
             optimizer.step()
@@ -47,7 +47,7 @@ class LightningEngine:
             self.module.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure)
         self.module.lr_schedulers()[_INDEX[network]].step()
 
-    def zero_grad(self, network: Network) -> None:
+    def zero_grad(self, network: Trained) -> None:
         self._optimizer(network).zero_grad(set_to_none=True)
 
     def mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -60,17 +60,17 @@ class LightningEngine:
         scaler = getattr(self.module.trainer.precision_plugin, "scaler", None)
         return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
 
-    def _optimizer(self, network: Network):
+    def _optimizer(self, network: Trained):
         return self.module.optimizers()[_INDEX[network]]
 
 
 class ProbeEngine(LightningEngine):
     world_size = 1  # each process measures alone: no adaptive-weight all-reduce, no sample counting across ranks
 
-    def accumulating(self, network: Network, sync: bool) -> AbstractContextManager:
+    def accumulating(self, network: Trained, sync: bool) -> AbstractContextManager:
         return self._optimizer(network).toggle_model(sync_grad=False)
 
-    def optimizer_step(self, network: Network) -> None:
+    def optimizer_step(self, network: Trained) -> None:
         self.module.trainer.strategy.optimizer_step(self._optimizer(network).optimizer, closure=_no_closure)
 
 
@@ -95,13 +95,13 @@ class PlainEngine:
         return tensor[None]
 
     @contextmanager
-    def accumulating(self, network: Network, sync: bool):
+    def accumulating(self, network: Trained, sync: bool):
         networks = self.step.networks
         other = networks.discriminator if network == "generator" else networks.autoencoder
         with _no_gradients(other):
             yield
 
-    def optimizer_step(self, network: Network) -> None:
+    def optimizer_step(self, network: Trained) -> None:
         if self.scaler is None:
             self.step.prepare_gradients(network)
             if network in self.optimizers:
@@ -113,7 +113,7 @@ class PlainEngine:
         self.scaler.step(optimizer)
         self.scaler.update()
 
-    def zero_grad(self, network: Network) -> None:
+    def zero_grad(self, network: Trained) -> None:
         modules = {"generator": self.step.networks.autoencoder, "discriminator": self.step.networks.discriminator}
         modules[network].zero_grad(set_to_none=True)
 

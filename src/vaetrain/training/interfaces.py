@@ -1,16 +1,28 @@
 """What the GAN step needs from the world around it: an engine that runs its backward passes and optimizer
-steps (see `training.engines`). The networks it trains are a module with an attribute (or None) for every
-member of `training.networks.NETWORKS` (the LightningModule is one)."""
+steps (see `training.engines`), and how a network is declared (`Network`: an attribute name and its roles).
+The networks it trains are a holder with an attribute (or None) for every member of
+`training.networks.NETWORKS` (the core networks and every unit's)."""
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import torch
 
-Network = Literal["generator", "discriminator"]
+Trained = Literal["generator", "discriminator"]
 Phase = Literal["generator", "discriminator", "both"]
+NetworkRole = Literal["generator", "discriminator", "frozen", "shard_blocks", "shard", "channels_last", "compile", "probe_restore"]
+
+
+@dataclass(frozen=True)
+class Network:
+    """One network of the holder: the attribute that holds it (or None) and its roles (see `training.networks`)."""
+
+    name: str
+    roles: frozenset[NetworkRole]
+    what: str
 
 
 class Engine(Protocol):
@@ -21,12 +33,12 @@ class Engine(Protocol):
 
     def backward(self, loss: torch.Tensor) -> None: ...
 
-    def accumulating(self, network: Network, sync: bool) -> AbstractContextManager:
+    def accumulating(self, network: Trained, sync: bool) -> AbstractContextManager:
         """Around `network`'s backward: only its parameters take gradients; `sync`: all-reduce them."""
 
-    def optimizer_step(self, network: Network) -> None: ...
+    def optimizer_step(self, network: Trained) -> None: ...
 
-    def zero_grad(self, network: Network) -> None: ...
+    def zero_grad(self, network: Trained) -> None: ...
 
     def mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor: ...
 

@@ -30,8 +30,9 @@ from vaetrain.errors import ConfigError
 from vaetrain.models.families import family_of
 from vaetrain.training.checkpoint import capture_rng, restore_rng
 from vaetrain.training.engines import ProbeEngine
+from vaetrain.training.features import no_accumulation_reason
 from vaetrain.training.memory_search import MeasureSteps, StepMeasurement, parse_memory_size, plan_memory
-from vaetrain.training.networks import networks_with
+from vaetrain.training.networks import in_layout, networks_with
 
 
 class MemoryReader:
@@ -91,8 +92,8 @@ class MemoryBudget(L.Callback):
         if self.max_memory is None:
             return
         self.check(trainer.strategy.root_device)
-        budget, datamodule, world = parse_memory_size(self.max_memory), trainer.datamodule, trainer.world_size
-        global_batch = datamodule.batch_size * module.accumulate * world
+        budget, datamodule, world, plan = parse_memory_size(self.max_memory), trainer.datamodule, trainer.world_size, module.plan
+        global_batch = plan.micro_batch * plan.accumulate * world
         scheduled = bool(getattr(datamodule, "resolution_schedule", None))
         phases = datamodule.phases() if scheduled else []
         sides = (
@@ -113,25 +114,25 @@ class MemoryBudget(L.Callback):
                         global_batch // world,
                         self.headroom,
                         checkpointing_available=family_of(module.autoencoder).gradient_checkpointing,
-                        no_accumulation="model.loss.balance=gradnorm" if module.loss_config.balance == "gradnorm" else None,
+                        no_accumulation=no_accumulation_reason(module.features),
                     ),
                     src=0,
                 )
             )
-        datamodule.batch_size = plans[0].micro_batch
+        plan.micro_batch = plans[0].micro_batch
         if scheduled:
-            datamodule.phase_batch_sizes = [plan.micro_batch for plan in plans]
+            plan.phase_batch_sizes = [phase_plan.micro_batch for phase_plan in plans]
             self.phase_starts = [phase.start_step for phase in phases]
         self.phase_plans, self._applied = plans, None
         self._apply(module, 0)
-        module.memory_plan = {"max_memory": self.max_memory} | plans[0].as_dict()
+        plan.memory = {"max_memory": self.max_memory} | plans[0].as_dict()
         if scheduled:
-            module.memory_plan["phases"] = [{"start_step": s, "resolution": side[0]} | p.as_dict() for s, side, p in zip(self.phase_starts, sides, plans)]
+            plan.memory["phases"] = [{"start_step": s, "resolution": side[0]} | p.as_dict() for s, side, p in zip(self.phase_starts, sides, plans)]
         self.plan = plans[0]
         if trainer.is_global_zero:
-            for index, plan in enumerate(plans):
+            for index, phase_plan in enumerate(plans):
                 where = f" (from step {self.phase_starts[index]}, {sides[index][0]} px)" if scheduled else ""
-                print(f"vaetrain: memory.max_memory {self.max_memory}{where}: {plan.describe(budget)}", file=sys.stderr)
+                print(f"vaetrain: memory.max_memory {self.max_memory}{where}: {phase_plan.describe(budget)}", file=sys.stderr)
 
     def on_train_batch_start(self, trainer: L.Trainer, module, batch, batch_idx: int) -> None:
         """At the first micro-batch of a phase's first step (or of a resumed run): that phase's plan."""
@@ -185,7 +186,7 @@ class StepProbe:
 def probe_step(module, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """One full-objective update of the run's `GanStep` through `ProbeEngine`, in the precision plugin's
     training context (autocast), as Lightning runs `training_step`."""
-    images = module.prepare_batch(images)
+    images = in_layout(images, module.plan.channels_last)
     with module.trainer.precision_plugin.train_step_context():
         return module.gan_step(images, ProbeEngine(module), full_objective=True)
 

@@ -1,6 +1,8 @@
 """Which network plays which role, declared once. Every consumer (the optimizers, the step's gradient
 guard, the memory probe's restore, channels-last, compilation, FSDP sharding, the checkpoint's frozen-key
-filter) reads `NETWORKS`; a new network is one line here and an attribute of that name on the module.
+filter) reads `declared()`: the core networks here (`NETWORKS`) and each registered training unit's own
+(`features.FEATURES`, each unit's `networks`); a new network is one line in its unit and an attribute of
+that name on the holder.
 
 Roles:
 - `generator` / `discriminator`: trained by that optimizer (its trainable parameters, in this order);
@@ -13,56 +15,41 @@ Roles:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import nn
 
-from vaetrain.losses.gan import LeCamAnchors
 from vaetrain.losses.perceptual import build_perceptual_loss, channel_triplets, for_channels
-from vaetrain.models.autoencoder import build_autoencoder, load_pretrained_autoencoder
-from vaetrain.models.codebook import Codebook
+from vaetrain.models.autoencoder import build_autoencoder, with_deterministic_posterior
 from vaetrain.models.discriminator import build_discriminator
 from vaetrain.models.ema import build_ema
 from vaetrain.models.families import family_of
-from vaetrain.models.feature_encoders import AlignmentHead, build_feature_encoder
-from vaetrain.training.forward import check_student, freeze_teacher
-
-Role = Literal["generator", "discriminator", "frozen", "shard_blocks", "shard", "channels_last", "compile", "probe_restore"]
-
-
-@dataclass(frozen=True)
-class Network:
-    """One network of the training module: the attribute that holds it (or None) and its roles."""
-
-    name: str
-    roles: frozenset[Role]
-    what: str
-
-
-def _network(name: str, roles: str, what: str) -> Network:
-    return Network(name, frozenset(roles.split()), what)
-
+from vaetrain.training import features
+from vaetrain.training.features import Feature, Setup, build_features
+from vaetrain.training.features.base import network
+from vaetrain.training.interfaces import Network, NetworkRole
+from vaetrain.training.sharding import full_state_dict, is_sharded, shard, shard_autoencoder
 
 NETWORKS: tuple[Network, ...] = (
-    _network("autoencoder", "generator shard_blocks channels_last compile probe_restore", "the autoencoder being trained"),
-    _network("alignment_projection", "generator shard probe_restore", "VA-VAE's 1x1 projection of the latent (trained, never exported)"),
-    _network("discriminator", "discriminator shard channels_last compile probe_restore", "PatchGAN or VGG16"),
-    _network("ema", "shard_blocks channels_last probe_restore", "the EMA copy of the autoencoder (AveragedModel)"),
-    _network("lecam_anchors", "probe_restore", "LeCam's moving anchors (buffers)"),
-    _network("codebook", "probe_restore", "the vq family's codebook statistics (EMA sums, use counts)"),
-    _network("perceptual", "frozen channels_last compile", "LPIPS"),
-    _network("alignment_encoder", "frozen", "VA-VAE's vision encoder"),
-    _network("teacher", "frozen shard_blocks channels_last", "the VAE being distilled"),
-    _network("val_metrics", "frozen", "validation metrics, with rFID's Inception"),
+    network("autoencoder", "generator shard_blocks channels_last compile probe_restore", "the autoencoder being trained"),
+    network("discriminator", "discriminator shard channels_last compile probe_restore", "PatchGAN or VGG16"),
+    network("ema", "shard_blocks channels_last probe_restore", "the EMA copy of the autoencoder (AveragedModel)"),
+    network("perceptual", "frozen channels_last compile", "LPIPS"),
+    network("val_metrics", "frozen", "validation metrics, with rFID's Inception"),
 )
 
 
-def names_with(role: Role) -> tuple[str, ...]:
-    return tuple(network.name for network in NETWORKS if role in network.roles)
+def declared() -> tuple[Network, ...]:
+    """Every network a run can have: the core ones, then each registered unit's, in the registry's order."""
+    return NETWORKS + tuple(network for unit in features.FEATURES for network in unit.networks)
 
 
-def networks_with(module: nn.Module, role: Role) -> list[nn.Module]:
+def names_with(role: NetworkRole) -> tuple[str, ...]:
+    return tuple(network.name for network in declared() if role in network.roles)
+
+
+def networks_with(module: nn.Module, role: NetworkRole) -> list[nn.Module]:
     """The module's networks that have `role` and exist (an unused term's network is None)."""
     return [network for name in names_with(role) if (network := getattr(module, name, None)) is not None]
 
@@ -90,26 +77,70 @@ def compile_units(network: nn.Module) -> list[nn.Module]:
     return [half for half in halves if half is not None] or [network]
 
 
-def build_networks(module: nn.Module, *, perceptual: nn.Module | None, alignment_encoder: nn.Module | None, teacher: nn.Module | None) -> None:
-    """Sets every member of `NETWORKS` on the module from its config blocks (None where its term is off);
-    injected networks (`perceptual`, `alignment_encoder`, `teacher`) replace the configured ones."""
-    loss = module.loss_config
-    module.autoencoder = autoencoder = build_autoencoder(module.autoencoder_config)
-    channels, latent_channels = module.image_channels, family_of(autoencoder).latent_channels(autoencoder)
-    module.discriminator = build_discriminator(module.discriminator_config, channels, latent_channels)
-    module.lecam_anchors = LeCamAnchors() if loss.lecam_weight > 0 else None
-    codebook = family_of(autoencoder).codebook(autoencoder)
-    module.codebook = Codebook(module.autoencoder_config.quantizer, codebook.shape[1]) if codebook is not None else None
+def build_networks(module: nn.Module, setup: Setup) -> list[Feature]:
+    """Sets every member of `NETWORKS` on the module: the core networks from their config blocks (LPIPS None
+    where its weight is 0; an injected `perceptual` replaces the configured one), then each active unit's
+    (`features.build_features`); returns the active units."""
+    loss = setup.loss
+    module.autoencoder = autoencoder = build_autoencoder(setup.autoencoder)
+    image_channels = image_channels_of(autoencoder)
+    latent_channels = family_of(autoencoder).latent_channels(autoencoder)
+    module.discriminator = build_discriminator(setup.discriminator, image_channels, latent_channels)
+    perceptual = setup.injected.get("perceptual")
     if perceptual is None and loss.perceptual_weight > 0:
-        channel_triplets(channels, loss.perceptual_channels)  # a missing setting fails before VGG loads
+        channel_triplets(image_channels, loss.perceptual_channels)  # a missing setting fails before VGG loads
         perceptual = build_perceptual_loss(loss.perceptual_network, loss.perceptual_backbone)
-    module.perceptual = for_channels(perceptual, channels, loss.perceptual_channels)
-    module.ema = build_ema(autoencoder, module.ema_config.decay) if module.ema_config.enabled else None
-    module.alignment_encoder = module.alignment_projection = None
-    if loss.alignment.weight > 0:
-        module.alignment_encoder = alignment_encoder or build_feature_encoder(loss.alignment.encoder)
-        module.alignment_projection = AlignmentHead(latent_channels, module.alignment_encoder.feature_dim)
-    module.teacher = None
-    if teacher is not None or loss.distillation.teacher:
-        module.teacher = freeze_teacher(teacher or load_pretrained_autoencoder(loss.distillation.teacher, loss.distillation.subfolder))
-        check_student(autoencoder, module.teacher)
+    module.perceptual = for_channels(perceptual, image_channels, loss.perceptual_channels)
+    module.ema = build_ema(autoencoder, setup.ema.decay) if setup.ema.enabled else None
+    return build_features(module, setup, autoencoder)
+
+
+def image_channels_of(autoencoder: nn.Module) -> int:
+    """Channels the autoencoder writes (and the discriminator and LPIPS read)."""
+    return autoencoder.config.get("out_channels") or autoencoder.config.in_channels
+
+
+def compile_networks(holder: nn.Module) -> None:
+    """Compiles the networks' forwards in place (`nn.Module.compile`), so parameter names, state dicts and
+    checkpoints are the same as without compiling (role `compile`)."""
+    for member in networks_with(holder, "compile"):
+        for unit in compile_units(member):
+            unit.compile(dynamic=False)
+
+
+def set_channels_last(holder: nn.Module, enabled: bool) -> None:
+    """Stores the convolution networks' weights (role `channels_last`) as NHWC or NCHW (NDHWC for 3D
+    convolutions' weights); batches follow through `in_layout`."""
+    for member in networks_with(holder, "channels_last"):
+        member._apply(lambda t: t.contiguous(memory_format=memory_layout(t, enabled)) if t.dim() in (4, 5) else t)
+
+
+def in_layout(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A batch in the networks' memory layout (NHWC under channels_last)."""
+    return images.contiguous(memory_format=memory_layout(images, channels_last))
+
+
+def memory_layout(tensor: torch.Tensor, channels_last: bool) -> torch.memory_format:
+    """NHWC (NDHWC for 5-d weights and clips) under channels-last, else contiguous."""
+    if not channels_last:
+        return torch.contiguous_format
+    return torch.channels_last_3d if tensor.dim() == 5 else torch.channels_last
+
+
+def shard_networks(holder: nn.Module, mesh) -> None:
+    """Under `fsdp2` (a device mesh exists): shards the networks marked `shard_blocks` (block by block) and
+    `shard` over all processes, once. Without a mesh, nothing."""
+    if mesh is None or is_sharded(holder.autoencoder):
+        return
+    for member in networks_with(holder, "shard_blocks"):
+        shard_autoencoder(getattr(member, "module", member), mesh["data_parallel"])  # the EMA's AveragedModel holds one
+    for member in networks_with(holder, "shard"):
+        shard(member, mesh["data_parallel"])
+
+
+def inference_weights(holder: nn.Module, fixed_posterior: bool) -> dict[str, torch.Tensor]:
+    """The inference autoencoder's weights as complete CPU tensors, as diffusers should read them (a fixed
+    posterior's log-variance pinned, see `with_deterministic_posterior`); under FSDP every process must call it."""
+    model = holder.inference_autoencoder()
+    weights = full_state_dict(model)
+    return with_deterministic_posterior(weights, model.config.latent_channels) if fixed_posterior else weights

@@ -109,7 +109,7 @@ def gan_optimizers(module) -> tuple[list[torch.optim.Optimizer], list[dict]]:
     their learning-rate groups and step schedules. `model.optimizer.scale_lr`: LDM's accumulate x processes x
     micro-batch (the global batch)."""
     trainer = module.trainer
-    micro_batch = getattr(getattr(trainer, "datamodule", None), "batch_size", 1)
+    micro_batch = module.plan.micro_batch or 1
     scale = lr_multiplier(module.optimizer_config, module.accumulate * trainer.world_size * micro_batch, trainer.is_global_zero)
     configs = (module.optimizer_config.generator, module.optimizer_config.discriminator)
     family = family_of(module.autoencoder)

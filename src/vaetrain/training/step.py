@@ -3,18 +3,24 @@
 The update reads in three files, top to bottom: this one (the order of things), `training.forward` (the
 autoencoder's forward with the terms on the latent) and `losses.objective` (both networks' losses).
 
-`GanStep(images, engine)` processes one micro-batch: draw EQ-VAE's transform, reconstruct (posterior
-sample, alignment term, latent noise), generator backward (image terms + KL + adversarial, balanced),
-discriminator backward on the detached reconstruction (+ LeCam, R1), and, when the micro-batch closes an
-accumulation window, both optimizer steps, the EMA update, the buffers computed from the window (VA-VAE's
-weight, LeCam's anchors) and the counters. How a backward or an optimizer step runs is the `Engine`'s
-business (Lightning's precision plugin and strategy in training, plain PyTorch for FLOP counting); what is
-computed is this file's. The engine calls `prepare_gradients` after unscaling and before each optimizer
-step: the `UpdateGuard` measures the gradient norm, skips a non-finite update and clips; nothing buffered
-takes a value from a skipped window.
+`GanStep(images, engine)` processes one micro-batch: each training unit's `begin` (EQ-VAE's draw),
+reconstruct (`training.forward`: posterior sample and the units' latent stage), generator backward (image
+terms + KL + adversarial, balanced, + the units' extra losses), discriminator backward on the detached
+reconstruction (+ the units' regularisers: LeCam, R1), and, when the micro-batch closes an accumulation
+window, both optimizer steps, the EMA update, each unit's `commit` (or `discard` after a skipped update)
+and the counters. The step names no unit (`training.features`). How a backward or an optimizer step runs is
+the `Engine`'s business (Lightning's precision plugin and strategy in training, plain PyTorch for FLOP
+counting); what is computed is this file's. The engine calls `prepare_gradients` after unscaling and before
+each optimizer step: the `UpdateGuard` measures the gradient norm, skips a non-finite update and clips;
+nothing buffered takes a value from a skipped window.
 
-Counters (see the module docstring of `training.module` for which setting uses which):
-generator and discriminator optimizer steps, micro-batches, samples of all processes, skipped updates.
+Counters (the run's plan holds them): generator and discriminator optimizer steps, micro-batches, samples
+of all processes, skipped updates. Lightning's `global_step` would count every `optimizer.step()` of both
+optimizers, so the discriminator steps through the strategy and `trainer.global_step` counts generator steps.
+Settings say which counter they use: generator steps (`trainer.max_steps`, `loss.disc_start_step`, `ema.*`,
+the generator LR schedule, `checkpoint.every_n_train_steps`, `grid.every_n_steps`); discriminator steps
+(its LR schedule); micro-batches, Lightning's batches (`trainer.val_check_interval`, `log_every_n_steps`);
+`samples_seen`, images consumed by all processes together.
 """
 
 from __future__ import annotations
@@ -24,73 +30,78 @@ from functools import partial
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 
-from vaetrain.checkpoints.schema import StepCounters
-from vaetrain.errors import ConfigError, TrainingDiverged
 from vaetrain.losses.config import LossConfig
-from vaetrain.losses.equivariance import LatentTransform
 from vaetrain.losses.objective import Processes, discriminator_objective, gan_ramp, generator_loss
 from vaetrain.models.ema import EMAConfig
 from vaetrain.models.last_layers import LastLayerInput
+from vaetrain.plan import RunPlan, StepCounters
 from vaetrain.training.config import StepSettings
-from vaetrain.training.forward import AutoencoderForward, Reconstruction, draw_equivariance
-from vaetrain.training.interfaces import Engine, Network, Phase
+from vaetrain.training.features import Feature, Update, refuse_accumulation
+from vaetrain.training.forward import AutoencoderForward, Reconstruction
+from vaetrain.training.interfaces import Engine, Phase, Trained
 from vaetrain.training.networks import trainable_parameters
+from vaetrain.training.update_guard import UpdateGuard
 
 
 class GanStep:
-    """See the module docstring. `accumulate` (micro-batches per update) is run-time state: a memory plan
-    or a global batch size sets it, the configs stay as given."""
+    """See the module docstring. The counters and `accumulate` (micro-batches per update) are the run's plan's
+    (`vaetrain.plan.RunPlan`): a memory plan or a global batch size sets the accumulation, the configs stay
+    as given."""
 
-    def __init__(self, networks: nn.Module, loss: LossConfig, ema: EMAConfig, settings: StepSettings) -> None:
+    def __init__(
+        self, networks: nn.Module, loss: LossConfig, ema: EMAConfig, settings: StepSettings, features: list[Feature] = (), plan: RunPlan | None = None
+    ) -> None:
         self.networks = networks
         self.loss = loss
         self.ema = ema
         self.settings = settings
-        self.counters = StepCounters()
+        self.features = list(features)
+        self.plan = plan or RunPlan()
         self.accumulate = settings.accumulate
         self.last_layer = LastLayerInput(networks.autoencoder)
         self.guard = UpdateGuard(settings.clip_norm, settings.max_consecutive_skips)
         self.last_latents: torch.Tensor | None = None  # the latest batch's posterior means, for histograms
-        self.forward = AutoencoderForward(networks, loss, settings)
+        self.forward = AutoencoderForward(networks, settings, loss.sample_posterior, self.features)
         self.factor = self.forward.factor
         self._power_iteration_window: tuple[int, int] = (-1, -1)
 
     @property
+    def counters(self) -> StepCounters:
+        return self.plan.counters
+
+    @counters.setter
+    def counters(self, counters: StepCounters) -> None:
+        self.plan.counters = counters
+
+    @property
     def accumulate(self) -> int:
-        return self._accumulate
+        return self.plan.accumulate
 
     @accumulate.setter
     def accumulate(self, micro_batches: int) -> None:
         """Set between updates (a plan at start-up, a resolution phase's plan at its first step): accumulated
-        batches are counted from the micro-batch where it was set. Gradient normalisation refuses accumulation:
-        it normalises each backward pass's gradient, so k micro-batches would train it sqrt(k) weaker."""
-        if micro_batches > 1 and self.loss.balance == "gradnorm":
-            raise ConfigError(
-                f"model.loss.balance=gradnorm cannot accumulate gradients ({micro_batches} micro-batches per update, from "
-                "model.training.accumulate_grad_batches or global_batch_size): it normalises each backward pass's gradient, so "
-                "accumulation would weaken it; give each process its whole batch (data.batch_size) or use balance adaptive"
-            )
-        self._accumulate, self._window_origin = micro_batches, self.counters.micro_batches
+        batches are counted from the micro-batch where it was set. A unit may refuse accumulation (gradient
+        normalisation) in one line."""
+        refuse_accumulation(self.features, micro_batches)
+        self.plan.accumulate_from_here(micro_batches)
 
     def _window(self) -> tuple[int, int]:
         """(where the current accumulation setting began, the accumulated batch's number since then)."""
-        return self._window_origin, (self.counters.micro_batches - self._window_origin) // self._accumulate
+        plan = self.plan
+        return plan.window_origin, (plan.counters.micro_batches - plan.window_origin) // plan.accumulate
 
     def snapshot(self) -> tuple:
         """The step's own state, for `restore` after steps that must leave no trace (the memory probe)."""
-        return (replace(self.counters), self._accumulate, self._window_origin, self._power_iteration_window, self.guard.skipping)
+        plan = self.plan
+        return (replace(plan.counters), plan.accumulate, plan.window_origin, self._power_iteration_window, self.guard.skipping)
 
     def restore(self, snapshot: tuple) -> None:
-        counters, self._accumulate, self._window_origin, self._power_iteration_window, self.guard.skipping = snapshot
+        counters, self.plan.accumulate, self.plan.window_origin, self._power_iteration_window, self.guard.skipping = snapshot
         self.counters = replace(counters)
         self.guard.norms = {}
-        if self.forward.alignment is not None:
-            self.forward.alignment.discard()
-        for buffered in (self.networks.lecam_anchors, self.networks.codebook):
-            if buffered is not None:
-                buffered.discard()
+        for feature in self.features:
+            feature.discard()
 
     def phase(self) -> Phase:
         """Which networks update on the current accumulated batch (fixed for the whole window)."""
@@ -105,22 +116,23 @@ class GanStep:
         """One micro-batch; returns detached values to log. `full_objective`: both networks and the GAN term
         whatever the counters say (the memory probe measures the most expensive step)."""
         counters = self.counters
-        closes_window = (counters.micro_batches - self._window_origin + 1) % self._accumulate == 0
+        closes_window = (counters.micro_batches - self.plan.window_origin + 1) % self.plan.accumulate == 0
         phase = "both" if full_objective else self.phase()
-        transform, images = draw_equivariance(self.loss.equivariance, images, self.factor)
+        for feature in self.features:
+            images = feature.begin(images, self.factor)
         logs: dict[str, torch.Tensor] = {}
         result = None
         if phase != "discriminator":
             gan_factor = 1.0 if full_objective else gan_ramp(counters.generator_steps, self.loss.disc_start_step, self.loss.disc_warmup_steps)
             with engine.accumulating("generator", sync=closes_window):
-                result, generator_logs = self.generator_backward(images, transform, gan_factor, engine)
+                result, generator_logs = self.generator_backward(images, gan_factor, engine)
             logs |= generator_logs
             if closes_window:
                 self._update("generator", engine)
         if phase != "generator":
             if result is None:
                 with torch.no_grad():
-                    result = self.reconstruct(images, transform)
+                    result = self.reconstruct(images)
             with engine.accumulating("discriminator", sync=closes_window):
                 logs |= self.discriminator_backward(result.target, result.images, engine, self._condition(result))
             if closes_window:
@@ -137,22 +149,22 @@ class GanStep:
             "train/skipped_updates": float(counters.skipped_updates),
         }
 
-    def reconstruct(self, images: torch.Tensor, transform: LatentTransform | None = None) -> Reconstruction:
-        return self.forward(images, transform)
+    def reconstruct(self, images: torch.Tensor) -> Reconstruction:
+        return self.forward(images)
 
-    def prepare_gradients(self, network: Network) -> None:
+    def prepare_gradients(self, network: Trained) -> None:
         """Called by the engine after unscaling, before `network`'s optimizer steps (see `UpdateGuard`)."""
         self.guard.prepare(network, self._parameters(network))
 
-    def _parameters(self, network: Network) -> list[nn.Parameter]:
+    def _parameters(self, network: Trained) -> list[nn.Parameter]:
         return [parameter for _, parameter in trainable_parameters(self.networks, network)]
 
-    def generator_backward(self, images: torch.Tensor, transform: LatentTransform | None, gan_factor: float, engine: Engine):
+    def generator_backward(self, images: torch.Tensor, gan_factor: float, engine: Engine):
         """The autoencoder's half of a micro-batch: its loss's gradient accumulated into its weights, the
         adversarial term scaled by `gan_factor` (none at 0); returns the forward's `Reconstruction` (for the
         discriminator's half) and the values to log."""
         processes = Processes(engine.world_size, engine.mean_over_processes) if engine.world_size > 1 else None
-        result = self.reconstruct(images, transform)
+        result = self.reconstruct(images)
         mean, logvar = result.mean, result.logvar
         self.last_latents = mean.detach()
         last_layer_grad = self.last_layer.take_weight_gradient()
@@ -174,8 +186,8 @@ class GanStep:
         )
         target = output.backward_target if result.extra_loss is None else output.backward_target + result.extra_loss
         engine.backward(target / self.accumulate)
-        if self.forward.alignment is not None:
-            self.forward.alignment.observe(engine.loss_scale(), self.accumulate)
+        for feature in self.features:
+            feature.after_generator_backward(engine.loss_scale(), self.accumulate)
         logs = {f"train/{name}": value for name, value in output.terms.items()} | result.logs
         logs["train/latent_mean"] = mean.detach().mean()
         logs["train/latent_std"] = mean.detach().std()
@@ -192,20 +204,21 @@ class GanStep:
         self, images: torch.Tensor, reconstruction: torch.Tensor, engine: Engine, condition: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """The discriminator's half: real and fake in one forward, so norm statistics and spectral-norm updates
-        see both; the fakes are detached here, so this loss never reaches the autoencoder. Plus LeCam (towards
-        the anchors of the steps before; this batch's logits move them after a finite update) and lazy R1
-        (every `r1_every` discriminator steps, scaled by it)."""
+        see both; the fakes are detached here, so this loss never reaches the autoencoder. Plus the units'
+        regularisers (LeCam towards its anchors, lazy R1 on real images that then take gradients)."""
         self._advance_power_iteration()
-        config = self.loss
-        r1_due = config.r1_weight > 0 and self.counters.discriminator_steps % config.r1_every == 0
-        real = images.detach().requires_grad_(True) if r1_due else images
+        real = images
+        for feature in self.features:
+            real = feature.prepare_real(real, self.counters.discriminator_steps)
         both = torch.cat([condition, condition]) if condition is not None else None
         logits = self.networks.discriminator(torch.cat([real, reconstruction.detach().to(images.dtype)]), condition=both)
         real_logits, fake_logits = logits.float().chunk(2)
-        anchors = self.networks.lecam_anchors if config.lecam_weight > 0 else None
-        if anchors is not None:
-            anchors.observe(real_logits.detach(), fake_logits.detach(), 1.0 / self.accumulate)
-        loss, logs = discriminator_objective(real_logits, fake_logits, config, anchors, real if r1_due else None)
+        loss, logs = discriminator_objective(real_logits, fake_logits, self.loss)
+        for feature in self.features:
+            penalty, penalty_logs = feature.discriminator_terms(real_logits, fake_logits, real, self.accumulate)
+            if penalty is not None:
+                loss = loss + penalty
+            logs |= penalty_logs
         engine.backward(loss / self.accumulate)
         return logs
 
@@ -217,10 +230,10 @@ class GanStep:
         discriminator.set_power_iteration(discriminator.training and window != self._power_iteration_window)
         self._power_iteration_window = window
 
-    def _update(self, network: Network, engine: Engine) -> None:
+    def _update(self, network: Trained, engine: Engine) -> None:
         """`network`'s optimizer step, then what is computed from the accumulated batch, only if its update
-        was finite (a skipped window leaves no value in any buffer): the EMA, VA-VAE's weight (generator),
-        LeCam's anchors with the process-mean logits, once per discriminator step."""
+        was finite (a skipped window leaves no value in any buffer): the EMA (generator), then each unit's
+        `commit`, which discards what it buffered when the update was skipped."""
         engine.optimizer_step(network)
         engine.zero_grad(network)
         finite = not self.guard.skipping
@@ -229,72 +242,13 @@ class GanStep:
             self.counters.generator_steps += 1
             if finite:
                 self._update_ema()
-            if (alignment := self.forward.alignment) is not None:
-                alignment.settle(self.networks.alignment_projection, processes) if finite else alignment.discard()
-            if (codebook := self.networks.codebook) is not None:
-                if finite:
-                    reduce_sum = (lambda t: processes.mean(t) * processes.count) if processes else None
-                    codebook.commit(self.forward.family.codebook(self.networks.autoencoder), reduce_sum, engine.gather if processes else None)
-                else:
-                    codebook.discard()
         else:
             self.counters.discriminator_steps += 1
-            if (anchors := self.networks.lecam_anchors) is not None:
-                anchors.commit(self.loss.lecam_decay, processes and processes.mean) if finite else anchors.discard()
+        update = Update(finite, processes, engine)
+        for feature in self.features:
+            feature.commit(network, update)
 
     def _update_ema(self) -> None:
         ema, config, steps = self.networks.ema, self.ema, self.counters.generator_steps
         if ema is not None and steps >= config.start_step and (steps - config.start_step) % config.every_n_steps == 0:
             ema.update_parameters(self.networks.autoencoder)
-
-
-class UpdateGuard:
-    """`prepare` runs after unscaling, before a network's optimizer steps: it records the gradient norm; a
-    non-finite one (or any in a window whose generator update was already skipped) drops the gradients, so
-    the optimizer leaves weights and moments unchanged; otherwise it clips to the network's norm, if set.
-    `end_window` counts a skipped window and raises after `max_consecutive_skips` in a row."""
-
-    def __init__(self, clip_norm: dict[str, float | None] | None, max_consecutive_skips: int) -> None:
-        self.clip_norm = clip_norm or {}
-        self.max_consecutive_skips = max_consecutive_skips
-        self.norms: dict[str, torch.Tensor] = {}
-        self.skipping = False
-
-    def prepare(self, network: str, parameters: list[nn.Parameter]) -> None:
-        parameters = [p for p in parameters if p.grad is not None]
-        norm = total_norm(parameters)
-        self.norms[network] = norm.detach()
-        if self.skipping or not bool(torch.isfinite(norm)):
-            self.skipping = True
-            for parameter in parameters:
-                parameter.grad = None
-            return
-        clip = self.clip_norm.get(network)
-        if clip:
-            torch.nn.utils.clip_grads_with_norm_(parameters, clip, norm)
-
-    def end_window(self, counters: StepCounters) -> None:
-        if not self.skipping:
-            counters.consecutive_skips = 0
-            return
-        self.skipping = False
-        counters.skipped_updates += 1
-        counters.consecutive_skips += 1
-        if counters.consecutive_skips >= self.max_consecutive_skips:
-            norms = ", ".join(f"{k} {float(v):.3g}" for k, v in self.norms.items())
-            raise TrainingDiverged(
-                f"{counters.consecutive_skips} updates in a row had non-finite gradients (norms: {norms}) and were "
-                f"skipped, at generator step {counters.generator_steps}; the last checkpoint holds the last good "
-                "weights (lower the learning rate, set model.optimizer.*.gradient_clip_norm, or use 32-bit precision; "
-                "model.training.max_consecutive_skips sets the limit)"
-            )
-
-
-def total_norm(parameters: list[nn.Parameter]) -> torch.Tensor:
-    """The L2 norm of all gradients together in fp32; under FSDP2 over all shards (every process gets it)."""
-    if not parameters:
-        return torch.zeros(())
-    norm = torch.nn.utils.get_total_norm([p.grad for p in parameters], foreach=True)
-    if isinstance(norm, DTensor):
-        norm = norm.full_tensor()
-    return norm.float()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,6 +13,10 @@ from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metrics import CodebookUsage, ReconstructionMetrics
 from vaetrain.evaluation.networks import build_inception
+from vaetrain.frames import as_frames
+from vaetrain.models.families import family_of
+from vaetrain.models.quantizer import code_indices
+from vaetrain.training.networks import in_layout
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,11 @@ class ValidationMetrics(nn.Module):
         self.rfid = ReconstructionMetrics(fid_features=inception) if config.rfid_every_n else None
         self.validations = 0
 
-    def use_pixels(self, pixels: PixelFormat) -> None:
-        """Compare images in the data's own units (bit depth, normalisation: `ReconstructionMetrics`)."""
+    def use_pixels(self, pixels: PixelFormat | None) -> None:
+        """Compare images in the data's own units (bit depth, normalisation: `ReconstructionMetrics`), as
+        the run has them now (percentile bounds restored from a checkpoint); None (no data module): as they are."""
+        if pixels is None:
+            return
         for metrics in (self.metrics, self.rfid):
             if metrics is not None:
                 metrics.pixels = pixels
@@ -73,3 +81,24 @@ class ValidationMetrics(nn.Module):
 
     def _rfid_due(self) -> bool:
         return self.rfid is not None and self.validations % self.config.rfid_every_n == 0
+
+
+def validation_batch(module, images: torch.Tensor) -> None:
+    """One validation batch of the training module: reconstructed with the inference weights in the run's
+    precision (as training sees it), measured in fp32."""
+    if images.numel() == 0:  # every image of the batch was a bad file (counted when listed)
+        return
+    images = in_layout(images, module.plan.channels_last)
+    reconstruction, latents = module(images, with_latents=True)
+    with torch.autocast(images.device.type, enabled=False):  # the metrics themselves in fp32
+        lpips = module.perceptual(as_frames(reconstruction.float()), as_frames(images.float())) if module.perceptual is not None else None
+    codebook = family_of(module.autoencoder).codebook(module.inference_autoencoder())
+    module.val_metrics.update(images, reconstruction, lpips, code_indices(codebook, latents) if codebook is not None else None)
+
+
+def log_validation(module) -> None:
+    """All metrics are logged; the per-channel ones (val/psnr_c0, ...) stay out of the progress bar."""
+    values = module.val_metrics.compute_and_reset()
+    per_channel = {k: v for k, v in values.items() if re.search(r"_c\d+$", k)}
+    module.log_dict({k: v for k, v in values.items() if k not in per_channel}, prog_bar=True, sync_dist=False)
+    module.log_dict(per_channel, sync_dist=False)
