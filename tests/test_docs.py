@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.test_cli import ParseOnly
-from vaetrain.cli.fit import OneLineErrors, distill_arguments
+from vaetrain.cli.distill import distill_arguments
+from vaetrain.cli.fit import OneLineErrors
 from vaetrain.data import ImageDataModule
 from vaetrain.training.module import AutoencoderModule
 

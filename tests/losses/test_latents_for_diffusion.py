@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import tiny_autoencoder_config
-from vaetrain.losses.alignment import AlignmentConfig, alignment_loss
+from vaetrain.losses.alignment import AlignmentConfig, AlignmentHead, alignment_loss
 from vaetrain.losses.equivariance import EquivarianceConfig, LatentTransform, draw_low_resolution, draw_transform
 from vaetrain.models import build_autoencoder
-from vaetrain.models.feature_encoders import AlignmentHead, RandomFeatures
+from vaetrain.models.feature_encoders import RandomFeatures
 from vaetrain.models.last_layers import EncoderLastLayer
 from vaetrain.training.features.alignment import AlignmentTerm
 from vaetrain.training.features.latent_noise import noisy_latents

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from vaetrain.losses import (
-    LeCamAnchors,
     LossConfig,
     PooledReconstruction,
     Processes,
@@ -18,10 +17,10 @@ from vaetrain.losses import (
     global_norm,
     gradnorm,
     latent_penalty,
-    lecam_penalty,
     pooled_reconstruction_loss,
     r1_penalty,
 )
+from vaetrain.losses.lecam import LeCamAnchors, lecam_penalty
 
 
 def test_gradnorm_is_identity_forward_and_scales_the_gradient_to_its_weight():

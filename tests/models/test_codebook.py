@@ -1,4 +1,4 @@
-"""The vq family's codebook state (`models.codebook.Codebook`): the references' order in one commit
+"""The vq family's codebook state (`models.quantizer.Codebook`): the references' order in one commit
 (initialise, assign, update), codes never used counted dead, and the samples drawn for k-means and restarts
 independent of accumulation and of the number of processes."""
 
@@ -8,9 +8,9 @@ from functools import partial
 
 import torch
 
-from vaetrain.models.codebook import Codebook
-from vaetrain.models.quantizer import ALIVE_USE, QuantizerConfig, lookup
+from vaetrain.models.quantizer import ALIVE_USE, Codebook, QuantizerConfig, lookup
 from vaetrain.training.diagnostics import DiagnosticsMonitor
+from vaetrain.training.features.codebook import CodebookFeature
 
 SIZE, DIM = 64, 4
 
@@ -78,7 +78,7 @@ def test_a_code_never_used_is_dead_from_the_first_step_and_a_collapse_warns_with
     """Every step's encoder outputs take codes 0-2 of 64: after one commit only those 3 are alive, and
     the diagnostics' collapse warning fires after its patience (200 steps), inside vq-tiny's 300."""
     config = QuantizerConfig(codebook_size=SIZE)
-    codebook, monitor, warnings = Codebook(config, DIM), DiagnosticsMonitor(), []
+    codebook, monitor, warnings = Codebook(config, DIM), DiagnosticsMonitor(alarms=CodebookFeature.alarms), []
     rows, indices = torch.randn(30, DIM), torch.arange(30) % 3
     for step in range(300):
         codebook.observe(rows, indices)

@@ -7,8 +7,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer
 from vaetrain.losses.objective import gan_ramp
+from vaetrain.models.quantizer import QuantizerConfig
 from vaetrain.training.callbacks import RunCheckpoint
-from vaetrain.training.diagnostics import DiagnosticsConfig, DiagnosticsMonitor
+from vaetrain.training.diagnostics import Diagnostics, DiagnosticsConfig, DiagnosticsMonitor
+from vaetrain.training.features.codebook import CodebookFeature
 
 CONFIG = DiagnosticsConfig(patience=50, smoothing=0.5)
 
@@ -29,7 +31,7 @@ def _history(steps: int = 600, gan_start: int = 200, **changes):
 
 
 def _warnings(**changes) -> list[str]:
-    monitor = DiagnosticsMonitor(CONFIG)
+    monitor = DiagnosticsMonitor(CONFIG, CodebookFeature.alarms)  # a training unit's alarm among the patterns
     return [w for step, values, gan in _history(**changes) for w in monitor.update(step, values, gan)]
 
 
@@ -97,3 +99,14 @@ def test_last_checkpoint_is_the_final_step_when_the_run_stops_between_saves(tmp_
     checkpoint = RunCheckpoint(dirpath=tmp_path, every_n_train_steps=3, save_last=True)
     tiny_trainer(tmp_path, max_steps=4, callbacks=[checkpoint], enable_checkpointing=True).fit(tiny_module(), datamodule)
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["vaetrain"]["counters"]["generator_steps"] == 4
+
+
+def test_the_callback_watches_the_active_units_alarms_with_the_configured_floor():
+    """The vq family's codebook unit declares the collapse alarm; `floors` moves its floor."""
+    callback = Diagnostics(DiagnosticsConfig(patience=50, smoothing=0.5, floors={"train/codebook_alive": 0.01}))
+    callback.setup(None, tiny_module(autoencoder={"family": "vq", "quantizer": QuantizerConfig(codebook_size=32)}), "fit")
+    assert callback.monitor.alarms == CodebookFeature.alarms
+    alive = [callback.monitor.update(step, {"train/codebook_alive": 0.02}, False) for step in range(200)]
+    assert not any(alive)  # 2 % of the codes in use is above the configured 1 %
+    callback.setup(None, tiny_module(), "fit")
+    assert callback.monitor.alarms == ()

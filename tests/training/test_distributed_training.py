@@ -145,7 +145,7 @@ def test_fsdp_two_processes_match_one_export_and_resume_sharded_or_not(tmp_path)
 @pytest.mark.parametrize(("strategy", "quantizer"), [("ddp", "ema"), ("fsdp", "ema"), ("ddp", "alive"), ("fsdp", "alive")])
 def test_a_kept_alive_codebook_trains_across_processes_like_one_process(tmp_path, strategy, quantizer):
     """The vq family's EMA codebook updates sum the accumulated batch's statistics over processes, and k-means
-    and restarts draw from samples of all processes' micro-batches (`models.reservoir`), so 2 processes (DDP,
+    and restarts draw from samples of all processes' micro-batches (`models.quantizer.reservoir`), so 2 processes (DDP,
     or FSDP2 with the codebook sharded) and 1 process accumulating 2 micro-batches end with the codebook of
     1 process taking the batch whole."""
     folder = tmp_path / "images"

@@ -8,8 +8,12 @@ from torch import nn
 
 from tests.conftest import tiny_module, tiny_trainer
 from vaetrain.errors import ConfigError
+from vaetrain.losses.alignment import AlignmentConfig
+from vaetrain.losses.distillation import DistillationConfig
+from vaetrain.losses.equivariance import EquivarianceConfig
 from vaetrain.training import features
 from vaetrain.training.features.base import Feature, network
+from vaetrain.training.module import AutoencoderModule
 
 
 class Tally(nn.Module):
@@ -72,3 +76,17 @@ def test_inactive_units_leave_their_networks_none():
     assert names >= {"codebook", "teacher", "alignment_projection", "alignment_encoder", "lecam_anchors"}
     assert all(getattr(module, name) is None for name in names)
     assert [feature.name for feature in module.features] == []
+
+
+@pytest.mark.parametrize("term", [{"alignment": AlignmentConfig(weight=0.1, encoder="random-small")}, {"equivariance": EquivarianceConfig(probability=0.5)}])
+def test_a_unit_on_the_encoders_latents_is_refused_beside_one_that_replaces_the_encoder(term):
+    """Alignment and EQ-VAE act on the encoder's latents; distillation's decoder reads the teacher's instead
+    (refused before the teacher loads: the id below does not exist)."""
+    (setting,) = term
+    with pytest.raises(ConfigError, match=f"model.loss.{setting} does not apply beside model.loss.distillation"):
+        tiny_module(loss=term | {"distillation": DistillationConfig(teacher="no/such-teacher")})
+
+
+def test_a_network_no_unit_declares_is_refused():
+    with pytest.raises(ConfigError, match="no network is named teachr"):
+        AutoencoderModule(teachr=nn.Identity())

@@ -11,15 +11,12 @@ from diffusers import VQModel
 from tests.conftest import fit_with_checkpoints, tiny_module
 from vaetrain.data import ImageDataModule
 from vaetrain.errors import ConfigError
-from vaetrain.evaluation.metrics import CodebookUsage
 from vaetrain.export.diffusers_folder import export_model
 from vaetrain.export.model_card import CardFacts
-from vaetrain.losses.terms import vq_loss
 from vaetrain.models import AutoencoderConfig
 from vaetrain.models.autoencoder import autoencoder_from_state
-from vaetrain.models.codebook import Codebook
 from vaetrain.models.families import decode, encode, family_of
-from vaetrain.models.quantizer import FSQ_MAX_CODES, QuantizerConfig, fsq_grid, fsq_indices, lookup
+from vaetrain.models.quantizer import FSQ_MAX_CODES, Codebook, QuantizerConfig, TokenUsage, fsq_grid, fsq_indices, lookup, vq_loss
 
 QUANTIZERS = {
     "vq": QuantizerConfig(codebook_size=32),
@@ -86,7 +83,7 @@ def test_vq_loss_is_taming_vectorquantizer2():
 
 
 def test_codebook_usage_equals_a_hand_count():
-    usage = CodebookUsage(8)
+    usage = TokenUsage(8)
     usage.update(torch.tensor([[0, 0, 1, 1], [0, 0, 2, 2]]))  # codes 0: 4, 1: 2, 2: 2 of 8 tokens
     values = usage.compute()
     entropy = -(0.5 * torch.log(torch.tensor(0.5)) + 2 * 0.25 * torch.log(torch.tensor(0.25))).item()

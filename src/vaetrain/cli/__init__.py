@@ -1,5 +1,5 @@
-"""`vaetrain COMMAND ...`: the one command line. `fit` and `validate` are LightningCLI (`distill` is `fit` with a teacher) (YAML presets, every
-key overridable); `eval`, `recon`, `export` and `convert` are argparse front ends of plain functions and
+"""`vaetrain COMMAND ...`: the one command line. `fit` and `validate` are LightningCLI (YAML presets, every key overridable;
+`distill` is `fit` with a preset, `cli.distill`); `eval`, `recon`, `export` and `convert` are argparse front ends of plain functions and
 name the same things the same way (`--data.path`, `--data.resolution`, ...). vaetrain's own errors,
 raised anywhere (DataLoader workers included), end here as one line and a non-zero exit.
 
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import sys
 
+from vaetrain.cli import distill
 from vaetrain.cli.quiet import quiet
 from vaetrain.errors import ConfigError, VaetrainError, one_line
 
 COMMANDS = {
     "fit": "train or fine-tune an autoencoder from a preset (configs/*.yaml; every key can be overridden)",
     "validate": "run the validation metrics of a preset or checkpoint without training",
-    "distill": "train a tiny autoencoder (configs/taesd.yaml) to stand in for a teacher VAE: fit with --teacher MODEL",
+    "distill": distill.SUMMARY,
     "eval": "measure autoencoders on the same images: OUT/metrics.json, metrics.csv and report.html",
     "recon": "reconstruct image files or folders to PNG, at each image's own size",
     "probe": "how easily a diffusion model learns each VAE's latents: same small DiT, same budget, validation loss",
@@ -47,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_lightning(None if from_command_line else argv)
         if argv[0] == "distill":
-            from vaetrain.cli.fit import distill_arguments, run_lightning
+            from vaetrain.cli.fit import run_lightning
 
-            arguments = distill_arguments(argv[1:])
+            arguments = distill.distill_arguments(argv[1:])
             return 0 if arguments is None else run_lightning(arguments)
         from vaetrain.cli import commands
 

@@ -23,7 +23,7 @@ NOISE_WARNINGS = (
     r"isinstance\(treespec, LeafSpec\)` is deprecated",  # inside Lightning's own pytree helper
     r"is not supported by the model summary",  # bf16: the summary's size estimate, not the training
     r"Using ModelCheckpoint with manual optimization and every_n_train_steps",  # vaetrain steps optimizers itself, by design
-    r"Found \d+ module\(s\) in eval mode at the start of training",  # LPIPS and the teacher are frozen on purpose
+    r"Found \d+ module\(s\) in eval mode at the start of training",  # frozen networks (LPIPS, the units' frozen ones) on purpose
     r"The parameter 'pretrained' is deprecated since 0\.13",  # torchvision, called so by `lpips` (LPIPS in fit, eval)
     r"Arguments other than a weight enum or `None` for 'weights' are deprecated since 0\.13",  # the same call
 )

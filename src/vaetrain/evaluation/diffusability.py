@@ -130,12 +130,12 @@ def run_probe(
 
 
 def _token_row(model, images: ImageSet, max_images: int | None, device, loading: Loading, config: TokenProbeConfig) -> dict:
-    codebook = family_of(model).codebook(model)
-    if codebook is None:
+    vocabulary = family_of(model).vocabulary(model)
+    if vocabulary is None:
         return {"token_nll": None, "token_bits_per_image": None}
     codes = tokens_of(model, images, max_images, device, loading)
-    print(f"vaetrain probe: token probe on {tuple(codes.shape)} codes of {len(codebook)}, {config.steps} steps", file=sys.stderr)
-    return train_token_probe(codes, len(codebook), config, device).as_row()
+    print(f"vaetrain probe: token probe on {tuple(codes.shape)} codes of {vocabulary}, {config.steps} steps", file=sys.stderr)
+    return train_token_probe(codes, vocabulary, config, device).as_row()
 
 
 def _join_metrics(out_dir: Path, rows: list[dict]) -> None:

@@ -22,18 +22,16 @@ from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError, PretrainedWeightsUnavailable
 from vaetrain.evaluation.latents import LatentAccumulator
 from vaetrain.evaluation.measure import autoencoder_pairs, measure
-from vaetrain.evaluation.metrics import CodebookUsage
 from vaetrain.evaluation.networks import build_inception, build_lpips_metric, build_video_features
 from vaetrain.evaluation.protocol import PROTOCOLS, FidReference
 from vaetrain.evaluation.reconstruct import TilingConfig, pad_to_multiple, resolve_device
 from vaetrain.evaluation.report import write_report
-from vaetrain.evaluation.results import CODEBOOK, METRICS, ModelResult
+from vaetrain.evaluation.results import METRICS, TOKEN_USAGE, ModelResult
 from vaetrain.evaluation.speed import check_fp16_decode, measure_speed
 from vaetrain.frames import as_frames
 from vaetrain.losses.perceptual import for_channels
 from vaetrain.models.autoencoder import downsampling_factor
 from vaetrain.models.families import family_of
-from vaetrain.models.quantizer import code_indices
 
 
 @dataclass
@@ -116,13 +114,14 @@ def evaluate_model(
     latents = LatentAccumulator(sample=True)
     samples: list[dict] = []
     timing: dict = {}
-    codebook = family_of(model).codebook(model)
-    usage = CodebookUsage(codebook.shape[0]).to(device) if codebook is not None else None
+    family = family_of(model)
+    usage = family.token_usage(model)
+    usage = usage.to(device) if usage is not None else None
 
     def each(batch_images: torch.Tensor, reconstruction: torch.Tensor, posterior) -> None:
         latents.update(posterior)
         if usage is not None:
-            usage.update(code_indices(codebook, posterior.mean))
+            usage.update(family.tokens(model, posterior.mean))
         if not timing:  # timed on the first batch, at the evaluated resolution
             inputs = batch_images if family_of(model).video else as_frames(batch_images)  # an image model: per frame
             timing["speed"] = measure_speed(model, pad_to_multiple(inputs, downsampling_factor(model))[0])
@@ -160,7 +159,7 @@ def evaluate_model(
         "latent_std": statistics.channel_std,
         "scaling_factor": statistics.scaling_factor,
         "shift_factor": statistics.shift_factor,
-        **(usage.compute() if usage is not None else dict.fromkeys(CODEBOOK)),
+        **(usage.compute() if usage is not None else dict.fromkeys(TOKEN_USAGE)),
         "encode_img_per_s": speed.encode_img_per_s,
         "decode_img_per_s": speed.decode_img_per_s,
         "peak_memory_mb": speed.peak_memory_mb,

@@ -191,35 +191,3 @@ def _ssim_per_image_and_channel(reconstruction01: torch.Tensor, target01: torch.
     _, ssim_map = structural_similarity_index_measure(reconstruction01, target01, data_range=1.0, kernel_size=SSIM_KERNEL, sigma=1.5, return_full_image=True)
     inside = ssim_map[..., SSIM_BORDER:-SSIM_BORDER, SSIM_BORDER:-SSIM_BORDER]
     return inside.flatten(2).mean(dim=2)
-
-
-class CodebookUsage(Metric):
-    """How a discrete autoencoder uses its codebook over a set of images (summed across processes): the
-    fraction of codes used, the perplexity exp(H) of the code distribution, the dead (unused) codes, and
-    bits per image (tokens per image x log2(codes): the raw code length)."""
-
-    full_state_update = False
-
-    def __init__(self, codes: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.codes = codes
-        self.add_state("counts", default=torch.zeros(codes, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("images", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, indices: torch.Tensor) -> None:
-        """`indices`: (images, tokens) code indices."""
-        self.counts += torch.bincount(indices.reshape(-1), minlength=self.codes).double()
-        self.images += len(indices)
-
-    def compute(self) -> dict[str, float]:
-        total = float(self.counts.sum())
-        share = self.counts / max(total, 1.0)
-        entropy = float(-(share * torch.log(share.clamp_min(1e-300))).sum())
-        used = int((self.counts > 0).sum())
-        tokens = total / max(float(self.images), 1.0)
-        return {
-            "codebook_usage": used / self.codes,
-            "codebook_perplexity": math.exp(entropy),
-            "dead_codes": float(self.codes - used),
-            "bits_per_image": tokens * math.log2(self.codes),
-        }

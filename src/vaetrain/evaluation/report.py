@@ -15,6 +15,7 @@ from pathlib import Path
 from vaetrain.evaluation.colour import NOTICEABLE
 from vaetrain.evaluation.report_samples import name_of, samples_section
 from vaetrain.evaluation.results import ModelResult
+from vaetrain.models.quantizer import USAGE_COLUMNS
 
 TABLE_COLUMNS = (
     ("psnr", "PSNR (dB) ↑", 2),
@@ -26,9 +27,7 @@ TABLE_COLUMNS = (
     ("kl", "KL / element", 4),
     ("scaling_factor", "scaling_factor", 5),
     ("shift_factor", "shift_factor", 5),
-    ("codebook_usage", "codes used", 3),
-    ("codebook_perplexity", "code perplexity", 1),
-    ("bits_per_image", "bits / image", 0),
+    *USAGE_COLUMNS,
     ("encode_img_per_s", "encode img/s", 1),
     ("decode_img_per_s", "decode img/s", 1),
     ("peak_memory_mb", "peak MB", 0),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vaetrain.models.quantizer import USAGE_KEYS
+
 METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "rfid", "rfvd")
 """What `eval --metrics` can ask for (rfvd: clips only, through an I3D)."""
-CODEBOOK = ("codebook_usage", "codebook_perplexity", "dead_codes", "bits_per_image")
-"""A discrete autoencoder's use of its codebook on the evaluated images (None for continuous ones)."""
+TOKEN_USAGE = USAGE_KEYS
+"""A discrete autoencoder's use of its tokens on the evaluated images (None for continuous ones)."""
 RESULT_KEYS = (
     "model",
     *METRICS,
@@ -19,7 +21,7 @@ RESULT_KEYS = (
     "latent_std",
     "scaling_factor",
     "shift_factor",
-    *CODEBOOK,
+    *TOKEN_USAGE,
     "encode_img_per_s",
     "decode_img_per_s",
     "peak_memory_mb",

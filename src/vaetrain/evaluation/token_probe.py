@@ -21,7 +21,6 @@ from torch import nn
 from vaetrain.data.image_sets import ImageSet, Loading, evaluation_images, images_of
 from vaetrain.errors import ConfigError
 from vaetrain.models.families import encode, family_of
-from vaetrain.models.quantizer import code_indices
 
 
 @dataclass(frozen=True)
@@ -85,16 +84,16 @@ def nll(model: TokenModel, tokens: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def tokens_of(model: nn.Module, images: ImageSet, max_images: int | None, device: torch.device, loading: Loading = Loading()) -> torch.Tensor:
     """(images, tokens) code indices in raster order of up to `max_images` images at a fixed size."""
-    codebook = family_of(model).codebook(model)
-    if codebook is None:
-        raise ConfigError(f"token probe: {family_of(model).class_name} has no codebook (a discrete autoencoder, the vq family, has)")
+    family = family_of(model)
+    if family.vocabulary(model) is None:
+        raise ConfigError(f"token probe: {family.class_name} has no discrete tokens (a discrete autoencoder, the vq family, has)")
     if images.resolution == "native":
         raise ConfigError("token probe: --data.resolution must be a number of pixels (every image needs the same number of tokens)")
     parts = []
     for batch in evaluation_images(images, part="all", max_images=max_images, **loading.of()):
         pixels = images_of(batch).to(device)
         if len(pixels):
-            parts.append(code_indices(codebook, encode(model, pixels).mean).cpu())
+            parts.append(family.tokens(model, encode(model, pixels).mean).cpu())
     if not parts:
         raise ConfigError(f"token probe: no usable images in '{images.source.path}'")
     return torch.cat(parts)

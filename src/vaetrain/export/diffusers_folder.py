@@ -18,6 +18,7 @@ from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics, measure_latent_statistics
 from vaetrain.evaluation.measure import with_progress
 from vaetrain.export.model_card import CardFacts, measure_reconstruction, model_card
+from vaetrain.losses.distillation import distilled_from
 from vaetrain.models.families import family_of
 from vaetrain.models.latent_space import LatentConvention, convention_fields
 
@@ -78,9 +79,7 @@ def export_model(
     pixels = facts.training_images.pixels if facts.training_images is not None else None
     if pixels is not None and not pixels.is_rgb8:  # how images become the model's inputs (data/decoding/pixels.py)
         files[PIXEL_FORMAT_FILE] = json.dumps(pixels.as_dict(), indent=2) + "\n"
-    # a distilled student's latents are its teacher's normalised latents by construction: its factors stay
-    distilled = bool(facts.settings.get("loss", {}).get("distillation", {}).get("teacher"))
-    if statistics is not None and not distilled:
+    if statistics is not None and distilled_from(facts.settings) is None:  # a distilled student's factors stay
         s = statistics
         model.register_to_config(**convention_fields(model, latents, s.mean, s.std, s.channel_mean, s.channel_std))
     return save_diffusers_folder(model.cpu(), out_dir, statistics, {"README.md": model_card(model, statistics, facts)} | files)

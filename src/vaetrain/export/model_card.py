@@ -13,6 +13,7 @@ from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics
 from vaetrain.evaluation.measure import autoencoder_pairs, measure
+from vaetrain.losses.distillation import latent_note
 from vaetrain.models.families import downsampling_factor, family_of
 from vaetrain.models.latent_space import CONVENTIONS, convention_of
 
@@ -58,7 +59,6 @@ def model_card(model: nn.Module, statistics: LatentStatistics | None, facts: Car
     posterior = facts.settings.get("autoencoder", {}).get("posterior", "learned")
     data, family = facts.training_images, family_of(model)
     channels = family.latent_channels(model)
-    teacher = loss.get("distillation", {}).get("teacher")
     if family.deterministic:
         posterior = f"deterministic: `vae.encode(images).{'latents' if family.name == 'tiny' else 'latent'}` is the latent"
     else:
@@ -69,12 +69,7 @@ def model_card(model: nn.Module, statistics: LatentStatistics | None, facts: Car
         ("architecture", family.describe(model)),
         ("latent", _latent_shape(family, model, channels, factor)),
         ("posterior", posterior),
-        (
-            "latent normalisation",
-            f"scaling_factor {config.scaling_factor}: distilled from `{teacher}`, its latents are the latents the teacher's pipeline feeds its diffusion model"
-            if teacher
-            else _factors(config, statistics),
-        ),
+        ("latent normalisation", latent_note(facts.settings, config.scaling_factor) or _factors(config, statistics)),
         ("training", (f"{facts.steps} generator steps" if facts.steps is not None else "unknown steps") + (f"; {recipe}" if recipe else "")),
         ("data", _describe(data) if data else "not recorded"),
     ]

@@ -9,7 +9,7 @@ training, export or the command line).
 
 from vaetrain.errors import PretrainedWeightsUnavailable
 from vaetrain.losses.config import LossConfig, PooledReconstruction
-from vaetrain.losses.gan import GanLossKind, LeCamAnchors, discriminator_loss, generator_adversarial_loss, lecam_penalty, r1_penalty
+from vaetrain.losses.gan import GanLossKind, discriminator_loss, generator_adversarial_loss, r1_penalty
 from vaetrain.losses.objective import (
     GeneratorLossOutput,
     GradNorm,
@@ -28,7 +28,6 @@ __all__ = [
     "GanLossKind",
     "GeneratorLossOutput",
     "GradNorm",
-    "LeCamAnchors",
     "LossConfig",
     "PerceptualLoss",
     "PooledReconstruction",
@@ -46,7 +45,6 @@ __all__ = [
     "image_terms",
     "kl_divergence",
     "latent_penalty",
-    "lecam_penalty",
     "pooled_reconstruction_loss",
     "r1_penalty",
     "reconstruction_loss",

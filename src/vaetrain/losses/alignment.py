@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from vaetrain.errors import ConfigError
 
@@ -53,3 +54,16 @@ def alignment_loss(projected: torch.Tensor, features: torch.Tensor, config: Alig
     distance_matrix = F.relu((z_similarity - f_similarity).abs() - config.distmat_margin).mean()
     cosine = F.relu(1 - config.cos_margin - F.cosine_similarity(features, projected.float(), dim=1)).mean()
     return config.distmat_weight * distance_matrix + config.cos_weight * cosine
+
+
+class AlignmentHead(nn.Module):
+    """VA-VAE's `linear_proj` with reverse_proj (latent channels -> feature dimension, 1x1, no bias), and the
+    adaptive weight measured in the latest update as a buffer (NaN: none yet), so checkpoints carry it."""
+
+    def __init__(self, latent_channels: int, feature_dim: int) -> None:
+        super().__init__()
+        self.projection = nn.Conv2d(latent_channels, feature_dim, kernel_size=1, bias=False)
+        self.register_buffer("ratio", torch.tensor(float("nan")))
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.projection(latents)

@@ -42,3 +42,19 @@ class DistillationConfig:
 def encoder_distillation_loss(student_latents: torch.Tensor, teacher_latents: torch.Tensor) -> torch.Tensor:
     """Mean squared error over every latent element, in fp32; the teacher's side carries no gradient."""
     return F.mse_loss(student_latents.float(), teacher_latents.detach().float())
+
+
+def distilled_from(settings: dict) -> str | None:
+    """The teacher a run's recorded settings (`RunRecord.settings`) distilled, or None. Its student's latents
+    are the teacher's normalised latents by construction, so an export keeps the student's latent
+    normalisation (scaling_factor 1, shift 0) instead of measuring one, and its model card says so
+    (`latent_note`)."""
+    return ((settings.get("loss") or {}).get("distillation") or {}).get("teacher") or None
+
+
+def latent_note(settings: dict, scaling_factor: float) -> str | None:
+    """The model card's latent-normalisation line of a distilled student; None when not distilled."""
+    teacher = distilled_from(settings)
+    if teacher is None:
+        return None
+    return f"scaling_factor {scaling_factor}: distilled from `{teacher}`, its latents are the latents the teacher's pipeline feeds its diffusion model"

@@ -1,8 +1,8 @@
 """The autoencoder's whole objective, as taming-transformers keeps it in one module: the generator's image
 terms (reconstruction, LPIPS, pooled reconstruction) and adversarial term on the reconstruction, balanced
 LDM's way (adaptive weight) or vqgan-training's (gradient normalisation), plus a latent regulariser (KL, or
-mean(mu^2) for a fixed-variance posterior); and the discriminator's GAN loss (its regularisers, LeCam and
-lazy R1, are training units that add their penalties: `training.features`; the formulas are `losses.gan`'s).
+mean(mu^2) for a fixed-variance posterior); and the discriminator's GAN loss (its regularisers are
+training units that add their penalties: `training.features`).
 
 A "mean" weight equals a "sum" weight times latent_elements / pixel_elements (c / (3 f^2) per image):
 LDM's 1e-6 at f8c4 is 1e-6 * 4 / 192 = 2.1e-8 under "mean". Mixing a mean reconstruction with a summed

@@ -75,7 +75,7 @@ class AutoencoderConfig:
     latent_clamp: float | None = None
     """Clamp the encoder's mean to [-latent_clamp, latent_clamp] in training (vqgan-training --do_clamp: 8)."""
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
-    """vq family: the codebook (size, dimension, EMA updates, k-means start, dead-code restarts) or FSQ's levels."""
+    """vq family: its quantiser (`models.quantizer.QuantizerConfig`)."""
     trainable: list[str] | None = None
     """Only parameters whose names start with one of these prefixes train (e.g. DC-AE's phases:
     [decoder.up_blocks.0, decoder.norm_out, decoder.conv_out]); None: all (subject to train_encoder)."""
@@ -144,10 +144,7 @@ def check_against_pretrained(config: AutoencoderConfig, model: nn.Module) -> Non
         for name, value in given.items()
         if _plain(value) != _plain(model.config.get(name))
     ]
-    if config.quantizer != QuantizerConfig() and family.codebook(model) is not None:
-        size, dim = config.quantizer.size, config.quantizer.dim(model.config.latent_channels)
-        if (size, dim) != tuple(family.codebook(model).shape):
-            wrong.append(f"quantizer {size} codes of dimension {dim} (the model has {tuple(family.codebook(model).shape)})")
+    wrong += family.pretrained_differences(model, config)
     if config.family != defaults["family"] and config.family != family.name:
         wrong.insert(0, f"family={config.family} (the model is {family.class_name})")
     if wrong:

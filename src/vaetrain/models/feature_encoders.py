@@ -1,5 +1,5 @@
-"""Frozen vision encoders whose patch features VA-VAE's alignment term pulls the latent towards, and the
-trained 1x1 projection from the latent to their feature dimension (trained, never exported)."""
+"""Frozen vision encoders: images -> patch features on a grid, the representation a training term reads
+(built by name: a transformers DINOv2 id or folder, or `random-small` for tests and offline runs)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class DinoV2Features(FrozenFeatures):
 
 class RandomFeatures(FrozenFeatures):
     """An untrained convolutional encoder with a 16-pixel patch grid: for tests and offline plumbing only
-    (its features mean nothing, so alignment to them measures nothing)."""
+    (its features mean nothing, so no term computed against them measures anything)."""
 
     def __init__(self, feature_dim: int = 64, seed: int = 0) -> None:
         super().__init__()
@@ -61,32 +61,20 @@ class RandomFeatures(FrozenFeatures):
         return self.net(images.float())
 
 
-def build_feature_encoder(name: str) -> FrozenFeatures:
+def build_feature_encoder(name: str, setting: str) -> FrozenFeatures:
+    """The encoder `name` names; `setting`, the config key that gave it, names it in the one-line errors."""
     if name == "random-small":
         return RandomFeatures()
     try:
         from transformers import AutoModel
     except ImportError as error:
         raise ConfigError(
-            f"model.loss.alignment.encoder '{name}' needs the transformers package (pip install transformers); or set it to random-small for an offline run"
+            f"{setting} '{name}' needs the transformers package (pip install transformers); or set it to random-small for an offline run"
         ) from error
     try:
         return DinoV2Features(AutoModel.from_pretrained(name))
     except Exception as error:  # noqa: BLE001 - hub, network and format errors
         raise PretrainedWeightsUnavailable(
-            f"model.loss.alignment.encoder: cannot load '{name}' ({type(error).__name__}); download it once with network "
+            f"{setting}: cannot load '{name}' ({type(error).__name__}); download it once with network "
             "access (it is cached), give a local folder, or set it to random-small for an offline run"
         ) from error
-
-
-class AlignmentHead(nn.Module):
-    """VA-VAE's `linear_proj` with reverse_proj (latent channels -> feature dimension, 1x1, no bias), and the
-    adaptive weight measured in the latest update as a buffer (NaN: none yet), so checkpoints carry it."""
-
-    def __init__(self, latent_channels: int, feature_dim: int) -> None:
-        super().__init__()
-        self.projection = nn.Conv2d(latent_channels, feature_dim, kernel_size=1, bias=False)
-        self.register_buffer("ratio", torch.tensor(float("nan")))
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.projection(latents)

@@ -15,7 +15,7 @@ Conventions (the formulas are diffusers' pipelines' own):
   fields (AutoencoderKL).
 
 `pipeline_normalize` is what a pipeline computes from a config, whichever fields it holds; distillation's
-teacher targets go through it.
+targets go through it.
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ def record_of(module, datamodule=None) -> RunRecord:
 
 
 def keep_frozen_networks_out(module: torch.nn.Module) -> None:
-    """Frozen networks (`networks.NETWORKS`' role `frozen`: LPIPS, rFID's Inception under `val_metrics.*`, the
-    alignment's encoder, the teacher) are rebuilt at start-up, not stored in every checkpoint (VGG16 is
+    """Frozen networks (`networks.NETWORKS`' role `frozen`: LPIPS, rFID's Inception under `val_metrics.*`, and
+    those the training units declare frozen) are rebuilt at start-up, not stored in every checkpoint (VGG16 is
     58 MB), and never loaded from one. Exception:
     FSDP's loader insists on every tensor of the model, so sharded runs store them (and, resuming sharded,
     load them back)."""

@@ -9,17 +9,27 @@ Patterns (each reported once, and again only after it cleared):
 - reconstruction degrades under the GAN: after the adversarial term starts, the reconstruction loss's
   moving average stays more than `reconstruction_rise` above its average over the `patience` steps
   before, for `patience` steps;
-- a codebook collapses (vq family): fewer than `codebook_alive` of its codes stay in use (an EMA of each
-  code's use above `models.quantizer.ALIVE_USE`), for `patience` steps.
+- a training unit's alarm (`Alarm`, declared by the unit: `training.features`): a logged value stays below
+  its floor (`floors` overrides it) for `patience` steps.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightning as L
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """A known failure a training unit declares: its logged value `log` staying below `floor`; `message` is
+    formatted with the `value` and the `patience`."""
+
+    log: str
+    floor: float
+    message: str
 
 
 @dataclass(frozen=True)
@@ -32,8 +42,9 @@ class DiagnosticsConfig:
     """Warn when the KL or the latent std leaves [reference / factor, reference x factor]."""
     reconstruction_rise: float = 0.2
     """Warn when, after the GAN starts, the reconstruction loss stays this fraction above its level before."""
-    codebook_alive: float = 0.1
-    """Warn when fewer than this fraction of a vq codebook's codes stay in use."""
+    floors: dict[str, float] = field(default_factory=dict)
+    """Per logged value a training unit raises an alarm on (`docs/long-runs.md`), the floor to warn below
+    instead of the unit's own."""
     smoothing: float = 0.98
     """Decay of the moving averages compared against the references."""
 
@@ -41,8 +52,10 @@ class DiagnosticsConfig:
 class DiagnosticsMonitor:
     """Fed one dict of logged values per generator step; returns the warnings that fire at that step."""
 
-    def __init__(self, config: DiagnosticsConfig = DiagnosticsConfig()) -> None:
+    def __init__(self, config: DiagnosticsConfig = DiagnosticsConfig(), alarms: tuple[Alarm, ...] = ()) -> None:
+        """`alarms`: the active training units' (`Feature.alarms`)."""
         self.config = config
+        self.alarms = alarms
         self.references: dict[str, list[float]] = defaultdict(list)
         self.averages: dict[str, float] = {}
         self.streaks: dict[str, int] = defaultdict(int)
@@ -80,17 +93,11 @@ class DiagnosticsMonitor:
                         "(check model.loss.kl_weight; a latent that collapses or explodes hurts the diffusion model)"
                     ),
                 )
-        alive = values.get("train/codebook_alive")
-        if alive is not None:
-            warnings += self._persisting(
-                "codebook",
-                alive < config.codebook_alive,
-                step,
-                (
-                    f"only {alive:.1%} of the codebook stayed in use for {config.patience} steps: it is collapsing (set "
-                    "model.autoencoder.quantizer.restart_threshold, ema_decay or kmeans_init, or a smaller codebook_size / embed_dim)"
-                ),
-            )
+        for alarm in self.alarms:
+            value = values.get(alarm.log)
+            if value is not None:
+                floor = config.floors.get(alarm.log, alarm.floor)
+                warnings += self._persisting(alarm.log, value < floor, step, alarm.message.format(value=value, patience=config.patience))
         if "train/reconstruction" in values:
             reference = self._reference("train/reconstruction", values["train/reconstruction"], before_gan=not gan_active)
             if gan_active and reference is not None and reference > 0:
@@ -136,11 +143,14 @@ class Diagnostics(L.Callback):
     `histogram_every_n_steps` generator steps, TensorBoard gets a histogram of each latent channel."""
 
     def __init__(self, config: DiagnosticsConfig = DiagnosticsConfig(), histogram_every_n_steps: int = 1000, enabled: bool = True) -> None:
-        self.monitor = DiagnosticsMonitor(config)
+        self.monitor = DiagnosticsMonitor(config)  # the units' alarms join at set-up
         self.histogram_every_n_steps = histogram_every_n_steps
         self.enabled = enabled
         self.warnings: list[str] = []
         self._last_step = -1
+
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        self.monitor.alarms = tuple(alarm for feature in getattr(pl_module, "features", ()) for alarm in feature.alarms)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step = pl_module.counters.generator_steps

@@ -1,7 +1,6 @@
-"""The autoencoder's forward inside the GAN step: encode (or a unit's encoder path: distillation's teacher
-latents), posterior sample, the latent stage every training unit may add to in the registry's order
-(`features.FEATURES`: alignment, latent noise, EQ-VAE's transform), and decode (or a unit's decoder path:
-the codebook's quantise-and-decode). The units' extra losses are summed into the generator's backward.
+"""The autoencoder's forward inside the GAN step: encode (or a unit's encoder path), posterior sample, the
+latent stage every training unit may add to in the registry's order (`features.FEATURES`), and decode (or a
+unit's decoder path). The units' extra losses are summed into the generator's backward.
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ from vaetrain.training.features.base import Encoded, Feature, Latents
 
 @dataclass
 class Reconstruction:
-    """One forward: the images the reconstruction is compared with (transformed like the latent under
-    EQ-VAE), the reconstruction, the posterior, and what the units add."""
+    """One forward: the images the reconstruction is compared with (transformed like the latent when a unit
+    transforms it), the reconstruction, the posterior, and what the units add."""
 
     target: torch.Tensor
     images: torch.Tensor

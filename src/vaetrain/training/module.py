@@ -33,8 +33,8 @@ from vaetrain.training.validation import ValidationConfig, ValidationMetrics, lo
 
 
 class AutoencoderModule(L.LightningModule):
-    """Trains an autoencoder of any family (+ PatchGAN) with reconstruction + LPIPS + KL + adversarial losses,
-    or distils a teacher VAE into one (`loss.distillation`)."""
+    """Trains an autoencoder of any family (+ PatchGAN) with reconstruction + LPIPS + KL + adversarial losses
+    and the training units the settings switch on (`training.features`)."""
 
     def __init__(
         self,
@@ -48,26 +48,24 @@ class AutoencoderModule(L.LightningModule):
         validation: ValidationConfig = ValidationConfig(),
         perceptual: nn.Module | None = None,
         inception: nn.Module | None = None,
-        alignment_encoder: nn.Module | None = None,
-        teacher: nn.Module | None = None,
+        **networks: nn.Module | None,
     ) -> None:
         """Each block is a frozen config (shared defaults are safe). Injected networks (e.g. in tests): an LPIPS-like
-        `perceptual` (images, images) -> distance, rFID's `inception`, the alignment's frozen `alignment_encoder`
-        (with a `feature_dim`) and the `teacher` to distil (else loaded from `loss.distillation.teacher`)."""
+        `perceptual` (images, images) -> distance, rFID's `inception`, and a unit's networks by the names it
+        declares (`training.features`; else the unit builds or loads them from its settings)."""
         super().__init__()
         self.automatic_optimization = False
         self.autoencoder_config, self.discriminator_config, self.loss_config = autoencoder, discriminator, loss
         self.optimizer_config, self.ema_config, self.training_config = optimizer, ema, training
         self.speed_config, self.validation_config = speed, validation
-        setup = Setup(autoencoder, discriminator, loss, ema, {"perceptual": perceptual, "alignment_encoder": alignment_encoder, "teacher": teacher})
+        setup = Setup(autoencoder, discriminator, loss, ema, {"perceptual": perceptual} | networks)
         self.features = build_networks(self, setup)
         check_terms(setup, self.autoencoder)
         self.plan = RunPlan()  # the run's plan: set-up, then the memory budget, write it
         settings = StepSettings.from_configs(autoencoder, training, optimizer)
         self.gan_step = GanStep(self, loss, ema, settings, self.features, self.plan)  # after the EMA copy: its hook stays off it
         self.engine = LightningEngine(self)
-        codebook = family_of(self.autoencoder).codebook(self.autoencoder)
-        self.val_metrics = ValidationMetrics(validation, inception, codes=len(codebook) if codebook is not None else None)
+        self.val_metrics = ValidationMetrics(validation, inception, family_of(self.autoencoder).token_usage(self.autoencoder))
         self._pending_rng_state: dict[str, Any] | None = None
         self._step_logs = StepLogs()
         keep_frozen_networks_out(self)

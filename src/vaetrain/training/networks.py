@@ -20,6 +20,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from vaetrain.errors import ConfigError
 from vaetrain.losses.perceptual import build_perceptual_loss, channel_triplets, for_channels
 from vaetrain.models.autoencoder import build_autoencoder, with_deterministic_posterior
 from vaetrain.models.discriminator import build_discriminator
@@ -82,6 +83,9 @@ def build_networks(module: nn.Module, setup: Setup) -> list[Feature]:
     where its weight is 0; an injected `perceptual` replaces the configured one), then each active unit's
     (`features.build_features`); returns the active units."""
     loss = setup.loss
+    unknown = sorted(set(setup.injected) - {member.name for member in declared()})
+    if unknown:
+        raise ConfigError(f"AutoencoderModule: no network is named {', '.join(unknown)} (the networks and training units declare: training.networks)")
     module.autoencoder = autoencoder = build_autoencoder(setup.autoencoder)
     image_channels = image_channels_of(autoencoder)
     latent_channels = family_of(autoencoder).latent_channels(autoencoder)

@@ -3,10 +3,10 @@
 The update reads in three files, top to bottom: this one (the order of things), `training.forward` (the
 autoencoder's forward with the terms on the latent) and `losses.objective` (both networks' losses).
 
-`GanStep(images, engine)` processes one micro-batch: each training unit's `begin` (EQ-VAE's draw),
+`GanStep(images, engine)` processes one micro-batch: each training unit's `begin`,
 reconstruct (`training.forward`: posterior sample and the units' latent stage), generator backward (image
 terms + KL + adversarial, balanced, + the units' extra losses), discriminator backward on the detached
-reconstruction (+ the units' regularisers: LeCam, R1), and, when the micro-batch closes an accumulation
+reconstruction (+ the units' regularisers), and, when the micro-batch closes an accumulation
 window, both optimizer steps, the EMA update, each unit's `commit` (or `discard` after a skipped update)
 and the counters. The step names no unit (`training.features`). How a backward or an optimizer step runs is
 the `Engine`'s business (Lightning's precision plugin and strategy in training, plain PyTorch for FLOP
@@ -197,7 +197,7 @@ class GanStep:
 
     def _condition(self, result: Reconstruction) -> torch.Tensor | None:
         """What a latent-conditioned discriminator reads beside the image: the latent the decoder decoded
-        (the posterior mean, or the teacher's latents when distilling), without a graph."""
+        (the posterior mean, or what a unit's encoder path gave), without a graph."""
         return result.mean.detach() if getattr(self.networks.discriminator, "condition_channels", 0) else None
 
     def discriminator_backward(
@@ -205,7 +205,7 @@ class GanStep:
     ) -> dict[str, torch.Tensor]:
         """The discriminator's half: real and fake in one forward, so norm statistics and spectral-norm updates
         see both; the fakes are detached here, so this loss never reaches the autoencoder. Plus the units'
-        regularisers (LeCam towards its anchors, lazy R1 on real images that then take gradients)."""
+        regularisers (`prepare_real` may make the real images take gradients)."""
         self._advance_power_iteration()
         real = images
         for feature in self.features:

@@ -11,11 +11,10 @@ from torch import nn
 
 from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.errors import ConfigError
-from vaetrain.evaluation.metrics import CodebookUsage, ReconstructionMetrics
+from vaetrain.evaluation.metrics import ReconstructionMetrics
 from vaetrain.evaluation.networks import build_inception
 from vaetrain.frames import as_frames
 from vaetrain.models.families import family_of
-from vaetrain.models.quantizer import code_indices
 from vaetrain.training.networks import in_layout
 
 
@@ -36,12 +35,12 @@ class ValidationConfig:
 class ValidationMetrics(nn.Module):
     """The validation metrics of one run; `inception` injects rFID's feature network (tests)."""
 
-    def __init__(self, config: ValidationConfig, inception: nn.Module | None = None, codes: int | None = None) -> None:
-        """`codes`: a discrete autoencoder's codebook size (its use is measured too)."""
+    def __init__(self, config: ValidationConfig, inception: nn.Module | None = None, usage: nn.Module | None = None) -> None:
+        """`usage`: a discrete autoencoder's token use metric (its family's `token_usage`), measured too."""
         super().__init__()
         self.config = config
         self.metrics = ReconstructionMetrics()
-        self.codebook = CodebookUsage(codes) if codes else None
+        self.usage = usage
         if config.rfid_every_n and inception is None:
             inception = build_inception(config.inception_backbone)
         self.rfid = ReconstructionMetrics(fid_features=inception) if config.rfid_every_n else None
@@ -56,20 +55,20 @@ class ValidationMetrics(nn.Module):
             if metrics is not None:
                 metrics.pixels = pixels
 
-    def update(self, images: torch.Tensor, reconstruction: torch.Tensor, lpips: torch.Tensor | None, codes: torch.Tensor | None = None) -> None:
-        """`codes`: the images' code indices (images, tokens), for a discrete autoencoder."""
+    def update(self, images: torch.Tensor, reconstruction: torch.Tensor, lpips: torch.Tensor | None, tokens: torch.Tensor | None = None) -> None:
+        """`tokens`: the images' discrete tokens (images, tokens), for a discrete autoencoder."""
         self.metrics.update(images, reconstruction, lpips)
-        if self.codebook is not None and codes is not None:
-            self.codebook.update(codes)
+        if self.usage is not None and tokens is not None:
+            self.usage.update(tokens)
         if self._rfid_due():
             self.rfid.update(images, reconstruction)
 
     def compute_and_reset(self) -> dict[str, float]:
         """Plain floats of this validation (reduced over processes by torchmetrics), under val/ names."""
         values = {k: v for k, v in self.metrics.compute().items() if v is not None}
-        if self.codebook is not None:
-            values |= self.codebook.compute()
-            self.codebook.reset()
+        if self.usage is not None:
+            values |= self.usage.compute()
+            self.usage.reset()
         if self._rfid_due():
             rfid = self.rfid.compute().get("rfid")
             if rfid is not None:
@@ -92,8 +91,9 @@ def validation_batch(module, images: torch.Tensor) -> None:
     reconstruction, latents = module(images, with_latents=True)
     with torch.autocast(images.device.type, enabled=False):  # the metrics themselves in fp32
         lpips = module.perceptual(as_frames(reconstruction.float()), as_frames(images.float())) if module.perceptual is not None else None
-    codebook = family_of(module.autoencoder).codebook(module.inference_autoencoder())
-    module.val_metrics.update(images, reconstruction, lpips, code_indices(codebook, latents) if codebook is not None else None)
+    model = module.inference_autoencoder()
+    tokens = family_of(model).tokens(model, latents) if module.val_metrics.usage is not None else None
+    module.val_metrics.update(images, reconstruction, lpips, tokens)
 
 
 def log_validation(module) -> None:

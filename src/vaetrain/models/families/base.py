@@ -73,9 +73,22 @@ class Family:
         """Channels of the latent `encode` gives (what a diffusion model sees)."""
         return model.config.latent_channels
 
-    def codebook(self, model: nn.Module) -> torch.Tensor | None:
-        """The code vectors a discrete family quantises to ((codes, dim)); None for continuous families."""
+    def vocabulary(self, model: nn.Module) -> int | None:
+        """How many discrete tokens a discrete family's latents quantise to; None for continuous families."""
         return None
+
+    def tokens(self, model: nn.Module, latents: torch.Tensor) -> torch.Tensor:
+        """(B, tokens) the discrete tokens of `latents` in raster order, without a graph (discrete families only)."""
+        raise NotImplementedError(f"{self.class_name} has no discrete tokens")
+
+    def token_usage(self, model: nn.Module):
+        """A torchmetrics Metric of how a set of images uses the tokens (`update(tokens)`, `compute()` -> a dict),
+        or None for continuous families."""
+        return None
+
+    def pretrained_differences(self, model: nn.Module, config) -> list[str]:
+        """What an `AutoencoderConfig` sets beyond the architecture fields that a pretrained model contradicts."""
+        return []
 
     def last_conv(self, model: nn.Module) -> nn.Conv2d:
         """The decoder's last convolution: the reconstruction is an affine function of its output."""

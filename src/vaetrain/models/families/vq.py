@@ -1,8 +1,9 @@
 """VQModel (LDM's VQ-regularised first stage; taming-transformers' VQGAN): encoder -> quant_conv -> a
 codebook -> post_quant_conv -> decoder. Deterministic: the latent is the encoder's output before
 quantisation (what LDM's diffusion model works on, the codebook being absorbed into the decoder); decoding
-quantises it, as diffusers' `VQModel.decode` does. Training quantises in `training.forward` through
-`models.quantizer.lookup` (the same lookup) and decodes the quantised latents directly.
+quantises it, as diffusers' `VQModel.decode` does. Training quantises through `models.quantizer.lookup`
+(the same lookup; `training.features.codebook`) and decodes the quantised latents directly. Its tokens are
+the code indices (`models.quantizer`: their use, the token probe).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from torch import nn
 
 from vaetrain.models.families.base import Family, Posterior
 from vaetrain.models.families.kl import ldm_stack
-from vaetrain.models.quantizer import fsq_grid
+from vaetrain.models.quantizer import TokenUsage, code_indices, fsq_grid
 
 
 class VQFamily(Family):
@@ -47,7 +48,24 @@ class VQFamily(Family):
         return model.decode(quantized, force_not_quantize=True).sample
 
     def codebook(self, model) -> torch.Tensor:
+        """The code vectors (codes, dim) the latents quantise to."""
         return model.quantize.embedding.weight
+
+    def vocabulary(self, model) -> int:
+        return self.codebook(model).shape[0]
+
+    def tokens(self, model, latents: torch.Tensor) -> torch.Tensor:
+        return code_indices(self.codebook(model), latents)
+
+    def token_usage(self, model) -> TokenUsage:
+        return TokenUsage(self.vocabulary(model))
+
+    def pretrained_differences(self, model, config) -> list[str]:
+        if config.quantizer == type(config.quantizer)():
+            return []
+        size, dim = config.quantizer.size, config.quantizer.dim(model.config.latent_channels)
+        shape = tuple(self.codebook(model).shape)
+        return [f"quantizer {size} codes of dimension {dim} (the model has {shape})"] if (size, dim) != shape else []
 
     def latent_channels(self, model) -> int:
         return model.config.vq_embed_dim or model.config.latent_channels

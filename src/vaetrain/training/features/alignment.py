@@ -22,16 +22,18 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from vaetrain.losses.alignment import AlignmentConfig, alignment_loss
+from vaetrain.losses.alignment import AlignmentConfig, AlignmentHead, alignment_loss
 from vaetrain.losses.objective import Processes
 from vaetrain.models.families import family_of
-from vaetrain.models.feature_encoders import AlignmentHead, build_feature_encoder
+from vaetrain.models.feature_encoders import build_feature_encoder
 from vaetrain.models.last_layers import EncoderLastLayer
 from vaetrain.training.features.base import Feature, Latents, Run, Setup, Update, network
 
 
 class Alignment(Feature):
     name = "alignment"
+    setting = "model.loss.alignment"
+    reads_encoder_latents = True
     networks = (
         network("alignment_projection", "generator shard probe_restore", "VA-VAE's 1x1 projection of the latent (trained, never exported)"),
         network("alignment_encoder", "frozen", "VA-VAE's vision encoder"),
@@ -44,7 +46,7 @@ class Alignment(Feature):
     def build(self, holder, autoencoder) -> None:
         super().build(holder, autoencoder)
         config = self.setup.loss.alignment
-        holder.alignment_encoder = self.setup.injected.get("alignment_encoder") or build_feature_encoder(config.encoder)
+        holder.alignment_encoder = self.setup.injected.get("alignment_encoder") or build_feature_encoder(config.encoder, "model.loss.alignment.encoder")
         holder.alignment_projection = AlignmentHead(family_of(autoencoder).latent_channels(autoencoder), holder.alignment_encoder.feature_dim)
         self.term = AlignmentTerm(config, EncoderLastLayer(autoencoder))
 
@@ -53,8 +55,6 @@ class Alignment(Feature):
             yield "model.loss.alignment needs the kl family (its adaptive weight reads AutoencoderKL's encoder conv_out and quant_conv)"
         if run.in_channels != 3:
             yield f"model.loss.alignment: its vision encoder reads RGB; the images have {run.in_channels} channels"
-        if "distillation" in run.active:
-            yield "model.loss.alignment does not apply while distilling (model.loss.distillation.teacher): the decoder reads the teacher's latents"
 
     def on_latents(self, stage: Latents, factor: int) -> None:
         if not stage.grad:

@@ -4,15 +4,16 @@ buffered after the update guard. The step, the module and the preflight loop ove
 none of them; a new feature is a subclass in its own file and one line in `features.FEATURES`.
 
 The hooks, in the order one micro-batch calls them (each a no-op here):
-- `begin(images)`: the micro-batch as the forward reads it (EQ-VAE's draw, a downscaled batch);
-- `encode(images)`: a whole encoder path in place of the autoencoder's own (distillation), else None;
-- `on_latents(latents)`: the latent the decoder reads, and terms on it (alignment, latent noise, EQ-VAE);
-- `decode(latents)`: a decoder path in place of the family's (the codebook), else None;
+- `begin(images)`: the micro-batch as the forward reads it (a transformed or downscaled batch);
+- `encode(images)`: a whole encoder path in place of the autoencoder's own, else None;
+- `on_latents(latents)`: the latent the decoder reads, and terms on it;
+- `decode(latents)`: a decoder path in place of the family's (a quantiser's), else None;
 - `after_generator_backward(loss_scale, accumulate)`: what a backward pass left to observe;
 - `prepare_real(real, discriminator_steps)` and `discriminator_terms(...)`: the discriminator's regularisers;
 - `commit(network, update)`: after `network`'s optimizer step, once per accumulated batch; `update.finite`
   says whether the guard let it through (a skipped one must leave no value in any buffer: `discard`).
-Refusals: `conflicts(run)` yields one-line messages (the first raises), `check_sizes(sides)` likewise for
+Refusals: `conflicts(run)` yields one-line messages (the first raises; a unit that `reads_encoder_latents`
+is refused beside one that `replaces_encoder` by the registry's loop), `check_sizes(sides)` likewise for
 the training image sizes, `refuse_accumulation(k)` for a memory plan or global batch that accumulates.
 """
 
@@ -33,13 +34,14 @@ from vaetrain.models.ema import EMAConfig
 from vaetrain.training.interfaces import Network, NetworkRole
 
 if TYPE_CHECKING:
+    from vaetrain.training.diagnostics import Alarm
     from vaetrain.training.interfaces import Engine
 
 
 @dataclass(frozen=True)
 class Setup:
     """What units are chosen and built from: the run's config blocks and the networks a caller injected
-    (by attribute name, e.g. `alignment_encoder`, `teacher`; tests inject random or tiny ones)."""
+    (by the attribute names the units declare in `networks`; tests inject random or tiny ones)."""
 
     autoencoder: AutoencoderConfig
     discriminator: DiscriminatorConfig
@@ -101,6 +103,14 @@ class Feature:
     networks: ClassVar[tuple[Network, ...]] = ()
     no_accumulation: ClassVar[str | None] = None
     """The setting to name when this unit forbids the memory planner to accumulate micro-batches."""
+    setting: ClassVar[str] = ""
+    """The setting that switches it on, as the shared refusals name it."""
+    replaces_encoder: ClassVar[bool] = False
+    """Its `encode` gives latents that are not the autoencoder encoder's."""
+    alarms: ClassVar[tuple[Alarm, ...]] = ()
+    """Logged values the diagnostics warn about when they stay below a floor (`training.diagnostics`)."""
+    reads_encoder_latents: ClassVar[bool] = False
+    """Its terms need the autoencoder encoder's own latents: refused beside a unit that `replaces_encoder`."""
 
     @classmethod
     def wanted(cls, setup: Setup, autoencoder: nn.Module) -> bool:

@@ -1,6 +1,6 @@
 """The vq family's codebook as a unit: the latent quantised as the export quantises it
-(`models.quantizer.lookup`, diffusers' own lookup), the codebook terms (`losses.terms.vq_loss`; FSQ: the
-bound penalty) x `codebook_weight`, decoding of the quantised latents, and the codebook's training state
+(`models.quantizer.lookup`, diffusers' own lookup), the codebook terms (`models.quantizer.terms.vq_loss`;
+FSQ: the bound penalty) x `codebook_weight`, decoding of the quantised latents, and the codebook's training state
 (`models.quantizer.Codebook`: EMA statistics, k-means start, restarts), observed per micro-batch and
 committed once per generator step after a finite update."""
 
@@ -11,20 +11,27 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from vaetrain.losses.terms import fsq_bound_penalty, vq_loss
-from vaetrain.models.codebook import Codebook
 from vaetrain.models.families import family_of
-from vaetrain.models.quantizer import ALIVE_USE, lookup
+from vaetrain.models.quantizer import ALIVE_USE, Codebook, fsq_bound_penalty, lookup, vq_loss
+from vaetrain.training.diagnostics import Alarm
 from vaetrain.training.features.base import Feature, Latents, Run, Setup, Update, network
 
 
 class CodebookFeature(Feature):
     name = "codebook"
+    alarms = (
+        Alarm(
+            "train/codebook_alive",
+            0.1,
+            "only {value:.1%} of the codebook stayed in use for {patience} steps: it is collapsing (set "
+            "model.autoencoder.quantizer.restart_threshold, ema_decay or kmeans_init, or a smaller codebook_size / embed_dim)",
+        ),
+    )
     networks = (network("codebook", "probe_restore", "the vq family's codebook statistics (EMA sums, use counts)"),)
 
     @classmethod
     def wanted(cls, setup: Setup, autoencoder: nn.Module) -> bool:
-        return family_of(autoencoder).codebook(autoencoder) is not None
+        return family_of(autoencoder).vocabulary(autoencoder) is not None
 
     def build(self, holder, autoencoder) -> None:
         super().build(holder, autoencoder)

@@ -21,6 +21,8 @@ from vaetrain.training.features.base import Encoded, Feature, Run, Setup, networ
 
 class Distillation(Feature):
     name = "distillation"
+    setting = "model.loss.distillation"
+    replaces_encoder = True
     networks = (network("teacher", "frozen shard_blocks channels_last", "the VAE being distilled"),)
 
     @classmethod

@@ -16,6 +16,8 @@ from vaetrain.training.features.base import Feature, Latents, Run, Setup
 
 class Equivariance(Feature):
     name = "equivariance"
+    setting = "model.loss.equivariance"
+    reads_encoder_latents = True
 
     @classmethod
     def wanted(cls, setup: Setup, autoencoder: nn.Module) -> bool:
@@ -30,8 +32,6 @@ class Equivariance(Feature):
             yield "model.discriminator.condition_on_latents does not apply with model.loss.equivariance (the decoded latents are transformed)"
         if run.family.video:
             yield "video families: model.loss.equivariance is image-only"
-        if "distillation" in run.active:
-            yield "model.loss.equivariance does not apply while distilling (model.loss.distillation.teacher): the latents are the teacher's"
 
     def begin(self, images: torch.Tensor, factor: int) -> torch.Tensor:
         self.transform, images = draw_equivariance(self.setup.loss.equivariance, images, factor)

@@ -1,5 +1,5 @@
 """LeCam regularisation as a unit (`model.loss.lecam_weight`): the discriminator's logits pulled towards
-moving anchors of the other side's mean logits (`losses.gan.LeCamAnchors` holds them as checkpointed
+moving anchors of the other side's mean logits (`losses.lecam.LeCamAnchors` holds them as checkpointed
 buffers; `lecam_penalty` is the formula). Each micro-batch adds its share of the accumulated batch's mean
 logits; the anchors move once per discriminator step, with the process mean, after a finite update."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vaetrain.losses.gan import LeCamAnchors, lecam_penalty
+from vaetrain.losses.lecam import LeCamAnchors, lecam_penalty
 from vaetrain.training.features.base import Feature, Setup, Update, network
 
 

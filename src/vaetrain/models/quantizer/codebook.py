@@ -1,6 +1,6 @@
 """The training state of a `vq` family's codebook (`Codebook`): what keeps its codes alive (EMA updates,
 k-means initialisation, dead-code restarts) and the use counts the diagnostics read, applied once per
-generator step after a finite update (see `models.quantizer` for the references)."""
+generator step after a finite update (see `models.quantizer`'s docstring for the references)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaetrain.models.quantizer import QuantizerConfig, assign, full
-from vaetrain.models.reservoir import Reservoir
+from vaetrain.models.quantizer.config import QuantizerConfig
+from vaetrain.models.quantizer.lookup import assign, full
+from vaetrain.models.quantizer.reservoir import Reservoir
 
 
 def kmeans(samples: torch.Tensor, clusters: int, iterations: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -47,7 +48,7 @@ class Codebook(nn.Module):
     used less.
 
     k-means and restarts draw from `reservoir` encoder outputs of the window, sampled alike whatever the
-    accumulation and the number of processes (`models.reservoir`; `place` says which process this is)."""
+    accumulation and the number of processes (`reservoir`; `place` says which process this is)."""
 
     def __init__(self, config: QuantizerConfig, dim: int, reservoir: int = 4096) -> None:
         super().__init__()
