@@ -6,6 +6,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer
+from vaetrain.errors import ConfigError
 from vaetrain.losses.objective import gan_ramp
 from vaetrain.models.quantizer import QuantizerConfig
 from vaetrain.training.callbacks import RunCheckpoint
@@ -108,5 +109,6 @@ def test_the_callback_watches_the_active_units_alarms_with_the_configured_floor(
     assert callback.monitor.alarms == CodebookFeature.alarms
     alive = [callback.monitor.update(step, {"train/codebook_alive": 0.02}, False) for step in range(200)]
     assert not any(alive)  # 2 % of the codes in use is above the configured 1 %
-    callback.setup(None, tiny_module(), "fit")
+    with pytest.raises(ConfigError, match="no alarm of this run watches train/codebook_alive"):
+        callback.setup(None, tiny_module(), "fit")  # a floor that nothing watches is refused, not ignored
     assert callback.monitor.alarms == ()

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import lightning as L
 
+from vaetrain.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Alarm:
@@ -151,6 +153,10 @@ class Diagnostics(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         self.monitor.alarms = tuple(alarm for feature in getattr(pl_module, "features", ()) for alarm in feature.alarms)
+        unknown = sorted(set(self.monitor.config.floors) - {alarm.log for alarm in self.monitor.alarms})
+        if unknown:
+            watched = ", ".join(alarm.log for alarm in self.monitor.alarms) or "none"
+            raise ConfigError(f"diagnostics.config.floors: no alarm of this run watches {', '.join(unknown)} (watched: {watched})")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step = pl_module.counters.generator_steps
