@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import sys
 
-from vaetrain.cli import distill
+from vaetrain.cli.distill import SUMMARY as DISTILL_SUMMARY
+from vaetrain.cli.distill import distill_arguments
 from vaetrain.cli.quiet import quiet
 from vaetrain.errors import ConfigError, VaetrainError, one_line
 
 COMMANDS = {
     "fit": "train or fine-tune an autoencoder from a preset (configs/*.yaml; every key can be overridden)",
     "validate": "run the validation metrics of a preset or checkpoint without training",
-    "distill": distill.SUMMARY,
+    "distill": DISTILL_SUMMARY,
     "eval": "measure autoencoders on the same images: OUT/metrics.json, metrics.csv and report.html",
     "recon": "reconstruct image files or folders to PNG, at each image's own size",
     "probe": "how easily a diffusion model learns each VAE's latents: same small DiT, same budget, validation loss",
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[0] == "distill":
             from vaetrain.cli.fit import run_lightning
 
-            arguments = distill.distill_arguments(argv[1:])
+            arguments = distill_arguments(argv[1:])
             return 0 if arguments is None else run_lightning(arguments)
         from vaetrain.cli import commands
 

@@ -1,6 +1,7 @@
 """Networks: the autoencoder of any family (`families`: diffusers' AutoencoderKL, AutoencoderTiny,
 AutoencoderDC; built, loaded or rebuilt from weights), its latent normalisation convention
-(`latent_space`), the PatchGAN and VGG16 discriminators and the EMA copy.
+(`latent_space`), the vq family's quantiser (`quantizer`), the PatchGAN and VGG16 discriminators and the EMA
+copy.
 
 May import: `vaetrain.errors` and third-party packages only (never losses, data, checkpoints, evaluation,
 training, export or the command line).

@@ -61,7 +61,7 @@ class RandomFeatures(FrozenFeatures):
         return self.net(images.float())
 
 
-def build_feature_encoder(name: str, setting: str) -> FrozenFeatures:
+def build_feature_encoder(name: str, setting: str = "the vision encoder") -> FrozenFeatures:
     """The encoder `name` names; `setting`, the config key that gave it, names it in the one-line errors."""
     if name == "random-small":
         return RandomFeatures()

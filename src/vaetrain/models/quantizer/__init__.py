@@ -1,6 +1,7 @@
 """The `vq` family's quantiser as one unit: its settings (`config`), the lookup (`lookup`), the codebook's
 training state (`codebook`, `reservoir`), its loss terms (`terms`) and its use over a set of images
-(`usage`); `training.features.codebook` trains it. The quantisers are trained so that the exported `VQModel` quantises exactly as training did.
+(`usage`); `training.features.codebook` trains it, so that the exported `VQModel` quantises exactly as
+training did.
 
 Inference in diffusers (`VectorQuantizer.forward`) takes the nearest codebook row by `torch.cdist` and
 passes `z + (z_q - z).detach()` to `post_quant_conv`. Training here does the same lookup and the same
