@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torchvision.utils import make_grid, save_image
 
 from vaetrain.data.decoding.pixels import PixelFormat
+from vaetrain.data.streams.decoded import first_usable
 from vaetrain.errors import ConfigError
 from vaetrain.frames import as_frames, is_clip
 
@@ -45,7 +46,7 @@ class ReconstructionGrid(L.Callback):
         if trainer.datamodule is None:
             return None
         if self._images is None:
-            self._images = trainer.datamodule.fixed_images(self.num_images)
+            self._images = fixed_images(trainer.datamodule, self.num_images)
         images = self._images.to(pl_module.device)
         was_training = pl_module.training
         pl_module.eval()
@@ -123,3 +124,12 @@ class Preemption(L.Callback):
             if trainer.is_global_zero:
                 print(f"vaetrain: SIGTERM: saved {path} at generator step {trainer.global_step}; resume with --ckpt_path last", file=sys.stderr)
         trainer.should_stop = True
+
+
+def fixed_images(datamodule, count: int) -> torch.Tensor:
+    """Center crops of the first `count` validation images (then training images if too few): the same
+    inputs in every reconstruction grid."""
+    images: list[torch.Tensor] = []
+    for part in ("val", "train"):
+        images += [sample["pixels"] for sample in first_usable(datamodule.samples(part, train=False), count - len(images))]
+    return torch.stack(images)

@@ -72,3 +72,10 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def adopt_former_data_state(checkpoint: dict[str, Any], datamodule) -> None:
+    """Lightning files a data module's state under its class name: state that a checkpoint written before the
+    rename (issue 33) holds under `ImageDataModule` moves to the data module's name before it is restored."""
+    if datamodule is not None and "ImageDataModule" in checkpoint:
+        checkpoint.setdefault(type(datamodule).__qualname__, checkpoint.pop("ImageDataModule"))

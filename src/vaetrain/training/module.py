@@ -19,7 +19,7 @@ from vaetrain.models.discriminator import DiscriminatorConfig
 from vaetrain.models.ema import EMAConfig
 from vaetrain.models.families import family_of
 from vaetrain.plan import RunPlan, StepCounters
-from vaetrain.training.checkpoint import keep_frozen_networks_out, record_of, restore_rng
+from vaetrain.training.checkpoint import adopt_former_data_state, keep_frozen_networks_out, record_of, restore_rng
 from vaetrain.training.config import GanOptimizers, SpeedConfig, StepSettings, TrainingConfig
 from vaetrain.training.engines import LightningEngine
 from vaetrain.training.features import Setup
@@ -145,3 +145,4 @@ class AutoencoderModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "set_start_sample"):
             datamodule.set_start_sample(record.counters.samples_seen)
+        adopt_former_data_state(checkpoint, datamodule)  # before Lightning restores the data module
