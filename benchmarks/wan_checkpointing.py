@@ -8,9 +8,11 @@ Each arm runs in its own process (a fresh peak): the module exactly as `vaetrain
 configs/wan-vae.yaml` builds it (`--width` scales `block_out_channels`, the preset's 96 by default), LPIPS
 on a random VGG (no weights offline: the same network size), then one `GanStep` with the full objective
 (reconstruction, LPIPS, KL, the 3D PatchGAN's term with LDM's adaptive weight, the discriminator's update)
-and Adam from the preset, on one random clip of `--frames` x `--resolution`^2 in fp32. Reported: the peak
-resident memory of the process (`ru_maxrss`), the resident memory before the step (model, discriminator,
-LPIPS, EMA) and the step's growth above it, and the step's seconds. That the two arms compute the same
+and Adam from the preset, on one random clip of `--frames` x `--resolution`^2 in fp32, twice. Reported for the
+second step (the first also allocates the gradients and Adam's states; its figures are reported beside): the
+peak resident memory of the process during the step (Linux's `VmHWM`, reset before it), the resident memory
+before it (model, discriminator, LPIPS, EMA, gradients, optimizer states) and the step's growth above it (the
+activations and the step's transients), and the step's seconds. That the two arms compute the same
 gradients is tests/models/test_wan_checkpointing.py's job. On a GPU (`--device cuda`): CUDA's allocated
 memory instead of the resident memory.
 """
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -29,9 +30,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def resident_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+def resident_mb(field: str = "VmRSS") -> float:
+    """The process's resident memory now (`VmRSS`) or at its peak since the last reset (`VmHWM`), in MiB."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 2**10 for line in status if line.startswith(field + ":"))
+
+
+def reset_peak() -> None:
+    """Linux: the peak resident memory (`VmHWM`) starts again from the current (`clear_refs` 5)."""
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
 
 
 def one_step(args: argparse.Namespace) -> dict:
@@ -53,17 +61,21 @@ def one_step(args: argparse.Namespace) -> dict:
         optimizers[name] = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=config.lr, betas=tuple(config.betas))
     torch.manual_seed(0)
     clip = (torch.rand(1, 3, args.frames, args.resolution, args.resolution) * 2 - 1).to(device)
-    before = resident_mb()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device) / 2**20
-    start = time.perf_counter()
-    logs = module.gan_step(clip, PlainEngine(module.gan_step, optimizers), full_objective=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+    figures = []
+    for _ in range(2):  # the first step also allocates gradients and Adam's states; the second is the steady state
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device) / 2**20
+        else:
+            reset_peak()
+            before = resident_mb()
+        start = time.perf_counter()
+        logs = module.gan_step(clip, PlainEngine(module.gan_step, optimizers), full_objective=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else resident_mb("VmHWM")
+        figures.append((before, peak, time.perf_counter() - start))
+    (first_before, first_peak, first_s), (before, peak, seconds) = figures
     return {
         "config": "configs/wan-vae.yaml",
         "width": args.width,
@@ -72,11 +84,14 @@ def one_step(args: argparse.Namespace) -> dict:
         "precision": "32-true",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
-        "memory": "cuda max allocated" if device.type == "cuda" else "peak RSS",
+        "memory": "cuda max allocated" if device.type == "cuda" else "peak RSS (VmHWM)",
+        "first_step_peak_mb": round(first_peak, 1),
+        "first_step_growth_mb": round(first_peak - first_before, 1),
         "peak_mb": round(peak, 1),
         "before_step_mb": round(before, 1),
         "step_growth_mb": round(peak - before, 1),
-        "step_s": round(time.perf_counter() - start, 1),
+        "first_step_s": round(first_s, 1),
+        "step_s": round(seconds, 1),
         "loss_finite": bool(all(torch.isfinite(torch.as_tensor(v)).all() for v in logs.values())),
     }
 

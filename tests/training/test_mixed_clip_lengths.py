@@ -32,8 +32,8 @@ class _Clips(torch.utils.data.Dataset):
 
 
 def _stream(rank: int, world_size: int, start_sample: int = 0, seed: int = 1) -> ClipLengthStream:
-    layout = StreamLayout(2, seed, rank, world_size, start_sample)
-    streams = {n: ResumableImageStream(_Clips(n), batch_size=2, seed=seed, rank=rank, world_size=world_size, start_batch=start_sample // (2 * world_size)) for n in (9, 5)}
+    layout, start = StreamLayout(2, seed, rank, world_size, start_sample), start_sample // (2 * world_size)
+    streams = {n: ResumableImageStream(_Clips(n), batch_size=2, seed=seed, rank=rank, world_size=world_size, start_batch=start) for n in (9, 5)}
     return ClipLengthStream(streams, layout)
 
 
@@ -52,8 +52,9 @@ def test_each_batchs_length_is_drawn_from_the_seed_and_its_number_alone():
     for number in range(6):
         first, second = (stream.batch(number) for stream in ranks)
         assert {s["image"].shape[1] for s in first + second} == {draws[number]}
-        unmixed = [ResumableImageStream(_Clips(9), batch_size=2, seed=1, rank=r, world_size=2).sample_at_global(number * 4 + i * 2 + r) for r in (0, 1) for i in (0, 1)]
-        assert [s["image"][0, 0, 0, 0] for s in first + second] == [s["image"][0, 0, 0, 0] for s in unmixed]  # the positions an unmixed run reads
+        unmixed = ResumableImageStream(_Clips(9), batch_size=2, seed=1, world_size=2)  # the positions an unmixed run reads there:
+        expected = [unmixed.sample_at_global(number * 4 + i * 2 + rank) for rank in (0, 1) for i in (0, 1)]
+        assert [s["image"][0, 0, 0, 0] for s in first + second] == [s["image"][0, 0, 0, 0] for s in expected]
 
 
 class _Lengths(L.Callback):
