@@ -10,7 +10,8 @@ on a random VGG (no weights offline: the same network size), then one `GanStep` 
 (reconstruction, LPIPS, KL, the 3D PatchGAN's term with LDM's adaptive weight, the discriminator's update)
 and Adam from the preset, on one random clip of `--frames` x `--resolution`^2 in fp32, twice. Reported for the
 second step (the first also allocates the gradients and Adam's states; its figures are reported beside): the
-peak resident memory of the process during the step (Linux's `VmHWM`, reset before it), the resident memory
+peak resident memory of the process during the step (Linux's `VmHWM`, reset before it; glibc's allocator set
+to return freed tensors to the system, so resident memory follows the live tensors), the resident memory
 before it (model, discriminator, LPIPS, EMA, gradients, optimizer states) and the step's growth above it (the
 activations and the step's transients), and the step's seconds. That the two arms compute the same
 gradients is tests/models/test_wan_checkpointing.py's job. On a GPU (`--device cuda`): CUDA's allocated
@@ -20,7 +21,9 @@ memory instead of the resident memory.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -37,7 +40,9 @@ def resident_mb(field: str = "VmRSS") -> float:
 
 
 def reset_peak() -> None:
-    """Linux: the peak resident memory (`VmHWM`) starts again from the current (`clear_refs` 5)."""
+    """Linux: freed memory handed back to the system (glibc's `malloc_trim`), then the peak resident memory
+    (`VmHWM`) starts again from the current (`clear_refs` 5)."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")
 
@@ -110,7 +115,9 @@ def main() -> None:
         return
     for arm in args.arms.split(","):
         command = [sys.executable, __file__, "--checkpointing", arm, *sys.argv[1:]]
-        result = subprocess.run(command, capture_output=True, text=True)
+        # glibc keeps freed blocks below its mmap threshold for reuse, so the resident memory would stay at the
+        # first step's peak; a fixed 64 KiB threshold gives every tensor its own mapping, returned when freed
+        result = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"MALLOC_MMAP_THRESHOLD_": "65536"})
         lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
         if result.returncode or not lines:
             tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
