@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaetrain.errors import ConfigError
-from vaetrain.models.families import wan_chunks
 from vaetrain.models.families.base import Posterior, tile_grid
 from vaetrain.models.families.kl import KLFamily
+from vaetrain.models.families.wan_chunks import checkpointed_decode, checkpointed_moments
 
 
 class WanFamily(KLFamily):
@@ -68,13 +68,13 @@ class WanFamily(KLFamily):
             return super().encode(model, images)
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-        posterior = DiagonalGaussianDistribution(wan_chunks.encode_moments(model, images))
+        posterior = DiagonalGaussianDistribution(checkpointed_moments(model, images))
         return Posterior(posterior.mean, posterior.logvar)
 
     def decode(self, model, latents) -> torch.Tensor:
         if not (model.decoder.gradient_checkpointing and torch.is_grad_enabled()):
             return super().decode(model, latents)
-        return wan_chunks.decode(model, latents)
+        return checkpointed_decode(model, latents)
 
     decoder_clamps = True  # `_decode`: torch.clamp(out, -1, 1)
 

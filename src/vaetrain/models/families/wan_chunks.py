@@ -68,11 +68,11 @@ def _refuse_tiling(model: nn.Module, height: int, width: int) -> None:
         )
 
 
-def encode_moments(model: nn.Module, clips: torch.Tensor) -> torch.Tensor:
+def checkpointed_moments(model: nn.Module, clips: torch.Tensor) -> torch.Tensor:
     """`AutoencoderKLWan.encode`'s moments (mean and log-variance stacked in channels), chunk by chunk
     under activation checkpointing."""
     if model.use_slicing and clips.shape[0] > 1:
-        return torch.cat([encode_moments(model, clip) for clip in clips.split(1)])
+        return torch.cat([checkpointed_moments(model, clip) for clip in clips.split(1)])
     if model.config.patch_size is not None:
         from diffusers.models.autoencoders.autoencoder_kl_wan import patchify
 
@@ -86,10 +86,10 @@ def encode_moments(model: nn.Module, clips: torch.Tensor) -> torch.Tensor:
     return model.quant_conv(torch.cat(outputs, 2))
 
 
-def decode(model: nn.Module, latents: torch.Tensor) -> torch.Tensor:
+def checkpointed_decode(model: nn.Module, latents: torch.Tensor) -> torch.Tensor:
     """`AutoencoderKLWan.decode(latents).sample`, latent frame by latent frame under activation checkpointing."""
     if model.use_slicing and latents.shape[0] > 1:
-        return torch.cat([decode(model, latent) for latent in latents.split(1)])
+        return torch.cat([checkpointed_decode(model, latent) for latent in latents.split(1)])
     ratio = model.spatial_compression_ratio
     _refuse_tiling(model, latents.shape[-2] * ratio, latents.shape[-1] * ratio)
     x = model.post_quant_conv(latents)
