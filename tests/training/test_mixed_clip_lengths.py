@@ -11,7 +11,7 @@ import torch
 from tests.conftest import TINY_WAN, fit_with_checkpoints, tiny_module
 from vaetrain.checkpoints.schema import load_checkpoint
 from vaetrain.cli import main
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.data.sources.spec import StreamLayout
 from vaetrain.data.streams.clip_lengths import ClipLengthStream, clip_length, clip_lengths
 from vaetrain.data.streams.resumable import ResumableImageStream
@@ -28,7 +28,7 @@ class _Clips(torch.utils.data.Dataset):
         return 10
 
     def __getitem__(self, index: int) -> dict:
-        return {"image": torch.full((3, self.frames, 2, 2), float(index)), "bad": [], "small": 0}
+        return {"pixels": torch.full((3, self.frames, 2, 2), float(index)), "bad": [], "small": 0}
 
 
 def _stream(rank: int, world_size: int, start_sample: int = 0, seed: int = 1) -> ClipLengthStream:
@@ -44,17 +44,17 @@ def test_each_batchs_length_is_drawn_from_the_seed_and_its_number_alone():
     assert draws != [clip_length((5, 9), 2, n) for n in range(64)]
     straight = iter(_stream(0, 1))
     batches = [next(straight) for _ in range(6)]
-    assert [batch[0]["image"].shape[1] for batch in batches] == draws[:6]
+    assert [batch[0]["pixels"].shape[1] for batch in batches] == draws[:6]
     resumed = iter(_stream(0, 1, start_sample=4 * 2))  # after 4 batches of 2
     for batch in batches[4:]:
-        assert all(torch.equal(a["image"], b["image"]) for a, b in zip(batch, next(resumed)))
+        assert all(torch.equal(a["pixels"], b["pixels"]) for a, b in zip(batch, next(resumed)))
     ranks = [_stream(rank, 2) for rank in (0, 1)]  # two processes: the same length, disjoint records
     for number in range(6):
         first, second = (stream.batch(number) for stream in ranks)
-        assert {s["image"].shape[1] for s in first + second} == {draws[number]}
+        assert {s["pixels"].shape[1] for s in first + second} == {draws[number]}
         unmixed = ResumableImageStream(_Clips(9), batch_size=2, seed=1, world_size=2)  # the positions an unmixed run reads there:
         expected = [unmixed.sample_at_global(number * 4 + i * 2 + rank) for rank in (0, 1) for i in (0, 1)]
-        assert [s["image"][0, 0, 0, 0] for s in first + second] == [s["image"][0, 0, 0, 0] for s in expected]
+        assert [s["pixels"][0, 0, 0, 0] for s in first + second] == [s["pixels"][0, 0, 0, 0] for s in expected]
 
 
 class _Lengths(L.Callback):
@@ -67,7 +67,7 @@ class _Lengths(L.Callback):
 
 def _run(root: Path, folder: Path, max_steps: int, ckpt_path: str | None = None) -> tuple:
     module = tiny_module(autoencoder=TINY_WAN, loss={"disc_start_step": 1}, discriminator={"kind": "patchgan3d"})
-    data = ImageDataModule(path=str(folder), frames=[9, 5], resolution=16, batch_size=2, val_size=2, num_workers=0, seed=1)
+    data = SampleDataModule(path=str(folder), frames=[9, 5], resolution=16, batch_size=2, val_size=2, num_workers=0, seed=1)
     lengths = _Lengths()
     fit_with_checkpoints(root, module, data, max_steps, ckpt_path=ckpt_path, callbacks=[lengths])
     return module, lengths.lengths
@@ -86,9 +86,9 @@ def test_mixed_lengths_train_and_resume_exactly(tmp_path, video_folder):
 
 def test_a_bad_list_is_one_line_naming_data_frames(tmp_path, video_folder, capsys):
     with pytest.raises(ConfigError, match="data.frames: an empty list"):
-        ImageDataModule(path=str(video_folder), frames=[])
+        SampleDataModule(path=str(video_folder), frames=[])
     with pytest.raises(ConfigError, match="data.frames as a list reads folders"):
-        ImageDataModule(path=str(tmp_path / "shard-{000..001}.tar"), frames=[5, 9])
+        SampleDataModule(path=str(tmp_path / "shard-{000..001}.tar"), frames=[5, 9])
     tiny = ["--model.autoencoder.block_out_channels", "[8, 16, 16]", "--model.autoencoder.latent_channels", "4", "--data.num_workers", "0"]
     tiny += ["--model.autoencoder.architecture", "{temperal_downsample: [true, true]}", "--trainer.default_root_dir", str(tmp_path / "run")]
     code = main(["fit", "--config", "configs/wan-tiny.yaml", "--data.path", str(video_folder), "--data.frames", "[5, 6]", "--data.resolution", "32", *tiny])
