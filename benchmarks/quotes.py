@@ -99,6 +99,15 @@ def _per_frame_lead(rows: Table) -> tuple[str, ...]:
     return f"{ahead[0]:.1f}", f"{ahead[1]:.2f}", f"{cell(rows, 'kl_tiny_per_frame', 'flicker'):.1f}", f"{cell(rows, 'wan_tiny', 'flicker'):.1f}"
 
 
+def _checkpointing_saves(rows: Table) -> tuple[str, ...]:
+    """The growth's and the peak's saving in percent, each with the two values (rounded to MiB)."""
+    figures = []
+    for column in ("growth", "peak"):
+        off, on = cell(rows, "off", column), cell(rows, "on", column)
+        figures += [f"{100 - 100 * on / off:.0f}", f"{off:.0f}", f"{on:.0f}"]
+    return tuple(figures)
+
+
 def _ratio(rows: Table, a: str, b: str, column: str = "steps") -> float:
     return cell(rows, a, column) / cell(rows, b, column)
 
@@ -166,6 +175,11 @@ QUOTES: tuple[Quote, ...] = (
     Quote("discrete-race", "both beat plain VQ by {} dB", lambda r: (span(gaps(r, "vq_alive", "vq", PSNR_SETS[:3]) + gaps(r, "fsq", "vq", PSNR_SETS[:3]), 1),)),
     # issue 24
     Quote("video-race", "+{} dB PSNR, +{} SSIM, and *less* flicker ({} vs {} levels)", _per_frame_lead),
+    # issue 32
+    Quote("wan-checkpointing", "cuts the step's growth by {} % ({} to {} MiB) and the peak by {} % ({} to {} MiB)", _checkpointing_saves),
+    Quote("wan-checkpointing", "16 times the pixels: about {} GiB", lambda r: (f"{16 * cell(r, 'off', 'growth') / 1024:.0f}",)),
+    Quote("wan-checkpointing", "and a step about {} minutes", lambda r: (f"{16 * cell(r, 'off', 's/step') / 60:.0f}",)),
+    Quote("wan-checkpointing", "at a cost of {} % more time per step", lambda r: (f"{100 * _ratio(r, 'on', 'off', 's/step') - 100:.0f}",)),
 )
 
 

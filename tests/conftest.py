@@ -86,13 +86,15 @@ def tiny_trainer(root: Path | None = None, **overrides) -> L.Trainer:
     return L.Trainer(**(kwargs | overrides))
 
 
-def fit_with_checkpoints(root: Path, module, datamodule, max_steps: int, *, ckpt_path: str | None = None, every: int = 2) -> L.Trainer:
+def fit_with_checkpoints(
+    root: Path, module, datamodule, max_steps: int, *, ckpt_path: str | None = None, every: int = 2, callbacks: list | None = None
+) -> L.Trainer:
     """Fits with a checkpoint every `every` generator steps and `last.ckpt` in `root`: the two halves of a
     resume test (stop at a step, then resume from `root/last.ckpt`)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     checkpoint = ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=every)
-    trainer = tiny_trainer(root, max_steps=max_steps, callbacks=[checkpoint], enable_checkpointing=True)
+    trainer = tiny_trainer(root, max_steps=max_steps, callbacks=[checkpoint, *(callbacks or [])], enable_checkpointing=True)
     trainer.fit(module, datamodule, ckpt_path=ckpt_path, weights_only=True)
     return trainer
 

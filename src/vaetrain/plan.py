@@ -44,6 +44,18 @@ class RunPlan:
     """Weights and batches stored NHWC (set at set-up from `speed.channels_last` and the device)."""
     memory: dict[str, Any] = field(default_factory=dict)
     """The memory budget's figures (empty without one)."""
+    longest_clip: int | None = None
+    """The most frames of any clip trained on, this run and the runs it resumed (the longest of `data.frames`);
+    None: images."""
+
+    def resume(self, counters: StepCounters, recorded: dict[str, Any]) -> None:
+        """The counters and the longest clip of the checkpoint's record (`as_record`) a run resumes from."""
+        self.counters = counters
+        self.trained_on_clips(recorded.get("longest_clip"))
+
+    def trained_on_clips(self, frames: int | None) -> None:
+        if frames:
+            self.longest_clip = max(self.longest_clip or 0, int(frames))
 
     def accumulate_from_here(self, micro_batches: int) -> None:
         """`micro_batches` per update from the next micro-batch on (set between updates)."""
@@ -57,4 +69,5 @@ class RunPlan:
             "processes": self.processes,
             "gradient_checkpointing": self.gradient_checkpointing,
             "memory": self.memory or None,
+            "longest_clip": self.longest_clip,
         }

@@ -42,7 +42,8 @@ class RunRecord:
     data: dict[str, Any] = field(default_factory=dict)
     """`SampleSet.as_dict()` of the training data; empty when trained without a data module."""
     plan: dict[str, Any] = field(default_factory=dict)
-    """Run-time decisions: micro_batch, accumulate, gradient_checkpointing, processes, memory (a plan's figures)."""
+    """Run-time decisions: micro_batch, accumulate, gradient_checkpointing, processes, memory (a plan's figures),
+    longest_clip (the most frames of a training clip, None for images)."""
     rng: dict[str, Any] | None = None
     version: int = FORMAT_VERSION
 

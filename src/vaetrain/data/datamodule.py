@@ -22,6 +22,7 @@ from vaetrain.data.quality import BadFileTracker
 from vaetrain.data.sample_sets import DEFAULT_BATCH_SIZE, SampleSet, default_num_workers, open_source, sample_loader
 from vaetrain.data.sources.spec import Part, SourceKind, SourceSpec, StreamLayout
 from vaetrain.data.streams.buckets import check_crop_settings
+from vaetrain.data.streams.clip_lengths import ClipLengthStream, check_clip_lengths, clip_lengths
 from vaetrain.data.streams.mixed import MixedStream
 from vaetrain.data.streams.schedule import Phase, check_sides, phased_stream, schedule_phases
 from vaetrain.errors import ConfigError
@@ -67,7 +68,7 @@ class SampleDataModule(L.LightningDataModule):
         normalization_images: Training images the percentiles are measured on (evenly spaced).
         display_channels: Channels shown as R, G, B in grids and reports (default: gray for 1 channel, else 0, 1, 2).
         resolution_schedule: [[step, resolution], ...]: training crops change size at these generator steps.
-        frames: Clips of this many frames from video files and frame folders (0: images). Wan: 1 + 4k.
+        frames: Clips of this many frames from video files and frame folders (0: images). Wan: 1 + 4k. A list: each micro-batch's length drawn from it.
         frame_stride: Every frame_stride-th frame of a video makes the clip.
         image_path: With frames: a folder (or dataset) of images trained as one-frame clips beside the videos.
         image_ratio: The fraction of micro-batches that are images from image_path (joint image + video training).
@@ -107,7 +108,7 @@ class SampleDataModule(L.LightningDataModule):
         normalization_images: int = 256,
         display_channels: tuple[int, int, int] | None = None,
         resolution_schedule: list[tuple[int, int]] | None = None,
-        frames: int = 0,
+        frames: int | list[int] = 0,
         frame_stride: int = 1,
         image_path: str | None = None,
         image_ratio: float = 0.0,
@@ -121,7 +122,8 @@ class SampleDataModule(L.LightningDataModule):
         for key, value in (("resolution", resolution), ("batch_size", batch_size)):
             if value <= 0:
                 raise ConfigError(f"data.{key} must be positive, got {value}")
-        self.clip = clip_spec(frames, frame_stride)
+        self.clip_lengths = clip_lengths(frames)  # several: `streams/clip_lengths.py`; `clip` reads the longest
+        self.clip = clip_spec(max(self.clip_lengths, default=0), frame_stride)
         videos = self.clip is not None
         spec = SourceSpec(path, source, split, image_column, file_list, val_size=0 if val_path else val_size, videos=videos)
         self.source = open_source(spec)
@@ -130,6 +132,7 @@ class SampleDataModule(L.LightningDataModule):
         self.image_source, self.image_ratio = (open_source(SourceSpec(image_path, val_size=0)), image_ratio) if image_ratio else (None, 0.0)
         if self.image_source is not None and "webdataset" in (self.source.spec.kind, self.image_source.spec.kind):
             raise ConfigError("data.image_ratio mixes folders or datasets (read by position); WebDataset shards are read in order")
+        check_clip_lengths(self.clip_lengths, self.source.spec.kind)
         self.buckets = [tuple(b) for b in buckets] if buckets else None
         check_crop_settings(self.buckets, crop, self.resolution_schedule, self.source)
         self.resolution = resolution
@@ -189,11 +192,11 @@ class SampleDataModule(L.LightningDataModule):
         """Resume after `samples_seen` images of all processes together (restored from a checkpoint)."""
         self.start_sample = samples_seen
 
-    def decoder(self, *, train: bool, resolution: int | None = None, images: bool = False) -> SampleDecoder:
-        """Clips with `data.frames` (unless `images`: joint training's images), else images, cut as configured."""
+    def decoder(self, *, train: bool, resolution: int | None = None, images: bool = False, frames: int | None = None) -> SampleDecoder:
+        """Clips with `data.frames` (of `frames` frames, else the longest; unless `images`: joint training's images), else images."""
         side, common = resolution or self.resolution, {"crop": self.crop, "flip": self.flip, "background": self.background, "max_pixels": self.max_image_pixels}
         if self.clip is not None and not images:
-            return ClipDecoder(self.clip, side, train=train, **common)
+            return ClipDecoder(replace(self.clip, frames=frames or self.clip.frames), side, train=train, **common)
         return build_decoder(side, train=train, pixels=self.pixels, small_images=self.small_images, **common)
 
     def samples(self, part: Part, *, train: bool, max_items: int | None = None, rank: int = 0, world_size: int = 1) -> Dataset | IterableDataset:
@@ -210,10 +213,12 @@ class SampleDataModule(L.LightningDataModule):
             stream = phased_stream(self.source, lambda side: self.decoder(train=True, resolution=side), self.phases(), layout, accumulate)
             return sample_loader(stream, None, self.num_workers, self.prefetch_factor)
         stream = self.source.train_samples(self.decoder(train=True), layout, self._bucket_decoders())
+        if len(self.clip_lengths) > 1:  # a clip length per micro-batch (`streams/clip_lengths.py`)
+            stream = ClipLengthStream({n: self.source.train_samples(self.decoder(train=True, frames=n), layout) for n in self.clip_lengths}, layout)
         if self.image_source is not None:  # joint image + video training (`streams/mixed.py`)
             images = self.image_source.train_samples(self.decoder(train=True, images=True), layout)
             return sample_loader(MixedStream(stream, images, self.image_ratio, layout), None, self.num_workers, self.prefetch_factor)
-        return sample_loader(stream, self.micro_batch, self.num_workers, self.prefetch_factor)
+        return sample_loader(stream, None if len(self.clip_lengths) > 1 else self.micro_batch, self.num_workers, self.prefetch_factor)
 
     def val_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world_size()

@@ -119,7 +119,7 @@ def build_autoencoder(config: AutoencoderConfig) -> nn.Module:
     if config.gradient_checkpointing:
         if not family_of(model).gradient_checkpointing:
             raise ConfigError(f"model.autoencoder.gradient_checkpointing is not available for {type(model).__name__} (models/families)")
-        model.enable_gradient_checkpointing()
+        family_of(model).set_gradient_checkpointing(model, True)
     if not config.train_encoder:
         freeze_encoder(model)
     if config.trainable is not None:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from vaetrain.models.families import family_of
+from vaetrain.models.families.wan_chunks import recomputing
 
 
 class LastLayerInput:
@@ -22,7 +23,8 @@ class LastLayerInput:
     padded with the previous chunks' cached frames, and concatenates the outputs in time, then clamps them
     to [-1, 1]: every chunk of the latest decode is kept (`Family.last_conv_chunk`: the padded input, and
     whether it starts a decode), its weight gradient taken against its slice of the gradient, and the
-    gradient masked where the clamp cut it off."""
+    gradient masked where the clamp cut it off. A chunk recomputed in backward under activation checkpointing
+    (`wan_chunks.recomputing()`) is not kept again."""
 
     def __init__(self, model: nn.Module) -> None:
         self.family = family_of(model)
@@ -31,7 +33,7 @@ class LastLayerInput:
         self.conv.register_forward_hook(self._keep)
 
     def _keep(self, module, args, output) -> None:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and not recomputing():  # a checkpointed chunk's recomputation in backward: kept once
             padded, first = self.family.last_conv_chunk(module, args)
             if first:
                 self.chunks = []
@@ -70,7 +72,7 @@ class EncoderLastLayer:
         model.encoder.conv_out.register_forward_pre_hook(self._keep)
 
     def _keep(self, module, args) -> None:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and not recomputing():
             self.value = args[0].detach()
 
     def weight_gradient(self, grad_mean: torch.Tensor) -> torch.Tensor:

@@ -198,7 +198,7 @@ def restored_afterwards(module, trainer: L.Trainer):
     networks = networks_with(module, "probe_restore")
     tensors = [t for n in networks for t in (*n.parameters(), *n.buffers())]
     saved = [_local(t).detach().to("cpu", copy=True) for t in tensors]
-    step_state, rng, checkpointing = module.gan_step.snapshot(), capture_rng(), module.autoencoder.is_gradient_checkpointing
+    step_state, rng, checkpointing = module.gan_step.snapshot(), capture_rng(), family_of(module.autoencoder).is_gradient_checkpointing(module.autoencoder)
     try:
         yield
     finally:

@@ -81,9 +81,8 @@ class AutoencoderModule(L.LightningModule):
         return self.plan.accumulate
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
-        """Recompute the autoencoder's activations in backward (less memory, ~30 % more compute); the memory
-        budget switches it for the run (the config keeps the value it was given)."""
-        self.autoencoder.enable_gradient_checkpointing() if enabled else self.autoencoder.disable_gradient_checkpointing()
+        """Recompute activations in backward (`Family.set_gradient_checkpointing`); the memory budget switches it for the run."""
+        family_of(self.autoencoder).set_gradient_checkpointing(self.autoencoder, enabled)
         self.plan.gradient_checkpointing = enabled
 
     def inference_autoencoder(self) -> nn.Module:
@@ -141,7 +140,8 @@ class AutoencoderModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         record = RunRecord.read_from(checkpoint)
-        self.plan.counters, self._pending_rng_state = record.counters, record.rng
+        self.plan.resume(record.counters, record.plan)
+        self._pending_rng_state = record.rng
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "set_start_sample"):
             datamodule.set_start_sample(record.counters.samples_seen)

@@ -26,11 +26,12 @@ def check_image_sizes(datamodule, downsampling_factor: int, discriminator: Discr
 
 
 def check_frames(datamodule, autoencoder, kind: str = "patchgan") -> None:
-    """Clips for a video family (of a frame count it reads), images for the others."""
+    """Clips for a video family (of frame counts it reads: each of a `data.frames` list), images for the others."""
     family, clip = family_of(autoencoder), getattr(datamodule, "clip", None)
     if family.video and clip is None:
         raise ConfigError(f"{family.class_name} trains on clips: set data.frames (e.g. 5) and data.path to a folder of videos")
-    family.check_frames(autoencoder, clip.frames if clip is not None else 0)
+    for frames in getattr(datamodule, "clip_lengths", None) or [clip.frames if clip is not None else 0]:
+        family.check_frames(autoencoder, frames)
     if kind == "patchgan3d" and not family.video:
         raise ConfigError("model.discriminator.kind=patchgan3d reads clips; the autoencoder is an image family (use patchgan)")
 

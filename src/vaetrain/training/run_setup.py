@@ -37,6 +37,7 @@ def set_up(module) -> None:
     plan.processes = trainer.world_size
     if datamodule is not None:
         plan.micro_batch = plan.micro_batch or getattr(datamodule, "batch_size", None)
+        plan.trained_on_clips(getattr(getattr(datamodule, "clip", None), "frames", None))  # the longest of data.frames
         datamodule.plan = plan  # handed over: the data module reads the micro-batch and accumulation from it
     if module.training_config.global_batch_size and datamodule is not None:
         module.gan_step.accumulate = accumulation_for(module.training_config.global_batch_size, trainer.world_size, plan.micro_batch)

@@ -1,6 +1,7 @@
 """Autoencoder families: what the trainer, evaluation and export need to know of a diffusers autoencoder
 class, one small file each (`kl.py`: AutoencoderKL, `tiny.py`: AutoencoderTiny, `dc.py`: AutoencoderDC, `vq.py`: VQModel,
-`wan.py`: AutoencoderKLWan and `hunyuan.py`: AutoencoderKLHunyuanVideo, the video families).
+`wan.py`: AutoencoderKLWan, with `wan_chunks.py` its checkpointed chunks, and `hunyuan.py`:
+AutoencoderKLHunyuanVideo, the video families).
 
 Everything outside this package talks to an autoencoder through `family_of(model)` (or `FAMILIES[name]`
 for one not built yet): encode to a `Posterior`, decode, the decoder's last convolution (the adaptive GAN

@@ -47,7 +47,7 @@ class Family:
     conv_in_prefixes: ClassVar[tuple[str, ...]] = ("encoder.conv_in.", "decoder.conv_in.")
     """The input convolutions of encoder and decoder (vqgan-training's `"conv_in" in n`, `conv_in_lr`)."""
     gradient_checkpointing: ClassVar[bool] = True
-    """diffusers' gradient checkpointing computes the same function (the memory budget may switch it on)."""
+    """Activation checkpointing computes the same function (the memory budget may switch it on)."""
     video: ClassVar[bool] = False
     """Reads and writes clips (B, C, T, H, W) instead of images (B, C, H, W)."""
 
@@ -62,6 +62,13 @@ class Family:
 
     def configure(self, model: nn.Module, config) -> None:
         """Training-time settings of a new or pretrained model from its `AutoencoderConfig` (nothing by default)."""
+
+    def set_gradient_checkpointing(self, model: nn.Module, enabled: bool) -> None:
+        """Recompute activations in backward (diffusers' own gradient checkpointing by default)."""
+        model.enable_gradient_checkpointing() if enabled else model.disable_gradient_checkpointing()
+
+    def is_gradient_checkpointing(self, model: nn.Module) -> bool:
+        return model.is_gradient_checkpointing
 
     def encode(self, model: nn.Module, images: torch.Tensor) -> Posterior:
         raise NotImplementedError

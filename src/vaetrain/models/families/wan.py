@@ -2,9 +2,10 @@
 diagonal Gaussian posterior, clips (B, C, T, H, W) of 1 + 4k frames in, 1 + k latent frames out (4x in
 time, 8x in space for Wan 2.1). Its pipelines read per-channel `latents_mean` / `latents_std`.
 
-diffusers' class has no gradient checkpointing (`_supports_gradient_checkpointing = False`) and encodes a
-clip chunk by chunk through mutable feature caches, so recomputing a chunk in backward would see the cache
-of a later chunk: `gradient_checkpointing` is refused for this family rather than approximated.
+diffusers' class has no gradient checkpointing (`_supports_gradient_checkpointing = False`): it encodes a
+clip chunk by chunk through mutable feature caches, so a recomputed chunk would see a later chunk's caches.
+With `gradient_checkpointing` on, encode and decode run `wan_chunks`' loop instead, where each chunk takes its
+caches in and gives them out, and is checkpointed; with gradients off (validation, `recon`) diffusers' own.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaetrain.errors import ConfigError
-from vaetrain.models.families.base import tile_grid
+from vaetrain.models.families.base import Posterior, tile_grid
 from vaetrain.models.families.kl import KLFamily
+from vaetrain.models.families.wan_chunks import checkpointed_decode, checkpointed_moments
 
 
 class WanFamily(KLFamily):
@@ -25,7 +27,6 @@ class WanFamily(KLFamily):
     class_name = "AutoencoderKLWan"
     video = True
     latent_conventions = ("per_channel",)
-    gradient_checkpointing = False
 
     def build(self, config) -> nn.Module:
         from diffusers import AutoencoderKLWan
@@ -53,6 +54,27 @@ class WanFamily(KLFamily):
             scale_factor_spatial=2 ** (levels - 1),
             **architecture,
         )
+
+    def set_gradient_checkpointing(self, model, enabled: bool) -> None:
+        """The flags diffusers' encoder and decoder carry (and `is_gradient_checkpointing` reads) but do not
+        use themselves; `encode` and `decode` read them."""
+        model.encoder.gradient_checkpointing = model.decoder.gradient_checkpointing = enabled
+
+    def is_gradient_checkpointing(self, model) -> bool:
+        return bool(model.encoder.gradient_checkpointing)
+
+    def encode(self, model, images) -> Posterior:
+        if not (model.encoder.gradient_checkpointing and torch.is_grad_enabled()):
+            return super().encode(model, images)
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        posterior = DiagonalGaussianDistribution(checkpointed_moments(model, images))
+        return Posterior(posterior.mean, posterior.logvar)
+
+    def decode(self, model, latents) -> torch.Tensor:
+        if not (model.decoder.gradient_checkpointing and torch.is_grad_enabled()):
+            return super().decode(model, latents)
+        return checkpointed_decode(model, latents)
 
     decoder_clamps = True  # `_decode`: torch.clamp(out, -1, 1)
 
