@@ -85,7 +85,7 @@ class AutoencoderModule(L.LightningModule):
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Recompute the autoencoder's activations in backward (less memory, ~30 % more compute); the memory
         budget switches it for the run (the config keeps the value it was given)."""
-        self.autoencoder.enable_gradient_checkpointing() if enabled else self.autoencoder.disable_gradient_checkpointing()
+        family_of(self.autoencoder).set_gradient_checkpointing(self.autoencoder, enabled)
         self.plan.gradient_checkpointing = enabled
 
     def inference_autoencoder(self) -> nn.Module:

@@ -55,5 +55,5 @@ def check_terms(setup: Setup, autoencoder) -> None:
 def check_data(datamodule, autoencoder, image_channels: int, discriminator: DiscriminatorConfig, loss: LossConfig, features: list[Feature]) -> None:
     """Fails early, in one line, when the images cannot be trained at their size, channel count or frame count."""
     check_image_sizes(datamodule, family_of(autoencoder).downsampling_factor(autoencoder), discriminator, loss, features)
-    check_channels(datamodule, autoencoder.config.in_channels, image_channels)
+    check_channels(datamodule, family_of(autoencoder).image_channels(autoencoder)[0], image_channels)
     check_frames(datamodule, autoencoder, discriminator.kind)
