@@ -108,6 +108,10 @@ class Family:
     def set_first_conv(self, model: nn.Module, conv: nn.Conv2d) -> None:
         model.encoder.conv_in = conv
 
+    def check_sides(self, model: nn.Module, sides: list[int]) -> str | None:
+        """A one-line reason why the model cannot train on images of these sides (beyond the factor), else None."""
+        return None
+
     def downsampling_factor(self, model: nn.Module) -> int:
         raise NotImplementedError
 

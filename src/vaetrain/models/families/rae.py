@@ -58,10 +58,22 @@ class RAEFamily(Family):
             layer.__class__ = _checkpointed_layer_class(type(layer))
 
     def encode(self, model, images) -> Posterior:
-        return Posterior(model.encode((images + 1) / 2).latent)
+        """The tokens of images at the decoder's output size; other sizes in tiles of that size (padded by
+        repeating the border), their token maps side by side (so `eval` and the report read any image)."""
+        side = output_side(model)
+        if tuple(images.shape[-2:]) == (side, side):
+            return Posterior(model.encode((images + 1) / 2).latent)
+        tiles, grid = _to_tiles(images, side)
+        return Posterior(_from_tiles(model.encode((tiles + 1) / 2).latent, len(images), grid))
 
     def decode(self, model, latents) -> torch.Tensor:
-        return model.decode(latents).sample * 2 - 1
+        tokens = int(model.num_patches**0.5)
+        if tuple(latents.shape[-2:]) == (tokens, tokens):
+            return model.decode(latents).sample * 2 - 1
+        if latents.shape[-2] % tokens or latents.shape[-1] % tokens:
+            raise ConfigError(f"AutoencoderRAE decodes {tokens} x {tokens} token maps (or tilings of them); got {tuple(latents.shape[-2:])}")
+        tiles, grid = _to_tiles(latents, tokens)
+        return _from_tiles(model.decode(tiles).sample * 2 - 1, len(latents), grid)
 
     def image_channels(self, model) -> tuple[int, int]:
         return model.config.num_channels, model.config.num_channels
@@ -93,6 +105,16 @@ class RAEFamily(Family):
     def first_conv(self, model) -> nn.Module:
         raise ConfigError("the rae family's encoder reads RGB as its representation model was trained; in_channels other than 3 are not supported")
 
+    def check_sides(self, model, sides: list[int]) -> str | None:
+        """Training reads images of the decoder's output size only."""
+        side = output_side(model)
+        if any(s != side for s in sides):
+            return (
+                f"data.resolution {sorted(set(sides))}: this AutoencoderRAE writes {side} px images (decoder patch_size {model.config.patch_size} x "
+                f"{side // model.config.patch_size} tokens); train at {side} px or change the decoder's patch_size"
+            )
+        return None
+
     def downsampling_factor(self, model) -> int:
         """Pixels per latent token along a side of the decoder's output (its patch size)."""
         return model.config.patch_size
@@ -123,6 +145,26 @@ class RAEFamily(Family):
             f"AutoencoderRAE, frozen {c.encoder_type} encoder (width {c.encoder_hidden_size}, patch {c.encoder_patch_size}, input "
             f"{c.encoder_input_size} px), ViT decoder {c.decoder_num_hidden_layers} x {c.decoder_hidden_size}, patch {c.patch_size}"
         )
+
+
+def output_side(model) -> int:
+    """The side of the images the decoder writes (and training reads): patch_size x tokens per side."""
+    return model.config.patch_size * int(model.num_patches**0.5)
+
+
+def _to_tiles(x: torch.Tensor, side: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(B, C, H, W) -> (B * rows * cols, C, side, side), padded at the bottom and right by repeating the border."""
+    height, width = x.shape[-2:]
+    rows, cols = -(-height // side), -(-width // side)
+    x = torch.nn.functional.pad(x, (0, cols * side - width, 0, rows * side - height), mode="replicate")
+    b, c = x.shape[:2]
+    return x.view(b, c, rows, side, cols, side).permute(0, 2, 4, 1, 3, 5).reshape(b * rows * cols, c, side, side), (rows, cols)
+
+
+def _from_tiles(tiles: torch.Tensor, batch: int, grid: tuple[int, int]) -> torch.Tensor:
+    rows, cols = grid
+    c, h, w = tiles.shape[1:]
+    return tiles.view(batch, rows, cols, c, h, w).permute(0, 3, 1, 4, 2, 5).reshape(batch, c, rows * h, cols * w)
 
 
 _CHECKPOINTED: dict[type, type] = {}
