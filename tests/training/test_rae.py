@@ -14,7 +14,7 @@ from tests.conftest import tiny_trainer
 from tests.models.test_rae_parts import DINO, RAE
 from vaetrain.checkpoints.schema import autoencoder_from_checkpoint
 from vaetrain.cli import main
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.losses import LossConfig
 from vaetrain.models import AutoencoderConfig, DiscriminatorConfig, EMAConfig
 from vaetrain.models import dino_discriminator as dino_module
@@ -59,7 +59,7 @@ def _run(root: Path, folder: Path, max_steps: int, ckpt_path: str | None = None)
     module = _module()
     checkpoint = ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=2)
     trainer = tiny_trainer(root, max_steps=max_steps, callbacks=[checkpoint], enable_checkpointing=True)
-    data = ImageDataModule(path=str(folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
+    data = SampleDataModule(path=str(folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
     trainer.fit(module, data, ckpt_path=ckpt_path, weights_only=True)
     return module
 
