@@ -148,3 +148,11 @@ def test_raes_cosine_schedule_warms_up_from_zero_and_ends_at_the_final_rate():
     assert rates == pytest.approx([2e-4 * (s + 1) / 4 for s in range(4)] + cosine + [2e-5, 2e-5])
     with pytest.raises(ConfigError, match="min_lr_rate"):
         OptimizerConfig(min_lr_rate=0.1)
+
+
+def test_the_wide_probe_is_at_least_as_wide_as_rae_tokens():
+    from vaetrain.evaluation.diffusability_probe import ProbeConfig, build_model
+
+    plain, wide = (build_model(ProbeConfig(width=width), 768, 16) for width in ("plain", "wide"))
+    assert plain.inner_dim == 128 and wide.inner_dim >= 768
+    assert build_model(ProbeConfig(width="wide"), 4, 8).inner_dim == 128  # a KL VAE's 4 channels: the tiny width as it is
