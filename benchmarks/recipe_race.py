@@ -49,6 +49,12 @@ RECIPES: dict[str, tuple[str, list[str]]] = {  # name -> (what it is, the preset
         ["configs/vq-tiny.yaml", "configs/race/vq_alive.yaml"],
     ),
     "fsq": ("vq with FSQ levels [8, 5, 5, 5] (1000 codes) instead of the codebook", ["configs/vq-tiny.yaml", "configs/race/fsq.yaml"]),
+    "rae_tiny": (
+        "configs/rae-tiny.yaml: AutoencoderRAE, a RANDOM tiny DINOv2-with-registers encoder (frozen, 64 channels at 8 x 8) and a trained "
+        "ViT decoder; L1 + hinge GAN with a RANDOM tiny DINO-ViT discriminator backbone (trained heads, DiffAugment), adaptive weight 0.75, "
+        "RAE's cosine LR; plumbing only (configs/race/rae_tiny.yaml: schedule over 500 steps)",
+        ["configs/rae-tiny.yaml", "configs/race/rae_tiny.yaml"],
+    ),
     "vqgan_training": (
         "configs/vqgan-training.yaml itself on the tiny model (configs/race/tiny_model.yaml), LPIPS and the VGG16 discriminator random "
         "(configs/race/offline_vgg16.yaml)",

@@ -18,7 +18,8 @@ def test_every_race_recipe_is_presets_that_exist():
     for name in [*recipe_race.RECIPES, "ldm+eq"]:
         _, configs, _ = recipe_race.recipe(name)
         assert configs and all((ROOT / config).is_file() for config in configs), name
-        assert configs[0] in ("configs/tiny.yaml", "configs/vq-tiny.yaml", "configs/vqgan-training.yaml"), name  # a preset a user trains, then overlays
+        users = ("configs/tiny.yaml", "configs/vq-tiny.yaml", "configs/vqgan-training.yaml", "configs/rae-tiny.yaml")
+        assert configs[0] in users, name  # a preset a user trains, then overlays
 
 
 @pytest.mark.parametrize("name", ["ldm_lecam", "gradnorm_no_lpips", "vqgan_training", "ms_ssim_l1_lpips", "focal_frequency@lr=4e-4"])

@@ -96,6 +96,9 @@ def probe_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--probe-model-size", choices=sorted(SIZES), default="tiny")
     group.add_argument("--probe-samples", type=int, default=64, help="samples decoded for FID and the grid (0: none)")
     group.add_argument("--probe-seed", type=int, default=0)
+    group.add_argument(
+        "--probe-width", choices=["plain", "wide"], default="plain", help="wide: the transformer at least as wide as the latent's channels (RAE's 768)"
+    )
     group.add_argument("--tokens", action="store_true", help="also the token probe of discrete models: a causal transformer on their code indices")
     group.add_argument("--token-steps", type=int, default=2000, help="training steps of the token probe's transformer")
 
@@ -104,7 +107,12 @@ def probe(args: argparse.Namespace, images) -> list[dict]:
     """The diffusability probe (and, with ``--tokens``, the token probe) of every model in ``args.models``
     (a checkpoint's trained weights with ``--no-ema``)."""
     config = ProbeConfig(
-        model_size=args.probe_model_size, steps=args.probe_steps, batch_size=args.probe_batch_size, samples=args.probe_samples, seed=args.probe_seed
+        model_size=args.probe_model_size,
+        steps=args.probe_steps,
+        batch_size=args.probe_batch_size,
+        samples=args.probe_samples,
+        seed=args.probe_seed,
+        width=args.probe_width,
     )
     return probe_models(
         args.models,

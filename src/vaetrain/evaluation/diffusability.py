@@ -111,6 +111,7 @@ def run_probe(
             "probe_latent_shape": list(result.latent_shape),
             "probe_images": len(latents),
             "probe_model_size": config.model_size,
+            "probe_width": config.width,
             "probe_steps": config.steps,
             "probe_normalisation": "per channel, on the probe's images",
             "probe_fid": None,

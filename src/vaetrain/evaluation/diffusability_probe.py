@@ -10,6 +10,7 @@ VAEs; lower means the latents are easier to model at this budget.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -42,6 +43,11 @@ class ProbeConfig:
     """Latents sampled (and decoded by the caller) at the end."""
     sampling_steps: int = 25
     seed: int = 0
+    width: Literal["plain", "wide"] = "plain"
+    """wide: the transformer at least as wide as the latent has channels (heads of the size's head dimension
+    added), as the RAE paper found a DiT narrower than its tokens cannot fit high-dimensional latents such as
+    DINOv2's 768 channels (Zheng et al. 2025, section 4); its DiT-DH instead adds a wide shallow head, not built
+    here. plain: the size's own width for every latent."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -59,6 +65,8 @@ class DiffusabilityResult:
 
 def build_model(config: ProbeConfig, channels: int, side: int) -> DiTTransformer2DModel:
     layers, heads, head_dim = SIZES[config.model_size]
+    if config.width == "wide":
+        heads = max(heads, math.ceil(channels / head_dim))
     patch = 1 if side <= 16 else 2
     if side % patch:
         raise ConfigError(f"probe: latent side {side} is not divisible by the patch size {patch}")

@@ -105,8 +105,10 @@ def evaluate_model(
     resolution, pixels = images.resolution, images.pixels
     if resolution != "native" and resolution % downsampling_factor(model):
         raise ConfigError(f"--data.resolution {resolution} is not divisible by {reference}'s downsampling factor {downsampling_factor(model)}")
-    if model.config.in_channels != pixels.channels:
-        raise ConfigError(f"{reference} reads {model.config.in_channels} channels, but the images are read as {pixels.channels} (data.channels)")
+    if family_of(model).image_channels(model)[0] != pixels.channels:
+        raise ConfigError(
+            f"{reference} reads {family_of(model).image_channels(model)[0]} channels, but the images are read as {pixels.channels} (data.channels)"
+        )
     lpips_channels = None if pixels.channels in (1, 3) else "each"  # N channels: each one replicated to RGB, averaged
     lpips = networks.lpips if networks.lpips is not None and "lpips" in options.metrics else None
     lpips = for_channels(lpips, pixels.channels, lpips_channels, key="eval LPIPS")

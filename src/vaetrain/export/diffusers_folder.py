@@ -81,7 +81,7 @@ def export_model(
         files[PIXEL_FORMAT_FILE] = json.dumps(pixels.as_dict(), indent=2) + "\n"
     if statistics is not None and distilled_from(facts.settings) is None:  # a distilled student's factors stay
         s = statistics
-        model.register_to_config(**convention_fields(model, latents, s.mean, s.std, s.channel_mean, s.channel_std))
+        family_of(model).set_latent_fields(model, convention_fields(model, latents, s.mean, s.std, s.channel_mean, s.channel_std))
     return save_diffusers_folder(model.cpu(), out_dir, statistics, {"README.md": model_card(model, statistics, facts)} | files)
 
 

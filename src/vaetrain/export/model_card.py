@@ -111,7 +111,7 @@ def _usage(family, config) -> str:
 from diffusers import {family.class_name}
 
 vae = {family.class_name}.from_pretrained("path/or/repo")
-latents = vae.encode(images).{sample}  # images in [-1, 1]
+latents = vae.encode(images).{sample}  # images in {"[0, 1] (AutoencoderRAE's range)" if family.name == "rae" else "[-1, 1]"}
 {_normalise_line(family, config)}"""
 
 
@@ -140,6 +140,12 @@ def _latent_shape(family, model, channels: int, factor: int) -> str:
 
 def _factors(config, statistics: LatentStatistics | None) -> str:
     convention = convention_of(config)
+    if convention == "in_model":
+        if config.get("latents_mean") is None:
+            return "`in_model`: no latents_mean/latents_std set; `encode` returns the encoder's raw tokens"
+        channels = len(config.latents_mean)
+        measured = "as configured" if statistics is None else f"measured on {statistics.count} training images"
+        return f"`in_model`: latents_mean / latents_std per channel ({channels} each, {measured}); {CONVENTIONS[convention]}"
     if convention == "per_channel":
         means, stds = ([round(v, 4) for v in values] for values in (config.latents_mean, config.latents_std))
         fields = f"latents_mean {means}, latents_std {stds}" + (f", scaling_factor {config.scaling_factor:.6g}" if "scaling_factor" in config else "")
@@ -151,6 +157,8 @@ def _factors(config, statistics: LatentStatistics | None) -> str:
 
 def _normalise_line(family, config) -> str:
     """The pipeline's own formula for this config's convention (`models.latent_space`)."""
+    if convention_of(config) == "in_model":
+        return "# AutoencoderRAE's encode already normalised them: what the diffusion model sees"
     if convention_of(config) == "per_channel" and "scaling_factor" not in config:  # Wan's pipelines
         return (
             "mean, std = (torch.tensor(v).view(1, -1, 1, 1, 1) for v in (vae.config.latents_mean, vae.config.latents_std))\n"

@@ -32,11 +32,13 @@ class AutoencoderConfig:
     anything else is a one-line error.
     """
 
-    family: Literal["kl", "tiny", "dc", "vq", "wan", "hunyuan"] = "kl"
+    family: Literal["kl", "tiny", "dc", "vq", "wan", "hunyuan", "rae"] = "kl"
     """kl: AutoencoderKL (SD's VAE); tiny: AutoencoderTiny (TAESD, usually distilled: `vaetrain distill`);
     dc: AutoencoderDC (deep compression, f32/f64); vq: VQModel (LDM's VQ-regularised models, VQGAN, FSQ: see
     `quantizer`); wan: AutoencoderKLWan (Wan 2.1's video VAE: clips, `data.frames`); hunyuan:
-    AutoencoderKLHunyuanVideo (HunyuanVideo's video VAE). With `pretrained`: unset, or the folder's own class."""
+    AutoencoderKLHunyuanVideo (HunyuanVideo's video VAE); rae: AutoencoderRAE (a frozen DINOv2/SigLIP2/MAE encoder's
+    patch tokens as the latent, a trained ViT decoder: `architecture` takes its fields, `encoder_pretrained` the
+    encoder's weights). With `pretrained`: unset, or the folder's own class."""
     architecture: dict | None = None
     """More of the diffusers class's own config fields (e.g. AutoencoderTiny's `encoder_block_out_channels`,
     AutoencoderDC's `encoder_block_types`); the fields below that name the same thing take precedence where
@@ -63,6 +65,10 @@ class AutoencoderConfig:
     """A diffusers folder or Hub id to start from (architecture fields must then be unset or agree with it)."""
     subfolder: str | None = None
     """Subfolder of `pretrained` holding the autoencoder (e.g. vae)."""
+    encoder_pretrained: str | None = None
+    """rae family: the frozen representation encoder's transformers weights, a Hub id (e.g.
+    facebook/dinov2-with-registers-base, downloaded once into the Hugging Face cache) or a local folder; its
+    config sets `architecture`'s encoder fields. Null: random weights from `architecture` (tests, plumbing only)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward (less memory, ~30 % more compute)."""
     train_encoder: bool = True
@@ -92,6 +98,13 @@ class AutoencoderConfig:
                 f"model.autoencoder.norm_num_groups / mid_block_add_attention are AutoencoderKL's, VQModel's and AutoencoderKLHunyuanVideo's; "
                 f"for {self.family} use model.autoencoder.architecture"
             )
+        kl_fields = (("block_out_channels", [128, 256, 512, 512]), ("layers_per_block", 2), ("latent_channels", 4))
+        if self.family == "rae" and self.pretrained is None and any(getattr(self, name) != default for name, default in kl_fields):
+            raise ConfigError(
+                "model.autoencoder.block_out_channels / layers_per_block / latent_channels do not apply to the rae family: use model.autoencoder.architecture"
+            )
+        if self.encoder_pretrained is not None and (self.family != "rae" or self.pretrained is not None):
+            raise ConfigError("model.autoencoder.encoder_pretrained applies to a new rae-family model (a pretrained AutoencoderRAE holds its encoder)")
         if self.family != "vq" and self.quantizer != QuantizerConfig():
             raise ConfigError(f"model.autoencoder.quantizer applies to the vq family; the autoencoder is {self.family}")
         if self.trainable is not None and not self.trainable:
@@ -108,7 +121,7 @@ def build_autoencoder(config: AutoencoderConfig) -> nn.Module:
     if config.pretrained:
         model = _load_pretrained(config.pretrained, config.subfolder, config.family)
         check_against_pretrained(config, model)
-        if (config.in_channels, config.out_channels) != (3, 3) and model.config.in_channels == 3:
+        if (config.in_channels, config.out_channels) != (3, 3) and family_of(model).image_channels(model)[0] == 3:
             model = inflate_channels(model, config.in_channels, config.out_channels)  # models/inflate.py's rule
     else:
         try:

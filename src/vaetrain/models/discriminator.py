@@ -1,5 +1,6 @@
-"""The discriminators: PatchGAN (pix2pix's NLayerDiscriminator, as in taming-transformers and LDM) here, and the
-VGG16 one of vqgan-training (`vgg_discriminator`), chosen by `DiscriminatorConfig.kind`."""
+"""The discriminators: PatchGAN (pix2pix's NLayerDiscriminator, as in taming-transformers and LDM) here, the
+VGG16 one of vqgan-training (`vgg_discriminator`) and RAE's frozen-DINO one (`dino_discriminator`), chosen by
+`DiscriminatorConfig.kind`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from vaetrain.errors import ConfigError
 from vaetrain.frames import as_frames
+from vaetrain.models.dino_discriminator import DinoDiscriminator
 from vaetrain.models.vgg_discriminator import VGGDiscriminator
 
 DiscriminatorNorm = Literal["batch", "group", "spectral", "spectral_group"]
@@ -23,9 +25,10 @@ DiscriminatorNorm = Literal["batch", "group", "spectral", "spectral_group"]
 class DiscriminatorConfig:
     """Which discriminator, and its shape."""
 
-    kind: Literal["patchgan", "patchgan3d", "vgg16"] = "patchgan"
+    kind: Literal["patchgan", "patchgan3d", "vgg16", "dino"] = "patchgan"
     """patchgan: pix2pix's NLayerDiscriminator (LDM; clips frame by frame); patchgan3d: the same layers with 3D
-    convolutions over clips (video families); vgg16: a trainable VGG16 with patch heads (vqgan-training)."""
+    convolutions over clips (video families); vgg16: a trainable VGG16 with patch heads (vqgan-training); dino:
+    a frozen DINO ViT with trained heads on several depths (RAE's)."""
     base_channels: int = 64
     """PatchGAN: channels of the first layer (doubling per layer, up to 8x)."""
     num_layers: int = 3
@@ -37,6 +40,22 @@ class DiscriminatorConfig:
     """Image channels (PatchGAN); null: the autoencoder's output channels."""
     vgg_backbone: Literal["pretrained", "random"] = "pretrained"
     """vgg16: start from torchvision's ImageNet VGG16 (needs the file) or from random weights (offline)."""
+    dino_backbone: str = "facebook/dino-vits8"
+    """dino: the frozen ViT, a Hub id (DINO ViT-S/8, the reference's `dino_vit_small_patch8_224.pth`; downloaded
+    once) or a local folder of a transformers ViT."""
+    dino_architecture: dict | None = None
+    """dino: ViTConfig fields for a randomly initialised backbone instead (tests and offline plumbing only)."""
+    dino_key_depths: tuple[int, ...] = (2, 5, 8, 11)
+    """dino: blocks (0-based) whose tokens get a head besides the last block's (the reference's `key_depths`)."""
+    dino_kernel: int = 9
+    """dino: kernel of each head's residual Conv1d over tokens (the reference's `ks`)."""
+    dino_input_size: int = 224
+    """dino: side the image is resized to before the backbone (the reference's 224)."""
+    diffaugment_prob: float = 0.0
+    """dino: DiffAugment (translation, colour, cutout) on everything the discriminator reads, real and fake,
+    each on with this probability (the RAE recipe: 1.0); 0: none."""
+    diffaugment_cutout: float = 0.0
+    """dino: DiffAugment's cutout side as a fraction of the image's (the RAE recipe: 0, no cutout)."""
     condition_on_latents: bool = False
     """PatchGAN: also read the latent the decoder decoded (nearest-upsampled to the image, concatenated to
     its channels), a conditional GAN as TAESD's decoder was trained (madebyollin/taesd issue #2)."""
@@ -48,16 +67,29 @@ def build_discriminator(config: DiscriminatorConfig, channels: int = 3, latent_c
     if config.in_channels is not None and config.in_channels != channels:
         raise ConfigError(f"model.discriminator.in_channels={config.in_channels}, but the autoencoder writes {channels} channels")
     config = replace(config, in_channels=channels)
-    if config.kind == "vgg16":
+    dino = [
+        f"model.discriminator.{name}"
+        for name in ("dino_backbone", "dino_architecture", "dino_key_depths", "dino_kernel", "dino_input_size", "diffaugment_prob", "diffaugment_cutout")
+        if getattr(config, name) != getattr(DiscriminatorConfig, name)
+    ]
+    if dino and config.kind != "dino":
+        raise ConfigError(f"{', '.join(dino)}: settings of model.discriminator.kind=dino; the discriminator is {config.kind}")
+    if config.kind in ("vgg16", "dino"):
         patchgan = [
             f"model.discriminator.{name}"
             for name in ("base_channels", "num_layers", "norm", "condition_on_latents")
             if getattr(config, name) != getattr(DiscriminatorConfig, name)
         ]
         if patchgan:
-            raise ConfigError(f"{', '.join(patchgan)}: PatchGAN settings, which do not apply with model.discriminator.kind=vgg16")
+            raise ConfigError(f"{', '.join(patchgan)}: PatchGAN settings, which do not apply with model.discriminator.kind={config.kind}")
         if channels != 3:
-            raise ConfigError(f"model.discriminator.kind=vgg16 reads RGB (ImageNet VGG16); the images have {channels} channels: use patchgan")
+            raise ConfigError(f"model.discriminator.kind={config.kind} reads RGB (an ImageNet backbone); the images have {channels} channels: use patchgan")
+        if config.kind == "dino":
+            if config.vgg_backbone != DiscriminatorConfig.vgg_backbone:
+                raise ConfigError("model.discriminator.vgg_backbone applies to kind=vgg16 only; the discriminator is dino (dino_backbone)")
+            if not 0 <= config.diffaugment_prob <= 1 or not 0 <= config.diffaugment_cutout < 1:
+                raise ConfigError("model.discriminator.diffaugment_prob must be in [0, 1] and diffaugment_cutout in [0, 1)")
+            return DinoDiscriminator(config)
         return VGGDiscriminator(config)
     if config.vgg_backbone != DiscriminatorConfig.vgg_backbone:
         raise ConfigError(f"model.discriminator.vgg_backbone={config.vgg_backbone} applies to kind=vgg16 only; the discriminator is {config.kind}")
@@ -121,7 +153,7 @@ class PatchDiscriminator(nn.Module):
 def synchronise_batch_norm(discriminator: nn.Module, world_size: int, device_type: str) -> nn.Module:
     """`norm: batch` under data parallelism: SyncBatchNorm, so statistics cover the global batch as in one
     process. The other norms are per-sample and need nothing. PyTorch synchronises batch norm on GPUs only."""
-    if discriminator.config.kind == "vgg16" or discriminator.config.norm != "batch" or world_size <= 1:
+    if discriminator.config.kind in ("vgg16", "dino") or discriminator.config.norm != "batch" or world_size <= 1:
         return discriminator
     if device_type == "cpu":
         raise ConfigError(

@@ -28,6 +28,7 @@ class LastLayerInput:
 
     def __init__(self, model: nn.Module) -> None:
         self.family = family_of(model)
+        self.model = model
         self.conv = self.family.last_conv(model)
         self.chunks: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # (padded input, output inside the clamp)
         self.conv.register_forward_hook(self._keep)
@@ -45,6 +46,14 @@ class LastLayerInput:
         conv, chunks, self.chunks = self.conv, self.chunks, []
         if not chunks:
             raise RuntimeError("LastLayerInput: no forward with gradients since the last call")
+        if isinstance(conv, nn.Linear):  # a decoder's patch head on tokens (AutoencoderRAE's decoder_pred)
+            tokens = chunks[-1][0]
+
+            def linear_weight_gradient(grad_output: torch.Tensor) -> torch.Tensor:
+                grad = self.family.last_layer_output_gradient(self.model, grad_output.float())
+                return torch.einsum("bnp,bnd->pd", grad, tokens.float())
+
+            return linear_weight_gradient
         weight_of = torch.nn.grad.conv3d_weight if isinstance(conv, nn.Conv3d) else torch.nn.grad.conv2d_weight
 
         def weight_gradient(grad_output: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,10 @@ Conventions (the formulas are diffusers' pipelines' own):
   `prepare_latents`); Wan and Qwen-Image compute (z - latents_mean) / latents_std. Needs a class with those
   fields (AutoencoderKL).
 
+- `in_model`: the model normalises its own latents, per channel, inside `encode` and undoes it in `decode`
+  (AutoencoderRAE: (z - latents_mean) / (latents_std + 1e-5), the fields shaped (C, 1, 1)); the latents
+  `encode` returns are what a diffusion model reads, and a pipeline applies nothing more.
+
 `pipeline_normalize` is what a pipeline computes from a config, whichever fields it holds; distillation's
 targets go through it.
 """
@@ -28,10 +32,11 @@ from torch import nn
 from vaetrain.errors import ConfigError
 from vaetrain.models.families import family_of
 
-LatentConvention = Literal["scale_shift", "per_channel"]
+LatentConvention = Literal["scale_shift", "per_channel", "in_model"]
 CONVENTIONS: dict[str, str] = {
     "scale_shift": "SD3 / FLUX: (z - shift_factor) * scaling_factor (SD 1.x/2.x and SANA: z * scaling_factor)",
     "per_channel": "SDXL-style: (z - latents_mean) * scaling_factor / latents_std, scaling_factor 1 (Wan, Qwen-Image: (z - latents_mean) / latents_std)",
+    "in_model": "AutoencoderRAE: the model's encode returns (z - latents_mean) / (latents_std + 1e-5) per channel; pipelines apply nothing",
 }
 
 
@@ -49,7 +54,10 @@ def convention_fields(
     family = family_of(model)
     if convention not in family.latent_conventions:
         raise ConfigError(f"export latents={convention}: {family.class_name} has no fields for it (it takes {', '.join(family.latent_conventions)})")
-    if convention == "per_channel":
+    if convention == "in_model":
+        shaped = [[[value]] for value in channel_mean], [[[value]] for value in channel_std]
+        values = {"latents_mean": shaped[0], "latents_std": shaped[1], "scaling_factor": 1.0}
+    elif convention == "per_channel":
         values = {"latents_mean": list(channel_mean), "latents_std": list(channel_std), "scaling_factor": 1.0, "shift_factor": None}
     else:
         values = {"scaling_factor": 1.0 / std, "shift_factor": mean, "latents_mean": None, "latents_std": None}
@@ -58,6 +66,8 @@ def convention_fields(
 
 def convention_of(config) -> LatentConvention:
     """Which convention a config's fields follow."""
+    if _get(config, "encoder_type") is not None:
+        return "in_model"
     return "per_channel" if _get(config, "latents_mean") is not None and _get(config, "latents_std") is not None else "scale_shift"
 
 
@@ -65,6 +75,8 @@ def _shift_and_scale(config, channels: int, device, dtype, dims: int = 4) -> tup
     """(shift, scale) per channel with normalised = (z - shift) * scale, as a pipeline reads `config`."""
     scaling = float(_get(config, "scaling_factor") or 1.0)
     shape = (1, channels) + (1,) * (dims - 2)  # images (B, C, H, W) or clips (B, C, T, H, W)
+    if convention_of(config) == "in_model":  # `encode` has normalised them already
+        return torch.zeros(shape, device=device, dtype=dtype), torch.ones(shape, device=device, dtype=dtype)
     if convention_of(config) == "per_channel":
         shift = torch.tensor(_get(config, "latents_mean"), device=device, dtype=dtype).view(shape)
         scale = scaling / torch.tensor(_get(config, "latents_std"), device=device, dtype=dtype).view(shape)

@@ -101,7 +101,7 @@ class MemoryBudget(L.Callback):
             if scheduled
             else [max(datamodule.buckets or [(datamodule.resolution,) * 2], key=lambda hw: hw[0] * hw[1])]
         )
-        channels = module.autoencoder.config.in_channels
+        channels = family_of(module.autoencoder).image_channels(module.autoencoder)[0]
         frames = (datamodule.clip.frames,) if getattr(datamodule, "clip", None) is not None else ()  # clips: (C, T, H, W)
         plans = []
         for side in sides:

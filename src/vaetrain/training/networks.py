@@ -101,7 +101,7 @@ def build_networks(module: nn.Module, setup: Setup) -> list[Feature]:
 
 def image_channels_of(autoencoder: nn.Module) -> int:
     """Channels the autoencoder writes (and the discriminator and LPIPS read)."""
-    return autoencoder.config.get("out_channels") or autoencoder.config.in_channels
+    return family_of(autoencoder).image_channels(autoencoder)[1]
 
 
 def compile_networks(holder: nn.Module) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,8 +35,11 @@ class OptimizerConfig:
     """Weight decay (vqgan-training: 1e-3 with adamw)."""
     gradient_clip_norm: float | None = None
     """Clip this network's gradient to this L2 norm (after unscaling); None: no clipping."""
-    scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
-    """diffusers' schedule over the run's steps (model.training.schedule_steps or trainer.max_steps)."""
+    scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_min_lr"] = "constant"
+    """diffusers' schedule over the run's steps (model.training.schedule_steps or trainer.max_steps);
+    cosine_with_min_lr: RAE's warm-up from 0 and cosine decay to `min_lr_rate` x lr (its `final_lr`)."""
+    min_lr_rate: float | None = None
+    """cosine_with_min_lr: the rate the cosine ends at, as a fraction of lr (RAE: 2e-5 / 2e-4 = 0.1)."""
     warmup_steps: int = 0
     """Linear warm-up steps of the schedule."""
     lr_scale: Literal["none", "width"] = "none"
@@ -48,6 +52,10 @@ class OptimizerConfig:
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ConfigError(f"model.optimizer.*.lr must be positive, got {self.lr}")
+        if (self.scheduler == "cosine_with_min_lr") != (self.min_lr_rate is not None):
+            raise ConfigError("model.optimizer.*.min_lr_rate goes with scheduler: cosine_with_min_lr (and that scheduler needs it)")
+        if self.min_lr_rate is not None and not 0 <= self.min_lr_rate <= 1:
+            raise ConfigError(f"model.optimizer.*.min_lr_rate must be in [0, 1], got {self.min_lr_rate}")
         if self.gradient_clip_norm is not None and self.gradient_clip_norm <= 0:
             raise ConfigError(f"model.optimizer.*.gradient_clip_norm must be positive or null, got {self.gradient_clip_norm}")
 
@@ -99,7 +107,21 @@ def build_optimizer(groups: list[dict], config: OptimizerConfig) -> torch.optim.
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimizerConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """diffusers' schedules; `total_steps` (for linear/cosine decay) is the run's generator-step budget."""
+    """diffusers' schedules; `total_steps` (for linear/cosine decay) is the run's generator-step budget.
+    cosine_with_min_lr is bytetriper/RAE's (`src/utils/optim_utils.py`, `build_scheduler`, type cosine with
+    `warmup_from_zero` and `final_lr`): lr x (step + 1) / warmup during the warm-up, then lr x (r + (1 - r)
+    (1 + cos(pi progress)) / 2) with r = min_lr_rate, and r x lr once `total_steps` is reached."""
+    if config.scheduler == "cosine_with_min_lr":
+        warmup, end, rate = config.warmup_steps, max(total_steps, config.warmup_steps + 1), config.min_lr_rate
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if step >= end:
+                return rate
+            return rate + (1 - rate) * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (end - warmup)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return get_scheduler(config.scheduler, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=max(total_steps, config.warmup_steps + 1))
 
 

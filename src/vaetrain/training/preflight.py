@@ -55,6 +55,9 @@ def check_terms(setup: Setup, autoencoder) -> None:
 
 def check_data(datamodule, autoencoder, image_channels: int, discriminator: DiscriminatorConfig, loss: LossConfig, features: list[Feature]) -> None:
     """Fails early, in one line, when the images cannot be trained at their size, channel count or frame count."""
-    check_image_sizes(datamodule, family_of(autoencoder).downsampling_factor(autoencoder), discriminator, loss, features)
-    check_channels(datamodule, autoencoder.config.in_channels, image_channels)
+    family = family_of(autoencoder)
+    check_image_sizes(datamodule, family.downsampling_factor(autoencoder), discriminator, loss, features)
+    if (reason := family.check_sides(autoencoder, datamodule.training_sides())) is not None:
+        raise ConfigError(reason)
+    check_channels(datamodule, family_of(autoencoder).image_channels(autoencoder)[0], image_channels)
     check_frames(datamodule, autoencoder, discriminator.kind)

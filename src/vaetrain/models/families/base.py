@@ -76,6 +76,11 @@ class Family:
     def decode(self, model: nn.Module, latents: torch.Tensor) -> torch.Tensor:
         return model.decode(latents).sample
 
+    def image_channels(self, model: nn.Module) -> tuple[int, int]:
+        """(channels the encoder reads, channels the decoder writes)."""
+        config = model.config
+        return config.in_channels, config.get("out_channels") or config.in_channels
+
     def latent_channels(self, model: nn.Module) -> int:
         """Channels of the latent `encode` gives (what a diffusion model sees)."""
         return model.config.latent_channels
@@ -108,6 +113,11 @@ class Family:
         """(the tensor the last convolution convolves in this call, whether the call starts a decode)."""
         return args[0], True
 
+    def last_layer_output_gradient(self, model: nn.Module, grad_reconstruction: torch.Tensor) -> torch.Tensor:
+        """d loss / d the last layer's output, from d loss / d reconstruction: the same tensor when the
+        reconstruction is the last convolution's output (a family whose last layer is a Linear on tokens maps it)."""
+        return grad_reconstruction
+
     def set_last_conv(self, model: nn.Module, conv: nn.Conv2d) -> None:
         model.decoder.conv_out = conv
 
@@ -117,6 +127,10 @@ class Family:
 
     def set_first_conv(self, model: nn.Module, conv: nn.Conv2d) -> None:
         model.encoder.conv_in = conv
+
+    def check_sides(self, model: nn.Module, sides: list[int]) -> str | None:
+        """A one-line reason why the model cannot train on images of these sides (beyond the factor), else None."""
+        return None
 
     def downsampling_factor(self, model: nn.Module) -> int:
         raise NotImplementedError
@@ -163,6 +177,14 @@ class Family:
             units += [half.mid_block] if getattr(half, "mid_block", None) is not None else []
             units.append(half)
         return units
+
+    def set_gradient_checkpointing(self, model: nn.Module, enabled: bool) -> None:
+        """Recompute activations in backward (diffusers' own switch)."""
+        model.enable_gradient_checkpointing() if enabled else model.disable_gradient_checkpointing()
+
+    def set_latent_fields(self, model: nn.Module, fields: dict[str, Any]) -> None:
+        """Writes measured latent-normalisation fields (`models.latent_space.convention_fields`) into the model."""
+        model.register_to_config(**fields)
 
     def describe(self, model: nn.Module) -> str:
         """One line for the model card."""

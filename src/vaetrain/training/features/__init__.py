@@ -38,7 +38,7 @@ def build_features(holder: nn.Module, setup: Setup, autoencoder: nn.Module) -> l
     networks set on `holder` (every inactive unit's to None)."""
     active = [unit(setup) for unit in FEATURES if unit.wanted(setup, autoencoder)]
     family = family_of(autoencoder)
-    check_features(active, Run(setup, family, autoencoder.config.in_channels, frozenset(feature.name for feature in active)))
+    check_features(active, Run(setup, family, family.image_channels(autoencoder)[0], frozenset(feature.name for feature in active)))
     for unit in FEATURES:
         for declared in unit.networks:
             setattr(holder, declared.name, None)
