@@ -6,6 +6,7 @@ checkpoint schema, the machine's description, and writing a marked section of be
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -28,8 +29,9 @@ the clothing photos, cropped and whole at their own size (400 x 533 mostly; tile
 
 
 def vaetrain(*args: str) -> None:
-    """The checkout's `vaetrain` command, failing loudly."""
-    subprocess.run([str(ROOT / ".venv" / "bin" / "vaetrain"), *args], check=True, cwd=ROOT)
+    """The checkout's `vaetrain` command, failing loudly; benchmarks/ is on its PYTHONPATH (for `cpu_budget`)."""
+    path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT / "benchmarks")) if p)
+    subprocess.run([str(ROOT / ".venv" / "bin" / "vaetrain"), *args], check=True, cwd=ROOT, env=os.environ | {"PYTHONPATH": path})
 
 
 def machine() -> str:
@@ -46,10 +48,11 @@ def holdout_split(data: Path, holdout: int, out: Path) -> tuple[Path, Path]:
     return train, held
 
 
-def train_for(name: str, configs: list[str], overrides: list[str], *, out: Path, seconds: int, data: Path, train_list: Path) -> dict:
+def train_for(name: str, configs: list[str], overrides: list[str], *, out: Path, seconds: int, data: Path, train_list: Path, cpu_seconds: bool = False) -> dict:
     """`vaetrain fit --config C1 --config C2 ... OVERRIDES` for `seconds` of training time (Lightning's timer,
-    saved in checkpoints) into OUT/NAME: skipped when done, resumed when interrupted; returns its generator
-    steps (read through the checkpoint record) and times."""
+    saved in checkpoints; `cpu_seconds`: of the run's own CPU time instead, `cpu_budget.CpuBudget`) into
+    OUT/NAME: skipped when done, resumed when interrupted; returns its generator steps (read through the
+    checkpoint record) and times."""
     run = out / name
     done = run / "done.json"
     if done.is_file():
@@ -64,7 +67,11 @@ def train_for(name: str, configs: list[str], overrides: list[str], *, out: Path,
         "--data.val_size=16",
         "--trainer.limit_val_batches=0",
         "--trainer.max_steps=-1",
-        f"--trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}",
+        *(
+            ("--trainer.callbacks+=cpu_budget.CpuBudget", f"--trainer.callbacks.seconds={seconds}")
+            if cpu_seconds
+            else (f"--trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}",)
+        ),
         f"--trainer.default_root_dir={run}",
         "--trainer.enable_progress_bar=false",
         "--checkpoint.every_n_train_steps=500",
@@ -77,6 +84,7 @@ def train_for(name: str, configs: list[str], overrides: list[str], *, out: Path,
     result = {
         "generator_steps": record.counters.generator_steps,
         "train_seconds": checkpoint["callbacks"].get("Timer", {}).get("time_elapsed", {}).get("train"),
+        "cpu_seconds": checkpoint["callbacks"].get("CpuBudget", {}).get("spent"),
         "wall_seconds": round(time.time() - started, 1),
     }
     done.write_text(json.dumps(result))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from readings import CHANGELOG, PRESETS, PSNR_SETS, README, Quote, Table, best, cell, each, fewer_steps, gaps, mean_psnr, require, span
+from readings import CHANGELOG, PRESETS, PSNR_SETS, README, VIDEO_DOC, Quote, Table, best, cell, each, fewer_steps, gaps, mean_psnr, require, span
 
 
 def _tiny_leads(rows: Table) -> tuple[str, ...]:
@@ -108,6 +108,32 @@ def _checkpointing_saves(rows: Table) -> tuple[str, ...]:
     return tuple(figures)
 
 
+def _frames_ranking(rows: Table) -> tuple[str, ...]:
+    """17 frames has the best held-out PSNR of the Wan runs; its and the others' PSNR."""
+    wan = ("wan_tiny_17", "wan_tiny_5", "wan_tiny_9")
+    require(max(wan, key=lambda row: cell(rows, row, "PSNR ↑")) == "wan_tiny_17", "17-frame clips give the best Wan PSNR")
+    return tuple(f"{cell(rows, row, 'PSNR ↑'):.2f}" for row in wan)
+
+
+def _chosen_holds(rows: Table) -> tuple[str, ...]:
+    require(cell(rows, "wan_tiny_17", "largest gap") < 1, "the 17-frame run's chunks stay within 1 dB of chunk 2")
+    return f"{cell(rows, 'wan_tiny_17', 'largest gap'):.2f}", f"{cell(rows, 'wan_tiny_17', 'drift'):+.2f}"
+
+
+def _short_clips_collapse(rows: Table) -> tuple[str, ...]:
+    """The chunks 5 and 9 frames trained on, then the first chunk past them, and their drifts."""
+    five, nine = (lambda i: cell(rows, "wan_tiny_5", "PSNR by", i)), (lambda i: cell(rows, "wan_tiny_9", "PSNR by", i))
+    require(five(2) < five(1) - 1 and nine(3) < nine(2) - 1, "5 and 9 frames fall after the chunks they trained on")
+    figures = [five(0), five(1), five(2), nine(0), nine(1), nine(2), nine(3)]
+    return (*(f"{v:.2f}" for v in figures), f"{cell(rows, 'wan_tiny_5', 'drift'):+.2f}", f"{cell(rows, 'wan_tiny_9', 'drift'):+.2f}")
+
+
+def _image_vae_still_ahead(rows: Table) -> tuple[str, ...]:
+    ahead = cell(rows, "kl_tiny_per_frame", "PSNR ↑") - cell(rows, "wan_tiny_17", "PSNR ↑")
+    require(ahead > 0, "the image VAE frame by frame has the better PSNR")
+    return f"{ahead:.2f}", f"{cell(rows, 'kl_tiny_per_frame', 'flicker'):.2f}", f"{cell(rows, 'wan_tiny_17', 'flicker'):.2f}"
+
+
 def _ratio(rows: Table, a: str, b: str, column: str = "steps") -> float:
     return cell(rows, a, column) / cell(rows, b, column)
 
@@ -123,6 +149,7 @@ def _spans(*pairs: tuple[str, str], sets: tuple[str, ...] = PSNR_SETS, digits: i
 
 
 RACE_26 = "recipe-race-26"
+RACE_32 = "video-race-32"
 QUOTES: tuple[Quote, ...] = (
     # issue 26: the reading after its table
     Quote(RACE_26, "the highest mean PSNR of the {} runs ({} dB; next `{}`, {} dB)", _tiny_leads),
@@ -180,6 +207,18 @@ QUOTES: tuple[Quote, ...] = (
     Quote("wan-checkpointing", "16 times the pixels: about {} GiB", lambda r: (f"{16 * cell(r, 'off', 'growth') / 1024:.0f}",)),
     Quote("wan-checkpointing", "and a step about {} minutes", lambda r: (f"{16 * cell(r, 'off', 's/step') / 60:.0f}",)),
     Quote("wan-checkpointing", "at a cost of {} % more time per step", lambda r: (f"{100 * _ratio(r, 'on', 'off', 's/step') - 100:.0f}",)),
+    # issue 32: real footage, the clip length of the Wan presets
+    Quote(RACE_32, "`wan_tiny_17` has the best held-out PSNR of the three Wan runs ({} dB, against {} dB for 5 frames and {} dB for 9)", _frames_ranking),
+    Quote(RACE_32, "every chunk of its 33-frame clips within {} dB of chunk 2 (drift {} dB)", _chosen_holds),
+    Quote(
+        RACE_32,
+        "5 frames holds its two chunks ({} / {} dB) and falls to {} dB at the third; 9 frames holds three ({} / {} / {} dB) "
+        "and falls to {} dB at the fourth (drift {} and {} dB)",
+        _short_clips_collapse,
+    ),
+    Quote(RACE_32, "the image VAE frame by frame is still {} dB ahead, with flicker {} against {} levels", _image_vae_still_ahead),
+    Quote(RACE_32, "17-frame clips (the best held-out PSNR of 5, 9 and 17 frames: {} dB", lambda r: _frames_ranking(r)[:1], CHANGELOG),
+    Quote(RACE_32, "every chunk within {} dB of the second", lambda r: _chosen_holds(r)[:1], VIDEO_DOC),
 )
 
 

@@ -16,6 +16,7 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 CHANGELOG = ROOT / "CHANGELOG.md"
 README = ROOT / "README.md"
 PRESETS = ROOT / "docs" / "presets.md"
+VIDEO_DOC = ROOT / "docs" / "video.md"
 PSNR_SETS = ("tiny_imagenet_64", "clothing_64", "clothing_128", "clothing_native")
 """The image sets of the issue-26 race, in its column order (the earlier races have the first three)."""
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")

@@ -133,7 +133,18 @@ def test_wan_tiny_from_the_command_line(tmp_path, video_folder):
     tiny = ["--model.autoencoder.block_out_channels", "[8, 16, 16]", "--model.autoencoder.latent_channels", "4"]
     tiny += ["--model.autoencoder.architecture", "{temperal_downsample: [true, true]}", "--model.discriminator.base_channels", "8"]
     main(
-        ["fit", "--config", "configs/wan-tiny.yaml", "--data.path", str(video_folder), "--data.resolution", "32", *tiny]
+        [
+            "fit",
+            "--config",
+            "configs/wan-tiny.yaml",
+            "--data.path",
+            str(video_folder),
+            "--data.resolution",
+            "32",
+            "--data.frames",
+            "5",
+            *tiny,
+        ]  # the fixture videos have 9 frames
         + ["--trainer.max_steps", "3", "--model.loss.disc_start_step", "1", "--trainer.default_root_dir", str(run), "--data.num_workers", "0"]
     )
     reloaded = AutoencoderKLWan.from_pretrained(run / "diffusers")

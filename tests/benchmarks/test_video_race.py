@@ -1,0 +1,112 @@
+"""The real-footage video race: held-out scenes never reach training (the committed videos and the frame
+folders made from them), the per-chunk PSNR and drift follow their definition, and the CPU-time budget stops a
+run once spent, across a resume (an injected clock: no sleeping, no timing)."""
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import real_footage  # noqa: E402 - benchmarks/ is a folder of scripts, not a package
+from cpu_budget import CpuBudget  # noqa: E402
+
+from vaetrain.data.decoding.video import write_video  # noqa: E402
+
+
+def test_the_committed_videos_split_into_training_and_held_out_scenes():
+    train, held = real_footage.split_scenes(ROOT / "benchmarks" / "videos")
+    assert {p.stem for p in held} == set(real_footage.HOLDOUT)
+    assert not {p.stem for p in train} & set(real_footage.HOLDOUT)
+    assert len(train) + len(held) >= 6 and len(held) >= 2
+    sources = (ROOT / "benchmarks" / "videos" / "SOURCES.md").read_text()
+    assert all(f"`{p.name}`" in sources for p in train + held)  # each file's origin and licence is written down
+
+
+def test_an_unknown_held_out_scene_is_refused(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    with pytest.raises(SystemExit, match="nope"):
+        real_footage.split_scenes(tmp_path, ("nope",))
+    with pytest.raises(SystemExit, match="no training scene"):
+        real_footage.split_scenes(tmp_path, ("a",))
+
+
+def test_held_out_scenes_become_evaluation_clips_and_never_training_frames(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, frames in (("alpha", 9), ("beta", 9), ("gamma", 11)):
+        write_video(tmp_path / "videos" / f"{name}.mp4", [rng.integers(0, 256, (48, 80, 3), dtype=np.uint8) for _ in range(frames)])
+    train, held = real_footage.prepare(tmp_path / "videos", tmp_path / "footage", ("gamma",), side=16, eval_frames=5)
+    assert sorted(p.name for p in train.iterdir()) == ["alpha", "beta"]
+    assert len(list((train / "alpha").glob("*.png"))) == 9  # every frame, short side 16
+    assert sorted(p.name for p in held.iterdir()) == ["gamma_0", "gamma_1"]  # 11 frames: two clips of 5, the rest dropped
+    assert len(list((held / "gamma_1").glob("*.png"))) == 5
+    assert not any("gamma" in p.as_posix() for p in train.rglob("*"))
+
+
+def test_chunks_follow_the_causal_layout():
+    assert [list(c) for c in real_footage.chunk_frames(9)] == [[0], [1, 2, 3, 4], [5, 6, 7, 8]]
+    assert len(real_footage.chunk_frames(33)) == 9
+
+
+def test_per_chunk_psnr_and_drift_by_hand():
+    per_frame = torch.tensor([[30.0, 20, 20, 20, 20, 18, 18, 18, 18, 16, 16, 16, 16], [32.0, 22, 22, 22, 22, 20, 20, 20, 20, 14, 14, 14, 14]])
+    chunks = real_footage.chunk_psnr(per_frame)
+    assert chunks == pytest.approx([31.0, 21.0, 19.0, 15.0])
+    assert real_footage.temporal_drift(chunks) == pytest.approx((19 + 15) / 2 - 21)
+    with pytest.raises(ValueError):
+        real_footage.temporal_drift(chunks[:2])
+
+
+def test_frame_psnr_is_per_frame():
+    target = torch.zeros(1, 3, 2, 4, 4)
+    reconstruction = target.clone()
+    reconstruction[:, :, 1] += 0.2  # [0, 1] units: an error of 0.1 in frame 2 only
+    psnr = real_footage.frame_psnr(target, reconstruction)
+    assert psnr[0, 1] == pytest.approx(20.0, abs=1e-4) and psnr[0, 0] > 100
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_cpu_budget_stops_once_spent_and_continues_after_a_resume():
+    clock, trainer = Clock(), SimpleNamespace(should_stop=False)
+    budget = CpuBudget(10, clock=clock)
+    budget.on_train_start(trainer, None)
+    clock.now += 9.5
+    budget.on_train_batch_end(trainer, None, None, None, 0)
+    assert not trainer.should_stop
+    clock.now += 0.5
+    budget.on_train_batch_end(trainer, None, None, None, 1)
+    assert trainer.should_stop
+    saved = budget.state_dict()
+    assert saved["spent"] == pytest.approx(10.0)
+
+    clock, trainer = Clock(), SimpleNamespace(should_stop=False)  # a resumed run: a new process, a new clock
+    clock.now = 5.0
+    resumed = CpuBudget(20, clock=clock)
+    resumed.load_state_dict({"spent": 6.0})
+    resumed.on_train_start(trainer, None)
+    clock.now += 13.0
+    resumed.on_train_batch_end(trainer, None, None, None, 0)
+    assert not trainer.should_stop and resumed.spent() == pytest.approx(19.0)
+    clock.now += 1.0
+    resumed.on_train_batch_end(trainer, None, None, None, 1)
+    assert trainer.should_stop
+
+
+def test_the_cpu_budget_counts_nothing_before_training_starts():
+    clock = Clock()
+    budget = CpuBudget(5, clock=clock)
+    clock.now += 1000  # model building, data listing: not training
+    assert budget.spent() == 0.0
+    with pytest.raises(ValueError):
+        CpuBudget(0)
