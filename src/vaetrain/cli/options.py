@@ -23,8 +23,9 @@ from vaetrain.data.decoding.video import clip_spec
 from vaetrain.data.image_sets import ImageSet, Loading, open_source
 from vaetrain.data.sources.spec import SourceKind, SourceSpec
 from vaetrain.evaluation.diffusability import run_probe as probe_models
-from vaetrain.evaluation.diffusability_probe import SIZES, ProbeConfig
+from vaetrain.evaluation.diffusability_probe import ProbeConfig
 from vaetrain.evaluation.token_probe import TokenProbeConfig
+from vaetrain.models.diffusion_transformer import SIZES
 
 MODEL_HELP = "vaetrain .ckpt, diffusers folder, LDM/SD .ckpt/.safetensors or Hub id"
 

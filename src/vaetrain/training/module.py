@@ -23,7 +23,7 @@ from vaetrain.training.checkpoint import keep_frozen_networks_out, record_of, re
 from vaetrain.training.config import GanOptimizers, SpeedConfig, StepSettings, TrainingConfig
 from vaetrain.training.engines import LightningEngine
 from vaetrain.training.features import Setup
-from vaetrain.training.networks import build_networks, compile_networks, image_channels_of, in_layout, inference_weights, shard_networks
+from vaetrain.training.networks import build_networks, optimizer_names, compile_networks, image_channels_of, in_layout, inference_weights, shard_networks
 from vaetrain.training.optim import gan_optimizers
 from vaetrain.training.preflight import check_data, check_terms
 from vaetrain.training.run_setup import set_up
@@ -50,16 +50,23 @@ class AutoencoderModule(L.LightningModule):
         inception: nn.Module | None = None,
         alignment_encoder: nn.Module | None = None,
         teacher: nn.Module | None = None,
+        representation_encoder: nn.Module | None = None,
     ) -> None:
         """Each block is a frozen config (shared defaults are safe). Injected networks (e.g. in tests): an LPIPS-like
         `perceptual` (images, images) -> distance, rFID's `inception`, the alignment's frozen `alignment_encoder`
-        (with a `feature_dim`) and the `teacher` to distil (else loaded from `loss.distillation.teacher`)."""
+        (with a `feature_dim`) and the `teacher` to distil (else loaded from `loss.distillation.teacher`), end-to-end
+        tuning's frozen `representation_encoder` (else loaded from `loss.end_to_end.encoder`)."""
         super().__init__()
         self.automatic_optimization = False
         self.autoencoder_config, self.discriminator_config, self.loss_config = autoencoder, discriminator, loss
         self.optimizer_config, self.ema_config, self.training_config = optimizer, ema, training
         self.speed_config, self.validation_config = speed, validation
-        setup = Setup(autoencoder, discriminator, loss, ema, {"perceptual": perceptual, "alignment_encoder": alignment_encoder, "teacher": teacher})
+        setup = Setup(autoencoder, discriminator, loss, ema, {
+            "perceptual": perceptual,
+            "alignment_encoder": alignment_encoder,
+            "teacher": teacher,
+            "representation_encoder": representation_encoder,
+        })
         self.features = build_networks(self, setup)
         check_terms(setup, self.autoencoder)
         self.plan = RunPlan()  # the run's plan: set-up, then the memory budget, write it
@@ -127,7 +134,8 @@ class AutoencoderModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """After the precision plugin unscaled the gradients: norms, skipping and clipping see true values."""
-        self.gan_step.prepare_gradients("generator" if optimizer is self.optimizers()[0].optimizer else "discriminator")
+        index = next(i for i, o in enumerate(self.optimizers()) if o.optimizer is optimizer)
+        self.gan_step.prepare_gradients(optimizer_names(self)[index])
 
     def on_validation_start(self) -> None:
         self.val_metrics.use_pixels(getattr(getattr(self.trainer, "datamodule", None), "pixels", None))
