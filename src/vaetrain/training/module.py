@@ -23,7 +23,7 @@ from vaetrain.training.checkpoint import keep_frozen_networks_out, record_of, re
 from vaetrain.training.config import GanOptimizers, SpeedConfig, StepSettings, TrainingConfig
 from vaetrain.training.engines import LightningEngine
 from vaetrain.training.features import Setup
-from vaetrain.training.networks import build_networks, optimizer_names, compile_networks, image_channels_of, in_layout, inference_weights, shard_networks
+from vaetrain.training.networks import build_networks, compile_networks, image_channels_of, in_layout, inference_weights, optimizer_names, shard_networks
 from vaetrain.training.optim import gan_optimizers
 from vaetrain.training.preflight import check_data, check_terms
 from vaetrain.training.run_setup import set_up
@@ -61,12 +61,13 @@ class AutoencoderModule(L.LightningModule):
         self.autoencoder_config, self.discriminator_config, self.loss_config = autoencoder, discriminator, loss
         self.optimizer_config, self.ema_config, self.training_config = optimizer, ema, training
         self.speed_config, self.validation_config = speed, validation
-        setup = Setup(autoencoder, discriminator, loss, ema, {
-            "perceptual": perceptual,
-            "alignment_encoder": alignment_encoder,
-            "teacher": teacher,
-            "representation_encoder": representation_encoder,
-        })
+        setup = Setup(
+            autoencoder,
+            discriminator,
+            loss,
+            ema,
+            {"perceptual": perceptual, "alignment_encoder": alignment_encoder, "teacher": teacher, "representation_encoder": representation_encoder},
+        )
         self.features = build_networks(self, setup)
         check_terms(setup, self.autoencoder)
         self.plan = RunPlan()  # the run's plan: set-up, then the memory budget, write it
