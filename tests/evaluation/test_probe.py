@@ -73,3 +73,20 @@ def test_every_vae_is_standardised_alike_whatever_its_config_says(image_folder):
     torch.testing.assert_close(per_channel.mean(dim=1), torch.zeros(4), atol=1e-5, rtol=0)
     torch.testing.assert_close(per_channel.std(dim=1, correction=0), torch.ones(4), atol=1e-5, rtol=0)
     assert len(a) == len(originals) == 12
+
+
+def test_probe_with_a_baseline_adds_reconstruction_before_and_after(tmp_path, image_folder):
+    """`vaetrain probe AFTER --baseline BEFORE`: the baseline probed first with the same budget, each model's
+    reconstruction measured on the probe's images, and a table of each model's change from the baseline."""
+    from vaetrain.evaluation.diffusability import before_after
+
+    before, after = save_model(tmp_path / "before", 0), save_model(tmp_path / "after", 1)
+    options = ["--data.path", str(image_folder), "--data.resolution", "32", "--probe-steps", "2", "--probe-samples", "0", "--backbones", "random"]
+    assert main(["probe", after, "--baseline", before, *options, "--out", str(tmp_path / "probe")]) == 0
+    rows = json.loads((tmp_path / "probe" / "probe.json").read_text())
+    assert [r["model"] for r in rows] == [before, after]
+    assert all(0 < r["reconstruction_psnr"] < 60 and 0 < r["reconstruction_ssim"] <= 1 for r in rows)
+    assert rows[0]["reconstruction_psnr"] != rows[1]["reconstruction_psnr"]
+    table = before_after(rows)
+    change = rows[1]["reconstruction_psnr"] - rows[0]["reconstruction_psnr"]
+    assert f"({change:+.4g})" in table.splitlines()[-1]

@@ -107,8 +107,9 @@ def probe(args: argparse.Namespace, images) -> list[dict]:
     config = ProbeConfig(
         model_size=args.probe_model_size, steps=args.probe_steps, batch_size=args.probe_batch_size, samples=args.probe_samples, seed=args.probe_seed
     )
+    baseline = getattr(args, "baseline", None)
     return probe_models(
-        args.models,
+        [baseline, *args.models] if baseline else args.models,
         images,
         config,
         args.out,
@@ -119,6 +120,7 @@ def probe(args: argparse.Namespace, images) -> list[dict]:
         device=args.device,
         loading=data_loading(args),
         tokens=TokenProbeConfig(steps=args.token_steps, seed=args.probe_seed) if args.tokens else None,
+        reconstruction=bool(baseline),
     )
 
 
