@@ -128,10 +128,10 @@ def _fit(root, datamodule, max_steps: int, *, ckpt_path=None, callbacks=()):
 
 
 def test_three_optimizers_step_and_resume_bit_exactly(tmp_path, datamodule, image_folder):
-    from vaetrain.data import ImageDataModule
+    from vaetrain.data import SampleDataModule
 
     def data():
-        return ImageDataModule(path=str(image_folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
+        return SampleDataModule(path=str(image_folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
 
     straight, straight_trainer = _fit(tmp_path / "straight", data(), 4)
     _fit(tmp_path / "resumed", data(), 2)
