@@ -31,6 +31,10 @@ RECIPES: dict[str, tuple[str, list[str]]] = {  # name -> (what it is, the preset
     "ms_ssim_l1_lpips": ("ldm with the MS-SSIM + L1 mix in place of L1 (LPIPS 1)", [TINY, "configs/race/ldm.yaml", "configs/race/ms_ssim_l1.yaml"]),
     "focal_frequency": ("tiny + the focal frequency loss (weight 1, alpha 1) beside L1 (no LPIPS)", [TINY, "configs/race/focal_frequency.yaml"]),
     "focal_frequency_lpips": ("ldm + the focal frequency loss (weight 1, alpha 1)", [TINY, "configs/race/ldm.yaml", "configs/race/focal_frequency.yaml"]),
+    "repa_e": (
+        "tiny + REPA-E's end-to-end tuning: a tiny SiT trained in the same step, its REPA alignment (random-small encoder) into the VAE at 1.5",
+        [TINY, "configs/race/repa_e.yaml"],
+    ),
     "ldm": ("LDM's objective on the tiny model: L1 + LPIPS + KL, hinge PatchGAN from step 200, LDM's adaptive weight", [TINY, "configs/race/ldm.yaml"]),
     "ldm_lecam": ("ldm + LeCam 0.1 on the discriminator", [TINY, "configs/race/ldm_lecam.yaml"]),
     "ldm_no_lpips": ("ldm without LPIPS (L1 + KL + adaptive PatchGAN): cheaper steps", [TINY, "configs/race/ldm_no_lpips.yaml"]),

@@ -53,6 +53,7 @@ def tiny_module(
     discriminator: dict | None = None,
     validation: dict | None = None,
     inception: torch.nn.Module | None = None,
+    representation_encoder: torch.nn.Module | None = None,
 ) -> AutoencoderModule:
     torch.manual_seed(0)
     return AutoencoderModule(
@@ -67,6 +68,7 @@ def tiny_module(
         speed=SpeedConfig(**(speed or {})),
         validation=ValidationConfig(**(validation or {})),
         inception=inception,
+        representation_encoder=representation_encoder,
     )
 
 

@@ -85,3 +85,36 @@ def test_every_vae_is_standardised_alike_whatever_its_config_says(image_folder):
     torch.testing.assert_close(per_channel.mean(dim=1), torch.zeros(4), atol=1e-5, rtol=0)
     torch.testing.assert_close(per_channel.std(dim=1, correction=0), torch.ones(4), atol=1e-5, rtol=0)
     assert len(a) == len(originals) == 12
+
+
+@pytest.mark.slow  # ~60 s here (the command line builds Inception); the fast variant below calls run_probe
+def test_probe_with_a_baseline_adds_reconstruction_before_and_after(tmp_path, image_folder):
+    """`vaetrain probe AFTER --baseline BEFORE`: the baseline probed first with the same budget, each model's
+    reconstruction measured on the probe's images, and a table of each model's change from the baseline."""
+    from vaetrain.evaluation.diffusability import before_after
+
+    before, after = save_model(tmp_path / "before", 0), save_model(tmp_path / "after", 1)
+    options = ["--data.path", str(image_folder), "--data.resolution", "32", "--probe-steps", "2", "--probe-samples", "0", "--backbones", "random"]
+    assert main(["probe", after, "--baseline", before, *options, "--out", str(tmp_path / "probe")]) == 0
+    rows = json.loads((tmp_path / "probe" / "probe.json").read_text())
+    assert [r["model"] for r in rows] == [before, after]
+    assert all(0 < r["reconstruction_psnr"] < 60 and 0 < r["reconstruction_ssim"] <= 1 for r in rows)
+    assert rows[0]["reconstruction_psnr"] != rows[1]["reconstruction_psnr"]
+    table = before_after(rows)
+    change = rows[1]["reconstruction_psnr"] - rows[0]["reconstruction_psnr"]
+    assert f"({change:+.4g})" in table.splitlines()[-1]
+
+
+def test_run_probe_measures_reconstruction_and_the_table_gives_each_change(tmp_path, image_folder):
+    """The fast variant: `run_probe(..., reconstruction=True)` adds PSNR/SSIM on the probe's images, and
+    `before_after` gives each model's change from the first."""
+    from vaetrain.data import SampleSet, SourceSpec
+    from vaetrain.evaluation.diffusability import before_after, run_probe
+
+    before, after = save_model(tmp_path / "before", 0), save_model(tmp_path / "after", 1)
+    images = SampleSet(SourceSpec(path=str(image_folder)), resolution=32)
+    config = ProbeConfig(steps=1, batch_size=4, samples=0, validation_triples=8)
+    rows = run_probe([before, after], images, config, tmp_path / "probe", reconstruction=True, device="cpu")
+    assert all(0 < r["reconstruction_psnr"] < 60 and 0 < r["reconstruction_ssim"] <= 1 for r in rows)
+    change = rows[1]["probe_validation_loss"] - rows[0]["probe_validation_loss"]
+    assert f"({change:+.4g})" in before_after(rows).splitlines()[-1]

@@ -112,10 +112,15 @@ def autoencoder_from_checkpoint(path: str | Path, *, use_ema: bool = True) -> tu
     """The checkpoint's autoencoder (fp32, eval mode) and its record; a fixed posterior's log-variance pinned
     as the export callback pins it."""
     checkpoint, record = load_checkpoint(path)
+    return autoencoder_of(checkpoint, record, use_ema=use_ema), record
+
+
+def autoencoder_of(checkpoint: dict[str, Any], record: RunRecord, *, use_ema: bool = True) -> nn.Module:
+    """`autoencoder_from_checkpoint` for a checkpoint already loaded (`load_checkpoint`)."""
     weights = autoencoder_weights(checkpoint["state_dict"], use_ema=use_ema)
     if record.settings.get("autoencoder", {}).get("posterior") == "fixed":
         weights = with_deterministic_posterior(weights, record.autoencoder_config["latent_channels"])
-    return autoencoder_from_state(record.autoencoder_config, weights), record
+    return autoencoder_from_state(record.autoencoder_config, weights)
 
 
 def _plain(value: Any) -> Any:

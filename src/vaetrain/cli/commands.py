@@ -12,6 +12,7 @@ from pathlib import Path
 from vaetrain.checkpoints.references import check_model_reference, held_out_images, load_autoencoder, recorded_pixel_format
 from vaetrain.cli.options import MODEL_HELP, data_loading, image_options, probe, probe_options, sample_set, tiling_options
 from vaetrain.errors import ConfigError
+from vaetrain.evaluation.diffusability import before_after
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate, run_dir_of
 from vaetrain.evaluation.protocol import PROTOCOLS
 from vaetrain.evaluation.reconstruct import TilingConfig, reconstruct_files
@@ -120,6 +121,12 @@ def run_probe(argv: list[str]) -> int:
         "the same small diffusion transformer trained with the same budget on each, its validation loss and samples.",
     )
     parser.add_argument("models", nargs="+", metavar="MODEL", help=MODEL_HELP)
+    parser.add_argument(
+        "--baseline",
+        metavar="MODEL",
+        help="the VAE before (end-to-end) tuning: probed with the same budget first, and every model's reconstruction measured on the "
+        "probe's images; prints a before/after table",
+    )
     image_options(parser, path_help="images to encode (required)", resolution_help="center-crop size (default 256)", max_images=None)
     probe_options(parser)
     parser.add_argument("--out", default="probe", help="output folder (default: ./probe); an eval folder gets the figures in its metrics.json")
@@ -135,6 +142,8 @@ def run_probe(argv: list[str]) -> int:
         fid = f", sample FID {row['probe_fid']:.1f}" if row["probe_fid"] is not None else ""
         token = f", token NLL {row['token_nll']:.4f} nats ({row['token_bits_per_image']:.0f} bits/image)" if row.get("token_nll") is not None else ""
         print(f"{row['model']}: validation flow-matching loss {row['probe_validation_loss']:.4f}{fid}{token} ({row['probe_seconds']:.0f} s)")
+    if args.baseline:
+        print(before_after(rows))
     print(f"wrote {args.out}/probe.json")
     return 0
 

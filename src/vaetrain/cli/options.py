@@ -23,8 +23,9 @@ from vaetrain.data.decoding.video import clip_spec
 from vaetrain.data.sample_sets import Loading, SampleSet, open_source
 from vaetrain.data.sources.spec import SourceKind, SourceSpec
 from vaetrain.evaluation.diffusability import run_probe as probe_models
-from vaetrain.evaluation.diffusability_probe import SIZES, ProbeConfig
+from vaetrain.evaluation.diffusability_probe import ProbeConfig
 from vaetrain.evaluation.token_probe import TokenProbeConfig
+from vaetrain.models.diffusion_transformer import SIZES
 
 MODEL_HELP = "vaetrain .ckpt, diffusers folder, LDM/SD .ckpt/.safetensors or Hub id"
 
@@ -114,8 +115,9 @@ def probe(args: argparse.Namespace, images) -> list[dict]:
         seed=args.probe_seed,
         width=args.probe_width,
     )
+    baseline = getattr(args, "baseline", None)
     return probe_models(
-        args.models,
+        [baseline, *args.models] if baseline else args.models,
         images,
         config,
         args.out,
@@ -126,6 +128,7 @@ def probe(args: argparse.Namespace, images) -> list[dict]:
         device=args.device,
         loading=data_loading(args),
         tokens=TokenProbeConfig(steps=args.token_steps, seed=args.probe_seed) if args.tokens else None,
+        reconstruction=bool(baseline),
     )
 
 

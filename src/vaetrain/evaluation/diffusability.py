@@ -19,6 +19,7 @@ from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.data.sample_sets import Loading, SampleSet, evaluation_samples, pixels_of
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.diffusability_probe import ProbeConfig, standardisation, train_probe
+from vaetrain.evaluation.measure import autoencoder_pairs, measure
 from vaetrain.evaluation.metrics import fid_metric, to_uint8
 from vaetrain.evaluation.reconstruct import resolve_device
 from vaetrain.evaluation.token_probe import TokenProbeConfig, tokens_of, train_token_probe
@@ -90,10 +91,12 @@ def run_probe(
     device: str = "auto",
     loading: Loading = Loading(),
     tokens: TokenProbeConfig | None = None,
+    reconstruction: bool = False,
 ) -> list[dict]:
     """One row per model (each loaded by `load_autoencoder`; `use_ema`: a vaetrain checkpoint's EMA weights):
     validation flow-matching loss (lower: easier latents), its curve, sample FID; with `tokens`, a discrete
-    model's token probe too (`token_probe`: NLL per token, bits per image; None for continuous models)."""
+    model's token probe too (`token_probe`: NLL per token, bits per image; None for continuous models); with
+    `reconstruction`, its PSNR and SSIM on the probe's images (`evaluation.measure`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = resolve_device(device)
@@ -124,10 +127,26 @@ def run_probe(
             row["probe_samples"] = grid.name
         if tokens is not None:
             row |= _token_row(model, images, max_images, target, loading, tokens)
+        if reconstruction:
+            values = measure(originals.split(16), autoencoder_pairs(model), pixels=images.pixels, device=target).values
+            row |= {"reconstruction_psnr": values["psnr"], "reconstruction_ssim": values["ssim"]}
         rows.append(row)
     (out_dir / PROBE_FILE).write_text(json.dumps(rows, indent=2) + "\n")
     _join_metrics(out_dir, rows)
     return rows
+
+
+def before_after(rows: list[dict]) -> str:
+    """The first row (the baseline: a VAE before end-to-end tuning) against each other row, as a markdown
+    table: probe validation loss (lower: easier latents) and reconstruction PSNR/SSIM on the same images."""
+    keys = (("probe_validation_loss", "probe loss", "{:.4f}"), ("reconstruction_psnr", "PSNR (dB)", "{:.2f}"), ("reconstruction_ssim", "SSIM", "{:.4f}"))
+    base = rows[0]
+    lines = ["| model | " + " | ".join(label for _, label, _ in keys) + " |", "|---|" + "---|" * len(keys)]
+    lines.append(f"| {base['model']} (before) | " + " | ".join(form.format(base[key]) for key, _, form in keys) + " |")
+    for row in rows[1:]:
+        cells = [f"{form.format(row[key])} ({row[key] - base[key]:+.4g})" for key, _, form in keys]
+        lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _token_row(model, images: SampleSet, max_images: int | None, device, loading: Loading, config: TokenProbeConfig) -> dict:

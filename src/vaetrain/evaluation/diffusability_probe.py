@@ -3,9 +3,9 @@ the same budget on each VAE's latents, and its validation loss and samples.
 
 Rectified flow (flow matching with straight paths, as SD3): x_t = (1 - t) x0 + t eps, the model predicts
 v = eps - x0, loss MSE, t ~ U(0, 1); samples integrate dx/dt = v from t = 1 (noise) to 0 with Euler steps.
-The model is diffusers' `DiTTransformer2DModel` (adaLN-zero, one class label: unconditional). The
-validation loss is the mean over a fixed set of (held-out latent, t, noise) triples, so it compares across
-VAEs; lower means the latents are easier to model at this budget.
+The model is `models.diffusion_transformer`'s (diffusers' `DiTTransformer2DModel`, adaLN-zero, one class
+label: unconditional), shared with end-to-end tuning. The validation loss is the mean over a fixed set
+of (held-out latent, t, noise) triples, so it compares across VAEs; lower means the latents are easier to model at this budget.
 """
 
 from __future__ import annotations
@@ -16,23 +16,17 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from diffusers import DiTTransformer2DModel
 
 from vaetrain.errors import ConfigError
-
-SIZES = {  # layers, heads, head dimension
-    "tiny": (4, 4, 32),
-    "small": (8, 6, 64),
-    "base": (12, 12, 64),
-}
+from vaetrain.models.diffusion_transformer import SIZES, build_transformer, flow_matching_loss, velocity
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
     """The probe's fixed budget: every VAE gets exactly this."""
 
-    model_size: Literal["tiny", "small", "base"] = "tiny"
+    model_size: Literal["tiny", "small", "base", "xl"] = "tiny"
     steps: int = 2000
     batch_size: int = 32
     lr: float = 3e-4
@@ -65,32 +59,9 @@ class DiffusabilityResult:
 
 def build_model(config: ProbeConfig, channels: int, side: int) -> DiTTransformer2DModel:
     layers, heads, head_dim = SIZES[config.model_size]
-    if config.width == "wide":
+    if config.width == "wide":  # at least as wide as the tokens (RAE's 768 channels)
         heads = max(heads, math.ceil(channels / head_dim))
-    patch = 1 if side <= 16 else 2
-    if side % patch:
-        raise ConfigError(f"probe: latent side {side} is not divisible by the patch size {patch}")
-    return DiTTransformer2DModel(
-        num_attention_heads=heads,
-        attention_head_dim=head_dim,
-        in_channels=channels,
-        out_channels=channels,
-        num_layers=layers,
-        sample_size=side,
-        patch_size=patch,
-        num_embeds_ada_norm=1,
-        norm_type="ada_norm_zero",
-    )
-
-
-def velocity(model: DiTTransformer2DModel, noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    labels = torch.zeros(len(noisy), dtype=torch.long, device=noisy.device)
-    return model(noisy, timestep=t * 1000, class_labels=labels).sample
-
-
-def flow_matching_loss(model, latents: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    tt = t.view(-1, 1, 1, 1)
-    return F.mse_loss(velocity(model, (1 - tt) * latents + tt * noise, t), noise - latents)
+    return build_transformer((layers, heads, head_dim), channels, side)
 
 
 def train_probe(latents: torch.Tensor, config: ProbeConfig, *, progress=None) -> DiffusabilityResult:

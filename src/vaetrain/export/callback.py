@@ -49,6 +49,7 @@ class ExportDiffusers(L.Callback):
         facts = CardFacts(steps=pl_module.counters.generator_steps, settings=settings, training_images=images)
         measured = None if keeps_normalisation(settings, self.latents) else images
         out = Path(trainer.default_root_dir) / self.dirname
+        state = pl_module.state_dict() if getattr(pl_module, "diffusion_ema", None) is not None else None  # end-to-end tuning's SiT
         self.path = export_model(
-            model, out, measured, part="train", max_images=self.latent_statistics_images, validation=validation, facts=facts, latents=self.latents
+            model, out, measured, part="train", max_images=self.latent_statistics_images, validation=validation, facts=facts, latents=self.latents, state=state
         )

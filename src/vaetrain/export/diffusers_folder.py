@@ -10,13 +10,14 @@ from pathlib import Path
 
 from torch import nn
 
-from vaetrain.checkpoints.schema import autoencoder_from_checkpoint
+from vaetrain.checkpoints.schema import autoencoder_of, load_checkpoint
 from vaetrain.data.decoding.pixels import PIXEL_FORMAT_FILE
 from vaetrain.data.sample_sets import Loading, SampleSet, evaluation_samples, pixels_of
 from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics, measure_latent_statistics
 from vaetrain.evaluation.measure import with_progress
+from vaetrain.export.end_to_end import learned_statistics, save_sit
 from vaetrain.export.model_card import CardFacts, measure_reconstruction, model_card
 from vaetrain.losses.distillation import distilled_from
 from vaetrain.models.families import family_of
@@ -58,11 +59,14 @@ def export_model(
     facts: CardFacts | None = None,
     latents: LatentConvention | None = None,
     loading: Loading = Loading(),
+    state: dict | None = None,
 ) -> Path:
     """The model as a diffusers folder with a model card: its latent normalisation measured on up to
     `max_images` evenly spaced images of `images` and written as the `latents` convention's fields (None:
     the architecture's default; no images: the config's are kept), `sample_size` set to the training
-    resolution, its reconstruction PSNR/SSIM on the `validation` images."""
+    resolution, its reconstruction PSNR/SSIM on the `validation` images. `state`: the run's state dict; an
+    end-to-end tuned run's (`export.end_to_end`) gives the normalisation its SiT's BatchNorm learned instead
+    of the measured one, and its SiT is written beside the folder."""
     statistics = None
     if images is not None:
         loader = evaluation_samples(images, part=part, max_images=max_images, **loading.of())
@@ -79,10 +83,14 @@ def export_model(
     pixels = facts.training_images.pixels if facts.training_images is not None else None
     if pixels is not None and not pixels.is_rgb8:  # how images become the model's inputs (data/decoding/pixels.py)
         files[PIXEL_FORMAT_FILE] = json.dumps(pixels.as_dict(), indent=2) + "\n"
-    if statistics is not None and distilled_from(facts.settings) is None:  # a distilled student's factors stay
-        s = statistics
+    learned = learned_statistics(state) if state is not None else None  # end-to-end tuning's BatchNorm
+    if (statistics is not None or learned is not None) and distilled_from(facts.settings) is None:  # a distilled student's factors stay
+        s = learned or statistics
         family_of(model).set_latent_fields(model, convention_fields(model, latents, s.mean, s.std, s.channel_mean, s.channel_std))
-    return save_diffusers_folder(model.cpu(), out_dir, statistics, {"README.md": model_card(model, statistics, facts)} | files)
+    folder = save_diffusers_folder(model.cpu(), out_dir, statistics, {"README.md": model_card(model, statistics, facts)} | files)
+    if state is not None:
+        save_sit(state, facts.settings, family_of(model).latent_channels(model), folder)
+    return folder
 
 
 def keeps_normalisation(settings: dict, latents: LatentConvention | None) -> bool:
@@ -106,13 +114,14 @@ def export_checkpoint(
     """`vaetrain export`: the checkpoint's autoencoder as a diffusers folder, latent scale measured on
     `images` (all of them), or else on the training images the checkpoint records (its train part, at
     `resolution` or the training resolution); the card's metrics on its validation images."""
-    model, record = autoencoder_from_checkpoint(checkpoint, use_ema=use_ema)
+    loaded, record = load_checkpoint(checkpoint)
+    model, state = autoencoder_of(loaded, record, use_ema=use_ema), loaded["state_dict"]
     facts = CardFacts(steps=record.counters.generator_steps, settings=record.settings, training_images=record.sample_set())
     if images is not None:
         if facts.training_images is not None:  # other images, read as the model was trained to read them
             images = replace(images, pixels=facts.training_images.pixels)
         return export_model(
-            model, out_dir, images, part="all", max_images=max_images, validation=(images, "all"), facts=facts, latents=latents, loading=loading
+            model, out_dir, images, part="all", max_images=max_images, validation=(images, "all"), facts=facts, latents=latents, loading=loading, state=state
         )
     images = record.sample_set()
     if images is None:
@@ -120,5 +129,14 @@ def export_checkpoint(
     images = replace(images, resolution=resolution or images.resolution)
     measured = None if keeps_normalisation(record.settings, latents) else images
     return export_model(
-        model, out_dir, measured, part="train", max_images=max_images, validation=record.validation_images(), facts=facts, latents=latents, loading=loading
+        model,
+        out_dir,
+        measured,
+        part="train",
+        max_images=max_images,
+        validation=record.validation_images(),
+        facts=facts,
+        latents=latents,
+        loading=loading,
+        state=state,
     )

@@ -13,6 +13,7 @@ from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics
 from vaetrain.evaluation.measure import autoencoder_pairs, measure
+from vaetrain.export.end_to_end import card_line
 from vaetrain.losses.distillation import latent_note
 from vaetrain.models.families import downsampling_factor, family_of
 from vaetrain.models.latent_space import CONVENTIONS, convention_of
@@ -75,6 +76,8 @@ def model_card(model: nn.Module, statistics: LatentStatistics | None, facts: Car
     ]
     if data is not None and not data.pixels.is_rgb8:
         rows.append(("pixels", _pixels(data.pixels)))
+    if (end_to_end := card_line(facts.settings)) is not None:
+        rows.append(("end-to-end tuning", end_to_end))
     if facts.metrics:
         m = facts.metrics
         rows.append(

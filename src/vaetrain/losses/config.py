@@ -9,6 +9,7 @@ from typing import Literal
 from vaetrain.errors import ConfigError
 from vaetrain.losses.alignment import AlignmentConfig
 from vaetrain.losses.distillation import DistillationConfig
+from vaetrain.losses.end_to_end import EndToEndConfig
 from vaetrain.losses.equivariance import EquivarianceConfig
 from vaetrain.losses.gan import GanLossKind
 from vaetrain.losses.perceptual import Backbone, PerceptualNetwork, TripletSetting
@@ -95,6 +96,8 @@ class LossConfig:
     """The decoder reads z + sigma x std(z) x eps, sigma ~ U(0, latent_noise) per image (0: off)."""
     distillation: DistillationConfig = field(default_factory=DistillationConfig)
     """Imitate a teacher VAE (`vaetrain distill`): encoder to its scaled latents, decoder from them."""
+    end_to_end: EndToEndConfig = field(default_factory=EndToEndConfig)
+    """REPA-E: a diffusion transformer trained with the autoencoder, its alignment loss reaching the VAE."""
 
     def __post_init__(self) -> None:
         pooled = self.pooled_reconstruction

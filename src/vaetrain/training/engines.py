@@ -3,8 +3,8 @@
 - `LightningEngine`: training. `manual_backward` (precision plugin, grad scaler, DDP's gradient
   all-reduce), `toggle_model` (only the stepping network takes gradients; no all-reduce until a window
   closes), the generator's step through `LightningOptimizer.step` (so `trainer.global_step` counts
-  generator steps), the discriminator's through the strategy (precision plugin and hooks, but not
-  counted), then each network's LR scheduler.
+  generator steps), the discriminator's and a unit network's (role `trained`) through the strategy
+  (precision plugin and hooks, but not counted), then each network's LR scheduler.
 - `ProbeEngine`: the memory probe. The same path, except that it never all-reduces what it can avoid (so
   one process running out of memory cannot leave another waiting; DDP's buckets are allocated when the
   model is wrapped, so the measured memory still holds them), steps no scheduler and counts no step.
@@ -20,9 +20,8 @@ import torch
 from torch import nn
 
 from vaetrain.training.interfaces import Trained
+from vaetrain.training.networks import optimizer_names, trainable_parameters
 from vaetrain.training.step import GanStep
-
-_INDEX = {"generator": 0, "discriminator": 1}
 
 
 class LightningEngine:
@@ -43,9 +42,10 @@ class LightningEngine:
         optimizer = self._optimizer(network)
         if network == "generator":
             optimizer.step()
-        else:  # `LightningOptimizer.step` would add to trainer.global_step and halve every step-based setting
+        else:  # `LightningOptimizer.step` would add to trainer.global_step and divide every step-based setting
             self.module.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure)
-        self.module.lr_schedulers()[_INDEX[network]].step()
+        schedulers = self.module.lr_schedulers()
+        (schedulers[self._index(network)] if isinstance(schedulers, list) else schedulers).step()
 
     def zero_grad(self, network: Trained) -> None:
         self._optimizer(network).zero_grad(set_to_none=True)
@@ -60,8 +60,11 @@ class LightningEngine:
         scaler = getattr(self.module.trainer.precision_plugin, "scaler", None)
         return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
 
+    def _index(self, network: Trained) -> int:
+        return optimizer_names(self.module).index(network)
+
     def _optimizer(self, network: Trained):
-        return self.module.optimizers()[_INDEX[network]]
+        return self.module.optimizers()[self._index(network)]
 
 
 class ProbeEngine(LightningEngine):
@@ -97,8 +100,8 @@ class PlainEngine:
     @contextmanager
     def accumulating(self, network: Trained, sync: bool):
         networks = self.step.networks
-        other = networks.discriminator if network == "generator" else networks.autoencoder
-        with _no_gradients(other):
+        others = [p for name in optimizer_names(networks) if name != network for _, p in trainable_parameters(networks, name)]
+        with _no_gradients(others):
             yield
 
     def optimizer_step(self, network: Trained) -> None:
@@ -114,16 +117,16 @@ class PlainEngine:
         self.scaler.update()
 
     def zero_grad(self, network: Trained) -> None:
-        modules = {"generator": self.step.networks.autoencoder, "discriminator": self.step.networks.discriminator}
-        modules[network].zero_grad(set_to_none=True)
+        for _, parameter in trainable_parameters(self.step.networks, network):
+            parameter.grad = None
 
     def mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor
 
 
 @contextmanager
-def _no_gradients(module: nn.Module):
-    saved = [(p, p.requires_grad) for p in module.parameters()]
+def _no_gradients(parameters: list[nn.Parameter]):
+    saved = [(p, p.requires_grad) for p in parameters]
     for parameter, _ in saved:
         parameter.requires_grad_(False)
     try:

@@ -11,9 +11,10 @@ from typing import Literal, Protocol
 
 import torch
 
-Trained = Literal["generator", "discriminator"]
+Trained = str
+"""An optimizer's name: `generator`, `discriminator`, or a unit's network with the role `trained` (its own optimizer)."""
 Phase = Literal["generator", "discriminator", "both"]
-NetworkRole = Literal["generator", "discriminator", "frozen", "shard_blocks", "shard", "channels_last", "compile", "probe_restore"]
+NetworkRole = Literal["generator", "discriminator", "trained", "frozen", "shard_blocks", "shard", "channels_last", "compile", "probe_restore"]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from vaetrain.training.checkpoint import adopt_former_data_state, keep_frozen_ne
 from vaetrain.training.config import GanOptimizers, SpeedConfig, StepSettings, TrainingConfig
 from vaetrain.training.engines import LightningEngine
 from vaetrain.training.features import Setup
-from vaetrain.training.networks import build_networks, compile_networks, image_channels_of, in_layout, inference_weights, shard_networks
+from vaetrain.training.networks import build_networks, compile_networks, image_channels_of, in_layout, inference_weights, optimizer_names, shard_networks
 from vaetrain.training.optim import gan_optimizers
 from vaetrain.training.preflight import check_data, check_terms
 from vaetrain.training.run_setup import set_up
@@ -124,7 +124,8 @@ class AutoencoderModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """After the precision plugin unscaled the gradients: norms, skipping and clipping see true values."""
-        self.gan_step.prepare_gradients("generator" if optimizer is self.optimizers()[0].optimizer else "discriminator")
+        index = next(i for i, o in enumerate(self.optimizers()) if o.optimizer is optimizer)
+        self.gan_step.prepare_gradients(optimizer_names(self)[index])
 
     def on_validation_start(self) -> None:
         self.val_metrics.use_pixels(getattr(getattr(self.trainer, "datamodule", None), "pixels", None))

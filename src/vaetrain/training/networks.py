@@ -6,6 +6,8 @@ that name on the holder.
 
 Roles:
 - `generator` / `discriminator`: trained by that optimizer (its trainable parameters, in this order);
+- `trained`: a unit's network trained by its own optimizer, named as the network (end-to-end tuning's
+  diffusion transformer), stepped after the discriminator on the same accumulated batch;
 - `frozen`: never trained, rebuilt at start-up, left out of checkpoints (LPIPS's VGG alone is 58 MB);
 - `shard_blocks` (an autoencoder: its family's shard units) / `shard`: sharded as one unit, under FSDP2;
 - `channels_last`: weights stored NHWC when the run uses channels-last;
@@ -14,8 +16,6 @@ Roles:
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 from torch import nn
@@ -55,11 +55,19 @@ def networks_with(module: nn.Module, role: NetworkRole) -> list[nn.Module]:
     return [network for name in names_with(role) if (network := getattr(module, name, None)) is not None]
 
 
-def trainable_parameters(module: nn.Module, role: Literal["generator", "discriminator"]) -> list[tuple[str, nn.Parameter]]:
-    """(name as in the module's state dict, parameter) of every trainable parameter of `role`'s networks."""
+def optimizer_names(module: nn.Module) -> list[str]:
+    """The run's optimizers in Lightning's order: the generator's, the discriminator's, then one per existing
+    network with the role `trained`."""
+    return ["generator", "discriminator"] + [name for name in names_with("trained") if getattr(module, name, None) is not None]
+
+
+def trainable_parameters(module: nn.Module, optimizer: str) -> list[tuple[str, nn.Parameter]]:
+    """(name as in the module's state dict, parameter) of every trainable parameter `optimizer` steps: the
+    networks with the role `generator` or `discriminator`, or the `trained` network of that name."""
+    names = names_with(optimizer) if optimizer in ("generator", "discriminator") else (optimizer,)
     return [
         (f"{name}.{key}", parameter)
-        for name in names_with(role)
+        for name in names
         if (network := getattr(module, name, None)) is not None
         for key, parameter in network.named_parameters()
         if parameter.requires_grad

@@ -128,8 +128,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimizerConfig, t
 def gan_optimizers(module) -> tuple[list[torch.optim.Optimizer], list[dict]]:
     """Lightning's `configure_optimizers` for the module: the generator's and the discriminator's optimizers
     over their networks' trainable parameters (`training.networks`: roles `generator`, `discriminator`), with
-    their learning-rate groups and step schedules. `model.optimizer.scale_lr`: LDM's accumulate x processes x
-    micro-batch (the global batch)."""
+    their learning-rate groups and step schedules, then one per unit network with the role `trained`, with
+    the settings its unit gives (`Feature.optimizer_config`; not scaled by `scale_lr`). `model.optimizer.
+    scale_lr`: LDM's accumulate x processes x micro-batch (the global batch)."""
     trainer = module.trainer
     micro_batch = module.plan.micro_batch or 1
     scale = lr_multiplier(module.optimizer_config, module.accumulate * trainer.world_size * micro_batch, trainer.is_global_zero)
@@ -141,6 +142,12 @@ def gan_optimizers(module) -> tuple[list[torch.optim.Optimizer], list[dict]]:
         parameter_groups(trainable_parameters(module, "generator"), configs[0], width, scale, conv_in),
         parameter_groups(trainable_parameters(module, "discriminator"), configs[1], width, scale),
     ]
+    configs = list(configs)
+    for feature in module.features:
+        for name in feature.trained_networks():
+            config = feature.optimizer_config(name)
+            groups.append(parameter_groups(trainable_parameters(module, name), config, width))
+            configs.append(config)
     optimizers = [build_optimizer(g, c) for g, c in zip(groups, configs)]
     horizon = module.training_config.schedule_steps or max(module.trainer.max_steps, 1)
     schedulers = [{"scheduler": build_scheduler(o, c, horizon), "interval": "step"} for o, c in zip(optimizers, configs)]

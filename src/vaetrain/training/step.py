@@ -6,8 +6,9 @@ autoencoder's forward with the terms on the latent) and `losses.objective` (both
 `GanStep(images, engine)` processes one micro-batch: each training unit's `begin`,
 reconstruct (`training.forward`: posterior sample and the units' latent stage), generator backward (image
 terms + KL + adversarial, balanced, + the units' extra losses), discriminator backward on the detached
-reconstruction (+ the units' regularisers), and, when the micro-batch closes an accumulation
-window, both optimizer steps, the EMA update, each unit's `commit` (or `discard` after a skipped update)
+reconstruction (+ the units' regularisers), each unit network's own backward (role `trained`:
+e.g. a diffusion transformer, on what the forward left it), and, when the micro-batch closes
+an accumulation window, every optimizer's step in that order, the EMA update, each unit's `commit` (or `discard` after a skipped update)
 and the counters. The step names no unit (`training.features`). How a backward or an optimizer step runs is
 the `Engine`'s business (Lightning's precision plugin and strategy in training, plain PyTorch for FLOP
 counting); what is computed is this file's. The engine calls `prepare_gradients` after unscaling and before
@@ -60,7 +61,10 @@ class GanStep:
         self.plan = plan or RunPlan()
         self.accumulate = settings.accumulate
         self.last_layer = LastLayerInput(networks.autoencoder)
-        self.guard = UpdateGuard(settings.clip_norm, settings.max_consecutive_skips)
+        clip_norm = dict(settings.clip_norm or {}) | {
+            name: feature.optimizer_config(name).gradient_clip_norm for feature in self.features for name in feature.trained_networks()
+        }
+        self.guard = UpdateGuard(clip_norm, settings.max_consecutive_skips)
         self.last_latents: torch.Tensor | None = None  # the latest batch's posterior means, for histograms
         self.forward = AutoencoderForward(networks, settings, loss.sample_posterior, self.features)
         self.factor = self.forward.factor
@@ -137,6 +141,15 @@ class GanStep:
                 logs |= self.discriminator_backward(result.target, result.images, engine, self._condition(result))
             if closes_window:
                 self._update("discriminator", engine)
+        for feature in self.features:
+            for network in feature.trained_networks():
+                with engine.accumulating(network, sync=closes_window):
+                    loss, unit_logs = feature.network_loss(network)
+                    if loss is not None:
+                        engine.backward(loss / self.accumulate)
+                logs |= unit_logs
+                if closes_window:
+                    self._update(network, engine)
         if closes_window:
             self.guard.end_window(self.counters)
         counters.micro_batches += 1
@@ -242,7 +255,7 @@ class GanStep:
             self.counters.generator_steps += 1
             if finite:
                 self._update_ema()
-        else:
+        elif network == "discriminator":
             self.counters.discriminator_steps += 1
         update = Update(finite, processes, engine)
         for feature in self.features:

@@ -1,6 +1,6 @@
 """The training features, each one unit (`base.Feature`): its networks, refusals, contributions to the
 forward and to each network's loss, and the buffers it commits after the update guard. `FEATURES` is the
-one registry: the order in which the step calls them (alignment before latent noise before EQ-VAE's
+one registry: the order in which the step calls them (alignment and end-to-end tuning before latent noise before EQ-VAE's
 transform on the latent; LeCam before R1 on the discriminator) and builds their networks."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from vaetrain.training.features.alignment import Alignment
 from vaetrain.training.features.base import Feature, Run, Setup, Update
 from vaetrain.training.features.codebook import CodebookFeature
 from vaetrain.training.features.distillation import Distillation
+from vaetrain.training.features.end_to_end import EndToEnd
 from vaetrain.training.features.equivariance import Equivariance
 from vaetrain.training.features.gradnorm import GradientNormalisation
 from vaetrain.training.features.latent_noise import LatentNoise
@@ -22,6 +23,7 @@ from vaetrain.training.features.r1 import R1
 
 FEATURES: tuple[type[Feature], ...] = (
     Alignment,
+    EndToEnd,
     LatentNoise,
     Equivariance,
     CodebookFeature,

@@ -10,6 +10,8 @@ The hooks, in the order one micro-batch calls them (each a no-op here):
 - `decode(latents)`: a decoder path in place of the family's (a quantiser's), else None;
 - `after_generator_backward(loss_scale, accumulate)`: what a backward pass left to observe;
 - `prepare_real(real, discriminator_steps)` and `discriminator_terms(...)`: the discriminator's regularisers;
+- `network_loss(network)`: after the discriminator's half, the loss of the unit's own network (role
+  `trained`, its own optimizer: `optimizer_config`), from what the forward left;
 - `commit(network, update)`: after `network`'s optimizer step, once per accumulated batch; `update.finite`
   says whether the guard let it through (a skipped one must leave no value in any buffer: `discard`).
 Refusals: `conflicts(run)` yields one-line messages (the first raises; a unit that `reads_encoder_latents`
@@ -161,6 +163,17 @@ class Feature:
     def discriminator_terms(
         self, real_logits: torch.Tensor, fake_logits: torch.Tensor, real: torch.Tensor, accumulate: int
     ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        return None, {}
+
+    # a network with its own optimizer (role `trained`)
+    def trained_networks(self) -> tuple[str, ...]:
+        return tuple(n.name for n in self.networks if "trained" in n.roles)
+
+    def optimizer_config(self, network: str):
+        """The `training.optim.OptimizerConfig` of the unit's `trained` network."""
+        raise NotImplementedError
+
+    def network_loss(self, network: str) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         return None, {}
 
     # after the update guard
