@@ -178,10 +178,6 @@ class Family:
             units.append(half)
         return units
 
-    def set_gradient_checkpointing(self, model: nn.Module, enabled: bool) -> None:
-        """Recompute activations in backward (diffusers' own switch)."""
-        model.enable_gradient_checkpointing() if enabled else model.disable_gradient_checkpointing()
-
     def set_latent_fields(self, model: nn.Module, fields: dict[str, Any]) -> None:
         """Writes measured latent-normalisation fields (`models.latent_space.convention_fields`) into the model."""
         model.register_to_config(**fields)
