@@ -2,8 +2,7 @@
 
 It composes a `SampleSource` (which reads the collection: records or shards), the decoders (which cut
 images), the bad-file tracker (which counts) and `sample_loader` (which batches); it never asks which kind
-of source it has.
-"""
+of source it has."""
 
 from __future__ import annotations
 
