@@ -70,7 +70,7 @@ def model_card(model: nn.Module, statistics: LatentStatistics | None, facts: Car
         ("architecture", family.describe(model)),
         ("latent", _latent_shape(family, model, channels, factor)),
         ("posterior", posterior),
-        ("latent normalisation", latent_note(facts.settings, config.scaling_factor) or _factors(config, statistics)),
+        ("latent normalisation", latent_note(facts.settings, config.get("scaling_factor")) or _factors(config, statistics)),
         ("training", (f"{facts.steps} generator steps" if facts.steps is not None else "unknown steps") + (f"; {recipe}" if recipe else "")),
         ("data", _describe(data) if data else "not recorded"),
     ]

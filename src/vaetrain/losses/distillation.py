@@ -52,7 +52,7 @@ def distilled_from(settings: dict) -> str | None:
     return ((settings.get("loss") or {}).get("distillation") or {}).get("teacher") or None
 
 
-def latent_note(settings: dict, scaling_factor: float) -> str | None:
+def latent_note(settings: dict, scaling_factor: float | None) -> str | None:
     """The model card's latent-normalisation line of a distilled student; None when not distilled."""
     teacher = distilled_from(settings)
     if teacher is None:
