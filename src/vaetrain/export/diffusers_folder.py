@@ -82,7 +82,7 @@ def export_model(
     distilled = bool(facts.settings.get("loss", {}).get("distillation", {}).get("teacher"))
     if statistics is not None and not distilled:
         s = statistics
-        model.register_to_config(**convention_fields(model, latents, s.mean, s.std, s.channel_mean, s.channel_std))
+        family_of(model).set_normalisation(model, convention_fields(model, latents, s.mean, s.std, s.channel_mean, s.channel_std))
     return save_diffusers_folder(model.cpu(), out_dir, statistics, {"README.md": model_card(model, statistics, facts)} | files)
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 from vaetrain.errors import ConfigError
 from vaetrain.losses.alignment import AlignmentConfig
+from vaetrain.losses.denoising_decoder import DenoisingDecoderConfig
 from vaetrain.losses.distillation import DistillationConfig
 from vaetrain.losses.equivariance import EquivarianceConfig
 from vaetrain.losses.gan import GanLossKind
@@ -95,6 +96,8 @@ class LossConfig:
     """The decoder reads z + sigma x std(z) x eps, sigma ~ U(0, latent_noise) per image (0: off)."""
     distillation: DistillationConfig = field(default_factory=DistillationConfig)
     """Imitate a teacher VAE (`vaetrain distill`): encoder to its scaled latents, decoder from them."""
+    denoising_decoder: DenoisingDecoderConfig = field(default_factory=DenoisingDecoderConfig)
+    """ltx family, timestep-conditioned decoder: the noise level drawn in training and the decode timestep."""
 
     def __post_init__(self) -> None:
         pooled = self.pooled_reconstruction

@@ -32,11 +32,12 @@ class AutoencoderConfig:
     anything else is a one-line error.
     """
 
-    family: Literal["kl", "tiny", "dc", "vq", "wan", "hunyuan"] = "kl"
+    family: Literal["kl", "tiny", "dc", "vq", "wan", "hunyuan", "ltx"] = "kl"
     """kl: AutoencoderKL (SD's VAE); tiny: AutoencoderTiny (TAESD, usually distilled: `vaetrain distill`);
     dc: AutoencoderDC (deep compression, f32/f64); vq: VQModel (LDM's VQ-regularised models, VQGAN, FSQ: see
     `quantizer`); wan: AutoencoderKLWan (Wan 2.1's video VAE: clips, `data.frames`); hunyuan:
-    AutoencoderKLHunyuanVideo (HunyuanVideo's video VAE). With `pretrained`: unset, or the folder's own class."""
+    AutoencoderKLHunyuanVideo (HunyuanVideo's video VAE); ltx: AutoencoderKLLTXVideo (LTX-Video's VAE, 1 + 8k
+    frames). With `pretrained`: unset, or the folder's own class."""
     architecture: dict | None = None
     """More of the diffusers class's own config fields (e.g. AutoencoderTiny's `encoder_block_out_channels`,
     AutoencoderDC's `encoder_block_types`); the fields below that name the same thing take precedence where

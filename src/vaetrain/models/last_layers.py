@@ -25,7 +25,7 @@ class LastLayerInput:
     gradient masked where the clamp cut it off."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.family = family_of(model)
+        self.family, self.model = family_of(model), model
         self.conv = self.family.last_conv(model)
         self.chunks: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # (padded input, output inside the clamp)
         self.conv.register_forward_hook(self._keep)
@@ -46,6 +46,7 @@ class LastLayerInput:
         weight_of = torch.nn.grad.conv3d_weight if isinstance(conv, nn.Conv3d) else torch.nn.grad.conv2d_weight
 
         def weight_gradient(grad_output: torch.Tensor) -> torch.Tensor:
+            grad_output = self.family.last_conv_gradient(self.model, grad_output)  # LTX: un-patchified
             total, start = None, 0
             for padded, inside in chunks:
                 length = (padded.shape[2] - conv.kernel_size[0]) // conv.stride[0] + 1 if len(chunks) > 1 else grad_output.shape[2]

@@ -53,7 +53,7 @@ def convention_fields(
         values = {"latents_mean": list(channel_mean), "latents_std": list(channel_std), "scaling_factor": 1.0, "shift_factor": None}
     else:
         values = {"scaling_factor": 1.0 / std, "shift_factor": mean, "latents_mean": None, "latents_std": None}
-    return {k: v for k, v in values.items() if k in model.config}
+    return {k: v for k, v in values.items() if k in family.normalisation(model)}
 
 
 def convention_of(config) -> LatentConvention:

@@ -69,6 +69,18 @@ class Family:
     def decode(self, model: nn.Module, latents: torch.Tensor) -> torch.Tensor:
         return model.decode(latents).sample
 
+    def normalisation(self, model: nn.Module) -> dict[str, Any]:
+        """The latent normalisation fields (`models.latent_space`) as its pipelines read them: its config's."""
+        return {k: model.config[k] for k in ("scaling_factor", "shift_factor", "latents_mean", "latents_std") if k in model.config}
+
+    def set_normalisation(self, model: nn.Module, fields: dict[str, Any]) -> None:
+        """Writes normalisation fields where `normalisation` reads them."""
+        model.register_to_config(**fields)
+
+    def normalise_code(self, model: nn.Module) -> str | None:
+        """The model card's lines computing what its pipelines feed their diffusion model (None: the convention's)."""
+        return None
+
     def latent_channels(self, model: nn.Module) -> int:
         """Channels of the latent `encode` gives (what a diffusion model sees)."""
         return model.config.latent_channels
@@ -87,6 +99,11 @@ class Family:
     def last_conv_chunk(self, conv: nn.Module, args: tuple) -> tuple[torch.Tensor, bool]:
         """(the tensor the last convolution convolves in this call, whether the call starts a decode)."""
         return args[0], True
+
+    def last_conv_gradient(self, model: nn.Module, grad: torch.Tensor) -> torch.Tensor:
+        """d loss / d (the last convolution's output) from d loss / d reconstruction: the same tensor unless the
+        decoder rearranges that output into the reconstruction."""
+        return grad
 
     def set_last_conv(self, model: nn.Module, conv: nn.Conv2d) -> None:
         model.decoder.conv_out = conv
@@ -113,7 +130,7 @@ class Family:
         """A one-line ConfigError when clips of `frames` frames do not fit (images: only when clips are asked for)."""
         if not self.video:
             if frames:
-                raise ConfigError(f"data.frames={frames}: {self.class_name} reads images; a video family (wan, hunyuan) reads clips")
+                raise ConfigError(f"data.frames={frames}: {self.class_name} reads images; a video family (wan, hunyuan, ltx) reads clips")
             return
         chunk = self.frame_chunk(model)
         if frames < 1 or (frames - 1) % chunk:

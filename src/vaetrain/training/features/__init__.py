@@ -12,6 +12,7 @@ from vaetrain.models.families import family_of
 from vaetrain.training.features.alignment import Alignment
 from vaetrain.training.features.base import Feature, Run, Setup, Update
 from vaetrain.training.features.codebook import CodebookFeature
+from vaetrain.training.features.denoising_decoder import DenoisingDecoder
 from vaetrain.training.features.distillation import Distillation
 from vaetrain.training.features.equivariance import Equivariance
 from vaetrain.training.features.gradnorm import GradientNormalisation
@@ -26,6 +27,7 @@ FEATURES: tuple[type[Feature], ...] = (
     Equivariance,
     CodebookFeature,
     Distillation,
+    DenoisingDecoder,
     PooledReconstruction,
     GradientNormalisation,
     LeCam,
