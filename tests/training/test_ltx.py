@@ -186,3 +186,25 @@ def test_the_adaptive_weight_reads_the_last_convolution_through_the_unpatchify(f
     gradient = torch.randn_like(reconstruction)
     (expected,) = torch.autograd.grad((reconstruction * gradient).sum(), family_of(model).last_conv(model).weight)
     assert torch.allclose(recorder.take_weight_gradient()(gradient), expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+@pytest.mark.slow  # fit, eval and recon of every clip; the default suite keeps the train/resume/export test above
+def test_ltx_tiny_from_the_command_line(tmp_path, video_folder):
+    """The preset trains, validates on its EMA copy, exports at the end of fit, evaluates and reconstructs whole
+    videos (9 frames: 1 + 8k, padded by recon as any length would be)."""
+    from vaetrain.cli import main
+    from vaetrain.data.decoding.video import read_video
+
+    run = tmp_path / "run"
+    data = ["--data.path", str(video_folder), "--data.frames", "9", "--data.resolution", "32", "--data.num_workers", "0"]
+    main(
+        ["fit", "--config", "configs/ltx-tiny.yaml", *data, "--model.discriminator.base_channels", "8", "--trainer.max_steps", "2"]
+        + ["--model.loss.disc_start_step", "1", "--trainer.val_check_interval", "2", "--trainer.default_root_dir", str(run)]
+    )
+    reloaded = AutoencoderKLLTXVideo.from_pretrained(run / "diffusers")
+    assert reloaded.config.timestep_conditioning and reloaded.config["_decode_timestep"] == 0.05 and reloaded.latents_std.shape == (32,)
+    main(["eval", str(run / "diffusers"), *data, "--metrics", "psnr,ssim", "--out", str(tmp_path / "eval")])
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())[0]["images"] == 8
+    main(["recon", str(run / "diffusers"), str(video_folder), "--out", str(tmp_path / "recon")])
+    for video in sorted(video_folder.glob("*.mp4"))[:2]:
+        assert read_video(tmp_path / "recon" / video.name)[0].shape == read_video(video)[0].shape == (9, 3, 40, 40)

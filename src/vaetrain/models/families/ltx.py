@@ -108,7 +108,7 @@ class LTXVideoFamily(KLFamily):
             "latents = (latents - mean) * vae.config.scaling_factor / std  # LTXPipeline._normalize_latents",
         ]
         if model.config.timestep_conditioning:
-            lines.append(f"# LTXPipeline(...)(prompt, decode_timestep={decode_timestep(model)})  # the timestep this decoder was trained to decode at")
+            lines.append(f"# LTXPipeline.from_pretrained(..., vae=vae)(prompt, decode_timestep={decode_timestep(model)})  # the timestep it decodes at")
         return "\n".join(lines)
 
     def encoder_modules(self, model) -> list[nn.Module]:
