@@ -3,12 +3,17 @@
 its settings (`model.loss.denoising_decoder`) and the noising formula. The unit that draws and applies it is
 `training/features/denoising_decoder.py`.
 
-The formula is the one LTX-Video's pipeline applies before its decoder (Lightricks/LTX-Video,
-ltx_video/pipelines/pipeline_ltx_video.py, `LTXVideoPipeline.__call__`; diffusers' `LTXPipeline.__call__`
-likewise), on the raw (denormalised) latent, with the noise scale equal to the timestep (the pipeline's
-default when `decode_noise_scale` is None):
+The formula is the one LTX-Video's pipelines apply before the decoder (Lightricks/LTX-Video,
+ltx_video/pipelines/pipeline_ltx_video.py, `LTXVideoPipeline.__call__`; diffusers' `LTXPipeline.__call__`),
+with the noise scale equal to the timestep (their default when `decode_noise_scale` is None):
 
     z_t = (1 - t) z + t eps,  eps ~ N(0, I),  decoded as decoder(z_t, temb=t)
+
+on the raw latent z, as diffusers' `LTXPipeline` (the pipeline the export is for) mixes it after
+`_denormalize_latents`. Lightricks' own pipeline mixes it into the normalised latent before `vae_decode`
+un-normalises it (vae_encode.py, `_run_decoder` -> `un_normalize_latents`): the same while a model trains from
+scratch (its `latents_mean` / `latents_std` buffers stay 0 / 1 until the export measures them); for a
+fine-tune of a released model the noise here is t eps in raw units, not t eps latents_std.
 
 The decoder's side is LTX-Video's `Decoder.forward` (ltx_video/models/autoencoders/causal_video_autoencoder.py:
 the timestep times the learned `timestep_scale_multiplier`, embedded, shifts and scales the features of the
