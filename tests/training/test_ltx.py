@@ -208,3 +208,32 @@ def test_ltx_tiny_from_the_command_line(tmp_path, video_folder):
     main(["recon", str(run / "diffusers"), str(video_folder), "--out", str(tmp_path / "recon")])
     for video in sorted(video_folder.glob("*.mp4"))[:2]:
         assert read_video(tmp_path / "recon" / video.name)[0].shape == read_video(video)[0].shape == (9, 3, 40, 40)
+
+
+def test_decoder_only_fine_tune_of_a_released_ltx_vae_keeps_its_latents_and_records_the_decode_timestep(tmp_path):
+    """A randomly initialised "release" with per-channel statistics in its buffers (real weights cannot be
+    downloaded here): a decoder-only step leaves encoder and buffers as released, trains the decoder's
+    timestep embedding, and the export (no statistics measured) keeps the buffers LTXPipeline reads."""
+    from vaetrain.training.engines import PlainEngine
+
+    torch.manual_seed(0)
+    release = build_autoencoder(AutoencoderConfig(**TINY_LTX)).eval()
+    release.latents_mean.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
+    release.latents_std.copy_(torch.tensor([1.5, 2.0, 0.5, 1.0]))
+    release.save_pretrained(tmp_path / "release")
+    pretrained = {"family": "ltx", "pretrained": str(tmp_path / "release"), "train_encoder": False, "block_out_channels": [4, 8, 8, 8]}
+    pretrained |= {"layers_per_block": 2, "norm_num_groups": 32}  # the defaults: a released model keeps its own
+    module = tiny_module(autoencoder=pretrained, loss={"disc_start_step": 1, "denoising_decoder": DENOISING}, discriminator={"kind": "patchgan3d"})
+    step = module.gan_step
+    networks = {"generator": module.autoencoder, "discriminator": module.discriminator}
+    step(torch.rand(2, 3, 9, 32, 32) * 2 - 1, PlainEngine(step, {name: torch.optim.SGD(n.parameters(), lr=1e-2) for name, n in networks.items()}))
+
+    tuned, released = module.autoencoder.state_dict(), release.state_dict()
+    assert all(torch.equal(tuned[k], released[k]) for k in released if k.startswith("encoder.") or k.startswith("latents_"))
+    embedding = "decoder.time_embedder.timestep_embedder.linear_1.weight"
+    assert not torch.equal(tuned[embedding], released[embedding])
+    model = autoencoder_from_state(dict(module.autoencoder.config), module.full_inference_state_dict())
+    folder = export_model(model, tmp_path / "export", None, facts=CardFacts(settings={"autoencoder": {}, "loss": {}}))
+    reloaded = AutoencoderKLLTXVideo.from_pretrained(folder)
+    assert reloaded.latents_mean.tolist() == pytest.approx([0.1, -0.2, 0.3, 0.0]) and reloaded.latents_std.tolist() == [1.5, 2.0, 0.5, 1.0]
+    assert reloaded.config["_decode_timestep"] == 0.07
