@@ -10,7 +10,7 @@ import torch
 from diffusers import AutoencoderKLLTXVideo, LTXPipeline
 
 from tests.conftest import fit_with_checkpoints, tiny_module, tiny_trainer
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.errors import ConfigError
 from vaetrain.export.diffusers_folder import export_model
 from vaetrain.export.model_card import CardFacts
@@ -41,8 +41,8 @@ TINY_LTX = {
 DENOISING = DenoisingDecoderConfig(max_timestep=0.2, decode_timestep=0.07)
 
 
-def _data(folder: Path, frames: int = 9) -> ImageDataModule:
-    return ImageDataModule(path=str(folder), frames=frames, resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
+def _data(folder: Path, frames: int = 9) -> SampleDataModule:
+    return SampleDataModule(path=str(folder), frames=frames, resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
 
 
 def _module(**loss):
