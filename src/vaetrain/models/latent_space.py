@@ -11,8 +11,9 @@ Conventions (the formulas are diffusers' pipelines' own):
   class without `shift_factor` (AutoencoderDC) stores the scale only.
 - `per_channel`: `latents_mean` / `latents_std` per channel and `scaling_factor` 1. SDXL-style pipelines
   compute (z - latents_mean) * scaling_factor / latents_std (`pipeline_stable_diffusion_xl_img2img.py`,
-  `prepare_latents`); Wan and Qwen-Image compute (z - latents_mean) / latents_std. Needs a class with those
-  fields (AutoencoderKL).
+  `prepare_latents`); Wan and Qwen-Image compute (z - latents_mean) / latents_std; LTX-Video's pipelines the
+  SDXL formula from the model's buffers (`Family.normalisation` says where a class keeps the fields). Needs
+  a class with those fields (AutoencoderKL, AutoencoderKLWan, AutoencoderKLLTXVideo).
 
 `pipeline_normalize` is what a pipeline computes from a config, whichever fields it holds; distillation's
 teacher targets go through it.
