@@ -54,12 +54,12 @@ def _pixels(pixels) -> str:
 
 
 def model_card(model: nn.Module, statistics: LatentStatistics | None, facts: CardFacts) -> str:
-    config, factor = model.config, downsampling_factor(model)
+    factor = downsampling_factor(model)
     loss = facts.settings.get("loss", {})
     recipe = ", ".join(f"{k} {loss[k]}" for k in ("balance", "gan_loss", "reconstruction", "perceptual_weight", "kl_weight") if k in loss)
     posterior = facts.settings.get("autoencoder", {}).get("posterior", "learned")
     data, family = facts.training_images, family_of(model)
-    channels = family.latent_channels(model)
+    channels, config = family.latent_channels(model), family.normalisation(model)  # as its pipelines read them
     if family.deterministic:
         posterior = f"deterministic: `vae.encode(images).{'latents' if family.name == 'tiny' else 'latent'}` is the latent"
     else:
@@ -103,19 +103,19 @@ tags:
 {table}
 
 ```python
-{_usage(family, config)}
+{_usage(family, model, config)}
 ```
 """
 
 
-def _usage(family, config) -> str:
+def _usage(family, model, config) -> str:
     sample = "latent_dist.sample()" if not family.deterministic else "latents" if family.name == "tiny" else "latent"
     return f"""import torch
 from diffusers import {family.class_name}
 
 vae = {family.class_name}.from_pretrained("path/or/repo")
 latents = vae.encode(images).{sample}  # images in {"[0, 1] (AutoencoderRAE's range)" if family.name == "rae" else "[-1, 1]"}
-{_normalise_line(family, config)}"""
+{family.normalise_code(model) or _normalise_line(config)}"""
 
 
 def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, api=None) -> str:
@@ -146,19 +146,19 @@ def _factors(config, statistics: LatentStatistics | None) -> str:
     if convention == "in_model":
         if config.get("latents_mean") is None:
             return "`in_model`: no latents_mean/latents_std set; `encode` returns the encoder's raw tokens"
-        channels = len(config.latents_mean)
+        channels = len(config["latents_mean"])
         measured = "as configured" if statistics is None else f"measured on {statistics.count} training images"
         return f"`in_model`: latents_mean / latents_std per channel ({channels} each, {measured}); {CONVENTIONS[convention]}"
     if convention == "per_channel":
-        means, stds = ([round(v, 4) for v in values] for values in (config.latents_mean, config.latents_std))
-        fields = f"latents_mean {means}, latents_std {stds}" + (f", scaling_factor {config.scaling_factor:.6g}" if "scaling_factor" in config else "")
+        means, stds = ([round(v, 4) for v in values] for values in (config["latents_mean"], config["latents_std"]))
+        fields = f"latents_mean {means}, latents_std {stds}" + (f", scaling_factor {config['scaling_factor']:.6g}" if "scaling_factor" in config else "")
     else:
-        fields = f"scaling_factor {config.scaling_factor:.6g}, shift_factor {config.get('shift_factor') or 0:.6g}"
+        fields = f"scaling_factor {config['scaling_factor']:.6g}, shift_factor {config.get('shift_factor') or 0:.6g}"
     measured = "as configured" if statistics is None else f"measured on {statistics.count} training images"
     return f"`{convention}`: {fields} ({measured}); pipelines computing {CONVENTIONS[convention]} see zero-mean, unit-variance latents"
 
 
-def _normalise_line(family, config) -> str:
+def _normalise_line(config) -> str:
     """The pipeline's own formula for this config's convention (`models.latent_space`)."""
     if convention_of(config) == "in_model":
         return "# AutoencoderRAE's encode already normalised them: what the diffusion model sees"

@@ -8,6 +8,7 @@ from typing import Literal
 
 from vaetrain.errors import ConfigError
 from vaetrain.losses.alignment import AlignmentConfig
+from vaetrain.losses.denoising_decoder import DenoisingDecoderConfig
 from vaetrain.losses.distillation import DistillationConfig
 from vaetrain.losses.end_to_end import EndToEndConfig
 from vaetrain.losses.equivariance import EquivarianceConfig
@@ -98,6 +99,8 @@ class LossConfig:
     """Imitate a teacher VAE (`vaetrain distill`): encoder to its scaled latents, decoder from them."""
     end_to_end: EndToEndConfig = field(default_factory=EndToEndConfig)
     """REPA-E: a diffusion transformer trained with the autoencoder, its alignment loss reaching the VAE."""
+    denoising_decoder: DenoisingDecoderConfig = field(default_factory=DenoisingDecoderConfig)
+    """ltx family, timestep-conditioned decoder: the noise level drawn in training and the decode timestep."""
 
     def __post_init__(self) -> None:
         pooled = self.pooled_reconstruction

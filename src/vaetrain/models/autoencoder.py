@@ -32,13 +32,14 @@ class AutoencoderConfig:
     anything else is a one-line error.
     """
 
-    family: Literal["kl", "tiny", "dc", "vq", "wan", "hunyuan", "rae"] = "kl"
+    family: Literal["kl", "tiny", "dc", "vq", "wan", "hunyuan", "rae", "ltx"] = "kl"
     """kl: AutoencoderKL (SD's VAE); tiny: AutoencoderTiny (TAESD, usually distilled: `vaetrain distill`);
     dc: AutoencoderDC (deep compression, f32/f64); vq: VQModel (LDM's VQ-regularised models, VQGAN, FSQ: see
     `quantizer`); wan: AutoencoderKLWan (Wan 2.1's video VAE: clips, `data.frames`); hunyuan:
     AutoencoderKLHunyuanVideo (HunyuanVideo's video VAE); rae: AutoencoderRAE (a frozen DINOv2/SigLIP2/MAE encoder's
     patch tokens as the latent, a trained ViT decoder: `architecture` takes its fields, `encoder_pretrained` the
-    encoder's weights). With `pretrained`: unset, or the folder's own class."""
+    encoder's weights); ltx: AutoencoderKLLTXVideo (LTX-Video's VAE, 1 + 8k frames). With `pretrained`: unset, or
+    the folder's own class."""
     architecture: dict | None = None
     """More of the diffusers class's own config fields (e.g. AutoencoderTiny's `encoder_block_out_channels`,
     AutoencoderDC's `encoder_block_types`); the fields below that name the same thing take precedence where

@@ -57,6 +57,7 @@ class LastLayerInput:
         weight_of = torch.nn.grad.conv3d_weight if isinstance(conv, nn.Conv3d) else torch.nn.grad.conv2d_weight
 
         def weight_gradient(grad_output: torch.Tensor) -> torch.Tensor:
+            grad_output = self.family.last_layer_output_gradient(self.model, grad_output)  # LTX: un-patchified
             total, start = None, 0
             for padded, inside in chunks:
                 length = (padded.shape[2] - conv.kernel_size[0]) // conv.stride[0] + 1 if len(chunks) > 1 else grad_output.shape[2]

@@ -11,8 +11,9 @@ Conventions (the formulas are diffusers' pipelines' own):
   class without `shift_factor` (AutoencoderDC) stores the scale only.
 - `per_channel`: `latents_mean` / `latents_std` per channel and `scaling_factor` 1. SDXL-style pipelines
   compute (z - latents_mean) * scaling_factor / latents_std (`pipeline_stable_diffusion_xl_img2img.py`,
-  `prepare_latents`); Wan and Qwen-Image compute (z - latents_mean) / latents_std. Needs a class with those
-  fields (AutoencoderKL).
+  `prepare_latents`); Wan and Qwen-Image compute (z - latents_mean) / latents_std; LTX-Video's pipelines the
+  SDXL formula from the model's buffers (`Family.normalisation` says where a class keeps the fields). Needs
+  a class with those fields (AutoencoderKL, AutoencoderKLWan, AutoencoderKLLTXVideo).
 
 - `in_model`: the model normalises its own latents, per channel, inside `encode` and undoes it in `decode`
   (AutoencoderRAE: (z - latents_mean) / (latents_std + 1e-5), the fields shaped (C, 1, 1)); the latents
@@ -61,7 +62,7 @@ def convention_fields(
         values = {"latents_mean": list(channel_mean), "latents_std": list(channel_std), "scaling_factor": 1.0, "shift_factor": None}
     else:
         values = {"scaling_factor": 1.0 / std, "shift_factor": mean, "latents_mean": None, "latents_std": None}
-    return {k: v for k, v in values.items() if k in model.config}
+    return {k: v for k, v in values.items() if k in family.normalisation(model)}
 
 
 def convention_of(config) -> LatentConvention:

@@ -1,8 +1,8 @@
 """Autoencoder families: what the trainer, evaluation and export need to know of a diffusers autoencoder
 class, one small file each (`kl.py`: AutoencoderKL, `tiny.py`: AutoencoderTiny, `dc.py`: AutoencoderDC, `vq.py`: VQModel,
-`wan.py`: AutoencoderKLWan, with `wan_chunks.py` its checkpointed chunks, and `hunyuan.py`:
-AutoencoderKLHunyuanVideo, the video families; `rae.py`: AutoencoderRAE, a frozen representation encoder with a
-trained ViT decoder).
+`wan.py`: AutoencoderKLWan, with `wan_chunks.py` its checkpointed chunks, `hunyuan.py`:
+AutoencoderKLHunyuanVideo and `ltx.py`: AutoencoderKLLTXVideo, the video families; `rae.py`: AutoencoderRAE, a
+frozen representation encoder with a trained ViT decoder).
 
 Everything outside this package talks to an autoencoder through `family_of(model)` (or `FAMILIES[name]`
 for one not built yet): encode to a `Posterior`, decode, the decoder's last convolution (the adaptive GAN
@@ -24,6 +24,7 @@ from vaetrain.models.families.base import Family, Posterior
 from vaetrain.models.families.dc import DCFamily
 from vaetrain.models.families.hunyuan import HunyuanVideoFamily
 from vaetrain.models.families.kl import KLFamily
+from vaetrain.models.families.ltx import LTXVideoFamily
 from vaetrain.models.families.rae import RAEFamily
 from vaetrain.models.families.tiny import TinyFamily
 from vaetrain.models.families.vq import VQFamily
@@ -31,7 +32,9 @@ from vaetrain.models.families.wan import WanFamily
 
 __all__ = ["FAMILIES", "Family", "Posterior", "decode", "downsampling_factor", "encode", "family_of", "family_of_config", "family_of_folder"]
 
-FAMILIES: dict[str, Family] = {family.name: family() for family in (KLFamily, TinyFamily, DCFamily, VQFamily, WanFamily, HunyuanVideoFamily, RAEFamily)}
+FAMILIES: dict[str, Family] = {
+    family.name: family() for family in (KLFamily, TinyFamily, DCFamily, VQFamily, WanFamily, HunyuanVideoFamily, RAEFamily, LTXVideoFamily)
+}
 
 
 def family_of(model: nn.Module) -> Family:
@@ -53,6 +56,8 @@ def family_of_config(config: dict[str, Any]) -> Family:
             if "num_vq_embeddings" in config
             else "AutoencoderKLWan"
             if "temperal_downsample" in config
+            else "AutoencoderKLLTXVideo"
+            if "decoder_inject_noise" in config
             else "AutoencoderKLHunyuanVideo"
             if "temporal_compression_ratio" in config
             else "AutoencoderRAE"

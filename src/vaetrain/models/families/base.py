@@ -81,6 +81,16 @@ class Family:
         config = model.config
         return config.in_channels, config.get("out_channels") or config.in_channels
 
+    def normalisation(self, model: nn.Module) -> dict[str, Any]:
+        """The latent normalisation fields (`models.latent_space`) as its pipelines read them: its config's
+        (`encoder_type` too, which marks AutoencoderRAE's `in_model` convention). `set_latent_fields` writes them."""
+        keys = ("scaling_factor", "shift_factor", "latents_mean", "latents_std", "encoder_type")
+        return {k: model.config[k] for k in keys if k in model.config}
+
+    def normalise_code(self, model: nn.Module) -> str | None:
+        """The model card's lines computing what its pipelines feed their diffusion model (None: the convention's)."""
+        return None
+
     def latent_channels(self, model: nn.Module) -> int:
         """Channels of the latent `encode` gives (what a diffusion model sees)."""
         return model.config.latent_channels
@@ -147,7 +157,7 @@ class Family:
         """A one-line ConfigError when clips of `frames` frames do not fit (images: only when clips are asked for)."""
         if not self.video:
             if frames:
-                raise ConfigError(f"data.frames={frames}: {self.class_name} reads images; a video family (wan, hunyuan) reads clips")
+                raise ConfigError(f"data.frames={frames}: {self.class_name} reads images; a video family (wan, hunyuan, ltx) reads clips")
             return
         chunk = self.frame_chunk(model)
         if frames < 1 or (frames - 1) % chunk:

@@ -12,6 +12,7 @@ from vaetrain.models.families import family_of
 from vaetrain.training.features.alignment import Alignment
 from vaetrain.training.features.base import Feature, Run, Setup, Update
 from vaetrain.training.features.codebook import CodebookFeature
+from vaetrain.training.features.denoising_decoder import DenoisingDecoder
 from vaetrain.training.features.distillation import Distillation
 from vaetrain.training.features.end_to_end import EndToEnd
 from vaetrain.training.features.equivariance import Equivariance
@@ -28,6 +29,7 @@ FEATURES: tuple[type[Feature], ...] = (
     Equivariance,
     CodebookFeature,
     Distillation,
+    DenoisingDecoder,
     PooledReconstruction,
     GradientNormalisation,
     LeCam,
