@@ -221,3 +221,20 @@ def tile_grid(model: nn.Module, height: int, width: int, divisor: int = 1) -> in
         return 1
     rows = len(range(0, height, model.tile_sample_stride_height // divisor))
     return rows * len(range(0, width, model.tile_sample_stride_width // divisor))
+
+
+class CausalConvEnds:
+    """The first and last convolutions of a family whose `conv_in`/`conv_out` wrap a causal `nn.Conv3d` in `.conv`
+    (HunyuanVideo, LTX-Video): a mixin before the family's base class."""
+
+    def last_conv(self, model) -> nn.Conv3d:
+        return model.decoder.conv_out.conv
+
+    def set_last_conv(self, model, conv: nn.Conv3d) -> None:
+        model.decoder.conv_out.conv = conv
+
+    def first_conv(self, model) -> nn.Conv3d:
+        return model.encoder.conv_in.conv
+
+    def set_first_conv(self, model, conv: nn.Conv3d) -> None:
+        model.encoder.conv_in.conv = conv

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from vaetrain.models.families.base import tile_grid
+from vaetrain.models.families.base import CausalConvEnds, tile_grid
 from vaetrain.models.families.kl import KLFamily, ldm_stack
 
 
-class HunyuanVideoFamily(KLFamily):
+class HunyuanVideoFamily(CausalConvEnds, KLFamily):
     """AutoencoderKL's stack, posterior, width, encoder modules and FSDP units, in 3D blocks."""
 
     name = "hunyuan"
@@ -39,18 +39,6 @@ class HunyuanVideoFamily(KLFamily):
         """One pass while training (see the module docstring): the frame-wise tiling switched off on the model
         built or loaded for training, and so on its EMA copy (a deep copy), which validation reads."""
         model.use_framewise_encoding = model.use_framewise_decoding = False
-
-    def last_conv(self, model) -> nn.Conv3d:
-        return model.decoder.conv_out.conv
-
-    def set_last_conv(self, model, conv: nn.Conv3d) -> None:
-        model.decoder.conv_out.conv = conv
-
-    def first_conv(self, model) -> nn.Conv3d:
-        return model.encoder.conv_in.conv
-
-    def set_first_conv(self, model, conv: nn.Conv3d) -> None:
-        model.encoder.conv_in.conv = conv
 
     def downsampling_factor(self, model) -> int:
         return model.config.spatial_compression_ratio

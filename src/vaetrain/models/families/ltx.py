@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from vaetrain.errors import ConfigError
-from vaetrain.models.families.base import Family, tile_grid
+from vaetrain.models.families.base import CausalConvEnds, Family, tile_grid
 from vaetrain.models.families.kl import KLFamily
 
 DEFAULT_DECODE_TIMESTEP = 0.05
@@ -36,7 +36,7 @@ DEFAULT_DECODE_TIMESTEP = 0.05
 DECODE_TIMESTEP_KEY = "_decode_timestep"
 
 
-class LTXVideoFamily(KLFamily):
+class LTXVideoFamily(CausalConvEnds, KLFamily):
     """AutoencoderKL's posterior and encoder modules; its own build, layout, normalisation and decoder input."""
 
     name = "ltx"
@@ -118,9 +118,6 @@ class LTXVideoFamily(KLFamily):
     def shard_units(self, model) -> list[nn.Module]:
         return Family.shard_units(self, model)
 
-    def last_conv(self, model) -> nn.Conv3d:
-        return model.decoder.conv_out.conv
-
     def last_layer_output_gradient(self, model, grad: torch.Tensor) -> torch.Tensor:
         """The inverse of `LTXVideoDecoder3d.forward`'s un-patchify (a pure rearrangement, so it maps gradients
         too): (B, C, F p_t, H p, W p) -> (B, C p_t p p, F, H, W), the channel order (C, p_t, p, p) it reads."""
@@ -128,15 +125,6 @@ class LTXVideoFamily(KLFamily):
         b, c, f, h, w = grad.shape
         grad = grad.reshape(b, c, f // pt, pt, h // p, p, w // p, p)  # (B, C, F, p_t, H, p_h, W, p_w)
         return grad.permute(0, 1, 3, 7, 5, 2, 4, 6).reshape(b, c * pt * p * p, f // pt, h // p, w // p)
-
-    def set_last_conv(self, model, conv: nn.Conv3d) -> None:
-        model.decoder.conv_out.conv = conv
-
-    def first_conv(self, model) -> nn.Conv3d:
-        return model.encoder.conv_in.conv
-
-    def set_first_conv(self, model, conv: nn.Conv3d) -> None:
-        model.encoder.conv_in.conv = conv
 
     def downsampling_factor(self, model) -> int:
         return model.spatial_compression_ratio
