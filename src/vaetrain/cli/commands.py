@@ -14,7 +14,8 @@ from vaetrain.cli.options import MODEL_HELP, data_loading, image_options, image_
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate, run_dir_of
 from vaetrain.evaluation.protocol import PROTOCOLS
-from vaetrain.evaluation.reconstruct import TilingConfig, reconstruct_files
+from vaetrain.evaluation.recon import reconstruct_files
+from vaetrain.evaluation.reconstruct import TilingConfig
 from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.results import METRICS
 from vaetrain.export.diffusers_folder import export_checkpoint
