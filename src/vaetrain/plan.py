@@ -44,6 +44,9 @@ class RunPlan:
     """Weights and batches stored NHWC (set at set-up from `speed.channels_last` and the device)."""
     memory: dict[str, Any] = field(default_factory=dict)
     """The memory budget's figures (empty without one)."""
+    longest_clip: int | None = None
+    """The most frames of any clip the run trains on (`longest_clip(data.frames)`; None: images), recorded so
+    that `eval` and `recon` can say when they read longer clips than the model saw."""
 
     def accumulate_from_here(self, micro_batches: int) -> None:
         """`micro_batches` per update from the next micro-batch on (set between updates)."""
@@ -57,4 +60,12 @@ class RunPlan:
             "processes": self.processes,
             "gradient_checkpointing": self.gradient_checkpointing,
             "memory": self.memory or None,
+            "longest_clip": self.longest_clip,
         }
+
+
+def longest_clip(frames: int | list[int] | tuple[int, ...] | None) -> int | None:
+    """The longest clip of `data.frames`: the number, or the largest of a list of lengths; None for images (0)."""
+    if isinstance(frames, (list, tuple)):
+        frames = max((int(f) for f in frames), default=0)
+    return int(frames) if frames else None

@@ -21,7 +21,7 @@ from torch import nn
 from vaetrain.data.image_sets import ImageSet
 from vaetrain.errors import ConfigError
 from vaetrain.models.autoencoder import autoencoder_from_state, with_deterministic_posterior
-from vaetrain.plan import StepCounters
+from vaetrain.plan import StepCounters, longest_clip
 
 CHECKPOINT_KEY = "vaetrain"
 FORMAT_VERSION = 2
@@ -42,7 +42,8 @@ class RunRecord:
     data: dict[str, Any] = field(default_factory=dict)
     """`ImageSet.as_dict()` of the training data; empty when trained without a data module."""
     plan: dict[str, Any] = field(default_factory=dict)
-    """Run-time decisions: micro_batch, accumulate, gradient_checkpointing, processes, memory (a plan's figures)."""
+    """Run-time decisions: micro_batch, accumulate, gradient_checkpointing, processes, memory (a plan's figures),
+    longest_clip (the most frames of any training clip; None: images)."""
     rng: dict[str, Any] | None = None
     version: int = FORMAT_VERSION
 
@@ -71,6 +72,14 @@ class RunRecord:
     def image_set(self) -> ImageSet | None:
         """The training data, as evaluation reads it; None when the run recorded none."""
         return ImageSet.from_dict(self.data) if self.data else None
+
+    def longest_clip(self) -> int | None:
+        """The most frames of any clip the run trained on: the plan's `longest_clip`, or for checkpoints written
+        before it was recorded, the recorded data's clip length; None for images."""
+        if self.plan.get("longest_clip"):
+            return int(self.plan["longest_clip"])
+        clip = self.data.get("clip") or {}
+        return longest_clip(clip.get("frames"))
 
     def validation_images(self) -> tuple[ImageSet, str] | None:
         """The validation images and which part of them (format 2; None before)."""

@@ -124,6 +124,7 @@ class ImageDataModule(L.LightningDataModule):
             if value <= 0:
                 raise ConfigError(f"data.{key} must be positive, got {value}")
         self.clip = clip_spec(frames, frame_stride)
+        self.frames = frames  # as configured: the run's plan records the longest clip (`vaetrain.plan.longest_clip`)
         videos = self.clip is not None
         spec = SourceSpec(path, source, split, image_column, file_list, val_size=0 if val_path else val_size, videos=videos)
         self.source = open_source(spec)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
+from pathlib import Path
 
 METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "rfid", "rfvd")
 """What `eval --metrics` can ask for (rfvd: clips only, through an I3D)."""
@@ -12,6 +14,8 @@ RESULT_KEYS = (
     "model",
     *METRICS,
     "flicker",
+    "psnr_chunks",
+    "temporal_drift",
     "delta_e",
     "bias_channels",
     "kl",
@@ -37,3 +41,13 @@ class ModelResult:
     histograms: list[dict]
     errors: list[str]
     fid_reference: dict | None = None  # the originals' Inception statistics this pass measured
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Per-channel lists become ';'-joined cells so the file stays one row per model."""
+    keys = [key for key in rows[0] if key != "errors"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ";".join(f"{v:.6g}" for v in row[k]) if isinstance(row[k], list) else row[k] for k in keys})

@@ -17,10 +17,20 @@ frames hides that, the per-chunk view shows it:
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torchmetrics import Metric
+
+from vaetrain.models.families import family_of
 
 CAUSAL_CHUNK = 4
 """Frames per chunk after the first (diffusers' AutoencoderKLWan `_encode`; HunyuanVideo's 4x in time)."""
+
+
+def frame_chunk_of(model: nn.Module) -> int:
+    """The chunk a clip's PSNR is grouped by: the causal family's own; for an image model reading clips frame
+    by frame, `CAUSAL_CHUNK`, so its figures line up with a video model's."""
+    family = family_of(model)
+    return family.frame_chunk(model) if family.video else CAUSAL_CHUNK
 
 
 def chunk_index(length: int, chunk: int = CAUSAL_CHUNK, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from vaetrain.checkpoints.schema import RunRecord
+from vaetrain.evaluation.temporal import frame_chunk_of
 from vaetrain.losses.config import LossConfig
 from vaetrain.models.autoencoder import AutoencoderConfig
 from vaetrain.models.discriminator import DiscriminatorConfig
@@ -67,7 +68,8 @@ class AutoencoderModule(L.LightningModule):
         self.gan_step = GanStep(self, loss, ema, settings, self.features, self.plan)  # after the EMA copy: its hook stays off it
         self.engine = LightningEngine(self)
         codebook = family_of(self.autoencoder).codebook(self.autoencoder)
-        self.val_metrics = ValidationMetrics(validation, inception, codes=len(codebook) if codebook is not None else None)
+        codes = len(codebook) if codebook is not None else None
+        self.val_metrics = ValidationMetrics(validation, inception, codes=codes, frame_chunk=frame_chunk_of(self.autoencoder))
         self._pending_rng_state: dict[str, Any] | None = None
         self._step_logs = StepLogs()
         keep_frozen_networks_out(self)

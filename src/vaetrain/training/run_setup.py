@@ -9,6 +9,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from vaetrain.models.discriminator import synchronise_batch_norm
+from vaetrain.plan import longest_clip
 from vaetrain.training.checkpoint_io import AtomicCheckpointIO
 from vaetrain.training.config import accumulation_for
 from vaetrain.training.networks import set_channels_last
@@ -37,6 +38,7 @@ def set_up(module) -> None:
     plan.processes = trainer.world_size
     if datamodule is not None:
         plan.micro_batch = plan.micro_batch or getattr(datamodule, "batch_size", None)
+        plan.longest_clip = longest_clip(getattr(datamodule, "frames", None))
         datamodule.plan = plan  # handed over: the data module reads the micro-batch and accumulation from it
     if module.training_config.global_batch_size and datamodule is not None:
         module.gan_step.accumulate = accumulation_for(module.training_config.global_batch_size, trainer.world_size, plan.micro_batch)
