@@ -29,11 +29,11 @@ def test_a_record_written_before_longest_clip_reads_the_datas_clip_length():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny Wan trained one step on 5-frame clips (its checkpoint), and 9-frame videos."""
+    """A tiny Wan trained one step on 5-frame clips (its checkpoint), and 9-frame videos of 16 px."""
     root = tmp_path_factory.mktemp("clip-lengths")
     videos = root / "videos"
-    write_camera_videos_of_samples(videos, 4, frames=9, size=32)
-    data = ImageDataModule(path=str(videos), frames=5, resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
+    write_camera_videos_of_samples(videos, 3, frames=9, size=16)
+    data = ImageDataModule(path=str(videos), frames=5, resolution=16, batch_size=2, val_size=1, num_workers=0, seed=0)
     fit_with_checkpoints(root / "run", tiny_module(autoencoder=TINY_WAN), data, 1, every=1)
     return root / "run" / "last.ckpt", videos
 
@@ -46,7 +46,7 @@ def test_the_checkpoint_records_the_longest_training_clip(trained):
 
 def test_eval_past_the_trained_length_warns_once_and_reports_psnr_by_chunk(trained, tmp_path):
     checkpoint, videos = trained
-    data = ["--data.path", str(videos), "--data.frames", "9", "--data.resolution", "32", "--data.num_workers", "0"]
+    data = ["--data.path", str(videos), "--data.frames", "9", "--data.resolution", "16", "--data.num_workers", "0"]
     with pytest.warns(LongerThanTrained) as caught:
         assert main(["eval", str(checkpoint), *data, "--metrics", "psnr,ssim", "--precision", "32", "--out", str(tmp_path / "eval")]) == 0
     assert len([w for w in caught if w.category is LongerThanTrained]) == 1
@@ -56,18 +56,20 @@ def test_eval_past_the_trained_length_warns_once_and_reports_psnr_by_chunk(train
     assert "PSNR by latent chunk" in (tmp_path / "eval" / "report.html").read_text()
 
 
-def test_eval_and_recon_within_the_trained_length_do_not_warn(trained, tmp_path, recwarn):
+@pytest.mark.slow  # ~8 s of CPU: `eval` whole; test_stream.py's no-warning test is the fast variant
+def test_eval_within_the_trained_length_does_not_warn(trained, tmp_path, recwarn):
     checkpoint, videos = trained
-    data = ["--data.path", str(videos), "--data.frames", "5", "--data.resolution", "32", "--data.num_workers", "0"]
+    data = ["--data.path", str(videos), "--data.frames", "5", "--data.resolution", "16", "--data.num_workers", "0"]
     assert main(["eval", str(checkpoint), *data, "--metrics", "psnr", "--out", str(tmp_path / "eval")]) == 0
     values = json.loads((tmp_path / "eval" / "metrics.json").read_text())[0]
     assert len(values["psnr_chunks"]) == 2 and values["temporal_drift"] is None
     assert not [w for w in recwarn if w.category is LongerThanTrained]
 
 
+@pytest.mark.slow  # the command end to end; test_stream.py's `reconstruct_files` warning test is the fast variant
 def test_recon_past_the_trained_length_warns_once_for_many_videos(trained, tmp_path):
     checkpoint, videos = trained
     with pytest.warns(LongerThanTrained) as caught:
         assert main(["recon", str(checkpoint), str(videos), "--out", str(tmp_path / "recon"), "--precision", "bf16"]) == 0
     assert len([w for w in caught if w.category is LongerThanTrained]) == 1
-    assert len(list((tmp_path / "recon").glob("*.mp4"))) == 4
+    assert len(list((tmp_path / "recon").glob("*.mp4"))) == 3
