@@ -109,3 +109,17 @@ class _Silent:
 
 def _silent(total, label, unit):
     return _Silent()
+
+
+class _Redrawing(_Silent):
+    def update(self, n=1):
+        return True  # what tqdm's update returns when it redraws
+
+
+def test_a_bar_that_redraws_on_every_call_leaves_the_reconstruction_alone(tmp_path):
+    """The chunk counter is a forward hook; tqdm's `update` returns True when it redraws, which a hook
+    returning it would put in place of the decoder's output."""
+    video = write_camera_videos_of_samples(tmp_path / "in", 1, frames=5, size=16)[0]
+    written, bad = reconstruct_files(_wan(), [str(video)], tmp_path / "out", device="cpu", progress=lambda *_: _Redrawing())
+    assert written == 1 and not bad
+    assert read_video(tmp_path / "out" / video.name)[0].shape == (5, 3, 16, 16)
