@@ -5,7 +5,7 @@
 Both read the same JPEG files in the same order in one process with one thread (the work of one loader
 worker), interleaved over several rounds; the best round of each is reported as one JSON line.
 Baseline: `torchvision.datasets.ImageFolder` + RandomResizedCrop + flip + ToTensor + Normalize.
-vaetrain: `ImageDataModule` training samples (robust decode, draft mode, resize_crop or random_crop,
+vaetrain: `SampleDataModule` training samples (robust decode, draft mode, resize_crop or random_crop,
 flip, [-1, 1] float tensor).
 """
 
@@ -22,7 +22,7 @@ import torch
 from torchvision import datasets, transforms
 
 from harness import machine
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 
 
 def baseline_dataset(folder: Path, resolution: int, link_root: Path) -> datasets.ImageFolder:
@@ -57,7 +57,7 @@ def main() -> None:
         baseline = baseline_dataset(folder, args.resolution, Path(link_root))
         pipelines["torchvision_imagefolder_randomresizedcrop"] = lambda i: baseline[i % len(baseline)]
         for crop in ("resize_crop", "random_crop"):
-            module = ImageDataModule(path=str(folder), resolution=args.resolution, crop=crop, val_size=1, num_workers=0)
+            module = SampleDataModule(path=str(folder), resolution=args.resolution, crop=crop, val_size=1, num_workers=0)
             dataset = module.samples("train", train=True)
             pipelines[f"vaetrain_{crop}"] = lambda i, d=dataset: d[i % len(d)]
         for get_item in pipelines.values():  # warm the page cache and the code paths

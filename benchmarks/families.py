@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from harness import EVALS, ROOT, SHARED, evaluate_runs, holdout_split, machine, replace_section, train_for
-from vaetrain.data.image_sets import ImageSet, evaluation_images, images_of
+from vaetrain.data.sample_sets import SampleSet, evaluation_samples, pixels_of
 from vaetrain.data.sources.spec import SourceSpec
 from vaetrain.evaluation.measure import autoencoder_pairs, measure
 from vaetrain.models.autoencoder import load_pretrained_autoencoder
@@ -40,7 +40,7 @@ RUNS = {
 @torch.no_grad()
 def student_against_teacher(teacher_dir: Path, student_dir: Path, data: Path, holdout: Path, repeats: int) -> dict:
     teacher, student = load_pretrained_autoencoder(teacher_dir), load_pretrained_autoencoder(student_dir)
-    images = ImageSet(SourceSpec(path=str(data), file_list=str(holdout)), resolution=64)
+    images = SampleSet(SourceSpec(path=str(data), file_list=str(holdout)), resolution=64)
 
     def teacher_latents(pixels):  # what the student decodes
         return pipeline_normalize(teacher.config, encode(teacher, pixels).mode())
@@ -54,9 +54,11 @@ def student_against_teacher(teacher_dir: Path, student_dir: Path, data: Path, ho
             None,
         ),
     }
-    result = {name: measure(evaluation_images(images, part="all", batch_size=64, num_workers=0), pair).values for name, pair in pairs.items()}
+    result = {name: measure(evaluation_samples(images, part="all", batch_size=64, num_workers=0), pair).values for name, pair in pairs.items()}
     result = {name: {k: float(values[k]) for k in ("psnr", "ssim")} for name, values in result.items()}
-    batch_latents = encode(teacher, next(images_of(b) for b in evaluation_images(images, part="all", batch_size=64, num_workers=0) if len(images_of(b)))).mode()
+    batch_latents = encode(
+        teacher, next(pixels_of(b) for b in evaluation_samples(images, part="all", batch_size=64, num_workers=0) if len(pixels_of(b)))
+    ).mode()
     times = {}
     for name, model, latents in (("teacher", teacher, batch_latents), ("student", student, pipeline_normalize(teacher.config, batch_latents))):
         decode(model, latents)  # warm-up

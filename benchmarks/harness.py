@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from vaetrain.checkpoints.schema import load_checkpoint
 from vaetrain.data import list_images
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the checkout's top-level `fixtures` package (generated inputs), imported after this module
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SHARED = ROOT.parent / "shared" / "data"
 EVALS = (("tiny_imagenet_64", "holdout", 64), ("clothing_64", "clothing", 64), ("clothing_128", "clothing", 128), ("clothing_native", "clothing", "native"))

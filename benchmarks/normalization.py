@@ -27,9 +27,10 @@ from harness import ROOT, machine, vaetrain
 from vaetrain.checkpoints.references import load_autoencoder, recorded_pixel_format
 from vaetrain.data.decoding.arrays import read_pixels
 from vaetrain.data.decoding.pixels import PixelFormat
-from vaetrain.data.synthetic import ct_slice
 from vaetrain.evaluation.measure import measure
 from vaetrain.evaluation.reconstruct import reconstruct
+
+from fixtures.synthetic import ct_slice
 
 VARIANTS = {
     "range_0_65535": [],  # the 16-bit default: the whole uint16 range -> [-1, 1]

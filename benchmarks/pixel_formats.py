@@ -4,7 +4,7 @@
 
 Formats: 8-bit RGB PNG (the fast uint8 path), 16-bit grayscale PNG, 6- and 13-band uint16 TIFF (planar),
 6-band uint16 .npy; synthetic images of the same side written to a temporary folder (tests' generators),
-read by `ImageDataModule` training samples (random crop, flip, normalisation; percentile normalisation
+read by `SampleDataModule` training samples (random crop, flip, normalisation; percentile normalisation
 for the 16-bit formats, bounds measured first and not timed). Each format's best of `--rounds` rounds,
 one JSON line, with each rate as a ratio to the 8-bit RGB rate measured in the same run.
 """
@@ -22,8 +22,9 @@ import torch
 from PIL import Image
 
 from harness import machine
-from vaetrain.data import ImageDataModule
-from vaetrain.data.synthetic import ct_slice, multispectral
+from vaetrain.data import SampleDataModule
+
+from fixtures.synthetic import ct_slice, multispectral
 
 
 def write(folder: Path, kind: str, count: int, size: int) -> dict:
@@ -48,7 +49,7 @@ def write(folder: Path, kind: str, count: int, size: int) -> dict:
     return {"channels": channels, "bit_depth": 16, "normalization": "percentile", "normalization_images": 16}
 
 
-def rate(data: ImageDataModule, count: int) -> float:
+def rate(data: SampleDataModule, count: int) -> float:
     samples = data.samples("train", train=True)
     start = time.perf_counter()
     for i in range(count):
@@ -69,7 +70,7 @@ def main() -> None:
         modules = {}
         for kind in kinds:
             settings = write(Path(root) / kind, kind, args.count, args.size)
-            modules[kind] = ImageDataModule(path=str(Path(root) / kind), resolution=args.resolution, val_size=0, num_workers=0, **settings)
+            modules[kind] = SampleDataModule(path=str(Path(root) / kind), resolution=args.resolution, val_size=0, num_workers=0, **settings)
             modules[kind].prepare_split()  # lists the files, measures percentile bounds
         best = {kind: 0.0 for kind in kinds}
         for _ in range(args.rounds):  # interleaved, so a slower stretch of the machine hits every format

@@ -30,7 +30,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from vaetrain.cli.fit import model_and_data
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.training.engines import PlainEngine
 from vaetrain.training.memory_budget import MemoryBudget
 from vaetrain.training.memory_search import parse_memory_size
@@ -104,13 +104,13 @@ class _NoModuleTracking:
         return None
 
 
-def build(configs: list[str], overrides: list[str]) -> tuple[AutoencoderModule, ImageDataModule, dict]:
+def build(configs: list[str], overrides: list[str]) -> tuple[AutoencoderModule, SampleDataModule, dict]:
     """The module and data module exactly as `vaetrain fit --config C1 --config C2 ... OVERRIDES` builds them
     (the CLI's own parser: layered presets, every key), without its trainer."""
     return model_and_data([arg for config in configs for arg in ("--config", config)] + overrides)
 
 
-def loader_rate(datamodule: ImageDataModule, batches: int) -> float:
+def loader_rate(datamodule: SampleDataModule, batches: int) -> float:
     """Images/second the training loader supplies with nothing else running."""
     datamodule.setup("fit")
     iterator = iter(datamodule.train_dataloader())
@@ -203,7 +203,7 @@ def main() -> None:
     )
     trainer.fit(module, datamodule)
     device = module.device
-    images = next(iter(datamodule.train_dataloader()))["image"]
+    images = next(iter(datamodule.train_dataloader()))["pixels"]
     step_times = timer.times[args.warmup :]
     median = statistics.median(step_times)
     counters = replace(module.counters)

@@ -7,7 +7,7 @@ and latent values per second of video.
     .venv/bin/python benchmarks/video_race.py --seconds 900 --out runs/video-race
 
 Footage: no real video is at hand offline, so it is made from the clothing photos (`--photos`, sorted by
-name) by a moving camera (`vaetrain.data.camera_clips`: pan, zoom, rotation, a moving occluder): the last
+name) by a moving camera (`fixtures.camera_clips`: pan, zoom, rotation, a moving occluder): the last
 `--holdout` photos make the held-out clips (`--eval-frames` frames at 64 px), the others the training
 videos (9 frames at 96 px). All are written as PNG frame folders, so both runs read the same lossless
 pixels: the Wan VAE as clips (5 frames, random temporal and 64 px spatial crops), the image VAE as the same
@@ -26,7 +26,8 @@ from pathlib import Path
 from PIL import Image
 
 from harness import ROOT, SHARED, machine, replace_section, train_for, vaetrain
-from vaetrain.data.camera_clips import camera_frames
+
+from fixtures.camera_clips import camera_frames
 
 RUNS = {  # name -> (what it is, presets, overrides, data kind)
     "wan_tiny": ("configs/wan-tiny.yaml: AutoencoderKLWan, clips of 5 frames", ["configs/wan-tiny.yaml"], ["--data.frames=5"], "clips"),
@@ -125,7 +126,7 @@ def write_results(markdown: str, args, held: Path) -> None:
         f"Command: `.venv/bin/python benchmarks/video_race.py --seconds {args.seconds}{' --parallel' if args.parallel else ''}`. "
         f"Machine: {machine()}; no GPU; precision as `fit` picks; each run {args.seconds} s of training time on one core "
         f"(`taskset`, `OMP_NUM_THREADS=1`). Footage: camera motion over the clothing photos (pan, zoom, rotation, a moving occluder; "
-        f"`vaetrain.data.camera_clips`), PNG frame folders; training on the first {len(list((args.out / 'footage' / 'train').iterdir()))} photos' videos, "
+        f"`fixtures.camera_clips`), PNG frame folders; training on the first {len(list((args.out / 'footage' / 'train').iterdir()))} photos' videos, "
         f"evaluation on {clips} held-out clips of {args.eval_frames} frames at 64 px (photos never trained on). PSNR / SSIM per frame, "
         f"averaged; flicker: mean |reconstruction's frame-to-frame change - original's| in 8-bit levels; latent values per second at "
         f"{FPS} fps and 64 px (Wan: (1 + (T-1)/4) x 16 x H/8 x W/8 per clip of T frames; the image VAE: T x 4 x H/8 x W/8).\n\n"

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.losses import LossConfig, build_perceptual_loss
 from vaetrain.models import AutoencoderConfig, DiscriminatorConfig, EMAConfig
 from vaetrain.training.config import GanOptimizers, SpeedConfig, TrainingConfig
@@ -122,8 +122,8 @@ def image_folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def datamodule(image_folder: Path) -> ImageDataModule:
-    return ImageDataModule(path=str(image_folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
+def datamodule(image_folder: Path) -> SampleDataModule:
+    return SampleDataModule(path=str(image_folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
 
 
 TINY_WAN = {"family": "wan", "block_out_channels": [8, 16, 16], "latent_channels": 4, "norm_num_groups": 32}
@@ -133,9 +133,10 @@ TINY_HUNYUAN = {"family": "hunyuan", "block_out_channels": [8, 16, 16], "latent_
 
 
 def write_camera_videos_of_samples(folder: Path, count: int, frames: int = 9, size: int = 40) -> list[Path]:
-    """mp4 clips of the bundled photos filmed by a moving camera (`data.camera_clips`)."""
+    """mp4 clips of the bundled photos filmed by a moving camera (`fixtures.camera_clips`)."""
     from vaetrain.data import sample_images_dir
-    from vaetrain.data.camera_clips import write_camera_videos
+
+    from fixtures.camera_clips import write_camera_videos
 
     return write_camera_videos(sorted(sample_images_dir().glob("*.jpg"))[:count], folder, frames=frames, size=size)
 

@@ -10,7 +10,7 @@ from diffusers import AutoencoderKL
 from tests.conftest import tiny_diffusers_kl
 from vaetrain.cli import main
 from vaetrain.cli.fit import OneLineErrors, VaetrainCLI
-from vaetrain.data.datamodule import ImageDataModule
+from vaetrain.data.datamodule import SampleDataModule
 from vaetrain.training.module import AutoencoderModule
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
@@ -49,7 +49,7 @@ class ParseOnly(VaetrainCLI):
 def test_every_preset_parses():
     assert {p.name for p in CONFIGS} >= {"tiny.yaml", "sd-vae-f8c4.yaml", "sd-vae-finetune-decoder.yaml", "f8c16.yaml"}
     cli = ParseOnly(
-        AutoencoderModule, ImageDataModule, args=["fit", "--config", str(CONFIGS[0])], auto_configure_optimizers=False, parser_class=OneLineErrors
+        AutoencoderModule, SampleDataModule, args=["fit", "--config", str(CONFIGS[0])], auto_configure_optimizers=False, parser_class=OneLineErrors
     )  # the parser `vaetrain fit` builds (run_lightning's arguments)
     for config in CONFIGS:
         printed = cli.parser.dump(cli.parser.parse_args(["fit", "--config", str(config)]))  # what --print_config prints
@@ -220,7 +220,7 @@ def test_the_cpu_dc_ae_preset_trains_and_exports_from_the_command_line(tmp_path,
 
 
 def test_fit_on_six_band_16_bit_tiffs_with_a_resolution_schedule_from_the_command_line(tmp_path):
-    from vaetrain.data.synthetic import write_multiband_tiffs
+    from fixtures.synthetic import write_multiband_tiffs
 
     write_multiband_tiffs(tmp_path / "tiles", 8, bands=6, size=40)
     beyond_rgb = [
@@ -274,7 +274,7 @@ def test_image_commands_take_fits_data_keys_with_fits_defaults():
     parser = argparse.ArgumentParser()
     image_options(parser, path_help="p", resolution_help="r", max_images=None)
     parsed = vars(parser.parse_args([]))
-    parameters = inspect.signature(ImageDataModule.__init__).parameters
+    parameters = inspect.signature(SampleDataModule.__init__).parameters
     for key in IMAGE_KEYS:
         if key not in ("path", "resolution"):  # the commands' own meaning: required images, a crop size or native
             assert parsed[f"data_{key}"] == parameters[key].default, key
@@ -315,7 +315,7 @@ def test_fit_prints_no_line_a_user_cannot_act_on(tmp_path, image_folder):
 def test_data_channels_alone_sets_the_autoencoders_channels(tmp_path, capsys):
     """`--data.channels 6` is enough for a 6-band folder: the autoencoder's channels, left at 3, follow it (the
     discriminator follows the autoencoder); an explicit conflicting value stays a one-line error."""
-    from vaetrain.data.synthetic import write_multiband_tiffs
+    from fixtures.synthetic import write_multiband_tiffs
 
     write_multiband_tiffs(tmp_path / "tiles", 6, bands=6, size=40)
     bands = [f"--data.path={tmp_path / 'tiles'}", "--data.channels=6", "--data.bit_depth=16", "--data.val_size=2", "--model.loss.perceptual_channels=each"]

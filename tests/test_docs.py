@@ -12,7 +12,7 @@ import pytest
 
 from tests.test_cli import ParseOnly
 from vaetrain.cli.fit import OneLineErrors, distill_arguments
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.training.module import AutoencoderModule
 
 ROOT = Path(__file__).parents[1]
@@ -38,7 +38,7 @@ COMMANDS = [pytest.param(line, id=f"{path.name}:{line[:60]}") for path in PAGES 
 @functools.cache
 def fit_parser():
     """`vaetrain fit`'s own parser, built once."""
-    cli = ParseOnly(AutoencoderModule, ImageDataModule, args=["fit"], auto_configure_optimizers=False, parser_class=OneLineErrors)
+    cli = ParseOnly(AutoencoderModule, SampleDataModule, args=["fit"], auto_configure_optimizers=False, parser_class=OneLineErrors)
     return cli.parser
 
 
@@ -90,11 +90,12 @@ def test_every_api_page_entry_names_an_object(entry):
 
 
 def test_the_architecture_page_names_every_module_and_none_that_is_gone():
-    """docs/architecture.md lists every module of the package and every benchmark script, and nothing else."""
+    """docs/architecture.md lists every module of the package, every fixture and every benchmark script, and nothing else."""
     root = Path(__file__).parents[1]
     source = root / "src" / "vaetrain"
     paths = re.findall(r"`((?:benchmarks/)?[\w/]+\.py)`", (root / "docs" / "architecture.md").read_text())
     named = {path for path in paths if not path.startswith("tests/")}
-    modules = {p.relative_to(source).as_posix() for p in source.rglob("*.py")} | {f"benchmarks/{p.name}" for p in (root / "benchmarks").glob("*.py")}
+    modules = {p.relative_to(source).as_posix() for p in source.rglob("*.py")}
+    modules |= {f"{folder}/{p.name}" for folder in ("benchmarks", "fixtures") for p in (root / folder).glob("*.py") if p.name != "__init__.py"}
     assert not modules - named, f"missing from docs/architecture.md: {sorted(modules - named)}"
     assert not named - modules, f"named in docs/architecture.md but gone: {sorted(named - modules)}"

@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.conftest import tiny_module
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 
 
 class Fingerprints(L.Callback):
@@ -28,7 +28,7 @@ class Fingerprints(L.Callback):
 
 def main(folder: str, out: str, steps: int) -> None:
     L.seed_everything(0)
-    datamodule = ImageDataModule(path=folder, resolution=32, batch_size=1, val_size=2, num_workers=0, crop="center_crop", flip=False)
+    datamodule = SampleDataModule(path=folder, resolution=32, batch_size=1, val_size=2, num_workers=0, crop="center_crop", flip=False)
     recorder = Fingerprints()
     trainer = L.Trainer(
         accelerator="cpu",

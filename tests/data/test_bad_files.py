@@ -4,7 +4,7 @@ import torch
 
 from tests.conftest import tiny_module, tiny_trainer
 from tests.data.bad_files import BAD, GOOD_BUT_ODD, write_bad_folder
-from vaetrain.data import BadImage, ImageDataModule, TooManyBadFiles, decode_image
+from vaetrain.data import BadImage, SampleDataModule, TooManyBadFiles, decode_image
 from vaetrain.errors import ConfigError
 
 
@@ -49,7 +49,7 @@ def test_draft_mode_decodes_large_jpegs_smaller(tmp_path):
 
 def _datamodule(folder, **overrides):
     settings = dict(path=str(folder), resolution=32, batch_size=4, val_size=1, num_workers=0, bad_fraction_min_samples=10_000)
-    return ImageDataModule(**(settings | overrides))
+    return SampleDataModule(**(settings | overrides))
 
 
 def test_a_folder_of_bad_files_trains_and_counts_each(bad_folder):
@@ -78,7 +78,7 @@ def test_small_images_can_be_skipped_and_counted(tmp_path):
         return next(iter(datamodule.train_dataloader()))  # the 7 training images, in the training stream
 
     skipped = one_epoch(small_images="skip")
-    assert skipped["image"].shape == (7, 3, 32, 32)  # skipped ones are replaced: the batch keeps its size
+    assert skipped["pixels"].shape == (7, 3, 32, 32)  # skipped ones are replaced: the batch keeps its size
     assert skipped["small"] > 0 and not skipped["bad"]
     assert one_epoch()["small"] == 0  # upscaled instead
 
@@ -86,9 +86,9 @@ def test_small_images_can_be_skipped_and_counted(tmp_path):
 def test_crop_policies_give_the_resolution(image_folder):
     for crop in ("random_crop", "center_crop", "resize_crop"):
         dataset = _datamodule(image_folder, crop=crop, resolution=32).samples("train", train=True)
-        assert all(dataset[i]["image"].shape == (3, 32, 32) for i in range(len(dataset)))
+        assert all(dataset[i]["pixels"].shape == (3, 32, 32) for i in range(len(dataset)))
     center = _datamodule(image_folder, crop="center_crop", flip=False).samples("train", train=True)
-    assert torch.equal(center[0]["image"], center[0]["image"])  # deterministic
+    assert torch.equal(center[0]["pixels"], center[0]["pixels"])  # deterministic
 
 
 def _mostly_junk_folder(folder, good: int = 2, junk: int = 8):
@@ -105,7 +105,9 @@ def _mostly_junk_folder(folder, good: int = 2, junk: int = 8):
 
 def test_validation_of_only_bad_files_stops_before_training_naming_them(tmp_path):
     """80 % junk, the first files junk: the evenly spaced validation picks (files 0 and 5) are all unusable."""
-    datamodule = ImageDataModule(path=str(_mostly_junk_folder(tmp_path / "junk")), resolution=32, batch_size=2, val_size=2, num_workers=0, max_bad_fraction=1.0)
+    datamodule = SampleDataModule(
+        path=str(_mostly_junk_folder(tmp_path / "junk")), resolution=32, batch_size=2, val_size=2, num_workers=0, max_bad_fraction=1.0
+    )
     module = tiny_module()
     with pytest.raises(ConfigError, match=r"data.path: none of the 2 validation images is usable \(.*a_junk_00.jpg: .*a_junk_05.jpg"):
         tiny_trainer(max_steps=2, limit_val_batches=1.0, num_sanity_val_steps=2).fit(module, datamodule)
@@ -113,7 +115,9 @@ def test_validation_of_only_bad_files_stops_before_training_naming_them(tmp_path
 
 
 def test_validation_measures_the_usable_images_and_counts_the_others(tmp_path):
-    datamodule = ImageDataModule(path=str(_mostly_junk_folder(tmp_path / "junk")), resolution=32, batch_size=2, val_size=5, num_workers=0, max_bad_fraction=1.0)
+    datamodule = SampleDataModule(
+        path=str(_mostly_junk_folder(tmp_path / "junk")), resolution=32, batch_size=2, val_size=5, num_workers=0, max_bad_fraction=1.0
+    )
     trainer = tiny_trainer(max_steps=2, limit_val_batches=1.0, num_sanity_val_steps=2, val_check_interval=2)
     trainer.fit(tiny_module(), datamodule)
     assert datamodule.tracker.metrics()["data/bad_validation_files"] == 4  # files 0, 2, 4 and 6; file 8 is good

@@ -1,7 +1,7 @@
 import torch
 
 from tests.conftest import tiny_module, tiny_trainer, write_images
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.data.sources.folders import list_images
 from vaetrain.data.sources.records import FileRecords
 from vaetrain.data.streams.buckets import BucketPlan, assign_buckets
@@ -26,15 +26,15 @@ def test_images_go_to_the_nearest_aspect_ratio(tmp_path):
 
 
 def test_each_batch_has_one_shape_and_the_plan_is_deterministic(tmp_path):
-    datamodule = ImageDataModule(path=str(_folder(tmp_path)), buckets=BUCKETS, batch_size=2, val_size=3, num_workers=0, resolution=32)
+    datamodule = SampleDataModule(path=str(_folder(tmp_path)), buckets=BUCKETS, batch_size=2, val_size=3, num_workers=0, resolution=32)
     shapes, batches = set(), []
     for _, batch in zip(range(12), datamodule.train_dataloader()):
-        assert len({tuple(image.shape) for image in batch["image"]}) == 1
-        shapes.add(tuple(batch["image"].shape[2:]))
-        batches.append(batch["image"])
+        assert len({tuple(image.shape) for image in batch["pixels"]}) == 1
+        shapes.add(tuple(batch["pixels"].shape[2:]))
+        batches.append(batch["pixels"])
     assert shapes == set(BUCKETS)
     datamodule.set_start_sample(7 * 2)  # 7 batches of 2 images
-    resumed = [b["image"] for _, b in zip(range(5), datamodule.train_dataloader())]
+    resumed = [b["pixels"] for _, b in zip(range(5), datamodule.train_dataloader())]
     assert all(torch.equal(a, b) for a, b in zip(batches[7:], resumed))
 
 
@@ -47,7 +47,7 @@ def test_plan_covers_every_full_batch_once_per_epoch():
 
 
 def test_training_on_buckets(tmp_path):
-    datamodule = ImageDataModule(path=str(_folder(tmp_path)), buckets=BUCKETS, batch_size=2, val_size=3, num_workers=0, resolution=32)
+    datamodule = SampleDataModule(path=str(_folder(tmp_path)), buckets=BUCKETS, batch_size=2, val_size=3, num_workers=0, resolution=32)
     module = tiny_module()
     tiny_trainer(max_steps=4).fit(module, datamodule)
     assert module.counters.generator_steps == 4
@@ -59,4 +59,4 @@ def test_a_crop_policy_beside_buckets_is_refused(tmp_path):
     from vaetrain.errors import ConfigError
 
     with pytest.raises(ConfigError, match="data.crop=center_crop does not apply with data.buckets"):
-        ImageDataModule(path=str(_folder(tmp_path)), buckets=[[32, 32], [32, 48]], crop="center_crop")
+        SampleDataModule(path=str(_folder(tmp_path)), buckets=[[32, 32], [32, 48]], crop="center_crop")

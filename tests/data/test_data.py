@@ -6,8 +6,8 @@ from tests.conftest import write_images
 from vaetrain.data import (
     DecodedImages,
     FileRecords,
-    ImageDataModule,
     ResumableImageStream,
+    SampleDataModule,
     SampleDecoder,
     collate_samples,
     image_transform,
@@ -48,13 +48,13 @@ def test_transforms_give_the_requested_size_in_range(image_folder):
     for train in (True, False):
         dataset = DecodedImages(FileRecords(files), SampleDecoder(image_transform(48, train=train)))  # some are smaller: upscaled
         for i in range(len(dataset)):
-            image = dataset[i]["image"]
+            image = dataset[i]["pixels"]
             assert image.shape == (3, 48, 48)
             assert image.min() >= -1 and image.max() <= 1
 
 
 def test_resolution_must_divide_by_the_downsampling_factor(image_folder):
-    datamodule = ImageDataModule(path=str(image_folder), resolution=36)
+    datamodule = SampleDataModule(path=str(image_folder), resolution=36)
     with pytest.raises(ConfigError, match="data.resolution=36"):
         datamodule.check_resolution(8)
     datamodule.check_resolution(4)
@@ -69,7 +69,7 @@ def _batches(stream, count, workers=0):
     loader = DataLoader(stream, batch_size=stream.batch_size, num_workers=workers, collate_fn=collate_samples)
     out = []
     for batch in loader:
-        out.append(batch["image"])
+        out.append(batch["pixels"])
         if len(out) == count:
             return out
     return out
@@ -92,7 +92,7 @@ def test_ranks_read_disjoint_samples_covering_each_epoch(image_folder):
 
 
 def test_bundled_samples_are_the_default(tmp_path):
-    datamodule = ImageDataModule(resolution=64, batch_size=2, val_size=2, num_workers=0)
+    datamodule = SampleDataModule(resolution=64, batch_size=2, val_size=2, num_workers=0)
     datamodule.setup("fit")
     assert len(datamodule.source.records("train").files) >= 8 and len(datamodule.source.records("val").files) == 2
     assert datamodule.fixed_images(8).shape == (8, 3, 64, 64)

@@ -10,15 +10,15 @@ import pytest
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer, write_images
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 
 READER = Path(__file__).with_name("ddp_reader.py")
 
 
 def _expected_fingerprints(folder: Path) -> set[str]:
-    datamodule = ImageDataModule(path=str(folder), resolution=32, batch_size=1, val_size=2, num_workers=0, crop="center_crop", flip=False)
+    datamodule = SampleDataModule(path=str(folder), resolution=32, batch_size=1, val_size=2, num_workers=0, crop="center_crop", flip=False)
     dataset = datamodule.samples("train", train=True)
-    return {hashlib.sha1(dataset[i]["image"].numpy().tobytes()).hexdigest() for i in range(len(dataset))}
+    return {hashlib.sha1(dataset[i]["pixels"].numpy().tobytes()).hexdigest() for i in range(len(dataset))}
 
 
 @pytest.mark.slow  # 17 s of real processes; the default suite's DDP training test reads with two processes too
@@ -48,7 +48,7 @@ def test_interrupted_and_resumed_epoch_sees_each_sample_once(tmp_path):
     write_images(folder, 12)
 
     def run(max_steps: int, ckpt_path: str | None = None) -> list[str]:
-        datamodule = ImageDataModule(path=str(folder), resolution=32, batch_size=2, val_size=2, num_workers=0, crop="center_crop", flip=False)
+        datamodule = SampleDataModule(path=str(folder), resolution=32, batch_size=2, val_size=2, num_workers=0, crop="center_crop", flip=False)
         recorder = Fingerprints()
         checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1)
         trainer = tiny_trainer(tmp_path, max_steps=max_steps, callbacks=[recorder, checkpoint], enable_checkpointing=True)

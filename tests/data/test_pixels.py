@@ -7,16 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.data.decoding.arrays import read_pixels
 from vaetrain.data.decoding.pixels import PixelFormat, measure_bounds
 from vaetrain.data.decoding.samples import build_decoder
-from vaetrain.data.image_sets import ImageSet, evaluation_images
+from vaetrain.data.sample_sets import SampleSet, evaluation_samples
 from vaetrain.data.sources.spec import SourceSpec
-from vaetrain.data.synthetic import ct_slice, multispectral, write_ct_pngs, write_multiband_tiffs, write_rgb16_png
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metrics import ReconstructionMetrics
 from vaetrain.losses.perceptual import ChannelTriplets, channel_triplets
+
+from fixtures.synthetic import ct_slice, multispectral, write_ct_pngs, write_multiband_tiffs, write_rgb16_png
 
 LIMIT = 10**9
 
@@ -26,7 +27,7 @@ def test_a_16_bit_single_channel_png_round_trips_exactly(tmp_path):
     pixels = PixelFormat(channels=1, bit_depth=16)
     raw = read_pixels(path, pixels, LIMIT)
     assert raw.shape == (1, 64, 64) and raw.max() > 255  # not squeezed to 8 bits
-    normalised = build_decoder("native", pixels=pixels)(path, "x")["image"]  # the data module's decoder
+    normalised = build_decoder("native", pixels=pixels)(path, "x")["pixels"]  # the data module's decoder
     assert normalised.min() >= -1 and normalised.max() <= 1 and normalised.dtype == torch.float32
     back = pixels.denormalise(normalised).round().to(torch.int64)
     assert torch.equal(back[0], torch.from_numpy(ct_slice(64, seed=0).astype(np.int64)))
@@ -57,7 +58,7 @@ def test_wrong_band_count_and_wrong_depth_are_counted_as_bad_not_a_crash(tmp_pat
     write_multiband_tiffs(folder, 6, bands=6, size=32)
     write_multiband_tiffs(tmp_path / "four", 1, bands=4, size=32)[0].rename(folder / "tile_002b.tif")
     np.save(folder / "eight_bit.npy", np.zeros((32, 32, 6), dtype=np.uint8))
-    data = ImageDataModule(path=str(folder), channels=6, bit_depth=16, resolution=32, batch_size=2, val_size=0, num_workers=0, max_bad_fraction=1.0)
+    data = SampleDataModule(path=str(folder), channels=6, bit_depth=16, resolution=32, batch_size=2, val_size=0, num_workers=0, max_bad_fraction=1.0)
     data.prepare_split()
     reports = [data.samples("all", train=False)[i] for i in range(8)]
     bad = {name.rsplit("/", 1)[-1]: reason for r in reports for name, reason in r["bad"]}
@@ -150,9 +151,9 @@ def test_grayscale_and_rgba_8_bit_images_keep_their_channels(tmp_path):
     assert rgba[:, 0, 0].tolist() == [10, 20, 30, 40]  # alpha kept, not composited
     gray = read_pixels(tmp_path / "a.png", PixelFormat(channels=1), LIMIT)
     assert gray.shape == (1, 8, 8)
-    images = ImageSet(SourceSpec(str(tmp_path)), resolution=8, pixels=PixelFormat(channels=4))
-    (batch,) = list(evaluation_images(images))
-    assert batch["image"].shape == (1, 4, 8, 8)
+    images = SampleSet(SourceSpec(str(tmp_path)), resolution=8, pixels=PixelFormat(channels=4))
+    (batch,) = list(evaluation_samples(images))
+    assert batch["pixels"].shape == (1, 4, 8, 8)
 
 
 def test_npy_arrays_in_an_8_bit_rgb_collection_read_as_rgb_or_count_as_bad(tmp_path):
@@ -161,7 +162,7 @@ def test_npy_arrays_in_an_8_bit_rgb_collection_read_as_rgb_or_count_as_bad(tmp_p
     np.save(tmp_path / "b.npy", array.astype(np.uint16))
     decoder = build_decoder("native")
     expected = torch.from_numpy(np.moveaxis(array, -1, 0).astype(np.float32)) / 127.5 - 1
-    assert torch.allclose(decoder(tmp_path / "a.npy", "a")["image"], expected, atol=1e-6)
+    assert torch.allclose(decoder(tmp_path / "a.npy", "a")["pixels"], expected, atol=1e-6)
     assert decoder(tmp_path / "b.npy", "b")["bad"] == [("b", "uint16 data where data.bit_depth=8 expects uint8")]
 
 

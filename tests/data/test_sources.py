@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import tiny_module, tiny_trainer
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.errors import ConfigError
 
 
@@ -32,7 +32,7 @@ def _settings(**overrides):
 
 
 def test_saved_hf_dataset_trains_and_reports_its_bad_row(hf_dataset_dir):
-    datamodule = ImageDataModule(path=str(hf_dataset_dir), image_column="picture", **_settings())
+    datamodule = SampleDataModule(path=str(hf_dataset_dir), image_column="picture", **_settings())
     assert datamodule.source.spec.kind == "hf"
     module = tiny_module()
     tiny_trainer(max_steps=5).fit(module, datamodule)
@@ -47,16 +47,16 @@ def test_parquet_folder_is_a_hf_source(tmp_path):
     datasets.Dataset.from_dict({"image": [{"bytes": _png(i), "path": None} for i in range(6)]}, features=features).to_parquet(
         str(folder / "train-00000.parquet")
     )
-    datamodule = ImageDataModule(path=str(folder), **_settings())
+    datamodule = SampleDataModule(path=str(folder), **_settings())
     assert datamodule.source.spec.kind == "hf"
     tiny_trainer(max_steps=2).fit(tiny_module(), datamodule)
 
 
 def test_hf_errors_name_the_key(hf_dataset_dir):
     with pytest.raises(ConfigError, match="data.image_column 'image' not in dataset"):
-        ImageDataModule(path=str(hf_dataset_dir), **_settings()).prepare_split()
+        SampleDataModule(path=str(hf_dataset_dir), **_settings()).prepare_split()
     with pytest.raises(ConfigError, match="data.split 'validation'"):
-        ImageDataModule(path=str(hf_dataset_dir), image_column="picture", split="validation", **_settings()).prepare_split()
+        SampleDataModule(path=str(hf_dataset_dir), image_column="picture", split="validation", **_settings()).prepare_split()
 
 
 @pytest.mark.parametrize("kind", ["txt", "csv"])
@@ -67,7 +67,7 @@ def test_file_list_selects_a_subset(image_folder, tmp_path, kind):
         listing.write_text("".join(f"{f}\n" for f in files))
     else:
         listing.write_text("label,path\n" + "".join(f"0,{f}\n" for f in files))
-    datamodule = ImageDataModule(path=str(image_folder), file_list=str(listing), **_settings())
+    datamodule = SampleDataModule(path=str(image_folder), file_list=str(listing), **_settings())
     assert sorted(datamodule.source.records("train").files + datamodule.source.records("val").files) == sorted(image_folder / f for f in files)
 
 
@@ -75,17 +75,17 @@ def test_file_list_naming_missing_files_fails(image_folder, tmp_path):
     listing = tmp_path / "subset.txt"
     listing.write_text("nope.jpg\n")
     with pytest.raises(ConfigError, match="nope.jpg"):
-        ImageDataModule(path=str(image_folder), file_list=str(listing), **_settings()).prepare_split()
+        SampleDataModule(path=str(image_folder), file_list=str(listing), **_settings()).prepare_split()
 
 
-def test_evaluation_images_of_a_dataset_need_no_data_module(hf_dataset_dir):
-    from vaetrain.data import ImageSet, SourceSpec, evaluation_images
+def test_evaluation_samples_of_a_dataset_need_no_data_module(hf_dataset_dir):
+    from vaetrain.data import SampleSet, SourceSpec, evaluation_samples
 
     spec = SourceSpec(path=str(hf_dataset_dir), image_column="picture", val_size=1)
-    everything = list(evaluation_images(ImageSet(spec, resolution=32), part="all", batch_size=4))
-    assert sum(len(b["image"]) for b in everything) == 9 and sum(len(b["bad"]) for b in everything) == 1
-    native = list(evaluation_images(ImageSet(spec, resolution="native"), part="train", max_images=3))
-    assert [tuple(b["image"].shape) for b in native] == [(1, 3, 36, 40)] * 3  # whole images, one per batch
+    everything = list(evaluation_samples(SampleSet(spec, resolution=32), part="all", batch_size=4))
+    assert sum(len(b["pixels"]) for b in everything) == 9 and sum(len(b["bad"]) for b in everything) == 1
+    native = list(evaluation_samples(SampleSet(spec, resolution="native"), part="train", max_images=3))
+    assert [tuple(b["pixels"].shape) for b in native] == [(1, 3, 36, 40)] * 3  # whole images, one per batch
 
 
 def test_a_resolved_spec_means_the_same_from_another_folder(image_folder, monkeypatch, tmp_path):
@@ -96,7 +96,7 @@ def test_a_resolved_spec_means_the_same_from_another_folder(image_folder, monkey
     assert resolved.kind == "folder" and resolved.path == str(image_folder)
     assert SourceSpec(path="owner/dataset-on-the-hub").resolved() == SourceSpec(path="owner/dataset-on-the-hub", kind="hf")
     monkeypatch.chdir(tmp_path)
-    assert ImageDataModule(path=resolved.path, **_settings(val_size=0.05)).source.spec == resolved
+    assert SampleDataModule(path=resolved.path, **_settings(val_size=0.05)).source.spec == resolved
 
 
 def test_a_separate_validation_source(image_folder, tmp_path):
@@ -104,11 +104,11 @@ def test_a_separate_validation_source(image_folder, tmp_path):
     from tests.conftest import write_images
 
     write_images(tmp_path / "held_out", 3, sizes=[(50, 50)], seed=7)
-    datamodule = ImageDataModule(path=str(image_folder), val_path=str(tmp_path / "held_out"), **_settings(val_size=4))
+    datamodule = SampleDataModule(path=str(image_folder), val_path=str(tmp_path / "held_out"), **_settings(val_size=4))
     datamodule.setup("fit")
     assert len(datamodule.source.records("train")) == 12  # val_size is ignored: nothing of path validates
     batches = list(datamodule.val_dataloader())
-    assert sum(b["image"].shape[0] for b in batches) == 3
+    assert sum(b["pixels"].shape[0] for b in batches) == 3
     validation, part = datamodule.describe_validation()
     assert validation.source.path == str(tmp_path / "held_out") and part == "all"
 
@@ -118,6 +118,6 @@ def test_file_list_of_a_dataset_or_shards_is_refused(hf_dataset_dir, tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("a.png\n")
     with pytest.raises(ConfigError, match="data.file_list selects files of a folder; .* is a hf source"):
-        ImageDataModule(path=str(hf_dataset_dir), file_list=str(listing))
+        SampleDataModule(path=str(hf_dataset_dir), file_list=str(listing))
     with pytest.raises(ConfigError, match="data.file_list selects files of a folder; .* is a webdataset source"):
-        ImageDataModule(path=str(tmp_path / "shards-{000..003}.tar"), file_list=str(listing))
+        SampleDataModule(path=str(tmp_path / "shards-{000..003}.tar"), file_list=str(listing))

@@ -7,10 +7,11 @@ import torch
 from PIL import Image
 
 from tests.conftest import write_camera_videos_of_samples
-from vaetrain.data import ImageDataModule, sample_images_dir
-from vaetrain.data.camera_clips import camera_frames
+from vaetrain.data import SampleDataModule, sample_images_dir
 from vaetrain.data.decoding.video import ClipDecoder, ClipSpec, read_clip, write_video
 from vaetrain.errors import ConfigError
+
+from fixtures.camera_clips import camera_frames
 
 
 def test_every_frame_of_a_clip_gets_the_same_crop_and_flip(tmp_path):
@@ -21,7 +22,7 @@ def test_every_frame_of_a_clip_gets_the_same_crop_and_flip(tmp_path):
     crops = set()
     for seed in range(6):
         torch.manual_seed(seed)
-        clip = decoder(tmp_path / "still.mp4", "still")["image"]
+        clip = decoder(tmp_path / "still.mp4", "still")["pixels"]
         assert clip.shape == (3, 5, 32, 32) and -1 <= clip.min() and clip.max() <= 1
         assert all(torch.equal(clip[:, 0], clip[:, t]) for t in range(1, 5))
         crops.add(clip[:, 0].sum().item())
@@ -61,7 +62,7 @@ def test_unusable_videos_are_counted_each_with_its_reason(tmp_path):
     for i, frame in enumerate(frames):
         (folder / "frames" / "shot").mkdir(parents=True, exist_ok=True)
         Image.fromarray(frame).save(folder / "frames" / "shot" / f"{i:03d}.jpg")
-    data = ImageDataModule(path=str(folder), frames=5, resolution=32, batch_size=2, val_size=0, num_workers=0)
+    data = SampleDataModule(path=str(folder), frames=5, resolution=32, batch_size=2, val_size=0, num_workers=0)
     data.prepare_split()
     usable, bad = data.source.keep_usable("train", data.decoder(train=False))
     reasons = {name.split("/")[-1]: reason for name, reason in bad}
@@ -73,13 +74,13 @@ def test_unusable_videos_are_counted_each_with_its_reason(tmp_path):
 
 def test_video_settings_that_cannot_apply_are_refused(tmp_path, video_folder):
     with pytest.raises(ConfigError, match="data.buckets"):
-        ImageDataModule(path=str(video_folder), frames=5, buckets=[(32, 48)], num_workers=0)
+        SampleDataModule(path=str(video_folder), frames=5, buckets=[(32, 48)], num_workers=0)
     with pytest.raises(ConfigError, match="data.frame_stride=2 applies to clips"):
-        ImageDataModule(path=str(video_folder), frame_stride=2, num_workers=0)
+        SampleDataModule(path=str(video_folder), frame_stride=2, num_workers=0)
     with pytest.raises(ConfigError, match="8-bit RGB"):
-        ImageDataModule(path=str(video_folder), frames=5, channels=1, num_workers=0)
+        SampleDataModule(path=str(video_folder), frames=5, channels=1, num_workers=0)
     with pytest.raises(ConfigError, match="no videos"):
-        ImageDataModule(path=str(tmp_path / "nothing"), frames=5, num_workers=0).prepare_split() if (tmp_path / "nothing").mkdir() is None else None
+        SampleDataModule(path=str(tmp_path / "nothing"), frames=5, num_workers=0).prepare_split() if (tmp_path / "nothing").mkdir() is None else None
 
 
 def test_webdataset_shards_of_videos_give_clips(tmp_path):
@@ -94,9 +95,9 @@ def test_webdataset_shards_of_videos_give_clips(tmp_path):
             info = tarfile.TarInfo(f"{i:04d}.mp4")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    data = ImageDataModule(path=str(tmp_path / "shards" / "shard-{00000..00000}.tar"), frames=5, resolution=32, val_size=0, num_workers=0)
+    data = SampleDataModule(path=str(tmp_path / "shards" / "shard-{00000..00000}.tar"), frames=5, resolution=32, val_size=0, num_workers=0)
     data.prepare_split()
     samples = list(data.samples("train", train=False))
-    clips = [s["image"] for s in samples if s["image"] is not None]
+    clips = [s["pixels"] for s in samples if s["pixels"] is not None]
     assert len(clips) == 3 and all(c.shape == (3, 5, 32, 32) for c in clips)
     assert [reason for s in samples for _, reason in s["bad"]][0].startswith("unreadable video")

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import tiny_module, tiny_trainer
-from vaetrain.data import ImageDataModule, SampleDecoder, WebDatasetStream, image_transform
+from vaetrain.data import SampleDataModule, SampleDecoder, WebDatasetStream, image_transform
 from vaetrain.errors import ConfigError
 
 
@@ -33,7 +33,7 @@ def _write_shards(folder, shards: int = 4, per_shard: int = 5, bad_in_first: boo
 def _keys(stream, count):
     out = []
     for sample in stream:
-        out.append((sample["reader"], sample["position"], float(sample["image"].sum())))
+        out.append((sample["reader"], sample["position"], float(sample["pixels"].sum())))
         if len(out) == count:
             return out
     return out
@@ -41,7 +41,7 @@ def _keys(stream, count):
 
 def test_shards_train_and_report_bad_members(tmp_path):
     pattern = _write_shards(tmp_path / "shards")
-    datamodule = ImageDataModule(path=pattern, resolution=32, batch_size=2, val_size=1, num_workers=0, shuffle_buffer=4, bad_fraction_min_samples=10_000)
+    datamodule = SampleDataModule(path=pattern, resolution=32, batch_size=2, val_size=1, num_workers=0, shuffle_buffer=4, bad_fraction_min_samples=10_000)
     assert datamodule.source.spec.kind == "webdataset"
     module = tiny_module()
     tiny_trainer(max_steps=8, limit_val_batches=2, val_check_interval=4, check_val_every_n_epoch=None).fit(module, datamodule)
@@ -83,22 +83,22 @@ def test_resume_restarts_at_the_recorded_shard(tmp_path):
 
 def test_missing_shards_fail_naming_one(tmp_path):
     with pytest.raises(ConfigError, match="4 shards do not exist, e.g. .*shard-00000.tar"):
-        ImageDataModule(path=str(tmp_path / "shard-{00000..00003}.tar"), num_workers=0).prepare_split()
+        SampleDataModule(path=str(tmp_path / "shard-{00000..00003}.tar"), num_workers=0).prepare_split()
 
 
 def test_buckets_with_shards_fail_when_the_data_module_is_made(tmp_path):
     """Shards cannot be bucketed (sizes are unknown before reading): one line, before any training."""
     pattern = _write_shards(tmp_path / "shards", shards=2, bad_in_first=False)
     with pytest.raises(ConfigError, match="data.buckets: not supported for webdataset"):
-        ImageDataModule(path=pattern, buckets=[[32, 32], [32, 48]], num_workers=0)
+        SampleDataModule(path=pattern, buckets=[[32, 32], [32, 48]], num_workers=0)
 
 
-def test_evaluation_images_read_shards_in_order(tmp_path):
-    from vaetrain.data import ImageSet, SourceSpec, evaluation_images
+def test_evaluation_samples_read_shards_in_order(tmp_path):
+    from vaetrain.data import SampleSet, SourceSpec, evaluation_samples
 
     pattern = _write_shards(tmp_path / "shards", shards=3, bad_in_first=True)
-    loader = evaluation_images(ImageSet(SourceSpec(path=pattern), resolution=32), part="all", batch_size=4)
+    loader = evaluation_samples(SampleSet(SourceSpec(path=pattern), resolution=32), part="all", batch_size=4)
     batches = list(loader)
-    assert sum(len(b["image"]) for b in batches) == 14  # 15 members, one not an image
+    assert sum(len(b["pixels"]) for b in batches) == 14  # 15 members, one not an image
     assert [name for b in batches for name, _ in b["bad"]] == [f"{tmp_path}/shards/shard-00000.tar:s0_002"]
-    assert all(b["image"].shape[1:] == (3, 32, 32) for b in batches)
+    assert all(b["pixels"].shape[1:] == (3, 32, 32) for b in batches)

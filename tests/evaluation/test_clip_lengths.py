@@ -10,7 +10,7 @@ from vaetrain.checkpoints import load_checkpoint
 from vaetrain.checkpoints.references import trained_clip_length
 from vaetrain.checkpoints.schema import RunRecord
 from vaetrain.cli import main
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.errors import LongerThanTrained
 from vaetrain.plan import longest_clip
 
@@ -33,7 +33,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("clip-lengths")
     videos = root / "videos"
     write_camera_videos_of_samples(videos, 3, frames=9, size=16)
-    data = ImageDataModule(path=str(videos), frames=5, resolution=16, batch_size=2, val_size=1, num_workers=0, seed=0)
+    data = SampleDataModule(path=str(videos), frames=5, resolution=16, batch_size=2, val_size=1, num_workers=0, seed=0)
     fit_with_checkpoints(root / "run", tiny_module(autoencoder=TINY_WAN), data, 1, every=1)
     return root / "run" / "last.ckpt", videos
 

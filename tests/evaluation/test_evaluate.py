@@ -12,10 +12,10 @@ from PIL import Image
 from tests.conftest import TINY_AUTOENCODER
 from vaetrain.checkpoints.schema import autoencoder_from_checkpoint
 from vaetrain.cli import main
-from vaetrain.data import ImageSet, SourceSpec, evaluation_images, images_of
+from vaetrain.data import SampleSet, SourceSpec, evaluation_samples, pixels_of
 from vaetrain.evaluation import measure_latent_statistics, reconstruct
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate
-from vaetrain.evaluation.networks import build_inception
+from vaetrain.evaluation.metric_networks import build_inception
 from vaetrain.evaluation.results import RESULT_KEYS
 from vaetrain.models import AutoencoderConfig, build_autoencoder
 
@@ -38,8 +38,8 @@ def models(tmp_path):
     return [save_model(tmp_path / "model_a", 0), save_model(tmp_path / "model_b", 1)]
 
 
-def eval_data(folder, resolution=32) -> ImageSet:
-    return ImageSet(SourceSpec(path=str(folder)), resolution=resolution)
+def eval_data(folder, resolution=32) -> SampleSet:
+    return SampleSet(SourceSpec(path=str(folder)), resolution=resolution)
 
 
 def test_eval_writes_every_metric_for_every_model(tmp_path, models, image_folder, random_lpips, inception):
@@ -65,7 +65,7 @@ def test_eval_figures_match_direct_computations(tmp_path, models, image_folder):
     data = eval_data(image_folder)
     [result] = evaluate(models[:1], data, EvalOptions(batch_size=4, metrics=("psnr",)), tmp_path / "out")
     model = AutoencoderKL.from_pretrained(models[0]).eval()
-    images = torch.cat([images_of(b) for b in evaluation_images(data, batch_size=4)])
+    images = torch.cat([pixels_of(b) for b in evaluation_samples(data, batch_size=4)])
     reconstruction = reconstruct(model, images).clamp(-1, 1)
     mse = (((reconstruction + 1) / 2 - (images + 1) / 2) ** 2).flatten(1).mean(1)
     assert result.values["psnr"] == pytest.approx(float((10 * torch.log10(1 / mse)).mean()), abs=1e-4)
@@ -80,7 +80,7 @@ def test_eval_loads_a_training_checkpoint_itself(tmp_path, image_folder):
     """A vaetrain `.ckpt` path is evaluated as given (no loader passed in): its EMA weights, or with
     `use_ema=False` its trained weights, exactly as the checkpoint schema reads them."""
     data = eval_data(image_folder)
-    images = torch.cat([images_of(b) for b in evaluation_images(data, batch_size=4)])
+    images = torch.cat([pixels_of(b) for b in evaluation_samples(data, batch_size=4)])
     psnr = {}
     for use_ema in (True, False):
         options = EvalOptions(batch_size=4, metrics=("psnr",), use_ema=use_ema)

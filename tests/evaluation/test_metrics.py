@@ -8,7 +8,7 @@ from skimage.metrics import structural_similarity
 
 from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.evaluation import ReconstructionMetrics
-from vaetrain.evaluation.networks import build_inception
+from vaetrain.evaluation.metric_networks import build_inception
 
 
 def smooth_images(count: int, size: int, seed: int) -> torch.Tensor:

@@ -1,13 +1,14 @@
 """The diffusability probe: it tells easy latents from hard ones, and runs end to end from the command line."""
 
 import json
+import math
 
 import pytest
 import torch
 
 from tests.evaluation.test_evaluate import save_model
 from vaetrain.cli import main
-from vaetrain.evaluation.diffusability_probe import ProbeConfig, hard_version, train_probe
+from vaetrain.evaluation.diffusability_probe import ProbeConfig, train_probe
 
 
 def _smooth_latents(count: int = 256, seed: int = 0) -> torch.Tensor:
@@ -17,6 +18,17 @@ def _smooth_latents(count: int = 256, seed: int = 0) -> torch.Tensor:
     fields = torch.nn.functional.interpolate(coarse, size=(8, 8), mode="bilinear", align_corners=False)
     latents = torch.cat([fields, fields.flip(1) * 0.5 + 0.1 * torch.randn(count, 2, 8, 8, generator=generator)], dim=1)
     return (latents - latents.mean()) / latents.std()
+
+
+def hard_version(latents: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The same information made hard to model: a fixed random orthogonal mixing of all positions and
+    channels, plus high-frequency noise (a checkerboard of random signs) of the latents' own variance."""
+    generator = torch.Generator().manual_seed(seed)
+    dims = math.prod(latents.shape[1:])
+    mixing, _ = torch.linalg.qr(torch.randn(dims, dims, generator=generator))
+    mixed = (latents.flatten(1) @ mixing.to(latents)).view_as(latents)
+    signs = torch.randint(0, 2, latents.shape[1:], generator=generator).to(latents) * 2 - 1
+    return (mixed + latents.std() * signs * torch.randn(latents.shape, generator=generator).to(latents).abs()) / math.sqrt(2)
 
 
 @pytest.mark.slow  # 46 s here
@@ -55,7 +67,7 @@ def test_every_vae_is_standardised_alike_whatever_its_config_says(image_folder):
     from diffusers import AutoencoderKL
 
     from tests.conftest import tiny_autoencoder_config
-    from vaetrain.data import ImageSet, SourceSpec
+    from vaetrain.data import SampleSet, SourceSpec
     from vaetrain.evaluation.diffusability import encode
     from vaetrain.models import build_autoencoder
 
@@ -65,7 +77,7 @@ def test_every_vae_is_standardised_alike_whatever_its_config_says(image_folder):
     second.load_state_dict(first.state_dict())
     first.register_to_config(scaling_factor=0.18215, shift_factor=None)
     second.register_to_config(scaling_factor=1.0, latents_mean=[5.0, -5.0, 1.0, 0.0], latents_std=[0.1, 3.0, 1.0, 7.0])
-    images = ImageSet(SourceSpec(path=str(image_folder)), resolution=32)
+    images = SampleSet(SourceSpec(path=str(image_folder)), resolution=32)
     a, originals, _ = encode(first, images, None, torch.device("cpu"), seed=0)
     b, _, _ = encode(second.eval(), images, None, torch.device("cpu"), seed=0)
     torch.testing.assert_close(a, b)

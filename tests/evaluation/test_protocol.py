@@ -10,7 +10,7 @@ from PIL import Image
 
 from tests.conftest import TINY_AUTOENCODER
 from vaetrain.cli import main
-from vaetrain.data import ImageSet, SourceSpec, evaluation_images, images_of
+from vaetrain.data import SampleSet, SourceSpec, evaluation_samples, pixels_of
 from vaetrain.data.decoding.transforms import ADMCenterCrop
 from vaetrain.models import AutoencoderConfig, build_autoencoder
 
@@ -34,9 +34,9 @@ def test_adm_centre_crop_equals_guided_diffusions(size):
     assert cropped.shape == (64, 64, 3) and np.array_equal(cropped, adm_by_hand(image, 64))
 
 
-def test_evaluation_images_cut_by_the_protocol(image_folder):
-    images = ImageSet(SourceSpec(path=str(image_folder)), resolution=32, eval_crop="adm")
-    batch = images_of(next(iter(evaluation_images(images, batch_size=12, num_workers=0))))
+def test_evaluation_samples_cut_by_the_protocol(image_folder):
+    images = SampleSet(SourceSpec(path=str(image_folder)), resolution=32, eval_crop="adm")
+    batch = pixels_of(next(iter(evaluation_samples(images, batch_size=12, num_workers=0))))
     first = sorted(p for p in image_folder.rglob("*") if p.is_file())[0]
     expected = torch.from_numpy(adm_by_hand(Image.open(first).convert("RGB"), 32)).permute(2, 0, 1).float() / 127.5 - 1
     assert any(torch.allclose(image, expected, atol=1e-6) for image in batch)

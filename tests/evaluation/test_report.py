@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from tests.conftest import TINY_AUTOENCODER
-from vaetrain.data import ImageSet, SourceSpec
+from vaetrain.data import SampleSet, SourceSpec
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate
-from vaetrain.evaluation.networks import build_inception
+from vaetrain.evaluation.metric_networks import build_inception
 from vaetrain.evaluation.report import read_scalars
 from vaetrain.models import AutoencoderConfig, build_autoencoder
 
@@ -62,7 +62,7 @@ def find(template: np.ndarray, picture: np.ndarray, tolerance: float = 3.0) -> b
 def test_report_shows_the_table_and_the_images_in_chromium(tmp_path, image_folder, random_lpips):
     torch.manual_seed(0)
     build_autoencoder(AutoencoderConfig(**TINY_AUTOENCODER)).save_pretrained(tmp_path / "model")
-    data = ImageSet(SourceSpec(path=str(image_folder)), resolution=32)
+    data = SampleSet(SourceSpec(path=str(image_folder)), resolution=32)
     [result] = evaluate([str(tmp_path / "model")], data, EvalOptions(batch_size=4), tmp_path / "out", lpips=random_lpips, inception=build_inception("random"))
     pixels = screenshot(tmp_path / "out" / "report.html", tmp_path / "shot.png")
 

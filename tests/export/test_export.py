@@ -7,7 +7,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer
 from vaetrain.checkpoints.schema import autoencoder_from_checkpoint
-from vaetrain.data import ImageSet, SourceSpec, evaluation_images, images_of
+from vaetrain.data import SampleSet, SourceSpec, evaluation_samples, pixels_of
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation import measure_latent_statistics
 from vaetrain.export import export_checkpoint
@@ -23,7 +23,7 @@ def checkpoint(tmp_path, datamodule):
 
 def test_export_reloads_with_identical_outputs(tmp_path, checkpoint, image_folder):
     path, module = checkpoint
-    out = export_checkpoint(path, tmp_path / "exported", images=ImageSet(SourceSpec(path=str(image_folder)), resolution=32))
+    out = export_checkpoint(path, tmp_path / "exported", images=SampleSet(SourceSpec(path=str(image_folder)), resolution=32))
     reloaded = AutoencoderKL.from_pretrained(out).eval()
     source, _ = autoencoder_from_checkpoint(path)
     ema = module.ema.module.eval()
@@ -37,12 +37,12 @@ def test_export_reloads_with_identical_outputs(tmp_path, checkpoint, image_folde
 
 def test_export_writes_the_measured_latent_scale(tmp_path, checkpoint, datamodule, image_folder):
     path, _ = checkpoint
-    out = export_checkpoint(path, tmp_path / "exported", images=ImageSet(SourceSpec(path=str(image_folder)), resolution=32))
+    out = export_checkpoint(path, tmp_path / "exported", images=SampleSet(SourceSpec(path=str(image_folder)), resolution=32))
     config = json.loads((out / "config.json").read_text())
     statistics = json.loads((out / "latent_statistics.json").read_text())
     model, _ = autoencoder_from_checkpoint(path)
-    loader = evaluation_images(ImageSet(SourceSpec(path=str(image_folder)), resolution=32), max_images=256)
-    expected = measure_latent_statistics(model, (images_of(b) for b in loader))
+    loader = evaluation_samples(SampleSet(SourceSpec(path=str(image_folder)), resolution=32), max_images=256)
+    expected = measure_latent_statistics(model, (pixels_of(b) for b in loader))
     assert config["scaling_factor"] == pytest.approx(1 / expected.std) == pytest.approx(statistics["scaling_factor"])
     assert config["shift_factor"] == pytest.approx(expected.mean)
 
@@ -103,11 +103,11 @@ def test_each_pipeline_familys_own_formula_gives_unit_latents(tmp_path, checkpoi
     from vaetrain.models.latent_space import pipeline_normalize
 
     path, _ = checkpoint
-    images = ImageSet(SourceSpec(path=str(image_folder)), resolution=32)
+    images = SampleSet(SourceSpec(path=str(image_folder)), resolution=32)
     vae = AutoencoderKL.from_pretrained(export_checkpoint(path, tmp_path / convention, images=images, latents=convention)).eval()
     generator = torch.Generator().manual_seed(0)  # the statistics' own draws
     with torch.no_grad():
-        latents = torch.cat([vae.encode(images_of(b)).latent_dist.sample(generator=generator) for b in evaluation_images(images, max_images=256)])
+        latents = torch.cat([vae.encode(pixels_of(b)).latent_dist.sample(generator=generator) for b in evaluation_samples(images, max_images=256)])
     for formula in formulas:
         normalised = formula(vae, latents)
         dims = (0, 2, 3) if convention == "per_channel" else (0, 1, 2, 3)

@@ -16,7 +16,7 @@ from lightning.pytorch.strategies import DDPStrategy
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.conftest import tiny_module
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.export.callback import ExportDiffusers
 from vaetrain.models.quantizer import QuantizerConfig
 from vaetrain.training.callbacks import ReconstructionGrid
@@ -62,7 +62,7 @@ def main() -> None:
 
     L.seed_everything(0)
     micro_batch = args.micro_batch
-    datamodule = ImageDataModule(path=args.folder, resolution=32, batch_size=micro_batch, val_size=2, num_workers=0, crop="center_crop", flip=False)
+    datamodule = SampleDataModule(path=args.folder, resolution=32, batch_size=micro_batch, val_size=2, num_workers=0, crop="center_crop", flip=False)
     # Deterministic posterior (the mode): sampled noise depends on how a batch is split across processes.
     # lr 1e-4 (the default): Adam turns float rounding in near-zero gradients into lr-sized steps, so a
     # large test lr would measure rounding, not synchronisation.

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from tests.conftest import TINY_WAN, tiny_diffusers_kl, tiny_module, tiny_trainer, write_camera_videos_of_samples, write_images
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.losses.alignment import AlignmentConfig
 from vaetrain.losses.distillation import DistillationConfig
 from vaetrain.losses.equivariance import EquivarianceConfig
@@ -116,10 +116,10 @@ def _fingerprinted_run(tmp_path: Path, name: str) -> dict:
     recipe = RECIPES[name]
     if recipe.get("video"):
         write_camera_videos_of_samples(tmp_path / "data", 4)
-        data = ImageDataModule(path=str(tmp_path / "data"), frames=5, resolution=32, batch_size=2, val_size=0, num_workers=0, seed=0)
+        data = SampleDataModule(path=str(tmp_path / "data"), frames=5, resolution=32, batch_size=2, val_size=0, num_workers=0, seed=0)
     else:
         write_images(tmp_path / "data", 12)
-        data = ImageDataModule(path=str(tmp_path / "data"), resolution=32, batch_size=2, val_size=0, num_workers=0, seed=0)
+        data = SampleDataModule(path=str(tmp_path / "data"), resolution=32, batch_size=2, val_size=0, num_workers=0, seed=0)
     L.seed_everything(0)
     module = _module(recipe)
     trainer = tiny_trainer(tmp_path, max_steps=4)

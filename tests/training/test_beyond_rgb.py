@@ -14,11 +14,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer
 from vaetrain.checkpoints.references import recorded_pixel_format
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.data.decoding.pixels import PIXEL_FORMAT_FILE, PixelFormat
-from vaetrain.data.synthetic import write_multiband_tiffs
 from vaetrain.errors import ConfigError
 from vaetrain.export.diffusers_folder import export_checkpoint
+
+from fixtures.synthetic import write_multiband_tiffs
 
 SIX_BANDS = {"autoencoder": {"in_channels": 6, "out_channels": 6}, "loss": {"perceptual_channels": [[0, 1, 2], [3, 4, 5]], "disc_start_step": 1}}
 
@@ -30,8 +31,8 @@ def tiles(tmp_path_factory) -> Path:
     return folder
 
 
-def _data(folder: Path) -> ImageDataModule:
-    return ImageDataModule(
+def _data(folder: Path) -> SampleDataModule:
+    return SampleDataModule(
         path=str(folder), channels=6, bit_depth=16, normalization="percentile", resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0
     )
 
@@ -55,7 +56,7 @@ def test_six_band_tiffs_train_resume_export_and_reload_identically(tmp_path, til
         assert torch.equal(value, resumed.state_dict()[key]), key
     assert data.pixels.low is not None and resumed_data.pixels == data.pixels
     assert data.pixels.low[0] > 0 and data.pixels.high[0] < 65535  # measured, not the full 16-bit range
-    elsewhere = ImageDataModule(path=str(tiles), channels=6, bit_depth=16, normalization="percentile", percentiles=(0, 100))
+    elsewhere = SampleDataModule(path=str(tiles), channels=6, bit_depth=16, normalization="percentile", percentiles=(0, 100))
     elsewhere.prepare_split()
     assert elsewhere.pixels != data.pixels
     elsewhere.load_state_dict(data.state_dict())  # a resumed run normalises with the bounds it started with
@@ -67,7 +68,7 @@ def test_six_band_tiffs_train_resume_export_and_reload_identically(tmp_path, til
     assert recorded_pixel_format(out) == data.pixels == recorded_pixel_format(tmp_path / "resumed" / "last.ckpt")
     reloaded = AutoencoderKL.from_pretrained(out).eval()
     assert reloaded.config.in_channels == 6 and reloaded.config.out_channels == 6
-    images = next(iter(data.val_dataloader()))["image"]
+    images = next(iter(data.val_dataloader()))["pixels"]
     assert images.shape == (2, 6, 32, 32)
     with torch.no_grad():
         expected = resumed.eval()(images)

@@ -22,7 +22,7 @@ from vaetrain.checkpoints.schema import (
     load_checkpoint,
 )
 from vaetrain.cli import main
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.plan import StepCounters
 from vaetrain.training.memory_budget import MemoryBudget
 from vaetrain.training.memory_search import StepMeasurement
@@ -73,10 +73,11 @@ def test_a_checkpoint_of_the_previous_format_exports_and_resumes(tmp_path, image
 
     L.seed_everything(0)
     module = tiny_module(loss={"disc_start_step": 1}, ema={"decay": 0.5}, **V1_ARCHITECTURE)
-    datamodule = ImageDataModule(path=str(image_folder), resolution=32, batch_size=2, val_size=2, num_workers=0)
+    datamodule = SampleDataModule(path=str(image_folder), resolution=32, batch_size=2, val_size=2, num_workers=0)
     trainer = tiny_trainer(max_steps=5)
     trainer.fit(module, datamodule, ckpt_path=str(V1), weights_only=True)
     assert (trainer.global_step, module.counters.generator_steps, module.counters.samples_seen) == (5, 5, 10)
+    assert datamodule.tracker.seen == 6 + 2 * 2  # the data state it filed under the data module's former name, `ImageDataModule`
 
 
 def _run(root: Path, datamodule, *, budget: MemoryBudget | None = None, **module_settings):
@@ -107,7 +108,7 @@ def test_export_of_a_dataset_run_measures_on_its_own_training_images(tmp_path):
     pictures = [{"bytes": p.read_bytes(), "path": None} for p in sorted((tmp_path / "pngs").rglob("*.png"))]
     features = datasets.Features({"picture": datasets.Image()})
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"picture": pictures}, features=features)}).save_to_disk(str(tmp_path / "hf"))
-    datamodule = ImageDataModule(path=str(tmp_path / "hf"), image_column="picture", resolution=32, batch_size=2, val_size=1, num_workers=0)
+    datamodule = SampleDataModule(path=str(tmp_path / "hf"), image_column="picture", resolution=32, batch_size=2, val_size=1, num_workers=0)
     record = _run(tmp_path / "run", datamodule)
     assert record.data["source"]["kind"] == "hf" and record.data["source"]["image_column"] == "picture"
     assert main(["export", str(tmp_path / "run" / "last.ckpt"), str(tmp_path / "exported")]) == 0

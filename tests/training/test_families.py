@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_diffusers_kl, tiny_module, tiny_trainer
 from vaetrain.checkpoints.references import load_autoencoder
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.errors import ConfigError
 from vaetrain.export.diffusers_folder import export_model
 from vaetrain.export.model_card import CardFacts
@@ -51,8 +51,8 @@ DC = {
 CLASSES = {"tiny": AutoencoderTiny, "dc": AutoencoderDC}
 
 
-def _data(folder: Path) -> ImageDataModule:
-    return ImageDataModule(path=str(folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
+def _data(folder: Path) -> SampleDataModule:
+    return SampleDataModule(path=str(folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
 
 
 def _run(root: Path, folder: Path, settings: dict, max_steps: int, ckpt_path: str | None = None, **module_kwargs):

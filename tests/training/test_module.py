@@ -6,7 +6,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 
 
 class RecordSteps(L.Callback):
@@ -80,7 +80,7 @@ def test_decoder_only_finetune_keeps_encoder_fixed(datamodule):
     assert not torch.equal(decoder_before, _flat(module.autoencoder.decoder))
 
 
-def _run(root: Path, datamodule: ImageDataModule, max_steps: int, ckpt_path: str | None = None):
+def _run(root: Path, datamodule: SampleDataModule, max_steps: int, ckpt_path: str | None = None):
     L.seed_everything(0)
     module = tiny_module(loss={"disc_start_step": 2}, training={"accumulate_grad_batches": 2}, ema={"decay": 0.5})
     checkpoint = ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=1)
@@ -89,8 +89,8 @@ def _run(root: Path, datamodule: ImageDataModule, max_steps: int, ckpt_path: str
     return module, trainer
 
 
-def _fresh_datamodule(folder: Path) -> ImageDataModule:
-    return ImageDataModule(path=str(folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
+def _fresh_datamodule(folder: Path) -> SampleDataModule:
+    return SampleDataModule(path=str(folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
 
 
 def test_stopped_and_resumed_run_ends_with_the_same_state(tmp_path, image_folder):
@@ -173,7 +173,7 @@ def test_spectral_norm_advances_once_per_accumulated_batch(datamodule):
 
 @pytest.mark.slow  # 11 s of Inception on CPU; validation's other metrics are tested in the default suite
 def test_rfid_is_measured_on_every_nth_validation(datamodule):
-    from vaetrain.evaluation.networks import build_inception
+    from vaetrain.evaluation.metric_networks import build_inception
 
     module = tiny_module(validation={"rfid_every_n": 2}, inception=build_inception("random"))
     logged = []

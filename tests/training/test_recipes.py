@@ -10,7 +10,7 @@ from diffusers import AutoencoderKL
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import tiny_module, tiny_trainer
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.losses import PooledReconstruction
 from vaetrain.losses.alignment import AlignmentConfig
 from vaetrain.losses.equivariance import EquivarianceConfig
@@ -40,8 +40,8 @@ SETTINGS = {
 }
 
 
-def _data(folder: Path) -> ImageDataModule:
-    return ImageDataModule(path=str(folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
+def _data(folder: Path) -> SampleDataModule:
+    return SampleDataModule(path=str(folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
 
 
 def _run(root: Path, folder: Path, settings: dict, max_steps: int, ckpt_path: str | None = None):

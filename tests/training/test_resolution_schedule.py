@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from tests.conftest import tiny_module, tiny_trainer
 from tests.training.memory_readers import InputSizeReader
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.data.streams.decoded import collate_samples
 from vaetrain.data.streams.schedule import PhasedStream, schedule_phases
 from vaetrain.errors import ConfigError
@@ -28,8 +28,8 @@ class Shapes(L.Callback):
         self.seen.append((module.counters.generator_steps, batch.shape[0], batch.shape[-1]))
 
 
-def _data(folder: Path, **kwargs) -> ImageDataModule:
-    return ImageDataModule(path=str(folder), resolution=16, resolution_schedule=SCHEDULE, batch_size=2, val_size=2, num_workers=0, seed=0, **kwargs)
+def _data(folder: Path, **kwargs) -> SampleDataModule:
+    return SampleDataModule(path=str(folder), resolution=16, resolution_schedule=SCHEDULE, batch_size=2, val_size=2, num_workers=0, seed=0, **kwargs)
 
 
 def _run(root: Path, folder: Path, max_steps: int, ckpt_path: str | None = None, callbacks=(), training: dict | None = None):
@@ -67,7 +67,7 @@ def test_a_sample_depends_on_its_global_position_alone_whatever_the_micro_batch_
 
     def images(dataset, count, workers=0):
         loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=collate_samples)
-        return [batch["image"] for batch, _ in zip(loader, range(count))]
+        return [batch["pixels"] for batch, _ in zip(loader, range(count))]
 
     twos = images(stream([2, 2]), 10)
     assert [b.shape[-1] for b in twos] == [16] * 6 + [32] * 4  # 3 steps x 4 images at 16 px, then 32 px
@@ -82,9 +82,9 @@ def test_bad_schedules_are_one_line_errors(image_folder, tmp_path):
     with pytest.raises(ConfigError, match="steps must increase"):
         _data(image_folder).__class__(path=str(image_folder), resolution_schedule=[[5, 32], [5, 64]])
     with pytest.raises(ConfigError, match="resolution_schedule \\(step 3\\)=33 is not divisible"):
-        ImageDataModule(path=str(image_folder), resolution=16, resolution_schedule=[[3, 33]]).check_resolution(2)
+        SampleDataModule(path=str(image_folder), resolution=16, resolution_schedule=[[3, 33]]).check_resolution(2)
     with pytest.raises(ConfigError, match="not buckets, not shards"):
-        ImageDataModule(path=str(image_folder), resolution=16, resolution_schedule=SCHEDULE, buckets=[[16, 16]])
+        SampleDataModule(path=str(image_folder), resolution=16, resolution_schedule=SCHEDULE, buckets=[[16, 16]])
 
 
 def test_the_memory_budget_plans_every_phase_and_applies_each_at_its_change(tmp_path, image_folder):

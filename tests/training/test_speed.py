@@ -65,7 +65,7 @@ class PlainDiscriminatorLoss(L.Callback):
 
     @torch.no_grad()
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        images = batch["image"] if isinstance(batch, dict) else batch
+        images = batch["pixels"] if isinstance(batch, dict) else batch
         rng = torch.get_rng_state()
         autoencoder, discriminator = copy.deepcopy(module.autoencoder), copy.deepcopy(module.discriminator)
         posterior = autoencoder.encode(images).latent_dist

@@ -11,7 +11,7 @@ from diffusers import AutoencoderKLHunyuanVideo, AutoencoderKLWan
 
 from tests.conftest import TINY_HUNYUAN, TINY_WAN, fit_with_checkpoints, tiny_module, tiny_trainer
 from vaetrain.cli import main
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.data.decoding.video import read_video
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metrics import ReconstructionMetrics, flicker
@@ -25,8 +25,8 @@ from vaetrain.models.last_layers import LastLayerInput
 from vaetrain.models.latent_space import pipeline_normalize
 
 
-def _data(folder: Path, frames: int = 5) -> ImageDataModule:
-    return ImageDataModule(path=str(folder), frames=frames, resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
+def _data(folder: Path, frames: int = 5) -> SampleDataModule:
+    return SampleDataModule(path=str(folder), frames=frames, resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
 
 
 FAMILIES = {"wan": (TINY_WAN, AutoencoderKLWan), "hunyuan": (TINY_HUNYUAN, AutoencoderKLHunyuanVideo)}
@@ -72,7 +72,7 @@ def test_exported_latents_are_standardised_by_wans_own_formula(tmp_path, video_f
     folder = export_model(model, tmp_path / "export", data.describe(), part="all", facts=CardFacts(settings={"autoencoder": {}, "loss": {}}))
     reloaded = AutoencoderKLWan.from_pretrained(folder).eval()
     data.prepare_split()
-    clips = torch.stack([s["image"] for s in data.samples("all", train=False)])
+    clips = torch.stack([s["pixels"] for s in data.samples("all", train=False)])
     torch.manual_seed(1)
     with torch.no_grad():
         z = reloaded.encode(clips).latent_dist.sample()
@@ -123,7 +123,7 @@ def test_clips_and_families_must_agree(tmp_path, video_folder, image_folder):
     with pytest.raises(ConfigError, match="1 \\+ 4k frames"):
         trainer.fit(tiny_module(autoencoder=TINY_WAN), _data(video_folder, frames=6))
     with pytest.raises(ConfigError, match="trains on clips"):
-        trainer.fit(tiny_module(autoencoder=TINY_WAN), ImageDataModule(path=str(image_folder), resolution=32, batch_size=2, num_workers=0))
+        trainer.fit(tiny_module(autoencoder=TINY_WAN), SampleDataModule(path=str(image_folder), resolution=32, batch_size=2, num_workers=0))
     with pytest.raises(ConfigError, match="reads images"):
         trainer.fit(tiny_module(), _data(video_folder))
 
@@ -228,8 +228,9 @@ def test_training_on_a_folder_with_bad_videos_counts_each_and_goes_on(tmp_path, 
     from PIL import Image
 
     from vaetrain.data import sample_images_dir
-    from vaetrain.data.camera_clips import camera_frames
     from vaetrain.data.decoding.video import write_video
+
+    from fixtures.camera_clips import camera_frames
 
     good = sorted(video_folder.glob("*.mp4"))
     (video_folder / "empty.mp4").write_bytes(b"")
@@ -239,7 +240,7 @@ def test_training_on_a_folder_with_bad_videos_counts_each_and_goes_on(tmp_path, 
     write_video(video_folder / "short.mp4", frames[:3])
     write_video(video_folder / "lossless.mkv", frames, codec="ffv1")
     write_video(video_folder / "animated.gif", frames)
-    data = ImageDataModule(path=str(video_folder), frames=5, resolution=32, batch_size=2, val_size=0, num_workers=0, max_bad_fraction=0.5)
+    data = SampleDataModule(path=str(video_folder), frames=5, resolution=32, batch_size=2, val_size=0, num_workers=0, max_bad_fraction=0.5)
     module = tiny_module(autoencoder=TINY_WAN)
     tiny_trainer(tmp_path, max_steps=12).fit(module, data)
     assert module.counters.generator_steps == 12 and data.tracker.seen == 24 + data.tracker.bad
@@ -255,13 +256,13 @@ def test_joint_image_and_video_training_mixes_one_frame_clips_and_resumes_exactl
 
     assert [is_image_batch(n, 0.25) for n in range(8)] == [False, False, False, True] * 2 and image_batches_before(8, 0.25) == 2
 
-    def data() -> ImageDataModule:
-        return ImageDataModule(
+    def data() -> SampleDataModule:
+        return SampleDataModule(
             path=str(video_folder), frames=5, image_path=str(image_folder), image_ratio=0.5, resolution=32, batch_size=2, val_size=2, num_workers=0
         )
 
     loader = iter(data().train_dataloader())
-    shapes = [tuple(next(loader)["image"].shape) for _ in range(4)]
+    shapes = [tuple(next(loader)["pixels"].shape) for _ in range(4)]
     assert shapes == [(2, 3, 5, 32, 32), (2, 3, 1, 32, 32)] * 2
 
     def run(root: Path, max_steps: int, ckpt_path: str | None = None):
@@ -275,7 +276,7 @@ def test_joint_image_and_video_training_mixes_one_frame_clips_and_resumes_exactl
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
     with pytest.raises(ConfigError, match="together"):
-        ImageDataModule(path=str(video_folder), frames=5, image_ratio=0.5, num_workers=0)
+        SampleDataModule(path=str(video_folder), frames=5, image_ratio=0.5, num_workers=0)
 
 
 @pytest.mark.slow  # 8 s; the probe's own tests are in tests/evaluation
@@ -290,7 +291,7 @@ def test_the_probe_reads_video_latents_frame_by_frame(tmp_path, video_folder):
 
 
 def test_rfvd_of_clips_against_themselves_is_zero_and_grows_with_their_error():
-    from vaetrain.evaluation.networks import build_video_features
+    from vaetrain.evaluation.metric_networks import build_video_features
 
     torch.manual_seed(0)
     clips, noise = torch.rand(6, 3, 5, 32, 32) * 2 - 1, torch.rand(6, 3, 5, 32, 32) * 2 - 1
@@ -316,14 +317,14 @@ def test_joint_trainings_images_and_frame_folders_are_read_with_the_data_setting
         Image.new("RGBA", (40, 40), (200, 30, 30, 0)).save(tmp_path / "images" / f"{i}.png")
     for i in range(5):
         Image.new("RGBA", (40, 40), (200, 30, 30, 0)).save(tmp_path / "frames" / "shot" / f"{i:03d}.png")
-    mixed = ImageDataModule(
+    mixed = SampleDataModule(
         path=str(video_folder), frames=5, image_path=str(tmp_path / "images"), image_ratio=0.5, resolution=32, batch_size=2, background=(0, 0, 0), num_workers=0
     )
-    image_batch = [b["image"] for _, b in zip(range(2), mixed.train_dataloader())][1]
+    image_batch = [b["pixels"] for _, b in zip(range(2), mixed.train_dataloader())][1]
     assert image_batch.shape == (2, 3, 1, 32, 32) and torch.all(image_batch == -1)
-    frames = ImageDataModule(path=str(tmp_path / "frames"), frames=5, resolution=32, batch_size=1, val_size=0, background=(0, 0, 0), num_workers=0)
+    frames = SampleDataModule(path=str(tmp_path / "frames"), frames=5, resolution=32, batch_size=1, val_size=0, background=(0, 0, 0), num_workers=0)
     frames.prepare_split()
-    assert torch.all(next(iter(frames.samples("all", train=False)))["image"] == -1)
+    assert torch.all(next(iter(frames.samples("all", train=False)))["pixels"] == -1)
 
 
 def test_rfvd_asked_of_images_is_refused_in_one_line(tmp_path, image_folder, capsys):

@@ -9,7 +9,7 @@ import torch
 from diffusers import VQModel
 
 from tests.conftest import fit_with_checkpoints, tiny_module
-from vaetrain.data import ImageDataModule
+from vaetrain.data import SampleDataModule
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metrics import CodebookUsage
 from vaetrain.export.diffusers_folder import export_model
@@ -32,8 +32,8 @@ def _module(quantizer: QuantizerConfig, **loss):
     return tiny_module(autoencoder={"family": "vq", "quantizer": quantizer}, loss={"disc_start_step": 1} | loss)
 
 
-def _data(folder: Path) -> ImageDataModule:
-    return ImageDataModule(path=str(folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
+def _data(folder: Path) -> SampleDataModule:
+    return SampleDataModule(path=str(folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
 
 
 def _run(root: Path, folder: Path, quantizer: QuantizerConfig, max_steps: int, ckpt_path: str | None = None):

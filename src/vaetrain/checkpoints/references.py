@@ -11,7 +11,7 @@ from torch import nn
 from vaetrain.checkpoints.ldm import ldm_to_diffusers, read_ldm_state_dict
 from vaetrain.checkpoints.schema import RunRecord, autoencoder_from_checkpoint, is_vaetrain_checkpoint, load_checkpoint
 from vaetrain.data.decoding.pixels import PixelFormat, read_pixel_format
-from vaetrain.data.image_sets import ImageSet
+from vaetrain.data.sample_sets import SampleSet
 from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError
 from vaetrain.models.autoencoder import load_pretrained_autoencoder
@@ -51,7 +51,7 @@ def load_autoencoder(reference: str | Path, *, use_ema: bool = True) -> nn.Modul
         raise ConfigError(f"model '{reference}': cannot load from the Hub ({type(error).__name__}: {error})") from error
 
 
-def held_out_images(reference: str | Path) -> tuple[ImageSet, Part, RunRecord]:
+def held_out_images(reference: str | Path) -> tuple[SampleSet, Part, RunRecord]:
     """The images a training run held out (its validation images, never trained on), as its checkpoint
     records them, with the part of their source and the record."""
     path = Path(reference).expanduser()
@@ -81,6 +81,6 @@ def recorded_pixel_format(reference: str | Path) -> PixelFormat | None:
     if path.is_dir():
         return read_pixel_format(path)
     if path.suffix == ".ckpt" and path.is_file() and is_vaetrain_checkpoint(path):
-        images = load_checkpoint(path)[1].image_set()
+        images = load_checkpoint(path)[1].sample_set()
         return images.pixels if images is not None else None
     return None

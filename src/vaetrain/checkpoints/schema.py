@@ -4,7 +4,7 @@ Only this file reads or writes the `vaetrain` section and knows the state-dict n
 EMA autoencoders; training (which builds the record from its module: `training.checkpoint.record_of`),
 evaluation, `export` and the command line go through it. It reads no training code, so anything that only
 reads checkpoints can.
-Format 2 records the training data as an `ImageSet` (any source kind, so `vaetrain export` measures
+Format 2 records the training data as a `SampleSet` (any source kind, so `vaetrain export` measures
 latent statistics on the same images) and the run's plan (micro-batch, accumulation, checkpointing) apart
 from the configs, which are stored as given. Format 1 checkpoints (before this schema) still load.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaetrain.data.image_sets import ImageSet
+from vaetrain.data.sample_sets import SampleSet
 from vaetrain.errors import ConfigError
 from vaetrain.models.autoencoder import autoencoder_from_state, with_deterministic_posterior
 from vaetrain.plan import StepCounters, longest_clip
@@ -40,7 +40,7 @@ class RunRecord:
     settings: dict[str, Any] = field(default_factory=dict)
     """The module's config blocks as given (autoencoder, discriminator, loss, optimizer, ema, training, speed)."""
     data: dict[str, Any] = field(default_factory=dict)
-    """`ImageSet.as_dict()` of the training data; empty when trained without a data module."""
+    """`SampleSet.as_dict()` of the training data; empty when trained without a data module."""
     plan: dict[str, Any] = field(default_factory=dict)
     """Run-time decisions: micro_batch, accumulate, gradient_checkpointing, processes, memory (a plan's figures),
     longest_clip (the most frames of any training clip; None: images)."""
@@ -69,9 +69,9 @@ class RunRecord:
             counters, section["autoencoder_config"], section.get("settings", {}), section.get("data", {}), section.get("plan", {}), section.get("rng"), version
         )
 
-    def image_set(self) -> ImageSet | None:
+    def sample_set(self) -> SampleSet | None:
         """The training data, as evaluation reads it; None when the run recorded none."""
-        return ImageSet.from_dict(self.data) if self.data else None
+        return SampleSet.from_dict(self.data) if self.data else None
 
     def longest_clip(self) -> int | None:
         """The most frames of any clip the run trained on: the plan's `longest_clip`, or for checkpoints written
@@ -81,10 +81,10 @@ class RunRecord:
         clip = self.data.get("clip") or {}
         return longest_clip(clip.get("frames"))
 
-    def validation_images(self) -> tuple[ImageSet, str] | None:
+    def validation_images(self) -> tuple[SampleSet, str] | None:
         """The validation images and which part of them (format 2; None before)."""
         validation = self.data.get("validation")
-        return (ImageSet.from_dict(validation), validation.get("part", "all")) if validation else None
+        return (SampleSet.from_dict(validation), validation.get("part", "all")) if validation else None
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], RunRecord]:

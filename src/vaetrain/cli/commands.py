@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vaetrain.checkpoints.references import check_model_reference, held_out_images, load_autoencoder, recorded_pixel_format, trained_clip_length
-from vaetrain.cli.options import MODEL_HELP, data_loading, image_options, image_set, probe, probe_options, resolve_precision, tiling_options
+from vaetrain.cli.options import MODEL_HELP, data_loading, image_options, probe, probe_options, resolve_precision, sample_set, tiling_options
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate, run_dir_of
 from vaetrain.evaluation.protocol import PROTOCOLS
@@ -64,7 +64,7 @@ def run_eval(argv: list[str]) -> int:
         )
     if args.fid_reference and protocol is None:
         raise ConfigError("eval: --fid-reference goes with --protocol (the statistics are only reusable under one protocol)")
-    images = image_set(args, 256 if args.data_resolution is None else args.data_resolution, args.models)
+    images = sample_set(args, 256 if args.data_resolution is None else args.data_resolution, args.models)
     if protocol is not None and images is not None:
         images = replace(images, resolution=protocol.resolution, eval_crop=protocol.eval_crop)
         args.metrics = ",".join(protocol.metrics)
@@ -129,7 +129,7 @@ def run_probe(argv: list[str]) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-ema", action="store_true", help="a checkpoint's trained weights instead of its EMA")
     args = parser.parse_args(argv)
-    images = image_set(args, 256 if args.data_resolution is None else args.data_resolution, args.models)
+    images = sample_set(args, 256 if args.data_resolution is None else args.data_resolution, args.models)
     if images is None:
         raise ConfigError("probe: --data.path is required (the images to encode)")
     rows = probe(args, images)
@@ -183,7 +183,7 @@ def run_export(argv: list[str]) -> int:
     parser.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to this Hugging Face model repo (owner/name)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     args = parser.parse_args(argv)
-    images = image_set(args, args.data_resolution or 256)
+    images = sample_set(args, args.data_resolution or 256)
     out = export_checkpoint(
         args.checkpoint,
         args.out,

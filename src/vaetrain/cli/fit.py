@@ -10,7 +10,7 @@ from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from vaetrain.cli.quiet import quiet
-from vaetrain.data.datamodule import ImageDataModule
+from vaetrain.data.datamodule import SampleDataModule
 from vaetrain.errors import ConfigError
 from vaetrain.export.callback import ExportDiffusers
 from vaetrain.training.callbacks import Preemption, ReconstructionGrid, RunCheckpoint
@@ -138,10 +138,10 @@ class _ModelAndData(VaetrainCLI):
         return None
 
 
-def model_and_data(args: list[str]) -> tuple[AutoencoderModule, ImageDataModule, dict]:
+def model_and_data(args: list[str]) -> tuple[AutoencoderModule, SampleDataModule, dict]:
     """(module, data module, the trainer block as a dict) of `vaetrain fit ARGS` without the subcommand,
     e.g. `["--config", "configs/tiny.yaml", "--data.resolution", "64"]`."""
-    cli = _ModelAndData(AutoencoderModule, ImageDataModule, args=args, run=False, auto_configure_optimizers=False, parser_class=OneLineErrors)
+    cli = _ModelAndData(AutoencoderModule, SampleDataModule, args=args, run=False, auto_configure_optimizers=False, parser_class=OneLineErrors)
     return cli.model, cli.datamodule, cli.config.trainer.as_dict()
 
 
@@ -149,6 +149,6 @@ def run_lightning(args: list[str] | None) -> int:
     """`args` None: the process's own arguments (`vaetrain fit ...`)."""
     quiet()
     VaetrainCLI(
-        AutoencoderModule, ImageDataModule, args=args, save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False, parser_class=OneLineErrors
+        AutoencoderModule, SampleDataModule, args=args, save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False, parser_class=OneLineErrors
     )
     return 0

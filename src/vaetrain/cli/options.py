@@ -17,10 +17,10 @@ import sys
 from typing import get_args
 
 from vaetrain.checkpoints.references import check_model_reference, recorded_pixel_format
-from vaetrain.data.datamodule import ImageDataModule
+from vaetrain.data.datamodule import SampleDataModule
 from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.data.decoding.video import clip_spec
-from vaetrain.data.image_sets import ImageSet, Loading, open_source
+from vaetrain.data.sample_sets import Loading, SampleSet, open_source
 from vaetrain.data.sources.spec import SourceKind, SourceSpec
 from vaetrain.evaluation.diffusability import run_probe as probe_models
 from vaetrain.evaluation.diffusability_probe import SIZES, ProbeConfig
@@ -46,8 +46,8 @@ module's signature (defaults) and its docstring (help)."""
 
 
 def image_options(parser: argparse.ArgumentParser, *, path_help: str, resolution_help: str, max_images: int | None) -> None:
-    parameters = inspect.signature(ImageDataModule.__init__).parameters
-    helps = dict(re.findall(r"^\s+(\w+): (.+)$", ImageDataModule.__doc__.split("Args:")[1], flags=re.M))
+    parameters = inspect.signature(SampleDataModule.__init__).parameters
+    helps = dict(re.findall(r"^\s+(\w+): (.+)$", SampleDataModule.__doc__.split("Args:")[1], flags=re.M))
     group = parser.add_argument_group("images (the keys of `vaetrain fit`'s data block, with its defaults)")
     for key in IMAGE_KEYS:
         kinds = {"resolution": resolution_option, "batch_size": int, "num_workers": int, "frames": int, "frame_stride": int}
@@ -69,7 +69,7 @@ def data_loading(args: argparse.Namespace) -> Loading:
     return Loading(args.data_batch_size, args.data_num_workers)
 
 
-def image_set(args: argparse.Namespace, resolution: int | str, models: list[str] = ()) -> ImageSet | None:
+def sample_set(args: argparse.Namespace, resolution: int | str, models: list[str] = ()) -> SampleSet | None:
     """The images named on the command line, read as the first of `models` that records how (its pixel
     format: channels, bit depth, normalisation), else as 8-bit RGB. The models and the images are checked
     first, in one line each, before any network loads."""
@@ -81,7 +81,7 @@ def image_set(args: argparse.Namespace, resolution: int | str, models: list[str]
     spec = SourceSpec(args.data_path, args.data_source, args.data_split, args.data_image_column, args.data_file_list, videos=clip is not None)
     pixels = next((p for p in map(recorded_pixel_format, models) if p is not None), PixelFormat())
     open_source(spec).prepare()  # a missing folder, shard or split is a one-line error here
-    return ImageSet(spec, resolution=resolution, pixels=pixels, clip=clip)
+    return SampleSet(spec, resolution=resolution, pixels=pixels, clip=clip)
 
 
 def tiling_options(parser: argparse.ArgumentParser) -> None:
@@ -138,7 +138,7 @@ def probe(args: argparse.Namespace, images) -> list[dict]:
 
 def probe_inception(backbones: str):
     from vaetrain.errors import PretrainedWeightsUnavailable
-    from vaetrain.evaluation.networks import build_inception
+    from vaetrain.evaluation.metric_networks import build_inception
 
     try:
         return build_inception(backbones)

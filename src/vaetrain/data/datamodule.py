@@ -1,7 +1,7 @@
 """The LightningDataModule: one config block (`data.*`) for where images come from and how they are cut.
 
-It composes an `ImageSource` (which reads the collection: records or shards), the decoders (which cut
-images), the bad-file tracker (which counts) and `image_loader` (which batches); it never asks which kind
+It composes a `SampleSource` (which reads the collection: records or shards), the decoders (which cut
+images), the bad-file tracker (which counts) and `sample_loader` (which batches); it never asks which kind
 of source it has.
 """
 
@@ -19,8 +19,8 @@ from vaetrain.data.decoding.pixels import Normalization, PixelFormat, measure_bo
 from vaetrain.data.decoding.samples import SampleDecoder, build_decoder, raw_decoder
 from vaetrain.data.decoding.transforms import CropPolicy, bucket_transform
 from vaetrain.data.decoding.video import ClipDecoder, check_video_settings, clip_spec
-from vaetrain.data.image_sets import DEFAULT_BATCH_SIZE, ImageSet, default_num_workers, image_loader, open_source
 from vaetrain.data.quality import BadFileTracker
+from vaetrain.data.sample_sets import DEFAULT_BATCH_SIZE, SampleSet, default_num_workers, open_source, sample_loader
 from vaetrain.data.sources.spec import Part, SourceKind, SourceSpec, StreamLayout
 from vaetrain.data.streams.buckets import check_crop_settings
 from vaetrain.data.streams.decoded import first_usable
@@ -30,7 +30,7 @@ from vaetrain.errors import ConfigError
 from vaetrain.plan import RunPlan
 
 
-class ImageDataModule(L.LightningDataModule):
+class SampleDataModule(L.LightningDataModule):
     """Images (or, with `frames`, video clips) from a folder, a Hugging Face dataset, WebDataset shards, or the
     bundled samples when `path` is None, cut into an endless, resumable training stream and a fixed
     validation part. Bad files are replaced by the next record and counted (`data/*` metrics); the pixel
@@ -146,14 +146,14 @@ class ImageDataModule(L.LightningDataModule):
         self.tracker = BadFileTracker(max_bad_fraction, bad_fraction_min_samples)
         self._validation_checked = False  # validation images decoded once at start-up, bad ones left out
 
-    def describe(self) -> ImageSet:
+    def describe(self) -> SampleSet:
         """What a checkpoint records of this data: the source and how evaluation decodes it."""
-        return ImageSet(self.source.spec, self.resolution, self.background, self.max_image_pixels, self.pixels, clip=self.clip)
+        return SampleSet(self.source.spec, self.resolution, self.background, self.max_image_pixels, self.pixels, clip=self.clip)
 
-    def describe_validation(self) -> tuple[ImageSet, str]:
+    def describe_validation(self) -> tuple[SampleSet, str]:
         """The validation images as evaluation reads them, and which part of their source."""
         spec, part = (self.val_source.spec, "all") if self.val_source is not None else (self.source.spec, "val")
-        return ImageSet(spec, self.resolution, self.background, self.max_image_pixels, self.pixels, clip=self.clip), part
+        return SampleSet(spec, self.resolution, self.background, self.max_image_pixels, self.pixels, clip=self.clip), part
 
     def phases(self) -> list[Phase]:
         """The training phases: `resolution` from step 0, then each `resolution_schedule` entry."""
@@ -179,7 +179,7 @@ class ImageDataModule(L.LightningDataModule):
                 source.prepare()
         if not self.pixels.measured:  # percentiles, on up to `normalization_images` evenly spaced training images
             raw = self.source.images("train", raw_decoder(self.decoder(train=False).options), max_items=self.normalization_images)
-            self.pixels = measure_bounds(self.pixels, (sample["image"] for sample in raw if sample["image"] is not None))
+            self.pixels = measure_bounds(self.pixels, (sample["pixels"] for sample in raw if sample["pixels"] is not None))
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_split()
@@ -211,24 +211,24 @@ class ImageDataModule(L.LightningDataModule):
         if self.resolution_schedule:  # G = phase 0's micro-batch x the plan's accumulation x processes
             accumulate = self.plan.accumulate if self.plan is not None else 1
             stream = phased_stream(self.source, lambda side: self.decoder(train=True, resolution=side), self.phases(), layout, accumulate)
-            return image_loader(stream, None, self.num_workers, self.prefetch_factor)
+            return sample_loader(stream, None, self.num_workers, self.prefetch_factor)
         stream = self.source.train_samples(self.decoder(train=True), layout, self._bucket_decoders())
         if self.image_source is not None:  # joint image + video training (`streams/mixed.py`)
             images = self.image_source.train_samples(self.decoder(train=True, images=True), layout)
-            return image_loader(MixedStream(stream, images, self.image_ratio, layout), None, self.num_workers, self.prefetch_factor)
-        return image_loader(stream, self.micro_batch, self.num_workers, self.prefetch_factor)
+            return sample_loader(MixedStream(stream, images, self.image_ratio, layout), None, self.num_workers, self.prefetch_factor)
+        return sample_loader(stream, self.micro_batch, self.num_workers, self.prefetch_factor)
 
     def val_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world_size()
         dataset = self.samples("val", train=False, rank=rank, world_size=world_size)
-        return image_loader(dataset, self.val_batch_size, self.num_workers, self.prefetch_factor)
+        return sample_loader(dataset, self.val_batch_size, self.num_workers, self.prefetch_factor)
 
     def fixed_images(self, count: int) -> torch.Tensor:
         """Center crops of the first `count` validation images (then training images if too few): the
         same inputs in every reconstruction grid."""
         images: list[torch.Tensor] = []
         for part in ("val", "train"):
-            images += [sample["image"] for sample in first_usable(self.samples(part, train=False), count - len(images))]
+            images += [sample["pixels"] for sample in first_usable(self.samples(part, train=False), count - len(images))]
         return torch.stack(images)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -237,7 +237,7 @@ class ImageDataModule(L.LightningDataModule):
         if not isinstance(batch, dict):
             return batch
         validating = self.trainer is not None and not self.trainer.training
-        return batch["image"] if validating else self.tracker.take(batch, self.source, self.trainer)
+        return batch["pixels"] if validating else self.tracker.take(batch, self.source, self.trainer)
 
     def state_dict(self) -> dict[str, Any]:
         return self.tracker.state_dict() | {"pixels": self.pixels.as_dict()} | self.source.state_dict()
@@ -247,6 +247,12 @@ class ImageDataModule(L.LightningDataModule):
         if "pixels" in state_dict:  # the bounds the run measured when it started, whatever the data holds now
             self.pixels = PixelFormat.from_dict(state_dict["pixels"])
         self.source.load_state_dict(state_dict)
+
+    def adopt_former_state(self, checkpoint: dict[str, Any]) -> None:
+        """Lightning files a data module's state under its class name: state that a checkpoint written before
+        the rename holds under `ImageDataModule` moves to this name before it is restored."""
+        if "ImageDataModule" in checkpoint:
+            checkpoint.setdefault(type(self).__qualname__, checkpoint.pop("ImageDataModule"))
 
     def _bucket_decoders(self):
         options = replace(self.decoder(train=True).options, min_short_side=None)

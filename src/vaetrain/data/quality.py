@@ -64,12 +64,12 @@ class BadFileTracker:
     def take(self, batch: dict, source, trainer) -> object:
         """A training batch's images, after counting what its loader skipped (raising past the threshold),
         telling the source what was read, and logging the counts now and then."""
-        self.update(len(batch["image"]) + len(batch["bad"]), batch["bad"], batch["small"])
+        self.update(len(batch["pixels"]) + len(batch["bad"]), batch["bad"], batch["small"])
         source.observe(batch)
         self.batches += 1
         if trainer is not None and (batch["bad"] or batch["small"] or self.batches % 50 == 0):
             self.log_to(trainer.loggers, trainer.global_step)
-        return batch["image"]
+        return batch["pixels"]
 
     def state_dict(self) -> dict[str, int]:
         return {"bad": self.bad, "seen": self.seen, "skipped_small": self.skipped_small}
@@ -100,7 +100,7 @@ def scan_usable(samples: Dataset | IterableDataset) -> tuple[list[int], list[tup
     decoded samples (`DecodedImages` without replacement, or a finite stream)."""
     usable, bad = [], []
     for position, sample in enumerate(iterate_samples(samples)):
-        if sample["image"] is not None:
+        if sample["pixels"] is not None:
             usable.append(position)
         else:
             bad += sample["bad"] or [(f"sample {position}", "smaller than the crop (data.small_images=skip)")]

@@ -16,7 +16,7 @@ from torchvision.utils import make_grid, save_image
 
 from vaetrain.checkpoints.references import load_autoencoder
 from vaetrain.data.decoding.pixels import PixelFormat
-from vaetrain.data.image_sets import ImageSet, Loading, evaluation_images, images_of
+from vaetrain.data.sample_sets import Loading, SampleSet, evaluation_samples, pixels_of
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.diffusability_probe import ProbeConfig, standardisation, train_probe
 from vaetrain.evaluation.metrics import fid_metric, to_uint8
@@ -31,7 +31,7 @@ PROBE_FILE = "probe.json"
 
 @torch.no_grad()
 def encode(
-    model, images: ImageSet, max_images: int | None, device: torch.device, seed: int, loading: Loading = Loading()
+    model, images: SampleSet, max_images: int | None, device: torch.device, seed: int, loading: Loading = Loading()
 ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
     """(latent samples standardised per channel by their own statistics, the images in [-1, 1], the
     (shift, scale, latent frames) that standardised them) of up to `max_images` images at a fixed size.
@@ -42,8 +42,8 @@ def encode(
         raise ConfigError("probe: --data.resolution must be a number of pixels (every latent needs the same shape)")
     generator = torch.Generator(device=device).manual_seed(seed)
     latents, originals = [], []
-    for batch in evaluation_images(images, part="all", max_images=max_images, **loading.of()):
-        pixels = images_of(batch).to(device)
+    for batch in evaluation_samples(images, part="all", max_images=max_images, **loading.of()):
+        pixels = pixels_of(batch).to(device)
         if len(pixels):
             latents.append(encode_latents(model, pixels).sample(generator=generator))
             originals.append(pixels.cpu())
@@ -79,7 +79,7 @@ def sample_fid(
 
 def run_probe(
     models: list[str],
-    images: ImageSet,
+    images: SampleSet,
     config: ProbeConfig,
     out_dir: str | Path,
     *,
@@ -129,7 +129,7 @@ def run_probe(
     return rows
 
 
-def _token_row(model, images: ImageSet, max_images: int | None, device, loading: Loading, config: TokenProbeConfig) -> dict:
+def _token_row(model, images: SampleSet, max_images: int | None, device, loading: Loading, config: TokenProbeConfig) -> dict:
     codebook = family_of(model).codebook(model)
     if codebook is None:
         return {"token_nll": None, "token_bits_per_image": None}

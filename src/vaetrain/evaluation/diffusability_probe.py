@@ -10,7 +10,6 @@ VAEs; lower means the latents are easier to model at this budget.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -159,14 +158,3 @@ def standardisation(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     flat = latents.double().transpose(0, 1).flatten(1)
     shift, std = flat.mean(dim=1), flat.std(dim=1, correction=0).clamp_min(1e-12)
     return shift.view(1, -1, 1, 1).to(latents.dtype), (1 / std).view(1, -1, 1, 1).to(latents.dtype)
-
-
-def hard_version(latents: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """The same information made hard to model: a fixed random orthogonal mixing of all positions and
-    channels, plus high-frequency noise (a checkerboard of random signs) of the latents' own variance."""
-    generator = torch.Generator().manual_seed(seed)
-    dims = math.prod(latents.shape[1:])
-    mixing, _ = torch.linalg.qr(torch.randn(dims, dims, generator=generator))
-    mixed = (latents.flatten(1) @ mixing.to(latents)).view_as(latents)
-    signs = torch.randint(0, 2, latents.shape[1:], generator=generator).to(latents) * 2 - 1
-    return (mixed + latents.std() * signs * torch.randn(latents.shape, generator=generator).to(latents).abs()) / math.sqrt(2)

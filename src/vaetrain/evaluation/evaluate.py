@@ -1,7 +1,7 @@
 """`vaetrain eval`: every model on the same images, one pass each, into metrics.json, metrics.csv and report.html.
 
 Models are loaded by `vaetrain.checkpoints.load_autoencoder` (any model reference: a vaetrain `.ckpt`, a
-diffusers folder, an LDM/SD file, a Hub id), images read by `evaluation_images`: no data module, no training code.
+diffusers folder, an LDM/SD file, a Hub id), images read by `evaluation_samples`: no data module, no training code.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from vaetrain.checkpoints.references import load_autoencoder, trained_clip_length
-from vaetrain.data.image_sets import DEFAULT_BATCH_SIZE, ImageSet, evaluation_images
+from vaetrain.data.sample_sets import DEFAULT_BATCH_SIZE, SampleSet, evaluation_samples
 from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError, PretrainedWeightsUnavailable
 from vaetrain.evaluation.latents import LatentAccumulator
 from vaetrain.evaluation.measure import autoencoder_pairs, measure
+from vaetrain.evaluation.metric_networks import build_inception, build_lpips_metric, build_video_features
 from vaetrain.evaluation.metrics import CodebookUsage
-from vaetrain.evaluation.networks import build_inception, build_lpips_metric, build_video_features
 from vaetrain.evaluation.protocol import PROTOCOLS, FidReference
 from vaetrain.evaluation.reconstruct import TilingConfig, pad_to_multiple, resolve_device
 from vaetrain.evaluation.report import write_report
@@ -40,7 +40,7 @@ from vaetrain.models.quantizer import code_indices
 @dataclass
 class EvalOptions:
     """How models are measured; which images (and at which resolution: a center-crop size, as published
-    tables use, or "native" to keep every image whole, padded and tiled) is the `ImageSet`'s business."""
+    tables use, or "native" to keep every image whole, padded and tiled) is the `SampleSet`'s business."""
 
     metrics: tuple[str, ...] = METRICS
     part: Part = "all"
@@ -102,7 +102,7 @@ def build_networks(
 
 
 def evaluate_model(
-    reference: str, model: nn.Module, images: ImageSet, options: EvalOptions, networks: Networks, fid_reference: dict | None = None
+    reference: str, model: nn.Module, images: SampleSet, options: EvalOptions, networks: Networks, fid_reference: dict | None = None
 ) -> ModelResult:
     """One pass over the images: reconstructions feed the metrics, posteriors the latent statistics."""
     device = resolve_device(options.device)
@@ -133,7 +133,7 @@ def evaluate_model(
         samples.extend({"original": _to_uint8(o), "reconstruction": _to_uint8(r)} for o, r in zip(batch_images, reconstruction))
         del samples[options.report_samples :]
 
-    loader = evaluation_images(images, part=options.part, max_images=options.max_images, batch_size=options.batch_size, num_workers=options.num_workers)
+    loader = evaluation_samples(images, part=options.part, max_images=options.max_images, batch_size=options.batch_size, num_workers=options.num_workers)
     measured = measure(
         loader,
         autoencoder_pairs(model, options.tiling, options.precision),
@@ -194,7 +194,7 @@ def evaluate_model(
 
 def evaluate(
     models: list[str],
-    images: ImageSet,
+    images: SampleSet,
     options: EvalOptions,
     out_dir: str | Path,
     *,

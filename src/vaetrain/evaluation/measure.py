@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from vaetrain.data.decoding.pixels import PixelFormat
-from vaetrain.data.image_sets import images_of
+from vaetrain.data.sample_sets import pixels_of
 from vaetrain.evaluation.metrics import ReconstructionMetrics
 from vaetrain.evaluation.reconstruct import TilingConfig, encode_decode
 from vaetrain.evaluation.stream import autocast, streamed_encode_decode
@@ -98,7 +98,7 @@ def measure(
     for batch in with_progress(batches, progress):
         if isinstance(batch, dict):
             measured.bad_files += batch["bad"]
-        images = images_of(batch).to(device)
+        images = pixels_of(batch).to(device)
         if len(images) == 0:  # only bad files in this batch
             continue
         reference, reconstruction, posterior = pairs(images)

@@ -76,10 +76,10 @@ def _reconstruct_images(model, pairs, out_dir: Path, *, side_by_side: bool, tili
     for file, relative in pairs:
         sample = decoder(file, str(file))
         files.update(1)
-        if sample["image"] is None:
+        if sample["pixels"] is None:
             bad += sample["bad"]
             continue
-        image = sample["image"].unsqueeze(0).to(target)
+        image = sample["pixels"].unsqueeze(0).to(target)
         picture = reconstruct(model, image, tiling).float().clamp(-1, 1)
         path = out_dir / relative
         path.parent.mkdir(parents=True, exist_ok=True)

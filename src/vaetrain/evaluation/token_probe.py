@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaetrain.data.image_sets import ImageSet, Loading, evaluation_images, images_of
+from vaetrain.data.sample_sets import Loading, SampleSet, evaluation_samples, pixels_of
 from vaetrain.errors import ConfigError
 from vaetrain.models.families import encode, family_of
 from vaetrain.models.quantizer import code_indices
@@ -83,7 +83,7 @@ def nll(model: TokenModel, tokens: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def tokens_of(model: nn.Module, images: ImageSet, max_images: int | None, device: torch.device, loading: Loading = Loading()) -> torch.Tensor:
+def tokens_of(model: nn.Module, images: SampleSet, max_images: int | None, device: torch.device, loading: Loading = Loading()) -> torch.Tensor:
     """(images, tokens) code indices in raster order of up to `max_images` images at a fixed size."""
     codebook = family_of(model).codebook(model)
     if codebook is None:
@@ -91,8 +91,8 @@ def tokens_of(model: nn.Module, images: ImageSet, max_images: int | None, device
     if images.resolution == "native":
         raise ConfigError("token probe: --data.resolution must be a number of pixels (every image needs the same number of tokens)")
     parts = []
-    for batch in evaluation_images(images, part="all", max_images=max_images, **loading.of()):
-        pixels = images_of(batch).to(device)
+    for batch in evaluation_samples(images, part="all", max_images=max_images, **loading.of()):
+        pixels = pixels_of(batch).to(device)
         if len(pixels):
             parts.append(code_indices(codebook, encode(model, pixels).mean).cpu())
     if not parts:

@@ -12,7 +12,7 @@ from torch import nn
 
 from vaetrain.checkpoints.schema import autoencoder_from_checkpoint
 from vaetrain.data.decoding.pixels import PIXEL_FORMAT_FILE
-from vaetrain.data.image_sets import ImageSet, Loading, evaluation_images, images_of
+from vaetrain.data.sample_sets import Loading, SampleSet, evaluation_samples, pixels_of
 from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics, measure_latent_statistics
@@ -49,11 +49,11 @@ def save_diffusers_folder(model: nn.Module, out_dir: str | Path, statistics: Lat
 def export_model(
     model: nn.Module,
     out_dir: str | Path,
-    images: ImageSet | None,
+    images: SampleSet | None,
     *,
     part: Part = "train",
     max_images: int = 256,
-    validation: tuple[ImageSet, Part] | None = None,
+    validation: tuple[SampleSet, Part] | None = None,
     facts: CardFacts | None = None,
     latents: LatentConvention | None = None,
     loading: Loading = Loading(),
@@ -64,8 +64,8 @@ def export_model(
     resolution, its reconstruction PSNR/SSIM on the `validation` images."""
     statistics = None
     if images is not None:
-        loader = evaluation_images(images, part=part, max_images=max_images, **loading.of())
-        batches = (images_of(batch) for batch in with_progress(loader, "latent statistics") if len(images_of(batch)))
+        loader = evaluation_samples(images, part=part, max_images=max_images, **loading.of())
+        batches = (pixels_of(batch) for batch in with_progress(loader, "latent statistics") if len(pixels_of(batch)))
         statistics = measure_latent_statistics(model, batches)
     facts = facts or CardFacts()
     facts.training_images = facts.training_images or images
@@ -97,7 +97,7 @@ def export_checkpoint(
     checkpoint: str | Path,
     out_dir: str | Path,
     *,
-    images: ImageSet | None = None,
+    images: SampleSet | None = None,
     resolution: int | None = None,
     max_images: int = 256,
     use_ema: bool = True,
@@ -108,14 +108,14 @@ def export_checkpoint(
     `images` (all of them), or else on the training images the checkpoint records (its train part, at
     `resolution` or the training resolution); the card's metrics on its validation images."""
     model, record = autoencoder_from_checkpoint(checkpoint, use_ema=use_ema)
-    facts = CardFacts(steps=record.counters.generator_steps, settings=record.settings, training_images=record.image_set())
+    facts = CardFacts(steps=record.counters.generator_steps, settings=record.settings, training_images=record.sample_set())
     if images is not None:
         if facts.training_images is not None:  # other images, read as the model was trained to read them
             images = replace(images, pixels=facts.training_images.pixels)
         return export_model(
             model, out_dir, images, part="all", max_images=max_images, validation=(images, "all"), facts=facts, latents=latents, loading=loading
         )
-    images = record.image_set()
+    images = record.sample_set()
     if images is None:
         raise ConfigError(f"'{checkpoint}' records no training data; give the images to measure the latent scale on (--data.path)")
     images = replace(images, resolution=resolution or images.resolution)

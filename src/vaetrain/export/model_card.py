@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from vaetrain.data.image_sets import ImageSet, Loading, evaluation_images
+from vaetrain.data.sample_sets import Loading, SampleSet, evaluation_samples
 from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.latents import LatentStatistics
@@ -23,15 +23,15 @@ class CardFacts:
 
     steps: int | None = None
     settings: dict = field(default_factory=dict)
-    training_images: ImageSet | None = None
+    training_images: SampleSet | None = None
     metrics: dict | None = None  # from `measure_reconstruction`
 
 
-def measure_reconstruction(model: nn.Module, images: ImageSet, part: Part, max_images: int = 64, loading: Loading = Loading()) -> dict | None:
+def measure_reconstruction(model: nn.Module, images: SampleSet, part: Part, max_images: int = 64, loading: Loading = Loading()) -> dict | None:
     """PSNR and SSIM of the model's reconstructions of up to `max_images` images of `part` (None: no images)."""
     device = next(model.parameters()).device  # rank 0 alone exports: this process's images only
     measured = measure(
-        evaluation_images(images, part=part, max_images=max_images, **loading.of()), autoencoder_pairs(model), pixels=images.pixels, device=device
+        evaluation_samples(images, part=part, max_images=max_images, **loading.of()), autoencoder_pairs(model), pixels=images.pixels, device=device
     )
     if not measured.images:
         return None
@@ -170,7 +170,7 @@ def _normalise_line(family, config) -> str:
     return f"latents = {shift} * vae.config.scaling_factor  # what the diffusion model sees (SD3/FLUX formula)"
 
 
-def _describe(images: ImageSet) -> str:
+def _describe(images: SampleSet) -> str:
     source = images.source
     where = "the images bundled with vaetrain" if source.path is None else f"{source.kind} `{source.path}`"
     extra = f", split {source.split}, column {source.image_column}" if source.kind == "hf" else ""

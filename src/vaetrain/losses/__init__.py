@@ -1,7 +1,9 @@
-"""Losses as pure functions returning tensors or dataclasses: the image terms (`terms`), the GAN losses and
-discriminator regularisers (`gan`), the whole objective of both networks with its balancing (`objective`:
-LDM's adaptive weight, vqgan-training's gradient normalisation), its settings (`config`) and the frozen
-LPIPS network (`perceptual`).
+"""The training objective and its parts: loss functions (returning tensors or dataclasses) and the modules
+that hold state or weights. The image and latent terms (`terms`, `structural`), the GAN losses and
+discriminator regularisers (`gan`, with LeCam's running anchors as a module), the whole objective of both
+networks with its balancing (`objective`: LDM's adaptive weight, vqgan-training's gradient normalisation),
+its settings (`config`), the frozen LPIPS network (`perceptual`, an `nn.Module`), and the alignment,
+distillation and equivariance losses.
 
 May import: `vaetrain.errors` and third-party packages only (never models, data, checkpoints, evaluation,
 training, export or the command line).

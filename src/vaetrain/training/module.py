@@ -149,3 +149,5 @@ class AutoencoderModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "set_start_sample"):
             datamodule.set_start_sample(record.counters.samples_seen)
+        if datamodule is not None and hasattr(datamodule, "adopt_former_state"):  # before Lightning restores the data module
+            datamodule.adopt_former_state(checkpoint)

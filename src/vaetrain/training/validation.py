@@ -12,8 +12,8 @@ from torch import nn
 
 from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.errors import ConfigError
+from vaetrain.evaluation.metric_networks import build_inception
 from vaetrain.evaluation.metrics import CodebookUsage, ReconstructionMetrics
-from vaetrain.evaluation.networks import build_inception
 from vaetrain.evaluation.temporal import CAUSAL_CHUNK
 from vaetrain.frames import as_frames
 from vaetrain.models.families import family_of

@@ -34,7 +34,7 @@ class DecodeOptions:
 
 
 class SampleDecoder:
-    """(encoded bytes or path, name) -> {"image": tensor or None, "bad": [(name, reason)], "small": 0/1}."""
+    """(encoded bytes or path, name) -> {"pixels": tensor or None, "bad": [(name, reason)], "small": 0/1}."""
 
     types: tuple[str, ...] = IMAGE_TYPES
     """The WebDataset keys it reads (the first present one of a sample)."""
@@ -49,12 +49,12 @@ class SampleDecoder:
             image = self.read(data)
             size = image.size if isinstance(image, Image.Image) else image.shape[-2:]
             if options.skip_smaller_than and min(size) < options.skip_smaller_than:
-                return {"image": None, "bad": [], "small": 1}
-            return {"image": self.transform(image), "bad": [], "small": 0}
+                return {"pixels": None, "bad": [], "small": 1}
+            return {"pixels": self.transform(image), "bad": [], "small": 0}
         except BadImage as error:
-            return {"image": None, "bad": [(name, str(error))], "small": 0}
+            return {"pixels": None, "bad": [(name, str(error))], "small": 0}
         except (OSError, ValueError, RuntimeError) as error:  # unreadable file, broken transform input
-            return {"image": None, "bad": [(name, f"{type(error).__name__}: {error}")], "small": 0}
+            return {"pixels": None, "bad": [(name, f"{type(error).__name__}: {error}")], "small": 0}
 
     def read(self, data: bytes | Path) -> Image.Image | torch.Tensor:
         """8-bit RGB: a PIL image (a .npy array converted); any other format: raw values (`read_pixels`)."""

@@ -202,7 +202,7 @@ def _frame_folder(folder: Path, clip: ClipSpec | None, random_start: bool, max_p
 
 class ClipDecoder(SampleDecoder):
     """A `SampleDecoder` whose samples are clips: (video bytes, path or frame folder, name) ->
-    {"image": float (3, T, H, W) in [-1, 1], ...}, every frame cropped and flipped alike."""
+    {"pixels": float (3, T, H, W) in [-1, 1], ...}, every frame cropped and flipped alike."""
 
     types = VIDEO_TYPES
 

@@ -22,7 +22,7 @@ from vaetrain.data.streams.resumable import ResumableImageStream
 
 
 class RecordImages:
-    """Folders, file lists and Hugging Face datasets behind the `ImageSource` interface."""
+    """Folders, file lists and Hugging Face datasets behind the `SampleSource` interface."""
 
     supports_buckets = True
 

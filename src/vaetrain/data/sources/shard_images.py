@@ -19,7 +19,7 @@ from vaetrain.errors import ConfigError
 
 
 class ShardImages:
-    """WebDataset shards behind the `ImageSource` interface."""
+    """WebDataset shards behind the `SampleSource` interface."""
 
     supports_buckets = False  # image sizes are unknown until a shard is read
 

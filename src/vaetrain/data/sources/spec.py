@@ -1,6 +1,6 @@
-"""Where images come from: a `SourceSpec` names a collection; `vaetrain.data.image_sets.open_source` gives the
-one class that reads that kind of collection, behind the `ImageSource` interface defined here, which the
-data module and `evaluation_images` use.
+"""Where images come from: a `SourceSpec` names a collection; `vaetrain.data.sample_sets.open_source` gives the
+one class that reads that kind of collection, behind the `SampleSource` interface defined here, which the
+data module and `evaluation_samples` use.
 
 Two kinds exist: record-backed (`RecordImages`: folders, file lists, Hugging Face datasets; random access,
 split by index) and shard-backed (`ShardImages`: WebDataset tar shards; sequential, split by shard).
@@ -100,7 +100,7 @@ class StreamLayout:
 Bucket = tuple[int, int, SampleDecoder]  # height, width, the decoder that crops to it
 
 
-class ImageSource(Protocol):
+class SampleSource(Protocol):
     """One kind of collection. `prepare` lists it (and may raise a one-line ConfigError); the rest read it."""
 
     spec: SourceSpec

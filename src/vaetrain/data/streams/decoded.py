@@ -23,7 +23,7 @@ def merge_reports(unusable: dict, into: dict) -> dict:
 
 
 class DecodedImages(Dataset):
-    """`dataset[i]` is {"image": tensor, "bad": [(name, reason)], "small": n}.
+    """`dataset[i]` is {"pixels": tensor, "bad": [(name, reason)], "small": n}.
 
     Training (`replace_bad`): a record that cannot be used is replaced by the next one (i + 1, i + 2, ...):
     the replacement is deterministic, so resumed and multi-worker runs stay exact, and the skipped names
@@ -48,7 +48,7 @@ class DecodedImages(Dataset):
         for attempt in range(min(self.max_attempts, len(self))):
             current = (index + attempt) % len(self)
             sample = self.decoder(self.records.load(current), self.records.name(current))
-            if sample["image"] is not None:
+            if sample["pixels"] is not None:
                 return merge_reports(reports, sample)
             reports = merge_reports(reports, sample)
         examples = "; ".join(f"{n}: {r}" for n, r in reports["bad"][:3]) or f"{reports['small']} images smaller than the crop"
@@ -63,9 +63,9 @@ def collate_samples(samples: list[dict]) -> dict:
     for sample in samples:
         if "reader" in sample:
             positions[sample["reader"]] = max(positions.get(sample["reader"], (0, 0)), tuple(sample["position"]))
-    images = [s["image"] for s in samples if s["image"] is not None]
+    images = [s["pixels"] for s in samples if s["pixels"] is not None]
     return {
-        "image": torch.stack(images) if images else torch.empty(0),
+        "pixels": torch.stack(images) if images else torch.empty(0),
         "bad": [item for s in samples for item in s["bad"]],
         "small": sum(s["small"] for s in samples),
         "positions": positions,
@@ -83,7 +83,7 @@ def first_usable(dataset: Dataset | IterableDataset, count: int):
         return
     taken = 0
     for sample in iterate_samples(dataset):
-        if sample["image"] is not None:
+        if sample["pixels"] is not None:
             yield sample
             taken += 1
             if taken == count:

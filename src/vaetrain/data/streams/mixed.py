@@ -55,5 +55,5 @@ class MixedStream(IterableDataset):
 
 
 def _one_frame(sample: dict) -> dict:
-    image = sample.get("image")
-    return sample | {"image": image.unsqueeze(1)} if image is not None else sample
+    image = sample.get("pixels")
+    return sample | {"pixels": image.unsqueeze(1)} if image is not None else sample

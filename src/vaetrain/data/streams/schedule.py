@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from torch.utils.data import IterableDataset, get_worker_info
 
 from vaetrain.data.decoding.samples import SampleDecoder
-from vaetrain.data.sources.spec import ImageSource, StreamLayout
+from vaetrain.data.sources.spec import SampleSource, StreamLayout
 from vaetrain.data.streams.resumable import ResumableImageStream
 from vaetrain.errors import ConfigError
 
@@ -54,7 +54,7 @@ def phase_at_step(starts: list[int], step: int) -> int:
     return max(k for k, start in enumerate(starts) if start <= step)
 
 
-def phased_stream(source: ImageSource, decoder_at: Callable[[int], SampleDecoder], phases: list[Phase], layout: StreamLayout, accumulate: int) -> PhasedStream:
+def phased_stream(source: SampleSource, decoder_at: Callable[[int], SampleDecoder], phases: list[Phase], layout: StreamLayout, accumulate: int) -> PhasedStream:
     """This process's training stream over all phases: one record stream per phase (its crop size from
     `decoder_at(resolution)`, its micro-batch), read in global sample positions from `layout.start_sample`;
     G = phase 0's micro-batch x `accumulate` x processes."""

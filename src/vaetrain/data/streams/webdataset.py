@@ -41,7 +41,7 @@ def _exists(path: str) -> bool:
 
 
 class WebDatasetStream(IterableDataset):
-    """Endless samples {"image", "bad", "small", "reader", "position"} from tar shards (see module doc)."""
+    """Endless samples {"pixels", "bad", "small", "reader", "position"} from tar shards (see module doc)."""
 
     def __init__(
         self,
@@ -89,7 +89,7 @@ class WebDatasetStream(IterableDataset):
             pending = {"bad": [], "small": 0}
             for k in range(ordinal, len(mine)):
                 for sample in self._samples(mine[k]):
-                    if sample["image"] is None:
+                    if sample["pixels"] is None:
                         pending = merge_reports(pending, sample)
                         continue
                     sample = merge_reports(pending, sample) | {"reader": reader, "position": (epoch, k)}
@@ -104,7 +104,7 @@ class WebDatasetStream(IterableDataset):
             yield from buffer
             if not self.endless:
                 if pending["bad"] or pending["small"]:  # bad files after the last usable one are counted too
-                    yield {"image": None, **pending}
+                    yield {"pixels": None, **pending}
                 return
             epoch, ordinal = epoch + 1, 0
 
@@ -129,8 +129,8 @@ class WebDatasetStream(IterableDataset):
             key = f"{url}:{sample.get('__key__', '?')}"
             data = next((sample[k] for k in self.decode.types if k in sample), None)
             if data is None:
-                yield {"image": None, "bad": [(key, f"none of {'/'.join(self.decode.types)} in the sample")], "small": 0}
+                yield {"pixels": None, "bad": [(key, f"none of {'/'.join(self.decode.types)} in the sample")], "small": 0}
                 continue
             yield self.decode(data, key) | {"name": key}
         for error in errors:
-            yield {"image": None, "bad": [(url, f"unreadable shard data ({error})")], "small": 0}
+            yield {"pixels": None, "bad": [(url, f"unreadable shard data ({error})")], "small": 0}

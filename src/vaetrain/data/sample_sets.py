@@ -1,5 +1,5 @@
-"""Opening a source (`open_source`), the one DataLoader set-up every reader uses, and `evaluation_images`,
-the plain function that `eval`, `export` and the export callback read images with (no
+"""Opening a source (`open_source`), the one DataLoader set-up every reader uses, and `evaluation_samples`,
+the plain function that `eval`, `export` and the export callback read samples with (no
 LightningDataModule needed)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from vaetrain.data.decoding.transforms import EvalCrop
 from vaetrain.data.decoding.video import ClipDecoder, ClipSpec
 from vaetrain.data.sources.record_images import RecordImages
 from vaetrain.data.sources.shard_images import ShardImages
-from vaetrain.data.sources.spec import ImageSource, Part, SourceSpec
+from vaetrain.data.sources.spec import Part, SampleSource, SourceSpec
 from vaetrain.data.streams.decoded import collate_samples
 from vaetrain.errors import ConfigError
 
@@ -35,11 +35,11 @@ class Loading:
     """None: one per spare core, at most 8 (`default_num_workers`)."""
 
     def of(self) -> dict[str, int | None]:
-        """As `evaluation_images`' keyword arguments."""
+        """As `evaluation_samples`' keyword arguments."""
         return {"batch_size": self.batch_size, "num_workers": self.num_workers}
 
 
-def open_source(spec: SourceSpec) -> ImageSource:
+def open_source(spec: SourceSpec) -> SampleSource:
     """The reader for `spec`'s kind; cheap (nothing is listed until `prepare`)."""
     spec = spec.resolved()
     if spec.kind not in ("folder", "hf", "webdataset"):
@@ -50,8 +50,8 @@ def open_source(spec: SourceSpec) -> ImageSource:
 
 
 @dataclass(frozen=True)
-class ImageSet:
-    """A collection and how its images are decoded for evaluation: what a checkpoint records of the data a
+class SampleSet:
+    """A collection and how its samples (images, or clips with `clip`) are decoded for evaluation: what a checkpoint records of the data a
     run trained on, so `vaetrain export` measures latent statistics on the same images."""
 
     source: SourceSpec = field(default_factory=SourceSpec)
@@ -78,7 +78,7 @@ class ImageSet:
         }
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ImageSet:
+    def from_dict(cls, values: dict[str, Any]) -> SampleSet:
         return cls(
             source=SourceSpec.from_dict(values.get("source", {})),
             resolution=values.get("resolution") or 256,
@@ -90,11 +90,11 @@ class ImageSet:
         )
 
 
-def evaluation_images(
-    images: ImageSet, *, part: Part = "all", max_images: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, num_workers: int | None = None
+def evaluation_samples(
+    images: SampleSet, *, part: Part = "all", max_images: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, num_workers: int | None = None
 ) -> DataLoader:
     """Center crops at `images.resolution` (or, "native", whole images one per batch) of up to
-    `max_images` evenly spaced images of `part`. Batches are dicts; `images_of` takes the tensor out and
+    `max_images` evenly spaced images of `part`. Batches are dicts; `pixels_of` takes the tensor out and
     `batch["bad"]` lists the files that could not be used."""
     source = open_source(images.source)
     if images.clip is not None:
@@ -107,10 +107,10 @@ def evaluation_images(
         )
     dataset = source.images(part, decoder, max_items=max_images)
     workers = default_num_workers() if num_workers is None else num_workers  # fit's defaults (`Loading`)
-    return image_loader(dataset, 1 if images.resolution == "native" else batch_size, workers)
+    return sample_loader(dataset, 1 if images.resolution == "native" else batch_size, workers)
 
 
-def image_loader(dataset: Dataset | IterableDataset, batch_size: int, num_workers: int, prefetch_factor: int | None = None) -> DataLoader:
+def sample_loader(dataset: Dataset | IterableDataset, batch_size: int, num_workers: int, prefetch_factor: int | None = None) -> DataLoader:
     """Batches of decoded samples (see `collate_samples`); pinned memory when a GPU is present."""
     return DataLoader(
         dataset,
@@ -124,9 +124,9 @@ def image_loader(dataset: Dataset | IterableDataset, batch_size: int, num_worker
     )
 
 
-def images_of(batch: Any) -> torch.Tensor:
-    """The image tensor of a loader batch (dict from `collate_samples`, or a plain tensor)."""
-    return batch["image"] if isinstance(batch, dict) else batch
+def pixels_of(batch: Any) -> torch.Tensor:
+    """The pixel tensor of a loader batch (its `"pixels"`: a dict from `collate_samples`), or a plain tensor as it is."""
+    return batch["pixels"] if isinstance(batch, dict) else batch
 
 
 def default_num_workers() -> int:
