@@ -150,6 +150,27 @@ def _spans(*pairs: tuple[str, str], sets: tuple[str, ...] = PSNR_SETS, digits: i
 
 RACE_26 = "recipe-race-26"
 RACE_32 = "video-race-32"
+
+
+def _stream_memory(rows: Table) -> tuple[str, ...]:
+    """Per size and precision, the 280-frame run's peak RSS over its 70-frame cut's (and that it does not grow)."""
+    pairs = [(name, name.replace("-280-", "-70-")) for name in rows if "-280-" in name and name.replace("-280-", "-70-") in rows]
+    ratios = [cell(rows, long, "peak RSS") / cell(rows, short, "peak RSS") for long, short in pairs]
+    require(bool(ratios) and max(ratios) < 1.1, "peak memory does not grow with the video's length")
+    return str(len(pairs)), span(ratios, 2, "-")
+
+
+def _stream_speed(rows: Table) -> tuple[str, ...]:
+    """Kilopixels per CPU second of every run (frames x pixels / CPU seconds)."""
+    speeds = [cell(rows, name, "frames") * _pixels(name) / cell(rows, name, "CPU s") / 1000 for name in rows]
+    return (span(speeds, 0, "-"),)
+
+
+def _pixels(name: str) -> int:
+    width, height = name.split("-")[0].split("x")
+    return int(width) * int(height)
+
+
 QUOTES: tuple[Quote, ...] = (
     # issue 26: the reading after its table
     Quote(RACE_26, "the highest mean PSNR of the {} runs ({} dB; next `{}`, {} dB)", _tiny_leads),
@@ -219,6 +240,8 @@ QUOTES: tuple[Quote, ...] = (
     Quote(RACE_32, "the image VAE frame by frame is still {} dB ahead, with flicker {} against {} levels", _image_vae_still_ahead),
     Quote(RACE_32, "17-frame clips (the best held-out PSNR of 5, 9 and 17 frames: {} dB", lambda r: _frames_ranking(r)[:1], CHANGELOG),
     Quote(RACE_32, "every chunk within {} dB of the second", lambda r: _chosen_holds(r)[:1], VIDEO_DOC),
+    Quote("stream-recon", "in all {} pairs the 280-frame video's peak RSS is {}x its 70-frame cut's", _stream_memory),
+    Quote("stream-recon", "Speed is {} kilopixels per CPU second across the six runs", _stream_speed),
 )
 
 

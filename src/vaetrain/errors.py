@@ -47,3 +47,8 @@ def one_line(error: BaseException) -> str:
         text = _QUALIFIED_NAME.sub("", last, count=1)
     lines = text.splitlines()
     return lines[0] if lines else type(error).__name__
+
+
+class LongerThanTrained(UserWarning):
+    """A clip or video longer than the longest clip the model trained on (its checkpoint records it): a causal
+    video VAE reads every chunk past that length through feature caches it never saw in training."""

@@ -71,3 +71,10 @@ class RunPlan:
             "memory": self.memory or None,
             "longest_clip": self.longest_clip,
         }
+
+
+def longest_clip(frames: int | list[int] | tuple[int, ...] | None) -> int | None:
+    """The longest clip of `data.frames`: the number, or the largest of a list of lengths; None for images (0)."""
+    if isinstance(frames, (list, tuple)):
+        frames = max((int(f) for f in frames), default=0)
+    return int(frames) if frames else None

@@ -10,7 +10,8 @@ import pytest
 from tests.conftest import TINY_AUTOENCODER, TINY_HUNYUAN, TINY_WAN, write_camera_videos_of_samples, write_images
 from vaetrain.checkpoints import load_autoencoder
 from vaetrain.cli import main
-from vaetrain.evaluation.reconstruct import TilingConfig, reconstruct_files
+from vaetrain.evaluation.recon import reconstruct_files
+from vaetrain.evaluation.reconstruct import TilingConfig
 from vaetrain.models import AutoencoderConfig, build_autoencoder
 
 

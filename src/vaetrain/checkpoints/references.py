@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from vaetrain.checkpoints.ldm import ldm_to_diffusers, read_ldm_state_dict
@@ -61,6 +62,16 @@ def held_out_images(reference: str | Path) -> tuple[SampleSet, Part, RunRecord]:
     if validation is None:
         raise ConfigError(f"'{reference}' records no validation images (a checkpoint written before vaetrain recorded them)")
     return validation[0], validation[1], record
+
+
+def trained_clip_length(reference: str | Path) -> int | None:
+    """The most frames of any clip a vaetrain checkpoint's run trained on (`RunRecord.longest_clip`, read by a
+    memory-mapped peek); None for other references and runs on images."""
+    path = Path(reference).expanduser()
+    if not (path.suffix == ".ckpt" and path.is_file() and is_vaetrain_checkpoint(path)):
+        return None
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return RunRecord.read_from(checkpoint, where=f"'{path}'").longest_clip()
 
 
 def recorded_pixel_format(reference: str | Path) -> PixelFormat | None:

@@ -21,7 +21,7 @@ from torch import nn
 from vaetrain.data.sample_sets import SampleSet
 from vaetrain.errors import ConfigError
 from vaetrain.models.autoencoder import autoencoder_from_state, with_deterministic_posterior
-from vaetrain.plan import StepCounters
+from vaetrain.plan import StepCounters, longest_clip
 
 CHECKPOINT_KEY = "vaetrain"
 FORMAT_VERSION = 2
@@ -72,6 +72,14 @@ class RunRecord:
     def sample_set(self) -> SampleSet | None:
         """The training data, as evaluation reads it; None when the run recorded none."""
         return SampleSet.from_dict(self.data) if self.data else None
+
+    def longest_clip(self) -> int | None:
+        """The most frames of any clip the run trained on: the plan's `longest_clip`, or for checkpoints written
+        before it was recorded, the recorded data's clip length; None for images."""
+        if self.plan.get("longest_clip"):
+            return int(self.plan["longest_clip"])
+        clip = self.data.get("clip") or {}
+        return longest_clip(clip.get("frames"))
 
     def validation_images(self) -> tuple[SampleSet, str] | None:
         """The validation images and which part of them (format 2; None before)."""

@@ -9,13 +9,14 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from vaetrain.checkpoints.references import check_model_reference, held_out_images, load_autoencoder, recorded_pixel_format
-from vaetrain.cli.options import MODEL_HELP, data_loading, image_options, probe, probe_options, sample_set, tiling_options
+from vaetrain.checkpoints.references import check_model_reference, held_out_images, load_autoencoder, recorded_pixel_format, trained_clip_length
+from vaetrain.cli.options import MODEL_HELP, data_loading, image_options, probe, probe_options, resolve_precision, sample_set, tiling_options
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.diffusability import before_after
 from vaetrain.evaluation.evaluate import EvalOptions, evaluate, run_dir_of
 from vaetrain.evaluation.protocol import PROTOCOLS
-from vaetrain.evaluation.reconstruct import TilingConfig, reconstruct_files
+from vaetrain.evaluation.recon import reconstruct_files
+from vaetrain.evaluation.reconstruct import TilingConfig
 from vaetrain.evaluation.report import write_report
 from vaetrain.evaluation.results import METRICS
 from vaetrain.export.diffusers_folder import export_checkpoint
@@ -89,6 +90,7 @@ def run_eval(argv: list[str]) -> int:
         protocol=args.protocol,
         fid_reference=(args.fid_reference or str(Path(args.out) / f"{args.protocol}-inception.pt")) if protocol else None,
         use_ema=not args.no_ema,
+        precision=resolve_precision(args.precision, args.device),
     )
     results = evaluate(args.models, images, options, args.out, run_dir=args.run)
     if args.probe:
@@ -149,7 +151,9 @@ def run_probe(argv: list[str]) -> int:
 
 
 def run_recon(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vaetrain recon", description="Reconstruct images or folders to PNG.")
+    parser = argparse.ArgumentParser(
+        prog="vaetrain recon", description="Reconstruct images or folders to PNG, videos to mp4 (a Wan model's chunk by chunk, in bounded memory)."
+    )
     parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     parser.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders (recursive)")
     parser.add_argument("--out", required=True, help="output folder; IN's relative layout is kept")
@@ -160,7 +164,8 @@ def run_recon(argv: list[str]) -> int:
     model = load_autoencoder(args.model, use_ema=not args.no_ema)
     tiling = TilingConfig(tile_size=args.tile_size, enabled=not args.no_tiling)
     pixels = recorded_pixel_format(args.model)  # the model's training format (8-bit RGB when none is recorded)
-    written, bad = reconstruct_files(model, args.inputs, args.out, side_by_side=args.side_by_side, tiling=tiling, device=args.device, pixels=pixels)
+    settings = dict(side_by_side=args.side_by_side, tiling=tiling, device=args.device, pixels=pixels, longest_clip=trained_clip_length(args.model))
+    written, bad = reconstruct_files(model, args.inputs, args.out, precision=resolve_precision(args.precision, args.device), **settings)
     print(f"wrote {written} reconstructions to {args.out}" + (f"; {len(bad)} unusable files skipped" if bad else ""))
     for name, reason in bad:
         print(f"vaetrain recon: skipped {name}: {reason}", file=sys.stderr)

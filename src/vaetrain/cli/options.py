@@ -24,8 +24,10 @@ from vaetrain.data.sample_sets import Loading, SampleSet, open_source
 from vaetrain.data.sources.spec import SourceKind, SourceSpec
 from vaetrain.evaluation.diffusability import run_probe as probe_models
 from vaetrain.evaluation.diffusability_probe import ProbeConfig
+from vaetrain.evaluation.stream import PRECISIONS
 from vaetrain.evaluation.token_probe import TokenProbeConfig
 from vaetrain.models.diffusion_transformer import SIZES
+from vaetrain.training.precision import default_precision
 
 MODEL_HELP = "vaetrain .ckpt, diffusers folder, LDM/SD .ckpt/.safetensors or Hub id"
 
@@ -88,6 +90,19 @@ def tiling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-tiling", action="store_true")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-ema", action="store_true", help="a checkpoint's trained weights instead of its EMA")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", *PRECISIONS],
+        default="auto",
+        help="the autoencoder's precision: bf16 autocast or fp32 (default auto: what `vaetrain fit` picks, bf16 where the device computes it natively)",
+    )
+
+
+def resolve_precision(choice: str, device: str) -> str:
+    """`--precision auto` as `fit` decides it for the device (`training.precision.default_precision`): "bf16" or "32"."""
+    if choice != "auto":
+        return choice
+    return "bf16" if default_precision("cpu" if device == "cpu" else "auto") == "bf16-mixed" else "32"
 
 
 def probe_options(parser: argparse.ArgumentParser) -> None:

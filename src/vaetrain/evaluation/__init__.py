@@ -8,7 +8,8 @@ May import: errors, frames, models, losses, data and checkpoints (models to eval
 
 from vaetrain.evaluation.latents import LatentAccumulator, LatentStatistics, measure_latent_statistics
 from vaetrain.evaluation.metrics import ReconstructionMetrics
-from vaetrain.evaluation.reconstruct import TilingConfig, encode_decode, reconstruct, reconstruct_files
+from vaetrain.evaluation.recon import reconstruct_files
+from vaetrain.evaluation.reconstruct import TilingConfig, encode_decode, reconstruct
 
 __all__ = [
     "LatentAccumulator",

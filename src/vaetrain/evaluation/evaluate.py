@@ -6,7 +6,6 @@ diffusers folder, an LDM/SD file, a Hub id), images read by `evaluation_samples`
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vaetrain.checkpoints.references import load_autoencoder
+from vaetrain.checkpoints.references import load_autoencoder, trained_clip_length
 from vaetrain.data.sample_sets import DEFAULT_BATCH_SIZE, SampleSet, evaluation_samples
 from vaetrain.data.sources.spec import Part
 from vaetrain.errors import ConfigError, PretrainedWeightsUnavailable
@@ -26,8 +25,10 @@ from vaetrain.evaluation.metric_networks import build_inception, build_lpips_met
 from vaetrain.evaluation.protocol import PROTOCOLS, FidReference
 from vaetrain.evaluation.reconstruct import TilingConfig, pad_to_multiple, resolve_device
 from vaetrain.evaluation.report import write_report
-from vaetrain.evaluation.results import METRICS, TOKEN_USAGE, ModelResult
+from vaetrain.evaluation.results import METRICS, TOKEN_USAGE, ModelResult, write_csv
 from vaetrain.evaluation.speed import check_fp16_decode, measure_speed
+from vaetrain.evaluation.stream import warn_if_longer
+from vaetrain.evaluation.temporal import frame_chunk_of
 from vaetrain.frames import as_frames
 from vaetrain.losses.perceptual import for_channels
 from vaetrain.models.autoencoder import downsampling_factor
@@ -56,6 +57,8 @@ class EvalOptions:
     """A file of the originals' Inception statistics: read when it exists, else written by the first model."""
     use_ema: bool = True
     """A vaetrain checkpoint's EMA weights (when it has them); False: its trained weights (`--no-ema`)."""
+    precision: str = "32"
+    """The autoencoder's precision: "32" or "bf16" (autocast; `eval --precision auto` picks what `fit` would)."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(METRICS))
@@ -134,12 +137,13 @@ def evaluate_model(
     loader = evaluation_samples(images, part=options.part, max_images=options.max_images, batch_size=options.batch_size, num_workers=options.num_workers)
     measured = measure(
         loader,
-        autoencoder_pairs(model, options.tiling),
+        autoencoder_pairs(model, options.tiling, options.precision),
         pixels=pixels,
         ms_ssim="ms_ssim" in options.metrics,
         fid_features=networks.inception if "rfid" in options.metrics else None,
         fid_reference=fid_reference,
         fvd_features=networks.video_features if "rfvd" in options.metrics else None,
+        frame_chunk=frame_chunk_of(model),
         progress=f"eval {Path(str(reference)).name}",
         lpips=lpips,
         device=device,
@@ -153,7 +157,9 @@ def evaluate_model(
     values = {
         "model": str(reference),
         **{name: computed.get(name) if name in options.metrics else None for name in METRICS},
-        "flicker": computed.get("flicker"),  # clips only
+        "flicker": computed.get("flicker"),  # clips only, as the two below
+        "psnr_chunks": [computed[k] for k in sorted((k for k in computed if k.startswith("psnr_chunk")), key=lambda k: int(k[10:]))] or None,
+        "temporal_drift": computed.get("temporal_drift"),
         "delta_e": computed.get("delta_e"),  # RGB only
         "bias_channels": [computed[f"bias_c{c}"] for c in range(pixels.channels)],
         "kl": statistics.kl,
@@ -209,6 +215,8 @@ def evaluate(
     cache = FidReference(options.fid_reference, options.protocol or "custom") if options.fid_reference and networks.inception is not None else None
     state, results = cache.load() if cache is not None else None, []
     for reference in models:
+        if images.clip is not None:
+            warn_if_longer(images.clip.frames, trained_clip_length(reference), str(reference))
         results.append(evaluate_model(reference, load_autoencoder(reference, use_ema=options.use_ema), images, options, networks, state))
         if cache is not None and state is None and results[-1].fid_reference is not None:
             state = results[-1].fid_reference
@@ -220,16 +228,6 @@ def evaluate(
     write_csv(rows, out_dir / "metrics.csv")
     write_report(results, out_dir / "report.html", run_dir=run_dir or run_dir_of(models))
     return results
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    """Per-channel lists become ';'-joined cells so the file stays one row per model."""
-    keys = [key for key in rows[0] if key != "errors"]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ";".join(f"{v:.6g}" for v in row[k]) if isinstance(row[k], list) else row[k] for k in keys})
 
 
 def run_dir_of(models: list[str]) -> Path | None:

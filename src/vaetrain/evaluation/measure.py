@@ -17,8 +17,10 @@ from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.data.sample_sets import pixels_of
 from vaetrain.evaluation.metrics import ReconstructionMetrics
 from vaetrain.evaluation.reconstruct import TilingConfig, encode_decode
-from vaetrain.frames import as_frames
-from vaetrain.models.families import Posterior
+from vaetrain.evaluation.stream import autocast, streamed_encode_decode
+from vaetrain.evaluation.temporal import CAUSAL_CHUNK
+from vaetrain.frames import as_frames, is_clip
+from vaetrain.models.families import Posterior, family_of
 
 Pairs = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, Posterior | None]]
 """images in [-1, 1] -> (the reference they are compared with, the reconstruction, the posterior or None)."""
@@ -44,13 +46,19 @@ def with_progress(items: Iterable, label: str | None):
     return tqdm(items, desc=label, unit="batch", file=sys.stderr, disable=None, mininterval=1.0, leave=False)
 
 
-def autoencoder_pairs(model: nn.Module, tiling: TilingConfig | None = None) -> Pairs:
+def autoencoder_pairs(model: nn.Module, tiling: TilingConfig | None = None, precision: str = "32") -> Pairs:
     """Each image against the model's reconstruction of it (tiled when larger than `tiling.tile_size`; None:
-    never tiled)."""
+    never tiled), in `precision` ("32", or "bf16" autocast); clips of a family that streams go through it
+    chunk by chunk (`evaluation.stream`: the same reconstruction, in the memory of one chunk)."""
+    streamed = family_of(model).chunks(model) is not None
 
     def pairs(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Posterior | None]:
-        posterior, reconstruction = encode_decode(model, images, tiling)
-        return images, reconstruction, posterior
+        if streamed and is_clip(images):
+            posterior, reconstruction = streamed_encode_decode(model, images, tiling, precision)
+        else:
+            with autocast(images.device, precision):
+                posterior, reconstruction = encode_decode(model, images, tiling)
+        return images, reconstruction.float(), posterior
 
     return pairs
 
@@ -66,16 +74,24 @@ def measure(
     lpips: nn.Module | None = None,
     fid_reference: dict | None = None,
     fvd_features: nn.Module | None = None,
+    frame_chunk: int = CAUSAL_CHUNK,
     device: torch.device | str = "cpu",
     each: Callable[[torch.Tensor, torch.Tensor, Posterior | None], None] | None = None,
     progress: str | None = None,
 ) -> Measured:
     """Every batch (a loader's dict, whose bad files are collected, or a tensor) through `pairs` into
     `ReconstructionMetrics` in the units of `pixels` (PSNR, SSIM; MS-SSIM when asked; rFID with
-    `fid_features`, rFVD of clips with `fvd_features`; LPIPS with `lpips`), on this process's images alone; `each(images, reconstruction,
+    `fid_features`, rFVD of clips with `fvd_features`; LPIPS with `lpips`; clips' PSNR by chunks of `frame_chunk`
+    frames), on this process's images alone; `each(images, reconstruction,
     posterior)` sees every batch too (latent statistics, report samples, timing)."""
     metrics = ReconstructionMetrics(
-        ms_ssim=ms_ssim, fid_features=fid_features, sync_on_compute=False, pixels=pixels, fid_reference=fid_reference, fvd_features=fvd_features
+        ms_ssim=ms_ssim,
+        fid_features=fid_features,
+        sync_on_compute=False,
+        pixels=pixels,
+        fid_reference=fid_reference,
+        fvd_features=fvd_features,
+        frame_chunk=frame_chunk,
     )
     metrics = metrics.to(device)
     measured = Measured()

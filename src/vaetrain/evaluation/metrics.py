@@ -16,6 +16,7 @@ from torchmetrics.image import FrechetInceptionDistance, MultiScaleStructuralSim
 
 from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.evaluation.colour import channel_bias, delta_e_2000
+from vaetrain.evaluation.temporal import CAUSAL_CHUNK, ChunkPSNR, flicker, temporal_drift
 from vaetrain.frames import as_clips, as_frames, is_clip
 
 FID_REFERENCE_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
@@ -45,7 +46,8 @@ class ReconstructionMetrics(nn.Module):
     each channel's mean (reconstruction - original) in 8-bit levels.
 
     Clips (B, C, T, H, W) are measured frame by frame (PSNR, SSIM, LPIPS per frame, averaged over frames),
-    plus `flicker`, their temporal error.
+    plus `flicker`, their temporal error, and PSNR by latent chunk (`psnr_chunk1`, ...: the first frame, then
+    chunks of `frame_chunk` frames) with `temporal_drift` (`evaluation.temporal`).
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class ReconstructionMetrics(nn.Module):
         pixels: PixelFormat | None = None,
         fid_reference: dict | None = None,
         fvd_features: nn.Module | None = None,
+        frame_chunk: int = CAUSAL_CHUNK,
     ) -> None:
         """`sync_on_compute=False`: this process's images only, for code that runs on one rank of a
         distributed run (the export's model card), where a collective would wait for the others forever.
@@ -73,6 +76,7 @@ class ReconstructionMetrics(nn.Module):
         self.ms_ssim_too_small = 0
         self.lpips = MeanMetric(**sync)
         self.flicker = MeanMetric(**sync)
+        self.chunks = ChunkPSNR(frame_chunk, **sync)
         self.fvd = fid_metric(fvd_features, sync_on_compute, input_size=(3, 5, 32, 32)) if fvd_features is not None else None
         self.delta_e = MeanMetric(**sync)
         self.bias_channels = ChannelMean(**sync)
@@ -95,6 +99,7 @@ class ReconstructionMetrics(nn.Module):
         target01, reconstruction01 = self.pixels.to_unit(target), self.pixels.to_unit(reconstruction)
         if length:
             self.flicker.update(flicker(as_clips(target01, length), as_clips(reconstruction01, length)))
+            self.chunks.update(as_clips(target01, length), as_clips(reconstruction01, length))
             if self.fvd is not None:  # rFVD: the I3D reads 8-bit RGB clips, the display channels
                 self.fvd.update(as_clips(to_uint8(self.pixels.to_display(target)), length), real=True)
                 self.fvd.update(as_clips(to_uint8(self.pixels.to_display(reconstruction)), length), real=False)
@@ -129,6 +134,8 @@ class ReconstructionMetrics(nn.Module):
         values["lpips"] = float(self.lpips.compute()) if self.lpips.update_count else None
         if self.flicker.update_count:
             values["flicker"] = float(self.flicker.compute())
+            chunks = self.chunks.compute()
+            values |= {f"psnr_chunk{k}": v for k, v in enumerate(chunks, start=1)} | {"temporal_drift": temporal_drift(chunks)}
         if self.fvd is not None:
             values["rfvd"] = float(self.fvd.compute()) if int(self.fvd.fake_features_num_samples) >= 2 else None
         values["delta_e"] = float(self.delta_e.compute()) if self.delta_e.update_count else None
@@ -145,14 +152,6 @@ class ReconstructionMetrics(nn.Module):
         for metric in self.children():  # every torchmetrics state this module holds
             metric.reset()
         self.ms_ssim_too_small = 0
-
-
-def flicker(target01: torch.Tensor, reconstruction01: torch.Tensor) -> torch.Tensor:
-    """Per clip (B, C, T, H, W in [0, 1]): the mean absolute difference between the reconstruction's and the
-    original's frame-to-frame changes, in 8-bit levels (x 255): 0 when the reconstruction changes from frame
-    to frame exactly as the original does, whatever its per-frame error; shimmering details raise it."""
-    change = reconstruction01.diff(dim=2) - target01.diff(dim=2)
-    return change.abs().mean(dim=(1, 2, 3, 4)) * 255
 
 
 def fid_metric(features: nn.Module, sync_on_compute: bool = True, input_size: tuple[int, ...] = (3, 299, 299)) -> FrechetInceptionDistance:

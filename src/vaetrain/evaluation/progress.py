@@ -35,8 +35,14 @@ def bar(total: int | None, label: str, unit: str) -> Bar:
 
 @contextmanager
 def counting_calls(modules: list[nn.Module], progress: Bar) -> Iterator[None]:
-    """`progress.update(1)` after every forward call of each module (an encoder, a decoder) while inside."""
-    handles = [module.register_forward_hook(lambda *_: progress.update(1)) for module in modules]
+    """`progress.update(1)` after every forward call of each module (an encoder, a decoder) while inside. The
+    hook returns None whatever `update` returns (tqdm's returns True when it redraws, and a forward hook's
+    return value would replace the module's output)."""
+
+    def count(*_) -> None:
+        progress.update(1)
+
+    handles = [module.register_forward_hook(count) for module in modules]
     try:
         yield
     finally:

@@ -1,6 +1,5 @@
-"""Reconstructing images of any size (padding to the downsampling factor, tiling for very large images),
-and `reconstruct_files`, what `vaetrain recon` does with image files and folders (videos, for a video
-family: mp4 files out).
+"""Reconstructing images of any size (padding to the downsampling factor, tiling for very large images); what
+`vaetrain recon` does with files and folders is `evaluation.recon`.
 
 Tiling is diffusers' (`AutoencoderKL.enable_tiling`): overlapping tiles, encoded and decoded separately,
 blended linearly across the overlap so that no seam shows (tests/evaluation/test_reconstruct.py measures
@@ -11,24 +10,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaetrain.data.decoding.decode import BadImage
-from vaetrain.data.decoding.pixels import PixelFormat
-from vaetrain.data.decoding.samples import build_decoder
-from vaetrain.data.decoding.video import read_video, write_video
-from vaetrain.data.sources.folders import list_images
-from vaetrain.errors import ConfigError
-from vaetrain.evaluation.progress import Bar, Progress, bar, counting_calls
 from vaetrain.frames import as_clips, as_frames, is_clip
 from vaetrain.models.families import decode, downsampling_factor, encode, family_of
-
-SEPARATOR_PX = 4
 
 
 @dataclass
@@ -121,118 +109,3 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def reconstruct_files(
-    model: nn.Module,
-    inputs: list[str],
-    out_dir: str | Path,
-    *,
-    side_by_side: bool = False,
-    tiling: TilingConfig | None = None,
-    device: str = "auto",
-    pixels: PixelFormat | None = None,
-    progress: Progress = bar,
-) -> tuple[int, list[tuple[str, str]]]:
-    """Writes OUT/<name>.png for each image, at its own size (a folder keeps its layout below OUT; a file
-    keeps its name), optionally input | reconstruction; returns how many were written and the unusable
-    files with their reasons. Images read as `pixels` (the model's training format); other than 8-bit RGB,
-    the reconstruction is OUT/<name>.tif in the data's own units and dtype (channels first), and the
-    side-by-side picture OUT/<name>.png shows the display channels. `progress` shows the files done (and a
-    video's chunks) with an estimate, on stderr."""
-    pixels = pixels or PixelFormat()
-    video = family_of(model).video
-    pairs = _inputs(inputs, videos=video)
-    target = resolve_device(device)
-    model = model.to(target)
-    files = progress(len(pairs), "recon", "video" if video else "image")
-    try:
-        if video:
-            return reconstruct_videos(model, pairs, Path(out_dir), side_by_side=side_by_side, tiling=tiling, device=target, progress=progress, files=files)
-        return _reconstruct_images(model, pairs, Path(out_dir), side_by_side=side_by_side, tiling=tiling, device=target, pixels=pixels, files=files)
-    finally:
-        files.close()
-
-
-def _reconstruct_images(model, pairs, out_dir: Path, *, side_by_side: bool, tiling, device, pixels: PixelFormat, files) -> tuple[int, list]:
-    from torchvision.utils import save_image
-
-    target, decoder = device, build_decoder("native", pixels=pixels)
-    written, bad = 0, []
-    for file, relative in pairs:
-        sample = decoder(file, str(file))
-        files.update(1)
-        if sample["pixels"] is None:
-            bad += sample["bad"]
-            continue
-        image = sample["pixels"].unsqueeze(0).to(target)
-        picture = reconstruct(model, image, tiling).float().clamp(-1, 1)
-        path = out_dir / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not pixels.is_rgb8:
-            _write_raw(pixels, picture[0], path.with_suffix(".tif"))
-        if side_by_side:
-            gap = torch.ones(1, 3, image.shape[2], SEPARATOR_PX, device=target)
-            save_image(torch.cat([pixels.to_display(image), gap, pixels.to_display(picture)], dim=3), path)
-        elif pixels.is_rgb8:
-            save_image((picture + 1) / 2, path)
-        written += 1
-    return written, bad
-
-
-def _write_raw(pixels: PixelFormat, image: torch.Tensor, path: Path) -> None:
-    import tifffile
-
-    dtype = np.uint8 if pixels.bit_depth == 8 else np.uint16
-    raw = pixels.denormalise(image).round().cpu().numpy().astype(dtype)
-    tifffile.imwrite(path, raw, photometric="minisblack", planarconfig="separate")
-
-
-def reconstruct_videos(
-    model: nn.Module, pairs, out_dir: Path, *, side_by_side: bool, tiling: TilingConfig | None, device, progress: Progress, files: Bar
-) -> tuple[int, list]:
-    """OUT/<name>.mp4 per video at its own size and frame rate (optionally input | reconstruction): the
-    frames padded to 1 + ck with the last one repeated (c: the family's causal chunk), then cut back. Each
-    video's encoder and decoder calls (diffusers' chunks and tiles) advance a bar of its own; `files` counts
-    the videos done."""
-    family = family_of(model)
-    written, bad, chunk = 0, [], family.frame_chunk(model)
-    for file, relative in pairs:
-        try:
-            frames, rate = read_video(file)
-        except BadImage as error:
-            bad.append((str(file), str(error)))
-            files.update(1)
-            continue
-        count = frames.shape[0]
-        padded = torch.cat([frames, frames[-1:].expand((-count + 1) % chunk, -1, -1, -1)])
-        clip = (padded.permute(1, 0, 2, 3).unsqueeze(0).float() / 127.5 - 1).to(device)
-        clip, (height, width) = pad_to_multiple(clip, downsampling_factor(model))
-        with tiled(model, tiling):
-            chunks = progress(family.coder_calls(model, tuple(clip.shape)), f"{relative} ({count} frames)", "chunk")
-            try:
-                with counting_calls([model.encoder, model.decoder], chunks):
-                    picture = reconstruct(model, clip).float().clamp(-1, 1)[:, :, :count, :height, :width]
-            finally:
-                chunks.close()
-        clip = clip[..., :height, :width]
-        files.update(1)
-        shown = torch.cat([clip[:, :, :count], picture], dim=-1) if side_by_side else picture
-        out = ((shown[0].permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-        write_video(out_dir / relative, list(out), fps=max(1, round(rate)))
-        written += 1
-    return written, bad
-
-
-def _inputs(paths: list[str], videos: bool = False) -> list[tuple[Path, Path]]:
-    """(file, output path relative to OUT)."""
-    pairs, suffix = [], ".mp4" if videos else ".png"
-    for entry in paths:
-        path = Path(entry).expanduser()
-        if path.is_dir():
-            pairs += [(file, file.relative_to(path).with_suffix(suffix)) for file in list_images(path, videos)]
-        elif path.is_file():
-            pairs.append((path, Path(path.name).with_suffix(suffix)))
-        else:
-            raise ConfigError(f"recon: input '{path}' does not exist")
-    return pairs

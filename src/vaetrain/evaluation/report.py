@@ -34,6 +34,7 @@ TABLE_COLUMNS = (
     ("fp16_max_abs_activation", "fp16 max |act|", 1),
     ("fp16_nonfinite", "fp16 inf/NaN", None),
     ("flicker", "flicker ↓", 2),
+    ("temporal_drift", "drift dB ↑", 2),
     ("delta_e", "ΔE00 ↓", 2),
 )
 STYLE = """

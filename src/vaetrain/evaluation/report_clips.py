@@ -1,6 +1,7 @@
-"""Clips in report.html: per sample clip, its frames as a strip (original, each reconstruction, the
-amplified difference) and an animated preview of original | reconstruction side by side, so flicker is
-seen as well as measured. Images inline (PNG strips, animated GIF previews): the report stays one file."""
+"""Clips in report.html: PSNR by latent chunk per model (a line chart, with the temporal drift), and per
+sample clip its frames as a strip (original, each reconstruction, the amplified difference) and an animated
+preview of original | reconstruction side by side, so flicker is seen as well as measured. Images inline
+(PNG strips, animated GIF previews, SVG chart): the report stays one file."""
 
 from __future__ import annotations
 
@@ -33,7 +34,42 @@ def clip_samples(results: list[ModelResult], difference_gain: int, png) -> str:
         strips = "".join(f"<tr><td>{label}</td><td>{cell}</td></tr>" for label, cell in cells)
         rows.append(f"<tr><td colspan='2'><b>clip {index + 1}</b></td></tr>{strips}<tr><td></td><td><table><tr>{''.join(previews)}</tr></table></td></tr>")
     note = "<p class='note'>Each clip's frames left to right; the animations play original | reconstruction side by side.</p>"
-    return f"<h2>Reconstructions</h2>{note}<table class='samples'>{''.join(rows)}</table>"
+    return f"{chunk_chart(results)}<h2>Reconstructions</h2>{note}<table class='samples'>{''.join(rows)}</table>"
+
+
+COLOURS = ("#1f4e79", "#b00020", "#2e7d32", "#ef6c00", "#6a1b9a", "#00838f")
+
+
+def chunk_chart(results: list[ModelResult], width: int = 420, height: int = 200) -> str:
+    """PSNR by latent chunk, one line per model (x: chunk 1 = the first frame, 2 = frames 2-5, ...), with
+    each model's temporal drift (`evaluation.temporal`); empty when no model has chunks."""
+    series = [(r.values["model"].rstrip("/").split("/")[-1], r.values.get("psnr_chunks") or [], r.values.get("temporal_drift")) for r in results]
+    values = [v for _, chunks, _ in series for v in chunks]
+    if not values:
+        return ""
+    low, high, most = min(values), max(values), max(len(chunks) for _, chunks, _ in series)
+    span = (high - low) or 1.0
+
+    def point(k: int, v: float) -> str:
+        return f"{30 + k / max(most - 1, 1) * (width - 40):.1f},{height - 24 - (v - low) / span * (height - 48):.1f}"
+
+    lines, legend = [], []
+    for index, (name, chunks, drift) in enumerate(series):
+        colour = COLOURS[index % len(COLOURS)]
+        lines.append(f"<polyline points='{' '.join(point(k, v) for k, v in enumerate(chunks))}' fill='none' stroke='{colour}' stroke-width='1.5'/>")
+        shown = "—" if drift is None else f"{drift:+.2f} dB"
+        legend.append(f"<span style='color:{colour}'>■</span> {html.escape(name)}: drift {shown}")
+    axes = (
+        f"<text x='2' y='14' font-size='11'>PSNR (dB) by latent chunk [{low:.2f}, {high:.2f}]</text>"
+        f"<text x='30' y='{height - 6}' font-size='10'>chunk 1</text>"
+        f"<text x='{width - 10}' y='{height - 6}' font-size='10' text-anchor='end'>chunk {most}</text>"
+    )
+    chart = f"<svg width='{width}' height='{height}' xmlns='http://www.w3.org/2000/svg'>{''.join(lines)}{axes}</svg>"
+    note = (
+        "<p class='note'>Chunk 1 is the first frame, chunk 2 frames 2-5, chunk 3 frames 6-9, ... (the causal encoder's chunks). "
+        "Temporal drift: mean PSNR of chunks 3 to the last minus chunk 2's; negative: later chunks reconstruct worse.</p>"
+    )
+    return f"<h2>PSNR by latent chunk</h2>{note}<div class='charts'>{chart}</div><p class='note'>{'<br>'.join(legend)}</p>"
 
 
 def _strip(clip: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
+from pathlib import Path
 
 from vaetrain.models.quantizer import USAGE_KEYS
 
@@ -14,6 +16,8 @@ RESULT_KEYS = (
     "model",
     *METRICS,
     "flicker",
+    "psnr_chunks",
+    "temporal_drift",
     "delta_e",
     "bias_channels",
     "kl",
@@ -39,3 +43,13 @@ class ModelResult:
     histograms: list[dict]
     errors: list[str]
     fid_reference: dict | None = None  # the originals' Inception statistics this pass measured
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Per-channel lists become ';'-joined cells so the file stays one row per model."""
+    keys = [key for key in rows[0] if key != "errors"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ";".join(f"{v:.6g}" for v in row[k]) if isinstance(row[k], list) else row[k] for k in keys})

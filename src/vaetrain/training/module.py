@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from vaetrain.checkpoints.schema import RunRecord
+from vaetrain.evaluation.temporal import frame_chunk_of
 from vaetrain.losses.config import LossConfig
 from vaetrain.models.autoencoder import AutoencoderConfig
 from vaetrain.models.discriminator import DiscriminatorConfig
@@ -65,7 +66,9 @@ class AutoencoderModule(L.LightningModule):
         settings = StepSettings.from_configs(autoencoder, training, optimizer)
         self.gan_step = GanStep(self, loss, ema, settings, self.features, self.plan)  # after the EMA copy: its hook stays off it
         self.engine = LightningEngine(self)
-        self.val_metrics = ValidationMetrics(validation, inception, family_of(self.autoencoder).token_usage(self.autoencoder))
+        self.val_metrics = ValidationMetrics(
+            validation, inception, family_of(self.autoencoder).token_usage(self.autoencoder), frame_chunk=frame_chunk_of(self.autoencoder)
+        )
         self._pending_rng_state: dict[str, Any] | None = None
         self._step_logs = StepLogs()
         keep_frozen_networks_out(self)

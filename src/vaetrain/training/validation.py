@@ -1,4 +1,5 @@
-"""What validation measures during training: PSNR, SSIM and LPIPS every time, rFID every n-th time."""
+"""What validation measures during training: PSNR, SSIM and LPIPS every time (clips: also PSNR by latent
+chunk, `val/psnr_chunk1`, ..., and `val/temporal_drift`), rFID every n-th time."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from vaetrain.data.decoding.pixels import PixelFormat
 from vaetrain.errors import ConfigError
 from vaetrain.evaluation.metric_networks import build_inception
 from vaetrain.evaluation.metrics import ReconstructionMetrics
+from vaetrain.evaluation.temporal import CAUSAL_CHUNK
 from vaetrain.frames import as_frames
 from vaetrain.models.families import family_of
 from vaetrain.training.networks import in_layout
@@ -35,11 +37,12 @@ class ValidationConfig:
 class ValidationMetrics(nn.Module):
     """The validation metrics of one run; `inception` injects rFID's feature network (tests)."""
 
-    def __init__(self, config: ValidationConfig, inception: nn.Module | None = None, usage: nn.Module | None = None) -> None:
-        """`usage`: a discrete autoencoder's token use metric (its family's `token_usage`), measured too."""
+    def __init__(self, config: ValidationConfig, inception: nn.Module | None = None, usage: nn.Module | None = None, frame_chunk: int = CAUSAL_CHUNK) -> None:
+        """`usage`: a discrete autoencoder's token use metric (its family's `token_usage`), measured too;
+        `frame_chunk`: the frames per latent chunk of clips (`evaluation.temporal.frame_chunk_of`)."""
         super().__init__()
         self.config = config
-        self.metrics = ReconstructionMetrics()
+        self.metrics = ReconstructionMetrics(frame_chunk=frame_chunk)
         self.usage = usage
         if config.rfid_every_n and inception is None:
             inception = build_inception(config.inception_backbone)
@@ -97,8 +100,9 @@ def validation_batch(module, images: torch.Tensor) -> None:
 
 
 def log_validation(module) -> None:
-    """All metrics are logged; the per-channel ones (val/psnr_c0, ...) stay out of the progress bar."""
+    """All metrics are logged; the per-channel and per-chunk ones (val/psnr_c0, ..., val/psnr_chunk1, ...) stay
+    out of the progress bar."""
     values = module.val_metrics.compute_and_reset()
-    per_channel = {k: v for k, v in values.items() if re.search(r"_c\d+$", k)}
+    per_channel = {k: v for k, v in values.items() if re.search(r"_(c|chunk)\d+$", k)}
     module.log_dict({k: v for k, v in values.items() if k not in per_channel}, prog_bar=True, sync_dist=False)
     module.log_dict(per_channel, sync_dist=False)

@@ -11,9 +11,9 @@ to the clip's end are decoded.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,10 @@ import torch
 from vaetrain.data.decoding.decode import DEFAULT_MAX_PIXELS, BadImage, decode_image
 from vaetrain.data.decoding.samples import IMAGE_TYPES, DecodeOptions, SampleDecoder
 from vaetrain.data.decoding.transforms import CropPolicy, clip_transform
+from vaetrain.data.decoding.video_writer import write_video
 from vaetrain.errors import ConfigError
+
+__all__ = ["VIDEO_TYPES", "ClipDecoder", "ClipSpec", "VideoFrames", "read_clip", "read_video", "video_frames", "write_video"]
 
 VIDEO_TYPES = ("mp4", "webm", "mov", "mkv", "avi", "gif")
 """Video containers read as clips (file extensions and WebDataset keys)."""
@@ -88,6 +91,47 @@ def read_video(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.
         return _frame_folder(path, None, False, max_pixels), 8.0
     with _opened(path) as (container, stream):
         return _decode(container, stream, None, False, max_pixels), float(stream.average_rate or stream.guessed_rate or 8)
+
+
+@dataclass
+class VideoFrames:
+    """A video read on demand: `frames` yields uint8 (3, H, W) frames one at a time, decoded as they are
+    asked for; `count` is the number of frames the container holds (demuxed packets: an estimate for progress)."""
+
+    frames: Iterator[torch.Tensor]
+    count: int
+    rate: float
+
+
+@contextmanager
+def video_frames(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[VideoFrames]:
+    """A video file or frame folder as a `VideoFrames`, open for the `with` block; no more than one decoded
+    frame is held at a time (a 280-frame 720p video is never whole in memory). Errors become `BadImage`."""
+    if path.is_dir():
+        files = frame_files(path)
+        yield VideoFrames(_folder_frames(files, max_pixels), len(files), 8.0)
+        return
+    with _opened(path) as (container, stream):
+        count = sum(1 for packet in container.demux(stream) if packet.size)
+        container.seek(0)
+        yield VideoFrames(_container_frames(container, stream, max_pixels), count, float(stream.average_rate or stream.guessed_rate or 8))
+
+
+def _container_frames(container, stream, max_pixels: int) -> Iterator[torch.Tensor]:
+    for frame in container.decode(stream):
+        if frame.width * frame.height > max_pixels:
+            raise BadImage(f"frames of {frame.width}x{frame.height} pixels exceed the limit of {max_pixels}")
+        yield torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+
+
+def _folder_frames(files: list[Path], max_pixels: int) -> Iterator[torch.Tensor]:
+    size = None
+    for file in files:
+        frame = torch.from_numpy(np.asarray(decode_image(file, max_pixels=max_pixels))).permute(2, 0, 1)
+        if size is not None and frame.shape != size:
+            raise BadImage(f"frame folder with frames of different sizes ({tuple(size)}, {tuple(frame.shape)} at {file.name})")
+        size = frame.shape
+        yield frame
 
 
 def frame_files(folder: Path) -> list[Path]:
@@ -179,30 +223,3 @@ class ClipDecoder(SampleDecoder):
     def read(self, data: bytes | Path) -> torch.Tensor:
         options = self.options
         return read_clip(data, self.clip, random_start=self.random_start, max_pixels=options.max_pixels, background=options.background)
-
-
-def write_video(path: str | Path, frames: list[np.ndarray], *, fps: int = 8, codec: str = "mpeg4") -> Path:
-    """Encodes uint8 (H, W, 3) frames with PyAV (container from the suffix; `gif` for .gif files)."""
-    import av
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("gif" if path.suffix == ".gif" else codec, rate=Fraction(fps))
-        stream.width, stream.height = width, height
-        if path.suffix != ".gif":
-            stream.bit_rate = 4_000_000  # near-lossless at these sizes: the clip shows the photo, not codec blocks
-        stream.pix_fmt = "rgb8" if path.suffix == ".gif" else ("yuv420p" if codec in ("mpeg4", "h264", "libx264", "libvpx-vp9") else stream.pix_fmt)
-        for array in frames:
-            for packet in stream.encode(_frame(array)):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def _frame(array: np.ndarray):
-    import av
-
-    return av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")

@@ -1,6 +1,6 @@
 """Autoencoder families: what the trainer, evaluation and export need to know of a diffusers autoencoder
 class, one small file each (`kl.py`: AutoencoderKL, `tiny.py`: AutoencoderTiny, `dc.py`: AutoencoderDC, `vq.py`: VQModel,
-`wan.py`: AutoencoderKLWan, with `wan_chunks.py` its checkpointed chunks, `hunyuan.py`:
+`wan.py`: AutoencoderKLWan, with `wan_chunks.py` its causal chunks (streamed or checkpointed), `hunyuan.py`:
 AutoencoderKLHunyuanVideo and `ltx.py`: AutoencoderKLLTXVideo, the video families; `rae.py`: AutoencoderRAE, a
 frozen representation encoder with a trained ViT decoder).
 

@@ -153,6 +153,11 @@ class Family:
         """A causal video encoder reads the first frame alone, then chunks of this many frames."""
         return self.temporal_factor(model)
 
+    def chunks(self, model: nn.Module):
+        """A stream through the model's causal chunks (`encode(chunk)` -> moments, `decode(latents)` -> frames,
+        caches kept between calls; see `wan_chunks.WanChunks`), or None where the family is not streamed."""
+        return None
+
     def check_frames(self, model: nn.Module, frames: int) -> None:
         """A one-line ConfigError when clips of `frames` frames do not fit (images: only when clips are asked for)."""
         if not self.video:

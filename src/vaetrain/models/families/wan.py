@@ -113,6 +113,11 @@ class WanFamily(KLFamily):
         temporal compression."""
         return 4
 
+    def chunks(self, model):
+        from vaetrain.models.families.wan_chunks import WanChunks
+
+        return WanChunks(model)
+
     def coder_calls(self, model, shape) -> int | None:
         """`_encode`: the encoder per tile per chunk (the first frame, then 4 at a time), on patchified sides;
         `_decode`: the decoder per tile per latent frame."""
