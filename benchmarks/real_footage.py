@@ -4,8 +4,8 @@ model's held-out reconstructions (PSNR by latent chunk and the temporal drift).
 
 Chunks are those of a causal video VAE with 4x temporal compression: chunk 1 is frame 1, chunk k >= 2 is frames
 4k-6 .. 4k-3 (1-based); drift is the mean PSNR of chunks 3 .. last minus chunk 2's, in dB (negative: later
-chunks are reconstructed worse than the second). Computed here, in the benchmark: the evaluation itself has no
-per-chunk view yet.
+chunks are reconstructed worse than the second). Both are the evaluation's own (`vaetrain.evaluation.temporal`,
+through `measure`), as `eval` writes them to metrics.json.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from PIL import Image
 
 from vaetrain.data.decoding.video import VIDEO_TYPES, ClipSpec, read_clip, read_video
 from vaetrain.evaluation.measure import autoencoder_pairs, measure
+from vaetrain.evaluation.temporal import frame_chunk_of
 
 HOLDOUT = ("coffee", "dog")
 """The scenes never trained on (file stems in benchmarks/videos/)."""
@@ -71,38 +72,12 @@ def prepare(folder: Path, out: Path, holdout: tuple[str, ...], *, side: int = 64
     return train, held
 
 
-def chunk_frames(frames: int) -> list[range]:
-    """0-based frame indices of each latent chunk of a clip of `frames` frames: [0], [1..4], [5..8], ..."""
-    return [range(0, 1)] + [range(start, min(start + 4, frames)) for start in range(1, frames, 4)]
-
-
-def chunk_psnr(per_frame: torch.Tensor) -> list[float]:
-    """Per-frame PSNR (clips, frames) -> the mean PSNR of each chunk's frames over all clips."""
-    return [float(per_frame[:, list(chunk)].mean()) for chunk in chunk_frames(per_frame.shape[1])]
-
-
-def temporal_drift(chunks: list[float]) -> float:
-    """Mean PSNR of chunks 3 .. last minus chunk 2's (dB); needs at least three chunks."""
-    if len(chunks) < 3:
-        raise ValueError(f"temporal drift needs at least 3 chunks, got {len(chunks)}")
-    return sum(chunks[2:]) / len(chunks[2:]) - chunks[1]
-
-
-def frame_psnr(target: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-    """Clips (B, C, T, H, W) in [-1, 1] -> PSNR of every frame (B, T), as the metrics compute it (data range 1,
-    the reconstruction clamped)."""
-    target01, reconstruction01 = (target.float() + 1) / 2, (reconstruction.float().clamp(-1, 1) + 1) / 2
-    mse = (reconstruction01 - target01).square().mean(dim=(1, 3, 4)).clamp_min(1e-20)
-    return -10 * torch.log10(mse)
-
-
 def evaluate_clips(model: torch.nn.Module, held: Path, frames: int, batch_size: int = 4) -> dict:
     """The held-out clips (their first `frames` frames) through the one measuring loop: PSNR, SSIM, flicker,
     and the per-chunk PSNR and drift from the same reconstructions."""
     folders = sorted(p for p in held.iterdir() if p.is_dir())
     clips = [read_clip(folder, ClipSpec(frames), random_start=False).permute(1, 0, 2, 3).float() / 127.5 - 1 for folder in folders]
     batches = [torch.stack(clips[i : i + batch_size]) for i in range(0, len(clips), batch_size)]
-    per_frame: list[torch.Tensor] = []
-    measured = measure(batches, autoencoder_pairs(model), each=lambda images, reconstruction, _: per_frame.append(frame_psnr(images, reconstruction)))
-    chunks = chunk_psnr(torch.cat(per_frame))
-    return {**measured.values, "clips": measured.images, "chunks": chunks, "drift": temporal_drift(chunks)}
+    measured = measure(batches, autoencoder_pairs(model), frame_chunk=frame_chunk_of(model)).values
+    chunks = [measured[f"psnr_chunk{k}"] for k in range(1, 1 + sum(key.startswith("psnr_chunk") for key in measured))]
+    return {**measured, "clips": len(clips), "chunks": chunks, "drift": measured["temporal_drift"]}

@@ -1,5 +1,5 @@
 """The real-footage video race: held-out scenes never reach training (the committed videos and the frame
-folders made from them), the per-chunk PSNR and drift follow their definition, and the CPU-time budget stops a
+folders made from them), the per-chunk PSNR and drift are the evaluation's, and the CPU-time budget stops a
 run once spent, across a resume (an injected clock: no sleeping, no timing)."""
 
 import sys
@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -47,26 +48,21 @@ def test_held_out_scenes_become_evaluation_clips_and_never_training_frames(tmp_p
     assert not any("gamma" in p.as_posix() for p in train.rglob("*"))
 
 
-def test_chunks_follow_the_causal_layout():
-    assert [list(c) for c in real_footage.chunk_frames(9)] == [[0], [1, 2, 3, 4], [5, 6, 7, 8]]
-    assert len(real_footage.chunk_frames(33)) == 9
+def test_held_out_clips_are_measured_by_chunk_through_the_library(tmp_path):
+    """The race's chunks and drift are `eval`'s (`evaluation.temporal`): 9-frame clips of a tiny Wan give three
+    chunks, and the drift is chunk 3 minus chunk 2."""
+    from tests.conftest import TINY_WAN
+    from vaetrain.models import AutoencoderConfig, build_autoencoder
 
-
-def test_per_chunk_psnr_and_drift_by_hand():
-    per_frame = torch.tensor([[30.0, 20, 20, 20, 20, 18, 18, 18, 18, 16, 16, 16, 16], [32.0, 22, 22, 22, 22, 20, 20, 20, 20, 14, 14, 14, 14]])
-    chunks = real_footage.chunk_psnr(per_frame)
-    assert chunks == pytest.approx([31.0, 21.0, 19.0, 15.0])
-    assert real_footage.temporal_drift(chunks) == pytest.approx((19 + 15) / 2 - 21)
-    with pytest.raises(ValueError):
-        real_footage.temporal_drift(chunks[:2])
-
-
-def test_frame_psnr_is_per_frame():
-    target = torch.zeros(1, 3, 2, 4, 4)
-    reconstruction = target.clone()
-    reconstruction[:, :, 1] += 0.2  # [0, 1] units: an error of 0.1 in frame 2 only
-    psnr = real_footage.frame_psnr(target, reconstruction)
-    assert psnr[0, 1] == pytest.approx(20.0, abs=1e-4) and psnr[0, 0] > 100
+    rng = np.random.default_rng(0)
+    for clip in ("a_0", "a_1"):
+        (tmp_path / clip).mkdir()
+        for index in range(9):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / clip / f"{index:03d}.png")
+    torch.manual_seed(0)
+    measured = real_footage.evaluate_clips(build_autoencoder(AutoencoderConfig(**TINY_WAN)).eval(), tmp_path, frames=9)
+    assert measured["clips"] == 2 and len(measured["chunks"]) == 3
+    assert measured["drift"] == pytest.approx(measured["chunks"][2] - measured["chunks"][1])
 
 
 class Clock:
