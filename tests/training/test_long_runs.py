@@ -84,6 +84,24 @@ def test_sigterm_saves_stops_and_the_resumed_run_ends_like_an_uninterrupted_one(
         assert torch.equal(value, actual[key]), key
 
 
+def test_a_sigterm_before_the_first_checkpoint_resumes_into_the_same_last_ckpt(tmp_path, folder):
+    """The SIGTERM save is the run's first checkpoint: the resumed run must keep writing last.ckpt (a
+    last-v1.ckpt beside it would leave last.ckpt, what `eval` and `export` read, stale)."""
+    run = tmp_path / "run"
+    sparse = ("--trainer.max_steps=10", "--checkpoint.every_n_train_steps=1000", "--grid.every_n_steps=2")
+    process = subprocess.Popen(_command(run, folder, *sparse), cwd=ROOT, env=_env(), stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (run / "reconstructions" / "step_0000002.png").is_file(), process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-2000:]
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]
+    assert _state(run)[1]["generator_steps"] < 10
+
+    subprocess.run(_command(run, folder, *sparse, "--ckpt_path=last"), check=True, cwd=ROOT, env=_env(), timeout=300)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert _state(run)[1]["generator_steps"] == 10
+
+
 @pytest.mark.parametrize("moment", ["mid-write", pytest.param("between-writes", marks=pytest.mark.slow)])  # mid-write is the harder case
 def test_a_kill_at_any_moment_leaves_an_intact_checkpoint_that_resumes(tmp_path, folder, moment):
     markers = tmp_path / "markers"
