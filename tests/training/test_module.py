@@ -80,11 +80,12 @@ def test_decoder_only_finetune_keeps_encoder_fixed(datamodule):
     assert not torch.equal(decoder_before, _flat(module.autoencoder.decoder))
 
 
-def _run(root: Path, datamodule: SampleDataModule, max_steps: int, ckpt_path: str | None = None):
+def _run(root: Path, datamodule: SampleDataModule, max_steps: int, ckpt_path: str | None = None, validate: bool = False):
     L.seed_everything(0)
     module = tiny_module(loss={"disc_start_step": 2}, training={"accumulate_grad_batches": 2}, ema={"decay": 0.5})
     checkpoint = ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=1)
-    trainer = tiny_trainer(root, max_steps=max_steps, callbacks=[checkpoint], enable_checkpointing=True)
+    validation = dict(limit_val_batches=1, val_check_interval=2, check_val_every_n_epoch=None, num_sanity_val_steps=1) if validate else {}
+    trainer = tiny_trainer(root, max_steps=max_steps, callbacks=[checkpoint], enable_checkpointing=True, **validation)
     trainer.fit(module, datamodule, ckpt_path=ckpt_path, weights_only=True)
     return module, trainer
 
@@ -93,10 +94,14 @@ def _fresh_datamodule(folder: Path) -> SampleDataModule:
     return SampleDataModule(path=str(folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
 
 
-def test_stopped_and_resumed_run_ends_with_the_same_state(tmp_path, image_folder):
-    straight, straight_trainer = _run(tmp_path / "straight", _fresh_datamodule(image_folder), max_steps=6)
-    _run(tmp_path / "resumed", _fresh_datamodule(image_folder), max_steps=3)
-    resumed, resumed_trainer = _run(tmp_path / "resumed", _fresh_datamodule(image_folder), max_steps=6, ckpt_path=str(tmp_path / "resumed" / "last.ckpt"))
+@pytest.mark.parametrize("validate", [False, True], ids=["plain", "validating"])
+def test_stopped_and_resumed_run_ends_with_the_same_state(tmp_path, image_folder, validate):
+    """With validation every 2 micro-batches (and a sanity check), the resumed run skips the validation the
+    straight run ran right after the step it resumes from: validation must leave training's random state alone."""
+    straight, straight_trainer = _run(tmp_path / "straight", _fresh_datamodule(image_folder), max_steps=6, validate=validate)
+    _run(tmp_path / "resumed", _fresh_datamodule(image_folder), max_steps=3, validate=validate)
+    last = str(tmp_path / "resumed" / "last.ckpt")
+    resumed, resumed_trainer = _run(tmp_path / "resumed", _fresh_datamodule(image_folder), max_steps=6, ckpt_path=last, validate=validate)
     assert resumed.counters == straight.counters
     assert resumed_trainer.global_step == straight_trainer.global_step == 6
     expected, actual = straight.state_dict(), resumed.state_dict()

@@ -209,9 +209,15 @@ def test_the_3d_patchgan_judges_clips_within_its_reach_in_time():
         assert frames == 8 and (per_frame[:reach] > 0).all() and (per_frame[reach:] == 0).all()
 
 
-def test_the_memory_budget_probes_clip_steps(tmp_path, video_folder):
+def test_the_memory_budget_probes_clip_steps(tmp_path, video_folder, monkeypatch):
+    from itertools import count
+
     from tests.training.test_memory_budget import ChangeWatchingReader
+    from vaetrain.training import memory_budget
     from vaetrain.training.memory_budget import MemoryBudget
+
+    ticks = count()  # every probe step takes one tick whatever the machine's load: the larger micro-batch is faster
+    monkeypatch.setattr(memory_budget.time, "perf_counter", lambda: float(next(ticks)))
 
     module = tiny_module(autoencoder=TINY_WAN, loss={"disc_start_step": 5}, discriminator={"kind": "patchgan3d"})
     reader = ChangeWatchingReader()

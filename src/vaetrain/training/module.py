@@ -20,7 +20,7 @@ from vaetrain.models.discriminator import DiscriminatorConfig
 from vaetrain.models.ema import EMAConfig
 from vaetrain.models.families import family_of
 from vaetrain.plan import RunPlan, StepCounters
-from vaetrain.training.checkpoint import adopt_former_data_state, keep_frozen_networks_out, record_of, restore_rng
+from vaetrain.training.checkpoint import adopt_former_data_state, capture_rng, keep_frozen_networks_out, record_of, restore_rng
 from vaetrain.training.config import GanOptimizers, SpeedConfig, StepSettings, TrainingConfig
 from vaetrain.training.engines import LightningEngine
 from vaetrain.training.features import Setup
@@ -130,8 +130,18 @@ class AutoencoderModule(L.LightningModule):
         index = next(i for i, o in enumerate(self.optimizers()) if o.optimizer is optimizer)
         self.gan_step.prepare_gradients(optimizer_names(self)[index])
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self._rng_after_batch = capture_rng()  # what a checkpoint written now records
+
     def on_validation_start(self) -> None:
         self.val_metrics.use_pixels(getattr(getattr(self.trainer, "datamodule", None), "pixels", None))
+
+    def on_validation_end(self) -> None:
+        """Training goes on with the random state of its last batch's end: a run resumed from a checkpoint
+        written there skips this validation, whose loader and steps draw random numbers (tests/training/
+        test_module.py, "validating")."""
+        if getattr(self, "_rng_after_batch", None) is not None:
+            restore_rng(self._rng_after_batch)
 
     def validation_step(self, images: torch.Tensor, batch_idx: int) -> None:
         validation_batch(self, images)
