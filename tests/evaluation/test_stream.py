@@ -1,6 +1,9 @@
 """Videos streamed chunk by chunk through a causal video autoencoder: the same reconstruction as one pass
 over the whole clip (float tolerance), in space tiles too, and read and written frame by frame."""
 
+from fractions import Fraction
+
+import av
 import numpy as np
 import pytest
 import torch
@@ -12,6 +15,7 @@ from vaetrain.evaluation.recon import reconstruct_files
 from vaetrain.evaluation.reconstruct import TilingConfig, encode_decode, tiled
 from vaetrain.evaluation.stream import frame_groups, streamed_encode_decode
 from vaetrain.models import AutoencoderConfig, build_autoencoder
+from vaetrain.models.families.wan_chunks import WanChunks
 
 
 def _wan():
@@ -123,3 +127,44 @@ def test_a_bar_that_redraws_on_every_call_leaves_the_reconstruction_alone(tmp_pa
     written, bad = reconstruct_files(_wan(), [str(video)], tmp_path / "out", device="cpu", progress=lambda *_: _Redrawing())
     assert written == 1 and not bad
     assert read_video(tmp_path / "out" / video.name)[0].shape == (5, 3, 16, 16)
+
+
+def _silent(total, label, unit):
+    class Silent:
+        def update(self, n=1):
+            pass
+
+        def close(self):
+            pass
+
+    return Silent()
+
+
+@pytest.mark.parametrize("rate", [Fraction(25, 2), Fraction(30000, 1001)])
+def test_recon_keeps_the_videos_own_frame_rate(tmp_path, rate):
+    """12.5 fps stays 12.5 and NTSC's 30000/1001 stays 29.97 (rounding played them 4 % / 0.1 % off)."""
+    with av.open(str(tmp_path / "v.mp4"), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        for t in range(6):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.full((16, 16, 3), 20 * t, np.uint8), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    written, bad = reconstruct_files(_wan(), [str(tmp_path / "v.mp4")], tmp_path / "out", device="cpu", progress=_silent)
+    assert written == 1 and not bad
+    with av.open(str(tmp_path / "out" / "v.mp4")) as container:
+        assert container.streams.video[0].average_rate == rate
+
+
+def test_wan_chunks_refuses_chunks_diffusers_never_encodes():
+    """The first frame alone, then 4 at a time: a first chunk of 5 would come back uncompressed in time, a
+    later chunk of 2 fail inside a convolution; both are refused in one line."""
+    model, clip = _wan(), _clip(9)
+    with torch.no_grad(), pytest.raises(ValueError, match="first frame alone"):
+        WanChunks(model).encode(clip[:, :, :5])
+    stream = WanChunks(model)
+    with torch.no_grad():
+        stream.encode(clip[:, :, :1])
+        with pytest.raises(ValueError, match="got 2 frames after 1"):
+            stream.encode(clip[:, :, 1:3])

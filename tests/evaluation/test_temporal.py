@@ -68,3 +68,26 @@ def test_reconstruction_metrics_report_chunks_and_drift_of_clips_in_minus_one_to
     images = ReconstructionMetrics()
     images.update((original[:, :, 0] * 2 - 1).float(), (reconstruction[:, :, 0] * 2 - 1).float())
     assert "temporal_drift" not in images.compute()  # images have no chunks
+
+
+def test_processes_that_saw_different_lengths_or_none_sync():
+    """Each frame's (chunk, PSNR) is gathered whole: a process with 13-frame clips, one with 5-frame clips
+    and one with none give the mean of all their frames per chunk (torchmetrics' sync stacks fixed states,
+    which clips of different lengths would break)."""
+    torch.manual_seed(0)
+    a, b, c = ChunkPSNR(), ChunkPSNR(), ChunkPSNR()
+    clips = [(torch.rand(1, 3, 13, 8, 8), torch.rand(1, 3, 13, 8, 8)), (torch.rand(2, 3, 5, 8, 8), torch.rand(2, 3, 5, 8, 8))]
+    a.update(*clips[0])
+    b.update(*clips[1])
+    alone = ChunkPSNR()
+    for clip in clips:
+        alone.update(*clip)
+    gathered = {"chunks": [torch.cat(b.chunks)], "psnr": [torch.cat(b.psnr)]}
+    order = iter(name for name in a._reductions for _ in range(1))
+
+    def gather(tensor, group=None):  # what a two-process all_gather returns: this process's, then the other's
+        return [tensor, gathered[next(order)][0]]
+
+    a._sync_dist(dist_sync_fn=gather)
+    assert a.compute() == pytest.approx(alone.compute())
+    assert len(a.compute()) == 4 and c.compute() == []

@@ -11,6 +11,7 @@ diffusers' temporal tiling. A model that records the longest clip it trained on 
 from __future__ import annotations
 
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,8 @@ def reconstruct_files(
     pairs = _inputs(inputs, videos=video)
     target = resolve_device(device)
     model = model.to(target)
+    if video and pairs and family_of(model).chunks(model) is None:  # said before any bar is drawn
+        print(f"vaetrain recon: {type(model).__name__} is not streamed (no causal caches to carry between chunks): each video is read whole", file=sys.stderr)
     files = progress(len(pairs), "recon", "video" if video else "image")
     try:
         if video:
@@ -120,8 +123,6 @@ def reconstruct_videos(
     decoder calls (chunks and tiles) advance a bar of its own; `files` counts the videos done."""
     written, bad, warned = 0, [], False
     streamed = family_of(model).chunks(model) is not None
-    if not streamed and pairs:
-        print(f"vaetrain recon: {type(model).__name__} is not streamed (no causal caches to carry between chunks): each video is read whole", file=sys.stderr)
     for file, relative in pairs:
         settings = dict(side_by_side=side_by_side, tiling=tiling, device=device, precision=precision, progress=progress, label=str(relative))
         try:
@@ -168,7 +169,7 @@ def stream_video(
         chunks = progress(family.coder_calls(model, shape), f"{label} ({video.count} frames)", "chunk")
         written = 0
         try:
-            with VideoWriter(out, fps=max(1, round(video.rate))) as writer, counting_calls([model.encoder, model.decoder], chunks):
+            with VideoWriter(out, fps=frame_rate(video.rate)) as writer, counting_calls([model.encoder, model.decoder], chunks):
                 for group, real in frame_groups(_chained(first, frames), chunk):
                     clip = (group.permute(1, 0, 2, 3).unsqueeze(0).float() / 127.5 - 1).to(device)
                     reconstruction = stream.step(clip)[1][:, :, :real].clamp(-1, 1)
@@ -200,7 +201,7 @@ def _whole_video(model, file: Path, out: Path, *, side_by_side: bool, tiling, de
             chunks.close()
     clip = clip[..., :height, :width]
     shown = torch.cat([clip[:, :, :count], picture], dim=-1) if side_by_side else picture
-    write_video(out, list(_to_uint8_frames(shown)), fps=max(1, round(rate)))
+    write_video(out, list(_to_uint8_frames(shown)), fps=frame_rate(rate))
     return warned
 
 
@@ -226,3 +227,8 @@ def _inputs(paths: list[str], videos: bool = False) -> list[tuple[Path, Path]]:
         else:
             raise ConfigError(f"recon: input '{path}' does not exist")
     return pairs
+
+
+def frame_rate(rate: float) -> Fraction:
+    """A video's frame rate as its container gave it (25/2, 30000/1001: NTSC's 29.97 stays 29.97), not rounded."""
+    return Fraction(rate).limit_denominator(1001) if rate > 0 else Fraction(8)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from vaetrain.models.families import family_of
 
@@ -54,36 +55,30 @@ def temporal_drift(psnr_chunks: list[float]) -> float | None:
 
 
 class ChunkPSNR(Metric):
-    """The mean per-frame PSNR of each latent chunk over a set of clips (summed across processes)."""
+    """The mean per-frame PSNR of each latent chunk over a set of clips. Each frame's (chunk, PSNR) is kept and
+    gathered whole across processes (`cat`), so processes that saw different clip lengths, or none, sync."""
 
     full_state_update = False
 
     def __init__(self, chunk: int = CAUSAL_CHUNK, **kwargs) -> None:
         super().__init__(**kwargs)
         self.chunk = chunk
-        self.add_state("total", default=torch.zeros(0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.zeros(0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("chunks", default=[], dist_reduce_fx="cat")
+        self.add_state("psnr", default=[], dist_reduce_fx="cat")
 
     def update(self, target01: torch.Tensor, reconstruction01: torch.Tensor) -> None:
         """Clips (B, C, T, H, W) in [0, 1]."""
         psnr = frame_psnr(target01, reconstruction01)
-        index = chunk_index(psnr.shape[1], self.chunk, psnr.device)
-        chunks = int(index[-1]) + 1
-        sums = torch.zeros(chunks, dtype=torch.float64, device=psnr.device).index_add_(0, index, psnr.sum(dim=0))
-        counts = torch.bincount(index, minlength=chunks).double() * psnr.shape[0]
-        self.total, self.count = _add(self.total, sums), _add(self.count, counts)
+        self.chunks.append(chunk_index(psnr.shape[1], self.chunk, psnr.device).expand_as(psnr).reshape(-1))
+        self.psnr.append(psnr.reshape(-1))
 
     def compute(self) -> list[float]:
-        return (self.total / self.count.clamp_min(1)).tolist()
-
-
-def _add(state: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """`state + values`, the shorter one padded with zeros (clips of different lengths)."""
-    size = max(len(state), len(values))
-    grown = torch.zeros(size, dtype=torch.float64, device=values.device)
-    grown[: len(state)] += state
-    grown[: len(values)] += values
-    return grown
+        if len(self.psnr) == 0:  # a list before a sync, a tensor after
+            return []
+        chunks, psnr = dim_zero_cat(self.chunks).long(), dim_zero_cat(self.psnr).double()
+        count = int(chunks.max()) + 1
+        sums = torch.zeros(count, dtype=torch.float64, device=psnr.device).index_add_(0, chunks, psnr)
+        return (sums / torch.bincount(chunks, minlength=count).double().clamp_min(1)).tolist()
 
 
 def flicker(target01: torch.Tensor, reconstruction01: torch.Tensor) -> torch.Tensor:

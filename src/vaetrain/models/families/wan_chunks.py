@@ -72,6 +72,7 @@ class WanChunks:
         self.model, self.checkpointed = model, checkpointed
         self.caches: dict[str, dict[tuple[int, int], list]] = {"encoder": {}, "decoder": {}}
         self.decoded = 0  # latent frames decoded so far (the first is decoded with `first_chunk`)
+        self.encoded = 0  # frames encoded so far: the first alone, then 4 at a time
 
     def _call(self, part: str, tile: tuple[int, int], x: torch.Tensor, first_chunk: bool | None = None) -> torch.Tensor:
         """The encoder or decoder on one chunk of one tile, through (and updating) that tile's caches."""
@@ -99,6 +100,12 @@ class WanChunks:
         from diffusers.models.autoencoders.autoencoder_kl_wan import patchify
 
         model, patch = self.model, self.model.config.patch_size
+        expected = 1 if self.encoded == 0 else 4
+        if frames.shape[2] != expected:
+            raise ValueError(
+                f"WanChunks.encode: got {frames.shape[2]} frames after {self.encoded}; AutoencoderKLWan encodes the first frame alone, then 4 at a time"
+            )
+        self.encoded += expected
         tiled = self._tiled(*frames.shape[-2:])
         x = patchify(frames, patch_size=patch) if patch is not None else frames
         if not tiled:
