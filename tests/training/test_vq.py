@@ -162,7 +162,7 @@ def test_vq_settings_that_cannot_work_are_one_line_errors():
         QuantizerConfig(kind="fsq", levels=[4, 4], ema_decay=0.99)
     with pytest.raises(ConfigError, match="levels applies to kind: fsq only"):
         QuantizerConfig(levels=[4, 4])
-    with pytest.raises(ConfigError, match="the vq family quantises its latents"):
+    with pytest.raises(ConfigError, match="model.loss.latent_noise does not apply beside the vq family, which quantises its latents"):
         _module(QUANTIZERS["vq"], latent_noise=0.1)
 
 

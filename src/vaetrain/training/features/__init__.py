@@ -54,11 +54,14 @@ def build_features(holder: nn.Module, setup: Setup, autoencoder: nn.Module) -> l
 def check_features(features: list[Feature], run: Run) -> None:
     """Every active unit's refusals, the first one raised in one line."""
     replacing = next((feature for feature in features if feature.replaces_encoder), None)
+    quantising = next((feature for feature in features if feature.quantises_latents), None)
     for feature in features:
         for message in feature.conflicts(run):
             raise ConfigError(message)
         if replacing is not None and feature.reads_encoder_latents:
             raise ConfigError(f"{feature.setting} does not apply beside {replacing.setting}: the decoder reads that unit's latents, not the encoder's")
+        if quantising is not None and feature.needs_continuous_latents:
+            raise ConfigError(f"{feature.setting} does not apply beside {quantising.setting}, which quantises its latents")
 
 
 def check_sizes(features: list[Feature], sides: list[int], resolution) -> None:

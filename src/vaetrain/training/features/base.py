@@ -113,6 +113,10 @@ class Feature:
     """Logged values the diagnostics warn about when they stay below a floor (`training.diagnostics`)."""
     reads_encoder_latents: ClassVar[bool] = False
     """Its terms need the autoencoder encoder's own latents: refused beside a unit that `replaces_encoder`."""
+    quantises_latents: ClassVar[bool] = False
+    """Its decode quantises the latents to a discrete set: refused beside a unit that `needs_continuous_latents`."""
+    needs_continuous_latents: ClassVar[bool] = False
+    """Its terms move or match continuous latents: refused beside a unit that `quantises_latents`."""
 
     @classmethod
     def wanted(cls, setup: Setup, autoencoder: nn.Module) -> bool:

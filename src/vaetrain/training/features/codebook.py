@@ -6,19 +6,19 @@ committed once per generator step after a finite update."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 
 from vaetrain.models.families import family_of
 from vaetrain.models.quantizer import ALIVE_USE, Codebook, fsq_bound_penalty, lookup, vq_loss
 from vaetrain.training.diagnostics import Alarm
-from vaetrain.training.features.base import Feature, Latents, Run, Setup, Update, network
+from vaetrain.training.features.base import Feature, Latents, Setup, Update, network
 
 
 class CodebookFeature(Feature):
     name = "codebook"
+    setting = "the vq family"
+    quantises_latents = True
     alarms = (
         Alarm(
             "train/codebook_alive",
@@ -40,10 +40,6 @@ class CodebookFeature(Feature):
 
     def place(self, rank: int, world_size: int) -> None:
         self.holder.codebook.place(rank, world_size)  # its samples are numbered over all processes' images
-
-    def conflicts(self, run: Run) -> Iterator[str]:
-        if run.active & {"equivariance", "latent_noise", "distillation"}:
-            yield "the vq family quantises its latents: model.loss.equivariance, latent_noise and distillation do not apply to it"
 
     def decode(self, forward, stage: Latents) -> torch.Tensor:
         codebook, autoencoder = self.holder.codebook, self.holder.autoencoder

@@ -22,6 +22,7 @@ from vaetrain.training.features.base import Encoded, Feature, Run, Setup, networ
 class Distillation(Feature):
     name = "distillation"
     setting = "model.loss.distillation"
+    needs_continuous_latents = True
     replaces_encoder = True
     networks = (network("teacher", "frozen shard_blocks channels_last", "the VAE being distilled"),)
 

@@ -17,6 +17,7 @@ from vaetrain.training.features.base import Feature, Latents, Run, Setup
 class Equivariance(Feature):
     name = "equivariance"
     setting = "model.loss.equivariance"
+    needs_continuous_latents = True
     reads_encoder_latents = True
 
     @classmethod

@@ -11,6 +11,8 @@ from vaetrain.training.features.base import Feature, Latents, Setup
 
 class LatentNoise(Feature):
     name = "latent_noise"
+    setting = "model.loss.latent_noise"
+    needs_continuous_latents = True
 
     @classmethod
     def wanted(cls, setup: Setup, autoencoder: nn.Module) -> bool:
