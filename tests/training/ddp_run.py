@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--validate", action="store_true", help="validation and a reconstruction grid every 2 steps")
     parser.add_argument("--balance", choices=["adaptive", "gradnorm"], default="adaptive")
     parser.add_argument("--vq", nargs="?", const="ema", choices=sorted(QUANTIZERS), help="the vq family: an EMA codebook, or alive: + k-means, restarts")
+    parser.add_argument("--end-to-end", action="store_true", help="REPA-E's SiT trained beside, with its own optimizer; every rank saves it")
     args = parser.parse_args()
 
     L.seed_everything(0)
@@ -73,6 +74,11 @@ def main() -> None:
         optimizer=OptimizerConfig(lr=1e-4),
         autoencoder={"family": "vq", "quantizer": QUANTIZERS[args.vq]} if args.vq else None,
     )
+    if args.end_to_end:
+        from tests.training.test_end_to_end import TINY_SIT, e2e_module
+        from vaetrain.losses.end_to_end import EndToEndConfig
+
+        module = e2e_module(loss={"end_to_end": EndToEndConfig(**TINY_SIT), "disc_start_step": 2}, training={"global_batch_size": GLOBAL_BATCH})
     strategy = DDPStrategy(find_unused_parameters=True, process_group_backend="gloo", timeout=timedelta(seconds=args.timeout)) if args.devices > 1 else "auto"
     if args.strategy == "fsdp":
         strategy = FullyShardedStrategy(process_group_backend="gloo", timeout=timedelta(seconds=args.timeout))
@@ -104,6 +110,9 @@ def main() -> None:
         if network is not None
         for key, value in full_state_dict(network).items()
     }
+    if args.end_to_end:  # each rank's own copy: data parallelism must keep them equal
+        sit = {f"diffusion.{k}": v for k, v in full_state_dict(module.diffusion).items()}
+        torch.save(sit, Path(args.out) / f"sit_rank{trainer.global_rank}.pt")
     if trainer.is_global_zero:
         torch.save({"state": state, "counters": vars(module.counters), "accumulate": module.accumulate}, Path(args.out) / "final.pt")
 

@@ -51,6 +51,35 @@ def test_two_processes_match_one_process_with_the_same_global_batch_then_resume_
     assert changed
 
 
+def test_end_to_end_tuning_trains_its_third_network_in_step_on_two_processes_and_resumes_in_one(tmp_path):
+    """REPA-E's SiT (its own optimizer, role `trained`) under DDP: its gradients are averaged like the others', so
+    both ranks hold the same SiT after every update; the run's checkpoint resumes in one process."""
+    folder = tmp_path / "images"
+    write_images(folder, 14)
+    two = train(folder, tmp_path / "two", "--devices", "2", "--steps", "3", "--micro-batch", "2", "--end-to-end")
+    assert two["counters"]["generator_steps"] == 3 and two["counters"]["discriminator_steps"] == 1
+    ranks = [torch.load(tmp_path / "two" / f"sit_rank{r}.pt", weights_only=True) for r in range(2)]
+    assert ranks[0].keys() == ranks[1].keys() and len(ranks[0]) > 0
+    for key in ranks[0]:
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+    resumed = train(
+        folder,
+        tmp_path / "resumed",
+        "--devices",
+        "1",
+        "--steps",
+        "4",
+        "--micro-batch",
+        "4",
+        "--end-to-end",
+        "--resume",
+        str(tmp_path / "two" / "checkpoints" / "last.ckpt"),
+    )
+    assert resumed["counters"]["generator_steps"] == 4
+    after = torch.load(tmp_path / "resumed" / "sit_rank0.pt", weights_only=True)
+    assert any(not torch.equal(after[k], ranks[0][k]) for k in after if after[k].is_floating_point())  # the SiT trains on
+
+
 @pytest.mark.slow  # 27 s of real processes; the default suite keeps DDP's own equivalence test (make test-slow runs this)
 def test_gradnorm_with_two_processes_matches_one_process(tmp_path):
     """Gradient normalisation's norm is the global batch's (`losses.balance.global_norm`), so 2 processes x
