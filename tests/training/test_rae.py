@@ -58,7 +58,8 @@ def _run(root: Path, folder: Path, max_steps: int, ckpt_path: str | None = None)
     L.seed_everything(0)
     module = _module()
     checkpoint = ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=2)
-    trainer = tiny_trainer(root, max_steps=max_steps, callbacks=[checkpoint], enable_checkpointing=True)
+    validation = dict(limit_val_batches=1, val_check_interval=2, check_val_every_n_epoch=None)  # a resume crosses one
+    trainer = tiny_trainer(root, max_steps=max_steps, callbacks=[checkpoint], enable_checkpointing=True, **validation)
     data = SampleDataModule(path=str(folder), resolution=32, batch_size=2, val_size=2, num_workers=0, seed=0)
     trainer.fit(module, data, ckpt_path=ckpt_path, weights_only=True)
     return module
