@@ -73,6 +73,8 @@ def train(name: str, args, footage: Path) -> dict:
     listing.write_text("\n".join(entries) + "\n")
     if args.videos:  # the run's own CPU time, decoding included (no loader workers)
         overrides = [*overrides, "--data.num_workers=0", "--data.val_size=0"]  # every training scene trains (validation is off)
+        if args.seed is not None:  # another seed of the same race: weights, crops, clip starts and clip lengths
+            overrides += [f"--seed_everything={args.seed}", f"--data.seed={args.seed}"]
         return train_for(name, configs, overrides, out=args.out, seconds=args.cpu_seconds, data=footage, train_list=listing, cpu_seconds=True)
     return train_for(name, configs, overrides, out=args.out, seconds=args.seconds, data=footage, train_list=listing)
 
@@ -85,6 +87,7 @@ def launch_two_at_a_time(names: list[str], args) -> None:
             core = min({0, 1} - set(running.values()))
             command = [sys.executable, __file__, "--only", waiting.pop(0), "--out", str(args.out), "--seconds", str(args.seconds)]
             command += ["--videos", str(args.videos), "--cpu-seconds", str(args.cpu_seconds), "--holdout-scenes", ",".join(args.holdout_scenes)]
+            command += ["--seed", str(args.seed)] if args.seed is not None else []
             child = subprocess.Popen(["taskset", "-c", str(core), *command], env=os.environ | {"OMP_NUM_THREADS": "1"})
             running[child] = core
         child = next(iter(running)) if len(running) == 1 else _first_done(running)
@@ -121,6 +124,7 @@ def main() -> None:
     parser.add_argument("--videos", type=Path, help="race on the real videos of this folder (benchmarks/videos)")
     parser.add_argument("--holdout-scenes", type=lambda text: tuple(text.split(",")), default=real_footage.HOLDOUT, help="video stems never trained on")
     parser.add_argument("--cpu-seconds", type=int, default=360, help="with --videos: CPU seconds of training per run")
+    parser.add_argument("--seed", type=int, help="with --videos: seed every run with this (the presets' own seed 0 when absent)")
     parser.add_argument("--runs", default=REAL_DEFAULT, help=f"with --videos: comma-separated, of {', '.join(REAL_RUNS)}")
     args = parser.parse_args()
     args.eval_frames = args.eval_frames or (33 if args.videos else 17)

@@ -51,6 +51,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch_then_resume_
     assert changed
 
 
+@pytest.mark.slow  # ~25 s of real processes; the default suite keeps DDP's own equivalence test (make test-slow runs this)
 def test_end_to_end_tuning_trains_its_third_network_in_step_on_two_processes_and_resumes_in_one(tmp_path):
     """REPA-E's SiT (its own optimizer, role `trained`) under DDP: its gradients are averaged like the others', so
     both ranks hold the same SiT after every update; the run's checkpoint resumes in one process."""
