@@ -121,8 +121,9 @@ class Preemption(L.Callback):
         if checkpoint is not None and checkpoint.dirpath is not None:
             path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
             # the callback's own record first (it is saved inside): else a resumed run finds last.ckpt not its
-            # `last_model_path` and writes last-v1.ckpt beside it, leaving last.ckpt stale
-            checkpoint.last_model_path, checkpoint._last_global_step_saved = str(path), trainer.global_step
+            # `last_model_path` and writes last-v1.ckpt beside it, leaving last.ckpt stale. Its step counter is
+            # left alone: the checkpoint callback runs after this one and still writes a step file due now.
+            checkpoint.last_model_path = str(path)
             trainer.save_checkpoint(path)  # every process: a sharded model gathers, rank 0 writes
             if trainer.is_global_zero:
                 print(f"vaetrain: SIGTERM: saved {path} at generator step {trainer.global_step}; resume with --ckpt_path last", file=sys.stderr)

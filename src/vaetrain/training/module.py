@@ -150,7 +150,10 @@ class AutoencoderModule(L.LightningModule):
         log_validation(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        record_of(self, getattr(self.trainer, "datamodule", None)).write_into(checkpoint)
+        record = record_of(self, getattr(self.trainer, "datamodule", None))
+        if self.trainer.validating and getattr(self, "_rng_after_batch", None) is not None:
+            record.rng = self._rng_after_batch  # saved at validation's end: training goes on from its batch's state
+        record.write_into(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         record = RunRecord.read_from(checkpoint)
