@@ -11,7 +11,6 @@ diffusers' temporal tiling. A model that records the longest clip it trained on 
 from __future__ import annotations
 
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +168,7 @@ def stream_video(
         chunks = progress(family.coder_calls(model, shape), f"{label} ({video.count} frames)", "chunk")
         written = 0
         try:
-            with VideoWriter(out, fps=frame_rate(video.rate)) as writer, counting_calls([model.encoder, model.decoder], chunks):
+            with VideoWriter(out, fps=video.rate) as writer, counting_calls([model.encoder, model.decoder], chunks):
                 for group, real in frame_groups(_chained(first, frames), chunk):
                     clip = (group.permute(1, 0, 2, 3).unsqueeze(0).float() / 127.5 - 1).to(device)
                     reconstruction = stream.step(clip)[1][:, :, :real].clamp(-1, 1)
@@ -201,7 +200,7 @@ def _whole_video(model, file: Path, out: Path, *, side_by_side: bool, tiling, de
             chunks.close()
     clip = clip[..., :height, :width]
     shown = torch.cat([clip[:, :, :count], picture], dim=-1) if side_by_side else picture
-    write_video(out, list(_to_uint8_frames(shown)), fps=frame_rate(rate))
+    write_video(out, list(_to_uint8_frames(shown)), fps=rate)
     return warned
 
 
@@ -227,8 +226,3 @@ def _inputs(paths: list[str], videos: bool = False) -> list[tuple[Path, Path]]:
         else:
             raise ConfigError(f"recon: input '{path}' does not exist")
     return pairs
-
-
-def frame_rate(rate: float) -> Fraction:
-    """A video's frame rate as its container gave it (25/2, 30000/1001: NTSC's 29.97 stays 29.97), not rounded."""
-    return Fraction(rate).limit_denominator(1001) if rate > 0 else Fraction(8)

@@ -14,6 +14,7 @@ import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -85,12 +86,22 @@ def read_clip(
         return _decode(container, stream, clip, random_start, max_pixels)
 
 
-def read_video(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, float]:
+def read_video(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, Fraction]:
     """Every frame of a video file or frame folder, uint8 (T, 3, H, W), and its frame rate (8 for folders)."""
     if path.is_dir():
-        return _frame_folder(path, None, False, max_pixels), 8.0
+        return _frame_folder(path, None, False, max_pixels), FOLDER_RATE
     with _opened(path) as (container, stream):
-        return _decode(container, stream, None, False, max_pixels), float(stream.average_rate or stream.guessed_rate or 8)
+        return _decode(container, stream, None, False, max_pixels), _rate(stream)
+
+
+FOLDER_RATE = Fraction(8)
+"""The frame rate of a folder of frames (which records none)."""
+
+
+def _rate(stream) -> Fraction:
+    """The container's frame rate as it states it (30000/1001 stays NTSC's 29.97...; a writer given it plays the
+    frames at the same speed)."""
+    return Fraction(stream.average_rate or stream.guessed_rate or FOLDER_RATE)
 
 
 @dataclass
@@ -100,7 +111,7 @@ class VideoFrames:
 
     frames: Iterator[torch.Tensor]
     count: int
-    rate: float
+    rate: Fraction
 
 
 @contextmanager
@@ -109,12 +120,12 @@ def video_frames(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[V
     frame is held at a time (a 280-frame 720p video is never whole in memory). Errors become `BadImage`."""
     if path.is_dir():
         files = frame_files(path)
-        yield VideoFrames(_folder_frames(files, max_pixels), len(files), 8.0)
+        yield VideoFrames(_folder_frames(files, max_pixels), len(files), FOLDER_RATE)
         return
     with _opened(path) as (container, stream):
         count = sum(1 for packet in container.demux(stream) if packet.size)
         container.seek(0)
-        yield VideoFrames(_container_frames(container, stream, max_pixels), count, float(stream.average_rate or stream.guessed_rate or 8))
+        yield VideoFrames(_container_frames(container, stream, max_pixels), count, _rate(stream))
 
 
 def _container_frames(container, stream, max_pixels: int) -> Iterator[torch.Tensor]:

@@ -14,7 +14,7 @@ class VideoWriter:
     from the suffix (`gif` for .gif files), the size from the first frame. Written to a hidden partial file,
     renamed to `path` when the block ends without an error (removed when it ends with one)."""
 
-    def __init__(self, path: str | Path, *, fps: int = 8, codec: str = "mpeg4") -> None:
+    def __init__(self, path: str | Path, *, fps: int | Fraction = 8, codec: str = "mpeg4") -> None:
         self.path, self.fps, self.codec = Path(path), fps, codec
         self.partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         self.container = self.stream = None
@@ -52,7 +52,7 @@ class VideoWriter:
             self.partial.unlink(missing_ok=True)
 
 
-def write_video(path: str | Path, frames: list[np.ndarray], *, fps: int = 8, codec: str = "mpeg4") -> Path:
+def write_video(path: str | Path, frames: list[np.ndarray], *, fps: int | Fraction = 8, codec: str = "mpeg4") -> Path:
     """Encodes uint8 (H, W, 3) frames with PyAV (container from the suffix; `gif` for .gif files)."""
     with VideoWriter(path, fps=fps, codec=codec) as writer:
         for array in frames:
