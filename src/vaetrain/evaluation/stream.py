@@ -24,6 +24,7 @@ from torch import nn
 from vaetrain.errors import LongerThanTrained
 from vaetrain.evaluation.reconstruct import TilingConfig, pad_to_multiple, tiled
 from vaetrain.models.families import Posterior, downsampling_factor, family_of
+from vaetrain.models.families.kl import gaussian_posterior
 
 PRECISIONS = ("32", "bf16")
 """What `recon` / `eval --precision` run the autoencoder in (`auto`, resolved by the command: what `fit` picks)."""
@@ -66,10 +67,9 @@ class ChunkedReconstruction:
         height, width = chunk.shape[-2:]
         padded, _ = pad_to_multiple(chunk, self.factor)
         with autocast(chunk.device, self.precision):
-            moments = self.stream.encode(padded)
-            mean, logvar = moments.float().chunk(2, dim=1)
-            decoded = self.stream.decode(mean)
-        return Posterior(mean, logvar.clamp(-30.0, 20.0)), decoded.float()[..., :height, :width]
+            posterior = gaussian_posterior(self.stream.encode(padded).float())
+            decoded = self.stream.decode(posterior.mean)
+        return posterior, decoded.float()[..., :height, :width]
 
 
 def streamed_encode_decode(model: nn.Module, clips: torch.Tensor, tiling: TilingConfig | None = None, precision: str = "32") -> tuple[Posterior, torch.Tensor]:

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from vaetrain.errors import ConfigError
 from vaetrain.models.families.base import Family, Posterior
+
+
+def gaussian_posterior(moments: torch.Tensor) -> Posterior:
+    """The posterior of `quant_conv`'s moments (mean, then log-variance, stacked in channels) as diffusers reads
+    them (`DiagonalGaussianDistribution`: the log-variance clamped to [-30, 20]); for an encoder run outside
+    diffusers' `encode` (Wan's chunks, checkpointed or streamed)."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    posterior = DiagonalGaussianDistribution(moments)
+    return Posterior(posterior.mean, posterior.logvar)
 
 
 def ldm_stack(config, down: str = "DownEncoderBlock2D", up: str = "UpDecoderBlock2D") -> dict:

@@ -16,7 +16,7 @@ from torch import nn
 
 from vaetrain.errors import ConfigError
 from vaetrain.models.families.base import Posterior, tile_grid
-from vaetrain.models.families.kl import KLFamily
+from vaetrain.models.families.kl import KLFamily, gaussian_posterior
 from vaetrain.models.families.wan_chunks import checkpointed_decode, checkpointed_moments
 
 
@@ -66,10 +66,7 @@ class WanFamily(KLFamily):
     def encode(self, model, images) -> Posterior:
         if not (model.encoder.gradient_checkpointing and torch.is_grad_enabled()):
             return super().encode(model, images)
-        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-
-        posterior = DiagonalGaussianDistribution(checkpointed_moments(model, images))
-        return Posterior(posterior.mean, posterior.logvar)
+        return gaussian_posterior(checkpointed_moments(model, images))
 
     def decode(self, model, latents) -> torch.Tensor:
         if not (model.decoder.gradient_checkpointing and torch.is_grad_enabled()):
