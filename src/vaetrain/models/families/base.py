@@ -228,6 +228,23 @@ def tile_grid(model: nn.Module, height: int, width: int, divisor: int = 1) -> in
     return rows * len(range(0, width, model.tile_sample_stride_width // divisor))
 
 
+def windowed_coder_calls(model: nn.Module, shape, encodes_in_windows: bool) -> int:
+    """Encoder and decoder calls of diffusers' HunyuanVideo / LTX-Video: once per spatial tile (`tile_grid`), and
+    per temporal window (`tile_sample_stride_num_frames`) when `use_framewise_decoding` is on and the clip (its
+    latent frames, for the decoder) is longer than `tile_sample_min_num_frames`; the encoder's windows likewise
+    when `encodes_in_windows` (the flag the class's `_encode` reads)."""
+    frames, height, width = shape[-3:]
+    ratio, temporal = model.spatial_compression_ratio, model.temporal_compression_ratio
+    encodes = tile_grid(model, height, width)
+    if encodes_in_windows and frames > model.tile_sample_min_num_frames:
+        encodes *= len(range(0, frames, model.tile_sample_stride_num_frames))
+    latent_frames = (frames - 1) // temporal + 1
+    decodes = tile_grid(model, height // ratio, width // ratio, ratio)
+    if model.use_framewise_decoding and latent_frames > model.tile_sample_min_num_frames // temporal:
+        decodes *= len(range(0, latent_frames, model.tile_sample_stride_num_frames // temporal))
+    return encodes + decodes
+
+
 class CausalConvEnds:
     """The first and last convolutions of a family whose `conv_in`/`conv_out` wrap a causal `nn.Conv3d` in `.conv`
     (HunyuanVideo, LTX-Video): a mixin before the family's base class."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from vaetrain.models.families.base import CausalConvEnds, tile_grid
+from vaetrain.models.families.base import CausalConvEnds, windowed_coder_calls
 from vaetrain.models.families.kl import KLFamily, ldm_stack
 
 
@@ -56,13 +56,4 @@ class HunyuanVideoFamily(CausalConvEnds, KLFamily):
     def coder_calls(self, model, shape) -> int | None:
         """Encoder and decoder once per spatial tile, per temporal tile when a clip is longer than
         `tile_sample_min_num_frames` (framewise, diffusers' default)."""
-        frames, height, width = shape[-3:]
-        ratio, temporal = model.spatial_compression_ratio, model.temporal_compression_ratio
-        encodes = tile_grid(model, height, width)
-        if model.use_framewise_encoding and frames > model.tile_sample_min_num_frames:
-            encodes *= len(range(0, frames, model.tile_sample_stride_num_frames))
-        latent_frames = (frames - 1) // temporal + 1
-        decodes = tile_grid(model, height // ratio, width // ratio, ratio)
-        if model.use_framewise_decoding and latent_frames > model.tile_sample_min_num_frames // temporal:
-            decodes *= len(range(0, latent_frames, model.tile_sample_stride_num_frames // temporal))
-        return encodes + decodes
+        return windowed_coder_calls(model, shape, model.use_framewise_encoding)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from vaetrain.errors import ConfigError
-from vaetrain.models.families.base import CausalConvEnds, Family, tile_grid
+from vaetrain.models.families.base import CausalConvEnds, Family, windowed_coder_calls
 from vaetrain.models.families.kl import KLFamily
 
 DEFAULT_DECODE_TIMESTEP = 0.05
@@ -143,16 +143,7 @@ class LTXVideoFamily(CausalConvEnds, KLFamily):
     def coder_calls(self, model, shape) -> int | None:
         """Encoder and decoder once per spatial tile, per temporal window when diffusers' frame-wise tiling is on
         (off by default for this class) and the clip is longer than `tile_sample_min_num_frames`."""
-        frames, height, width = shape[-3:]
-        ratio, temporal = model.spatial_compression_ratio, model.temporal_compression_ratio
-        encodes = tile_grid(model, height, width)
-        if model.use_framewise_decoding and frames > model.tile_sample_min_num_frames:  # diffusers' `_encode` reads this flag
-            encodes *= len(range(0, frames, model.tile_sample_stride_num_frames))
-        latent_frames = (frames - 1) // temporal + 1
-        decodes = tile_grid(model, height // ratio, width // ratio, ratio)
-        if model.use_framewise_decoding and latent_frames > model.tile_sample_min_num_frames // temporal:
-            decodes *= len(range(0, latent_frames, model.tile_sample_stride_num_frames // temporal))
-        return encodes + decodes
+        return windowed_coder_calls(model, shape, model.use_framewise_decoding)  # diffusers' `_encode` reads this flag
 
 
 def decode_timestep(model: nn.Module) -> float:
