@@ -168,3 +168,21 @@ def test_wan_chunks_refuses_chunks_diffusers_never_encodes():
         stream.encode(clip[:, :, :1])
         with pytest.raises(ValueError, match="got 2 frames after 1"):
             stream.encode(clip[:, :, 1:3])
+
+
+def test_precision_is_honoured_and_auto_is_fits_choice(monkeypatch):
+    """`--precision bf16` runs the chunks under bf16 autocast (a different, close reconstruction), "32" in fp32
+    (the one-pass one exactly); `auto` resolves as `fit` picks for the device."""
+    from vaetrain.cli import options
+
+    model, clip = _wan(), _clip(9)
+    with torch.no_grad():
+        _, one_pass = encode_decode(model, clip)
+        _, fp32 = streamed_encode_decode(model, clip, precision="32")
+        _, bf16 = streamed_encode_decode(model, clip, precision="bf16")
+    assert torch.allclose(fp32, one_pass, atol=1e-5)
+    assert not torch.equal(bf16, fp32) and (bf16 - fp32).abs().mean() < 0.05
+    for fit_picks, expected in (("bf16-mixed", "bf16"), ("32-true", "32")):
+        monkeypatch.setattr(options, "default_precision", lambda device, picks=fit_picks: picks)
+        assert options.resolve_precision("auto", "cpu") == expected
+    assert options.resolve_precision("32", "cpu") == "32"
